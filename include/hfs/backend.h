@@ -1,0 +1,173 @@
+/*
+ * The remote store, as a vtable with two implementations: "local" (a
+ * directory that plays the remote; the embedded default) and "dropbox"
+ * (HTTPS API v2). Tests may add a faulty one.
+ *
+ * The interface follows Dropbox's model (dropbox-api.md):
+ * - Paths are remote paths relative to the mount root: "" is the root,
+ *   every other path starts with '/' and has no trailing slash. The backend
+ *   adds its own prefix (the app folder, or remote_dir).
+ * - Files carry a revision string (opaque, changes on every write) and the
+ *   Dropbox content hash.
+ * - Listings are paged: list() returns one page and a cursor; call it again
+ *   with the cursor while has_more.
+ * - Remote names are case-insensitive for Dropbox; callers never rely on
+ *   the backend to tell "A" from "a".
+ * - move/copy never overwrite (an existing target gives -EEXIST); remove of
+ *   a folder is recursive.
+ *
+ * Errors: every method returns 0 or a negative errno:
+ *   -ENOENT     the path (or the source of a move/copy) does not exist
+ *   -EEXIST     a conflict: target exists, or an upload's parent_rev is not
+ *               the current revision (see upload)
+ *   -ENOTDIR, -EISDIR  the path or a parent has the other type
+ *   -ENOSPC     remote quota / insufficient space
+ *   -EINVAL     the remote refuses the name
+ *   -EAGAIN     transient (rate limit, 5xx, network) after the backend's own
+ *               retries; the caller keeps the work queued
+ *   -EACCES     credentials refused
+ *   -EIO        anything else, including malformed replies
+ * A transport failure is never reported as -ENOENT.
+ *
+ * Thread-safety: all methods may be called from several threads at once;
+ * the implementation serializes what it must. Every method may block on
+ * network or disk I/O; none is called with a filesystem lock held.
+ *
+ * A human-readable detail of the last failure of the calling thread is in
+ * backend_last_error() (never contains a secret).
+ */
+#ifndef HFS_BACKEND_H
+#define HFS_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hfs/hash.h"
+
+#define BACKEND_REV_MAX 64
+#define BACKEND_NAME_MAX 255
+
+struct hfs_config;
+
+struct backend_entry {
+	char name[BACKEND_NAME_MAX + 1]; /* last component, remote case */
+	bool is_dir;
+	uint64_t size; /* files */
+	int64_t mtime; /* files: seconds since the epoch (client_modified) */
+	char rev[BACKEND_REV_MAX + 1]; /* files; "" if unknown */
+	bool has_hash;
+	uint8_t hash[CHASH_LEN]; /* files, if has_hash */
+};
+
+struct backend_page {
+	struct backend_entry *entries; /* owned by the page */
+	size_t n;
+	char *cursor; /* owned; pass to the next list() call */
+	bool has_more;
+};
+
+/* Releases what a page owns and zeroes it. */
+void backend_page_release(struct backend_page *page);
+
+struct backend;
+
+struct backend_upload {
+	const char *path;
+	int fd; /* read from offset 0; the backend uses pread only */
+	uint64_t size; /* bytes to send */
+	const uint8_t *hash; /* content hash of those bytes, or NULL */
+	int64_t mtime; /* client_modified, seconds */
+	/*
+	 * The revision this upload replaces. NULL: create or overwrite
+	 * whatever is there. Non-NULL: fail with -EEXIST if the current
+	 * remote revision differs (or the file was created meanwhile), unless
+	 * @autorename, which instead stores the bytes beside it as a
+	 * conflicted copy and reports that copy's name in @out.
+	 */
+	const char *parent_rev;
+	bool autorename;
+};
+
+struct backend_ops {
+	const char *name; /* "local", "dropbox" */
+
+	/*
+	 * Checks that the remote is usable (credentials valid, root reachable)
+	 * at mount time. Returns 0, -EACCES (bad credentials), -EAGAIN
+	 * (unreachable: the mount may still start offline) or -errno.
+	 */
+	int (*probe)(struct backend *be);
+
+	/*
+	 * One page of the listing of folder @path (@cursor NULL for the first
+	 * page). Entries that would escape the folder (names with '/', "." or
+	 * "..", NUL, empty) are dropped. Returns 0 and fills @page.
+	 */
+	int (*list)(struct backend *be, const char *path, const char *cursor,
+		    struct backend_page *page);
+
+	/* Metadata of @path (not ""). */
+	int (*stat)(struct backend *be, const char *path,
+		    struct backend_entry *out);
+
+	/*
+	 * Writes bytes [@off, @off + @len) of @path to @fd at offset @off
+	 * (pwrite). @len 0 means to the end. @rev, if non-NULL, asks for that
+	 * revision. If @out is non-NULL it gets the file's metadata. A whole
+	 * download whose content hash is known is verified (-EIO on mismatch).
+	 * *@got receives the number of bytes written.
+	 */
+	int (*download)(struct backend *be, const char *path, const char *rev,
+			uint64_t off, uint64_t len, int fd, uint64_t *got,
+			struct backend_entry *out);
+
+	/* Uploads a file (see struct backend_upload); @out gets the result
+	 * (rev, hash, the stored name). Parents are created as needed. */
+	int (*upload)(struct backend *be, const struct backend_upload *up,
+		      struct backend_entry *out);
+
+	/* Creates folder @path (and its parents). An existing folder is
+	 * -EEXIST. */
+	int (*mkdir)(struct backend *be, const char *path);
+
+	/* Deletes @path; folders recursively. */
+	int (*remove)(struct backend *be, const char *path);
+
+	/* Moves @from to @to; never overwrites (-EEXIST). */
+	int (*move)(struct backend *be, const char *from, const char *to);
+
+	/* Server-side copy; never overwrites (-EEXIST). */
+	int (*copy)(struct backend *be, const char *from, const char *to);
+
+	/* Space used and allocated, in bytes. */
+	int (*space)(struct backend *be, uint64_t *used, uint64_t *total);
+
+	/* Releases the backend; accepts a half-built one. */
+	void (*destroy)(struct backend *be);
+};
+
+struct backend {
+	const struct backend_ops *ops;
+};
+
+/*
+ * Creates the backend @cfg names. Returns 0 and sets *@out (owned by the
+ * caller, released with backend_destroy), or -errno with a message in @err.
+ */
+int backend_create(const struct hfs_config *cfg, struct backend **out,
+		   char *err, size_t errlen);
+void backend_destroy(struct backend *be);
+
+/* Local backend: @root is the directory that plays the remote. */
+int backend_local_create(const char *root, struct backend **out);
+
+/* Records / reads the calling thread's last error detail. */
+void backend_set_error(const char *fmt, ...)
+	__attribute__((format(printf, 1, 2)));
+const char *backend_last_error(void);
+
+/* True if @name is acceptable as one remote path component. */
+bool backend_name_ok(const char *name);
+
+#endif

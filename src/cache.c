@@ -1,0 +1,2 @@
+/* placeholder */
+typedef int hfs_placeholder_cache;
