@@ -1,2 +1,161 @@
-/* placeholder */
-typedef int hfs_placeholder_backend;
+/*
+ * The parts of the backend interface that do not depend on the
+ * implementation: page release, construction by kind, the per-thread error
+ * detail, and the name filter every backend applies.
+ *
+ * The error detail lives in a thread-local buffer, so a backend records it
+ * where the failure happens and the caller that decides to log reads it on
+ * the same thread, without a lock and without threading a buffer through
+ * every method.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hfs/backend.h"
+#include "hfs/config.h"
+
+#define BACKEND_ERROR_MAX 512
+
+static __thread char backend_error[BACKEND_ERROR_MAX];
+
+void backend_page_release(struct backend_page *page)
+{
+	if (!page)
+		return;
+	free(page->entries);
+	free(page->cursor);
+	memset(page, 0, sizeof(*page));
+}
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+int backend_create(const struct hfs_config *cfg, struct backend **out,
+		   char *err, size_t errlen)
+{
+	struct backend *be = NULL;
+	int rc;
+
+	set_err(err, errlen, "%s", "");
+	switch (cfg->backend) {
+	case BACKEND_LOCAL:
+		backend_set_error("%s", "");
+		rc = backend_local_create(cfg->remote_dir, &be);
+		if (rc < 0) {
+			const char *detail = backend_last_error();
+
+			set_err(err, errlen, "local backend in %s: %s",
+				cfg->remote_dir ? cfg->remote_dir : "(unset)",
+				detail[0] ? detail : strerror(-rc));
+			return rc;
+		}
+		break;
+	case BACKEND_DROPBOX:
+		set_err(err, errlen, "%s",
+			"the dropbox backend is not built yet (issue 3); use "
+			"`huracanfs: {backend: local}`");
+		return -ENOSYS;
+	default:
+		set_err(err, errlen, "unknown backend kind %d", cfg->backend);
+		return -EINVAL;
+	}
+	*out = be;
+	return 0;
+}
+
+void backend_destroy(struct backend *be)
+{
+	if (!be)
+		return;
+	be->ops->destroy(be);
+}
+
+void backend_set_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(backend_error, sizeof(backend_error), fmt, ap);
+	va_end(ap);
+}
+
+const char *backend_last_error(void)
+{
+	return backend_error;
+}
+
+/*
+ * Length of the well-formed UTF-8 sequence at @s, or 0 if it is malformed:
+ * truncated, a stray continuation byte, an overlong form, a UTF-16
+ * surrogate (U+D800..U+DFFF) or beyond U+10FFFF.
+ */
+static size_t utf8_seq_len(const unsigned char *s)
+{
+	unsigned char c = s[0];
+	size_t n, i;
+	uint32_t cp;
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf) {
+		n = 2;
+		cp = c & 0x1f;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		n = 3;
+		cp = c & 0x0f;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		n = 4;
+		cp = c & 0x07;
+	} else {
+		return 0;
+	}
+	for (i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3f);
+	}
+	if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000))
+		return 0;
+	if (cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return n;
+}
+
+bool backend_name_ok(const char *name)
+{
+	const unsigned char *p = (const unsigned char *)name;
+	size_t len, n;
+
+	if (!name)
+		return false;
+	len = strlen(name);
+	if (len == 0 || len > BACKEND_NAME_MAX)
+		return false;
+	if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+		return false;
+	if (name[len - 1] == ' ')
+		return false;
+	while (*p) {
+		if (*p == '/' || *p == '\\' || *p == 0x7f)
+			return false;
+		n = utf8_seq_len(p);
+		if (n == 0)
+			return false;
+		p += n;
+	}
+	return true;
+}

@@ -1,2 +1,171 @@
-/* placeholder */
-typedef int hfs_placeholder_cache;
+/*
+ * Content files. See cache.h.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "hfs/cache.h"
+
+struct cache {
+	char *dir; /* owned */
+};
+
+int cache_create(const char *dir, struct cache **out)
+{
+	struct cache *c = calloc(1, sizeof(*c));
+	char path[PATH_MAX];
+	int rc;
+	if (!c)
+		return -ENOMEM;
+	c->dir = strdup(dir);
+	if (!c->dir) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	snprintf(path, sizeof(path), "%s/data", dir);
+	if (mkdir(path, 0700) < 0 && errno != EEXIST) {
+		rc = -errno;
+		goto fail;
+	}
+	for (int i = 0; i < 256; i++) {
+		snprintf(path, sizeof(path), "%s/data/%02x", dir, i);
+		if (mkdir(path, 0700) < 0 && errno != EEXIST) {
+			rc = -errno;
+			goto fail;
+		}
+	}
+	*out = c;
+	return 0;
+fail:
+	cache_destroy(c);
+	return rc;
+}
+
+void cache_destroy(struct cache *c)
+{
+	if (!c)
+		return;
+	free(c->dir);
+	free(c);
+}
+
+const char *cache_dir(struct cache *c)
+{
+	return c->dir;
+}
+
+void cache_path(struct cache *c, uint64_t ino, char *buf)
+{
+	snprintf(buf, PATH_MAX, "%s/data/%02x/%llx", c->dir,
+		 (unsigned)(ino & 0xff), (unsigned long long)ino);
+}
+
+int cache_open(struct cache *c, uint64_t ino, int create)
+{
+	char path[PATH_MAX];
+	cache_path(c, ino, path);
+	int fd = open(path, O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
+	return fd < 0 ? -errno : fd;
+}
+
+int cache_remove(struct cache *c, uint64_t ino)
+{
+	char path[PATH_MAX];
+	cache_path(c, ino, path);
+	if (unlink(path) < 0 && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+int cache_tmpfile(struct cache *c)
+{
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/data", c->dir);
+	int fd = open(path, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd >= 0)
+		return fd;
+	snprintf(path, sizeof(path), "%s/data/snap.XXXXXX", c->dir);
+	fd = mkostemp(path, O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	unlink(path);
+	return fd;
+}
+
+int cache_open_tmp(struct cache *c, uint64_t ino)
+{
+	char path[PATH_MAX];
+	cache_path(c, ino, path);
+	strncat(path, ".part", PATH_MAX - strlen(path) - 1);
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	return fd < 0 ? -errno : fd;
+}
+
+int cache_commit_tmp(struct cache *c, uint64_t ino)
+{
+	char path[PATH_MAX], tmp[PATH_MAX + 8];
+	cache_path(c, ino, path);
+	snprintf(tmp, sizeof(tmp), "%s.part", path);
+	return rename(tmp, path) < 0 ? -errno : 0;
+}
+
+int cache_copy(int src, int dst, uint64_t len)
+{
+	loff_t in = 0, out = 0;
+	while ((uint64_t)in < len) {
+		ssize_t n = copy_file_range(src, &in, dst, &out,
+					    (size_t)(len - (uint64_t)in), 0);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EXDEV || errno == ENOSYS ||
+			    errno == EOPNOTSUPP || errno == EINVAL)
+				goto fallback;
+			return -errno;
+		}
+		if (n == 0)
+			return -EIO; /* source shorter than @len */
+	}
+	return 0;
+fallback:;
+	char *buf = malloc(1 << 20);
+	if (!buf)
+		return -ENOMEM;
+	int rc = 0;
+	while ((uint64_t)in < len) {
+		size_t want = len - (uint64_t)in > (1 << 20)
+				      ? (1 << 20)
+				      : (size_t)(len - (uint64_t)in);
+		ssize_t n = pread(src, buf, want, in);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			rc = n < 0 ? -errno : -EIO;
+			break;
+		}
+		ssize_t w = pwrite(dst, buf, (size_t)n, out);
+		if (w != n) {
+			rc = w < 0 ? -errno : -EIO;
+			break;
+		}
+		in += n;
+		out += n;
+	}
+	free(buf);
+	return rc;
+}
+
+int64_t cache_free_bytes(struct cache *c)
+{
+	struct statvfs st;
+	if (statvfs(c->dir, &st) < 0)
+		return -errno;
+	return (int64_t)st.f_bavail * (int64_t)st.f_frsize;
+}

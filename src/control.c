@@ -1,2 +1,354 @@
-/* placeholder */
-typedef int hfs_placeholder_control;
+/*
+ * The control socket (see control.h). One accept thread; each connection
+ * is served by a short-lived detached thread, so a `flush --wait` never
+ * holds up a `status`.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "hfs/category.h"
+#include "hfs/control.h"
+#include "hfs/flusher.h"
+#include "hfs/fs.h"
+#include "hfs/log.h"
+
+#define REQ_MAX 4096
+
+struct control {
+	struct hfs *fs;
+	int sock;
+	int stop_pipe[2];
+	pthread_t thread;
+	bool started;
+	pthread_mutex_t mu;
+	pthread_cond_t idle; /* signals: active dropped to 0 */
+	int active; /* connections being served; mu */
+};
+
+struct conn {
+	struct control *c;
+	int fd;
+};
+
+void *control_status(struct hfs *fs)
+{
+	json_t *st = flushers_status(fs->fl);
+	if (!st)
+		return NULL;
+	json_object_set_new(st, "backend", json_string(fs->be->ops->name));
+	json_object_set_new(st, "mountpoint", json_string(fs->mountpoint));
+	json_object_set_new(st, "cache_dir",
+			    json_string(cache_dir(fs->cache)));
+	json_object_set_new(st, "pid", json_integer(getpid()));
+	json_object_set_new(st, "offline",
+			    json_boolean(atomic_load(&fs->offline_until) >
+					 hfs_now()));
+	json_object_set_new(st, "low_space",
+			    json_boolean(atomic_load(&fs->low_space)));
+	return st;
+}
+
+static json_t *handle(struct control *c, json_t *req)
+{
+	const char *cmd = json_string_value(json_object_get(req, "cmd"));
+	if (!cmd)
+		return json_pack("{s:b, s:s}", "ok", 0, "error",
+				 "request without cmd");
+	if (strcmp(cmd, "status") == 0)
+		return control_status(c->fs);
+	if (strcmp(cmd, "flush") == 0) {
+		json_t *jc = json_object_get(req, "category");
+		int cat = -1;
+		if (json_is_string(jc)) {
+			cat = cat_from_name(json_string_value(jc));
+			if (cat < 0)
+				return json_pack(
+					"{s:b, s:s}", "ok", 0, "error",
+					"unknown category (learning, logs, "
+					"monitoring, models, data_cache, "
+					"other)");
+		}
+		bool wait = json_is_true(json_object_get(req, "wait"));
+		int rc = flushers_flush(c->fs->fl, cat, wait,
+					c->fs->cfg->flush_timeout);
+		if (rc == 0)
+			return json_pack("{s:b}", "ok", 1);
+		return json_pack("{s:b, s:s}", "ok", 0, "error",
+				 rc == -ETIMEDOUT
+					 ? "timed out waiting for uploads"
+					 : "some uploads failed; see "
+					   "`huracanfs status`");
+	}
+	return json_pack("{s:b, s:s}", "ok", 0, "error", "unknown cmd");
+}
+
+static void *conn_thread(void *arg)
+{
+	struct conn *cn = arg;
+	struct control *c = cn->c;
+	char buf[REQ_MAX + 1];
+	size_t len = 0;
+	sigset_t set;
+	sigfillset(&set);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	pthread_setname_np(pthread_self(), "hfs-control");
+
+	while (len < REQ_MAX) {
+		ssize_t n = read(cn->fd, buf + len, REQ_MAX - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		if (memchr(buf, '\n', len))
+			break;
+	}
+	buf[len] = '\0';
+	json_error_t jerr;
+	json_t *req = json_loads(buf, JSON_DISABLE_EOF_CHECK, &jerr);
+	json_t *reply = req ? handle(c, req)
+			    : json_pack("{s:b, s:s}", "ok", 0, "error",
+					"malformed request");
+	char *out = reply ? json_dumps(reply, JSON_COMPACT) : NULL;
+	if (out) {
+		size_t ol = strlen(out), off = 0;
+		out[ol] = '\0';
+		while (off < ol) {
+			ssize_t w = write(cn->fd, out + off, ol - off);
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0)
+				break;
+			off += (size_t)w;
+		}
+		if (write(cn->fd, "\n", 1) < 0)
+			hlog_debug("control: client went away");
+	}
+	free(out);
+	json_decref(reply);
+	json_decref(req);
+	close(cn->fd);
+	free(cn);
+
+	pthread_mutex_lock(&c->mu);
+	if (--c->active == 0)
+		pthread_cond_broadcast(&c->idle);
+	pthread_mutex_unlock(&c->mu);
+	return NULL;
+}
+
+static void *accept_thread(void *arg)
+{
+	struct control *c = arg;
+	sigset_t set;
+	sigfillset(&set);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	pthread_setname_np(pthread_self(), "hfs-ctl-accept");
+	for (;;) {
+		struct pollfd p[2] = {{.fd = c->sock, .events = POLLIN},
+				      {.fd = c->stop_pipe[0], .events = POLLIN}};
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (p[1].revents)
+			break;
+		int fd = accept4(c->sock, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0)
+			continue;
+		struct conn *cn = malloc(sizeof(*cn));
+		pthread_t th;
+		if (!cn) {
+			close(fd);
+			continue;
+		}
+		cn->c = c;
+		cn->fd = fd;
+		pthread_mutex_lock(&c->mu);
+		c->active++;
+		pthread_mutex_unlock(&c->mu);
+		pthread_attr_t attr;
+		pthread_attr_init(&attr);
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		if (pthread_create(&th, &attr, conn_thread, cn) != 0) {
+			close(fd);
+			free(cn);
+			pthread_mutex_lock(&c->mu);
+			c->active--;
+			pthread_mutex_unlock(&c->mu);
+		}
+		pthread_attr_destroy(&attr);
+	}
+	return NULL;
+}
+
+int control_start(struct hfs *fs, struct control **out)
+{
+	struct control *c = calloc(1, sizeof(*c));
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int rc;
+	if (!c)
+		return -ENOMEM;
+	c->fs = fs;
+	c->sock = -1;
+	c->stop_pipe[0] = c->stop_pipe[1] = -1;
+	pthread_mutex_init(&c->mu, NULL);
+	pthread_cond_init(&c->idle, NULL);
+	if (strlen(fs->control_path) >= sizeof(sa.sun_path)) {
+		rc = -ENAMETOOLONG;
+		goto fail;
+	}
+	strcpy(sa.sun_path, fs->control_path);
+	unlink(fs->control_path); /* stale: the cache dir lock is ours */
+	c->sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (c->sock < 0 || pipe2(c->stop_pipe, O_CLOEXEC) < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	mode_t old = umask(0177);
+	rc = bind(c->sock, (struct sockaddr *)&sa, sizeof(sa));
+	umask(old);
+	if (rc < 0 || listen(c->sock, 16) < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	rc = -pthread_create(&c->thread, NULL, accept_thread, c);
+	if (rc)
+		goto fail;
+	c->started = true;
+	*out = c;
+	return 0;
+fail:
+	control_stop(c);
+	return rc;
+}
+
+void control_stop(struct control *c)
+{
+	if (!c)
+		return;
+	if (c->started) {
+		if (write(c->stop_pipe[1], "x", 1) < 0)
+			hlog_debug("control: stop pipe failed");
+		pthread_join(c->thread, NULL);
+	}
+	pthread_mutex_lock(&c->mu);
+	while (c->active > 0)
+		pthread_cond_wait(&c->idle, &c->mu);
+	pthread_mutex_unlock(&c->mu);
+	if (c->sock >= 0) {
+		close(c->sock);
+		unlink(c->fs->control_path);
+	}
+	if (c->stop_pipe[0] >= 0)
+		close(c->stop_pipe[0]);
+	if (c->stop_pipe[1] >= 0)
+		close(c->stop_pipe[1]);
+	pthread_mutex_destroy(&c->mu);
+	pthread_cond_destroy(&c->idle);
+	free(c);
+}
+
+int control_call(const char *mountpoint, void *req, void **reply, char *err,
+		 size_t errlen)
+{
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	ssize_t n = getxattr(mountpoint, "user.huracanfs.control", path,
+			     sizeof(path) - 1);
+	if (n < 0) {
+		int e = errno;
+		snprintf(err, errlen,
+			 "%s is not a running huracanfs mount (%s)", mountpoint,
+			 e == ENODATA || e == ENOTSUP ? "no control socket"
+						      : strerror(e));
+		return -e;
+	}
+	path[n] = '\0';
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	strcpy(sa.sun_path, path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int e = errno;
+		snprintf(err, errlen, "cannot reach the daemon at %s: %s",
+			 path, strerror(e));
+		if (fd >= 0)
+			close(fd);
+		return -e;
+	}
+	char *msg = json_dumps(req, JSON_COMPACT);
+	int rc = 0;
+	if (!msg) {
+		close(fd);
+		return -ENOMEM;
+	}
+	size_t ml = strlen(msg), off = 0;
+	while (off < ml) {
+		ssize_t w = write(fd, msg + off, ml - off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			rc = -EIO;
+			break;
+		}
+		off += (size_t)w;
+	}
+	free(msg);
+	if (!rc && write(fd, "\n", 1) != 1)
+		rc = -EIO;
+	char *buf = NULL;
+	size_t len = 0, cap = 0;
+	while (!rc) {
+		if (len + 4096 + 1 > cap) {
+			cap = cap ? cap * 2 : 8192;
+			if (cap > (16u << 20)) {
+				rc = -E2BIG;
+				break;
+			}
+			char *nb = realloc(buf, cap);
+			if (!nb) {
+				rc = -ENOMEM;
+				break;
+			}
+			buf = nb;
+		}
+		ssize_t r = read(fd, buf + len, cap - len - 1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			rc = -errno;
+			break;
+		}
+		if (r == 0)
+			break;
+		len += (size_t)r;
+	}
+	close(fd);
+	if (rc) {
+		snprintf(err, errlen, "talking to the daemon failed: %s",
+			 strerror(-rc));
+		free(buf);
+		return rc;
+	}
+	json_error_t jerr;
+	json_t *j = buf ? json_loadb(buf, len, 0, &jerr) : NULL;
+	free(buf);
+	if (!j) {
+		snprintf(err, errlen, "the daemon sent no valid reply");
+		return -EIO;
+	}
+	*reply = j;
+	return 0;
+}

@@ -1,2 +1,583 @@
-/* placeholder */
-typedef int hfs_placeholder_flusher;
+/*
+ * The flushers (see flusher.h).
+ *
+ * Each category has a queue of (ino, due) entries, a mutex, a condvar and
+ * a thread. The thread sleeps until the earliest due time, a flush request
+ * or shutdown; takes the due entries under the mutex; uploads them with
+ * fs->commit_lock held (after replaying the journal, so namespace changes
+ * reach the remote before the bytes that follow them); and publishes the
+ * results under the mutex again.
+ *
+ * A failed upload is queued again with a capped, doubling delay: nothing
+ * dirty is ever dropped, however often it fails.
+ *
+ * Flush requests: flushers_flush() bumps req_seq; the thread takes every
+ * queued entry (due or not), and when done sets done_seq and signals
+ * done_cv.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fs_i.h"
+#include "hfs/category.h"
+#include "hfs/flusher.h"
+#include "hfs/log.h"
+
+#define RETRY_MAX 60
+
+struct qent {
+	uint64_t ino;
+	int64_t due;
+};
+
+struct catq {
+	struct flushers *fl;
+	int cat;
+	pthread_t thread;
+	bool started;
+	pthread_mutex_t mu;
+	pthread_cond_t cv; /* signals: new entry, flush request, stop */
+	pthread_cond_t done_cv; /* signals: done_seq advanced */
+	/* Protected by mu: */
+	struct qent *q;
+	size_t n, cap;
+	uint64_t req_seq, done_seq;
+	int last_failures; /* of the last flush request */
+	int64_t last_sync; /* seconds; 0 = never */
+	int64_t busy_since; /* an upload batch is running */
+	int retries; /* consecutive failed batches */
+	char last_error[256];
+};
+
+struct flushers {
+	struct hfs *fs;
+	struct catq cq[CAT_COUNT];
+	bool stop; /* each thread reads it under its own mutex */
+
+	pthread_t jthread;
+	bool jstarted;
+	pthread_mutex_t jmu;
+	pthread_cond_t jcv; /* signals: journal kicked, stop */
+	bool jkick; /* jmu */
+	char jerror[256]; /* jmu */
+};
+
+static void block_signals(void)
+{
+	sigset_t set;
+	sigfillset(&set);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+static int64_t interval_of(struct flushers *fl, int cat, bool never_uploaded)
+{
+	const struct hfs_config *cfg = fl->fs->cfg;
+	if (cat == CAT_DATA_CACHE && never_uploaded &&
+	    cfg->new_data_interval < cfg->interval[cat])
+		return cfg->new_data_interval;
+	return cfg->interval[cat];
+}
+
+/* Appends an entry; q->mu held. */
+static int push(struct catq *q, uint64_t ino, int64_t due)
+{
+	for (size_t i = 0; i < q->n; i++) {
+		if (q->q[i].ino == ino) {
+			if (due < q->q[i].due)
+				q->q[i].due = due;
+			return 0;
+		}
+	}
+	if (q->n == q->cap) {
+		size_t cap = q->cap ? q->cap * 2 : 64;
+		struct qent *nq = realloc(q->q, cap * sizeof(*nq));
+		if (!nq)
+			return -ENOMEM;
+		q->q = nq;
+		q->cap = cap;
+	}
+	q->q[q->n].ino = ino;
+	q->q[q->n].due = due;
+	q->n++;
+	return 0;
+}
+
+void flushers_schedule(struct flushers *fl, uint64_t ino, int cat,
+		       int64_t dirty_since, bool never_uploaded)
+{
+	if (!fl || cat < 0 || cat >= CAT_COUNT)
+		return;
+	struct catq *q = &fl->cq[cat];
+	int64_t due = dirty_since + interval_of(fl, cat, never_uploaded);
+	pthread_mutex_lock(&q->mu);
+	if (push(q, ino, due) < 0)
+		hlog_err("out of memory queueing inode %llu; it stays dirty "
+			 "and is queued again at the next mount",
+			 (unsigned long long)ino);
+	pthread_cond_signal(&q->cv);
+	pthread_mutex_unlock(&q->mu);
+}
+
+void flushers_kick_journal(struct flushers *fl)
+{
+	if (!fl)
+		return;
+	pthread_mutex_lock(&fl->jmu);
+	fl->jkick = true;
+	pthread_cond_signal(&fl->jcv);
+	pthread_mutex_unlock(&fl->jmu);
+}
+
+/* Waits on @cv until @deadline (seconds, 0 = forever). */
+static void wait_until(pthread_cond_t *cv, pthread_mutex_t *mu,
+		       int64_t deadline)
+{
+	if (!deadline) {
+		pthread_cond_wait(cv, mu);
+		return;
+	}
+	/* hfs_now() may be shifted for tests; wait the difference. */
+	int64_t delta = deadline - hfs_now();
+	if (delta < 0)
+		delta = 0;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += delta;
+	pthread_cond_timedwait(cv, mu, &ts);
+}
+
+struct batch_stats {
+	int files, skipped, failed;
+	uint64_t bytes;
+};
+
+/* Uploads @ino; fs->commit_lock held. Requeues what must be retried. */
+static void upload_entry(struct catq *q, uint64_t ino, struct batch_stats *bs,
+			 char *err, size_t errlen)
+{
+	struct flushers *fl = q->fl;
+	struct hfs *fs = fl->fs;
+	struct upload_result res;
+	int64_t now = hfs_now();
+
+	int cat = hfs_classify(fs, ino);
+	if (cat == -ENOENT)
+		return; /* deleted */
+	if (cat >= 0 && cat != q->cat) {
+		/* Renamed into another category: its schedule applies. */
+		flushers_schedule(fl, ino, cat, now, false);
+		return;
+	}
+	int rc = hfs_upload(fs, ino, &res);
+	if (rc) {
+		bs->failed++;
+		snprintf(err, errlen, "%s: %s (%s)", res.path[0] ? res.path : "?",
+			 strerror(-rc), backend_last_error());
+		hlog_warn("%s upload of \"%s\" failed: %s (%s); will retry",
+			  cat_name(q->cat), res.path, strerror(-rc),
+			  backend_last_error());
+		int shift = q->retries < 6 ? q->retries : 6;
+		int64_t delay = (int64_t)1 << shift;
+		if (delay > fs->cfg->interval[q->cat])
+			delay = fs->cfg->interval[q->cat];
+		if (delay > RETRY_MAX)
+			delay = RETRY_MAX;
+		pthread_mutex_lock(&q->mu);
+		push(q, ino, now + delay);
+		pthread_mutex_unlock(&q->mu);
+		return;
+	}
+	if (res.not_dirty)
+		return;
+	if (res.skipped) {
+		bs->skipped++;
+		hlog_debug("smart sync: \"%s\" unchanged, not uploaded",
+			   res.path);
+	} else if (res.bytes || !res.still_dirty) {
+		bs->files++;
+		bs->bytes += res.bytes;
+		hlog_debug("uploaded \"%s\" bytes=%llu", res.path,
+			   (unsigned long long)res.bytes);
+	}
+	if (res.still_dirty)
+		flushers_schedule(fl, ino, q->cat, now, false);
+}
+
+static void run_batch(struct catq *q, struct qent *batch, size_t n,
+		      struct batch_stats *bs)
+{
+	struct hfs *fs = q->fl->fs;
+	char err[256] = "";
+	int64_t t0 = hfs_now_ns();
+
+	pthread_mutex_lock(&fs->commit_lock);
+	int rc = hfs_replay_journal(fs);
+	if (rc) {
+		/* The remote is not taking namespace changes: uploads now
+		 * could land out of order. Retry the whole batch later. */
+		snprintf(err, sizeof(err), "journal replay: %s (%s)",
+			 strerror(-rc), backend_last_error());
+		int64_t now = hfs_now();
+		pthread_mutex_lock(&q->mu);
+		for (size_t i = 0; i < n; i++)
+			push(q, batch[i].ino, now + 2);
+		pthread_mutex_unlock(&q->mu);
+		bs->failed += (int)n;
+	} else {
+		for (size_t i = 0; i < n; i++)
+			upload_entry(q, batch[i].ino, bs, err, sizeof(err));
+	}
+	pthread_mutex_unlock(&fs->commit_lock);
+
+	long long ms = (long long)((hfs_now_ns() - t0) / 1000000);
+	if (bs->files || bs->skipped)
+		hlog_info("%s files=%d bytes=%llu skipped=%d failed=%d ms=%lld",
+			  cat_event(q->cat), bs->files,
+			  (unsigned long long)bs->bytes, bs->skipped,
+			  bs->failed, ms);
+	pthread_mutex_lock(&q->mu);
+	if (bs->failed) {
+		snprintf(q->last_error, sizeof(q->last_error), "%s", err);
+		q->retries++;
+	} else {
+		q->retries = 0;
+		q->last_error[0] = '\0';
+		if (bs->files || bs->skipped)
+			q->last_sync = hfs_now();
+	}
+	pthread_mutex_unlock(&q->mu);
+}
+
+static void *cat_thread(void *arg)
+{
+	struct catq *q = arg;
+	struct flushers *fl = q->fl;
+	char name[16];
+	snprintf(name, sizeof(name), "hfs-%s", cat_name(q->cat));
+	pthread_setname_np(pthread_self(), name);
+	block_signals();
+
+	pthread_mutex_lock(&q->mu);
+	while (!fl->stop) {
+		int64_t now = hfs_now();
+		uint64_t req = q->req_seq;
+		bool flush_all = req > q->done_seq;
+		bool enabled = fl->fs->cfg->enabled[q->cat];
+		size_t nb = 0;
+		int64_t next = 0;
+		struct qent *batch = NULL;
+		if (q->n && (flush_all || enabled))
+			batch = malloc(q->n * sizeof(*batch));
+		for (size_t i = 0; batch && i < q->n;) {
+			if (flush_all || q->q[i].due <= now) {
+				batch[nb++] = q->q[i];
+				q->q[i] = q->q[--q->n];
+			} else {
+				if (!next || q->q[i].due < next)
+					next = q->q[i].due;
+				i++;
+			}
+		}
+		if (!batch && q->n && enabled) {
+			/* Out of memory: try again shortly. */
+			next = now + 1;
+		}
+		if (nb == 0 && !flush_all) {
+			free(batch);
+			wait_until(&q->cv, &q->mu, enabled ? next : 0);
+			continue;
+		}
+		q->busy_since = now;
+		pthread_mutex_unlock(&q->mu);
+		struct batch_stats bs = {0};
+		if (nb)
+			run_batch(q, batch, nb, &bs);
+		free(batch);
+		pthread_mutex_lock(&q->mu);
+		q->busy_since = 0;
+		if (flush_all) {
+			q->done_seq = req;
+			q->last_failures = bs.failed;
+			pthread_cond_broadcast(&q->done_cv);
+		}
+	}
+	pthread_mutex_unlock(&q->mu);
+	return NULL;
+}
+
+static void *journal_thread(void *arg)
+{
+	struct flushers *fl = arg;
+	struct hfs *fs = fl->fs;
+	int64_t retry_at = 0;
+	int failures = 0;
+	pthread_setname_np(pthread_self(), "hfs-journal");
+	block_signals();
+
+	pthread_mutex_lock(&fl->jmu);
+	while (!fl->stop) {
+		if (!fl->jkick && !retry_at) {
+			pthread_cond_wait(&fl->jcv, &fl->jmu);
+			continue;
+		}
+		if (!fl->jkick && retry_at > hfs_now()) {
+			wait_until(&fl->jcv, &fl->jmu, retry_at);
+			continue;
+		}
+		fl->jkick = false;
+		pthread_mutex_unlock(&fl->jmu);
+
+		pthread_mutex_lock(&fs->commit_lock);
+		int rc = hfs_replay_journal(fs);
+		pthread_mutex_unlock(&fs->commit_lock);
+
+		pthread_mutex_lock(&fl->jmu);
+		if (rc) {
+			if (!failures)
+				hlog_warn("journal replay stopped: %s (%s); "
+					  "retrying",
+					  strerror(-rc), backend_last_error());
+			snprintf(fl->jerror, sizeof(fl->jerror), "%s (%s)",
+				 strerror(-rc), backend_last_error());
+			int shift = failures < 5 ? failures : 5;
+			failures++;
+			retry_at = hfs_now() + ((int64_t)1 << shift);
+		} else {
+			if (failures)
+				hlog_info("journal replay resumed");
+			failures = 0;
+			retry_at = 0;
+			fl->jerror[0] = '\0';
+		}
+	}
+	pthread_mutex_unlock(&fl->jmu);
+	return NULL;
+}
+
+int flushers_create(struct hfs *fs, struct flushers **out)
+{
+	struct flushers *fl = calloc(1, sizeof(*fl));
+	if (!fl)
+		return -ENOMEM;
+	fl->fs = fs;
+	for (int c = 0; c < CAT_COUNT; c++) {
+		struct catq *q = &fl->cq[c];
+		q->fl = fl;
+		q->cat = c;
+		pthread_mutex_init(&q->mu, NULL);
+		pthread_cond_init(&q->cv, NULL);
+		pthread_cond_init(&q->done_cv, NULL);
+	}
+	pthread_mutex_init(&fl->jmu, NULL);
+	pthread_cond_init(&fl->jcv, NULL);
+	*out = fl;
+	return 0;
+}
+
+struct sched_ctx {
+	struct flushers *fl;
+	struct ixtxn *t;
+	size_t count;
+};
+
+static int schedule_dirty(void *arg, uint64_t ino)
+{
+	struct sched_ctx *s = arg;
+	struct node n;
+	if (ix_get(s->t, ino, &n))
+		return 0;
+	flushers_schedule(s->fl, ino, n.r.cat, n.r.dirty_since,
+			  n.r.last_upload == 0);
+	s->count++;
+	return 0;
+}
+
+int flushers_start(struct flushers *fl)
+{
+	struct ixtxn t;
+	struct sched_ctx s = {.fl = fl, .t = &t};
+	int rc = ix_begin(fl->fs->ix, false, &t);
+	if (rc)
+		return rc;
+	rc = ix_foreach_dirty(&t, schedule_dirty, &s);
+	ix_abort(&t);
+	if (rc)
+		return rc;
+	if (s.count)
+		hlog_info("recovered_pending_uploads files=%zu", s.count);
+	for (int c = 0; c < CAT_COUNT; c++) {
+		rc = -pthread_create(&fl->cq[c].thread, NULL, cat_thread,
+				     &fl->cq[c]);
+		if (rc)
+			return rc;
+		fl->cq[c].started = true;
+	}
+	rc = -pthread_create(&fl->jthread, NULL, journal_thread, fl);
+	if (rc)
+		return rc;
+	fl->jstarted = true;
+	flushers_kick_journal(fl);
+	return 0;
+}
+
+void flushers_destroy(struct flushers *fl)
+{
+	if (!fl)
+		return;
+	for (int c = 0; c < CAT_COUNT; c++) {
+		struct catq *q = &fl->cq[c];
+		pthread_mutex_lock(&q->mu);
+		fl->stop = true;
+		pthread_cond_broadcast(&q->cv);
+		pthread_mutex_unlock(&q->mu);
+	}
+	pthread_mutex_lock(&fl->jmu);
+	fl->stop = true;
+	pthread_cond_broadcast(&fl->jcv);
+	pthread_mutex_unlock(&fl->jmu);
+	for (int c = 0; c < CAT_COUNT; c++) {
+		struct catq *q = &fl->cq[c];
+		if (q->started)
+			pthread_join(q->thread, NULL);
+		free(q->q);
+		pthread_mutex_destroy(&q->mu);
+		pthread_cond_destroy(&q->cv);
+		pthread_cond_destroy(&q->done_cv);
+	}
+	if (fl->jstarted)
+		pthread_join(fl->jthread, NULL);
+	pthread_mutex_destroy(&fl->jmu);
+	pthread_cond_destroy(&fl->jcv);
+	free(fl);
+}
+
+int flushers_flush(struct flushers *fl, int cat, bool wait,
+		   int64_t timeout_s)
+{
+	uint64_t seq[CAT_COUNT] = {0};
+	for (int c = 0; c < CAT_COUNT; c++) {
+		if (cat >= 0 && c != cat)
+			continue;
+		if (cat < 0 && !fl->fs->cfg->enabled[c])
+			continue; /* sync switched off: only on request */
+		struct catq *q = &fl->cq[c];
+		pthread_mutex_lock(&q->mu);
+		seq[c] = ++q->req_seq;
+		pthread_cond_signal(&q->cv);
+		pthread_mutex_unlock(&q->mu);
+	}
+	if (!wait)
+		return 0;
+	int64_t deadline = hfs_now() + (timeout_s > 0 ? timeout_s : 1);
+	int failures = 0;
+	bool timed_out = false;
+	for (int c = 0; c < CAT_COUNT; c++) {
+		if (!seq[c])
+			continue;
+		struct catq *q = &fl->cq[c];
+		pthread_mutex_lock(&q->mu);
+		while (q->done_seq < seq[c] && !fl->stop) {
+			if (hfs_now() >= deadline) {
+				timed_out = true;
+				break;
+			}
+			wait_until(&q->done_cv, &q->mu, deadline);
+		}
+		if (q->done_seq >= seq[c])
+			failures += q->last_failures;
+		pthread_mutex_unlock(&q->mu);
+	}
+	if (timed_out)
+		return -ETIMEDOUT;
+	return failures ? -EIO : 0;
+}
+
+int64_t flushers_next_upload(struct flushers *fl, uint64_t ino)
+{
+	int64_t best = 0;
+	for (int c = 0; c < CAT_COUNT; c++) {
+		struct catq *q = &fl->cq[c];
+		pthread_mutex_lock(&q->mu);
+		for (size_t i = 0; i < q->n; i++)
+			if (q->q[i].ino == ino && (!best || q->q[i].due < best))
+				best = q->q[i].due;
+		pthread_mutex_unlock(&q->mu);
+	}
+	return best;
+}
+
+static json_t *time_or_null(int64_t t)
+{
+	return t ? json_integer(t) : json_null();
+}
+
+void *flushers_status(struct flushers *fl)
+{
+	json_t *cats = json_array();
+	struct ixtxn t;
+	bool txn = ix_begin(fl->fs->ix, false, &t) == 0;
+	for (int c = 0; c < CAT_COUNT; c++) {
+		struct catq *q = &fl->cq[c];
+		pthread_mutex_lock(&q->mu);
+		size_t n = q->n;
+		uint64_t *inos = malloc((n ? n : 1) * sizeof(*inos));
+		int64_t next = 0;
+		for (size_t i = 0; i < n; i++) {
+			if (inos)
+				inos[i] = q->q[i].ino;
+			if (!next || q->q[i].due < next)
+				next = q->q[i].due;
+		}
+		int64_t last_sync = q->last_sync;
+		int64_t busy = q->busy_since;
+		char err[256];
+		snprintf(err, sizeof(err), "%s", q->last_error);
+		pthread_mutex_unlock(&q->mu);
+
+		uint64_t bytes = 0, files = 0;
+		for (size_t i = 0; inos && txn && i < n; i++) {
+			struct node nd;
+			if (ix_get(&t, inos[i], &nd) == 0 &&
+			    (nd.r.flags & NODE_DIRTY)) {
+				files++;
+				bytes += nd.r.size;
+			}
+		}
+		free(inos);
+		const struct hfs_config *cfg = fl->fs->cfg;
+		json_t *o = json_pack(
+			"{s:s, s:b, s:I, s:I, s:I, s:o, s:o, s:o, s:b}", "name",
+			cat_name(c), "enabled", cfg->enabled[c], "interval",
+			(json_int_t)cfg->interval[c], "pending_files",
+			(json_int_t)files, "pending_bytes", (json_int_t)bytes,
+			"next_flush", time_or_null(files ? next : 0),
+			"last_sync", time_or_null(last_sync), "last_error",
+			err[0] ? json_string(err) : json_null(), "uploading",
+			busy != 0);
+		if (c == CAT_DATA_CACHE && o)
+			json_object_set_new(
+				o, "new_data_interval",
+				json_integer(cfg->new_data_interval));
+		json_array_append_new(cats, o);
+	}
+	json_t *root = json_object();
+	json_object_set_new(root, "categories", cats);
+	if (txn) {
+		json_object_set_new(root, "journal_pending",
+				    json_integer(ix_journal_count(&t)));
+		ix_abort(&t);
+	}
+	pthread_mutex_lock(&fl->jmu);
+	json_object_set_new(root, "journal_error",
+			    fl->jerror[0] ? json_string(fl->jerror)
+					  : json_null());
+	pthread_mutex_unlock(&fl->jmu);
+	return root;
+}

@@ -1,2 +1,2188 @@
-/* placeholder */
-typedef int hfs_placeholder_fs;
+/*
+ * The filesystem core. See fs.h for the data flow and the lock order.
+ *
+ * File states (flags of struct node_rec, index.h):
+ *
+ *   remote-only  ON_REMOTE, not CACHED      bytes only on the remote
+ *   cached       CACHED, not DIRTY          content file == remote
+ *   dirty        CACHED|DIRTY               local bytes newer; in the dirty
+ *                                           set and a flusher's queue
+ *   uploading    DIRTY|UPLOADING            an upload is in flight
+ *
+ *   remote-only --read/write--> cached (fetch)
+ *   cached --write/truncate--> dirty (the one write txn of the write path)
+ *   dirty --upload, unchanged meanwhile--> cached
+ *   dirty --upload, written meanwhile--> dirty (queued again)
+ *   any --unlink--> gone (journal UNLINK; content removed when unused)
+ *
+ * Invariants:
+ *   DIRTY implies CACHED: a dirty file's bytes are all local.
+ *   DIRTY iff the inode is in the dirty set.
+ *   Nothing DIRTY is ever removed from the cache except by unlink.
+ *   The index's size of a DIRTY file may lag the content file after a
+ *   crash; mount recovery takes the content file's size.
+ *
+ * The write path: write() goes to the content file; only the first write
+ * after the file was clean opens a write txn (marking it dirty). close and
+ * fsync persist size and times. hnode.gen counts writes; an upload records
+ * the gen it saw and cleans the node only if no write came since.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fs_i.h"
+#include "hfs/category.h"
+#include "hfs/flusher.h"
+#include "hfs/log.h"
+
+#define ATTR_TIMEOUT 1.0
+#define OFFLINE_BACKOFF 5
+
+static int64_t clock_offset(void)
+{
+	static int64_t off = -1;
+	if (off < 0) {
+		const char *s = getenv("HURACANFS_FAKE_TIME_OFFSET");
+		off = s ? strtoll(s, NULL, 10) : 0;
+		if (off < 0)
+			off = 0;
+	}
+	return off;
+}
+
+int64_t hfs_now(void)
+{
+	return (int64_t)time(NULL) + clock_offset();
+}
+
+int64_t hfs_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return ((int64_t)ts.tv_sec + clock_offset()) * 1000000000LL +
+	       ts.tv_nsec;
+}
+
+/* ---- The in-memory inode table ---- */
+
+static size_t bucket_of(struct hfs *fs, uint64_t ino)
+{
+	return (size_t)((ino * 0x9E3779B97F4A7C15ULL) >> 20) &
+	       (fs->nbuckets - 1);
+}
+
+static void itab_grow(struct hfs *fs)
+{
+	size_t n = fs->nbuckets * 2;
+	struct hnode **nb = calloc(n, sizeof(*nb));
+	if (!nb)
+		return; /* keep the longer chains */
+	struct hnode **old = fs->buckets;
+	size_t oldn = fs->nbuckets;
+	fs->buckets = nb;
+	fs->nbuckets = n;
+	for (size_t i = 0; i < oldn; i++) {
+		struct hnode *h = old[i], *next;
+		for (; h; h = next) {
+			next = h->next;
+			size_t b = bucket_of(fs, h->ino);
+			h->next = nb[b];
+			nb[b] = h;
+		}
+	}
+	free(old);
+}
+
+static struct hnode *itab_find(struct hfs *fs, uint64_t ino)
+{
+	struct hnode *h = fs->buckets[bucket_of(fs, ino)];
+	while (h && h->ino != ino)
+		h = h->next;
+	return h;
+}
+
+/* Returns the hnode of @ino with fs->itab_lock held, creating it. */
+static struct hnode *itab_get_locked(struct hfs *fs, uint64_t ino)
+{
+	struct hnode *h = itab_find(fs, ino);
+	if (h)
+		return h;
+	h = calloc(1, sizeof(*h));
+	if (!h)
+		return NULL;
+	h->ino = ino;
+	h->fd = -1;
+	pthread_mutex_init(&h->mu, NULL);
+	pthread_cond_init(&h->fetched, NULL);
+	pthread_rwlock_init(&h->snap, NULL);
+	if (fs->nnodes + 1 > fs->nbuckets)
+		itab_grow(fs);
+	size_t b = bucket_of(fs, ino);
+	h->next = fs->buckets[b];
+	fs->buckets[b] = h;
+	fs->nnodes++;
+	return h;
+}
+
+struct hnode *hnode_get(struct hfs *fs, uint64_t ino)
+{
+	pthread_mutex_lock(&fs->itab_lock);
+	struct hnode *h = itab_get_locked(fs, ino);
+	if (h)
+		h->refs++;
+	pthread_mutex_unlock(&fs->itab_lock);
+	return h;
+}
+
+/* Removes an unlinked inode's record and content for good. */
+static void purge_node(struct hfs *fs, uint64_t ino)
+{
+	struct ixtxn t;
+	if (ix_begin(fs->ix, true, &t) == 0) {
+		ix_del(&t, ino);
+		ix_orphan_del(&t, ino);
+		ix_dirty_del(&t, ino);
+		if (t.err == -ENOENT)
+			t.err = 0;
+		ix_commit(&t);
+	}
+	cache_remove(fs->cache, ino);
+}
+
+/* Drops the hnode if unused; fs->itab_lock held. Returns true if the
+ * node must be purged (the caller does it after unlocking). */
+static bool itab_maybe_free(struct hfs *fs, struct hnode *h)
+{
+	if (h->refs > 0 || h->nlookup > 0)
+		return false;
+	struct hnode **pp = &fs->buckets[bucket_of(fs, h->ino)];
+	while (*pp != h)
+		pp = &(*pp)->next;
+	*pp = h->next;
+	fs->nnodes--;
+	bool purge = h->unlinked;
+	if (h->fd >= 0)
+		close(h->fd);
+	pthread_mutex_destroy(&h->mu);
+	pthread_cond_destroy(&h->fetched);
+	pthread_rwlock_destroy(&h->snap);
+	free(h);
+	return purge;
+}
+
+void hnode_put(struct hfs *fs, struct hnode *hn)
+{
+	if (!hn)
+		return;
+	uint64_t ino = hn->ino;
+	pthread_mutex_lock(&fs->itab_lock);
+	hn->refs--;
+	bool purge = itab_maybe_free(fs, hn);
+	pthread_mutex_unlock(&fs->itab_lock);
+	if (purge)
+		purge_node(fs, ino);
+}
+
+/* Counts a lookup the kernel now holds for @ino. */
+static void hnode_add_lookup(struct hfs *fs, uint64_t ino)
+{
+	pthread_mutex_lock(&fs->itab_lock);
+	struct hnode *h = itab_get_locked(fs, ino);
+	if (h)
+		h->nlookup++;
+	pthread_mutex_unlock(&fs->itab_lock);
+}
+
+void hfs_forget(struct hfs *fs, uint64_t ino, uint64_t nlookup)
+{
+	pthread_mutex_lock(&fs->itab_lock);
+	struct hnode *h = itab_find(fs, ino);
+	bool purge = false;
+	if (h) {
+		h->nlookup = h->nlookup > nlookup ? h->nlookup - nlookup : 0;
+		purge = itab_maybe_free(fs, h);
+	}
+	pthread_mutex_unlock(&fs->itab_lock);
+	if (purge)
+		purge_node(fs, ino);
+}
+
+int hnode_load(struct hfs *fs, struct hnode *hn)
+{
+	if (hn->loaded)
+		return 0;
+	struct ixtxn t;
+	struct node n;
+	int rc = ix_begin(fs->ix, false, &t);
+	if (rc)
+		return rc;
+	rc = ix_get(&t, hn->ino, &n);
+	ix_abort(&t);
+	if (rc)
+		return rc;
+	hn->size = n.r.size;
+	hn->mtime_ns = n.r.mtime_ns;
+	hn->ctime_ns = n.r.ctime_ns;
+	hn->gen = n.r.gen;
+	hn->dirty_persisted = (n.r.flags & NODE_DIRTY) != 0;
+	hn->loaded = true;
+	return 0;
+}
+
+int hnode_open_fd(struct hfs *fs, struct hnode *hn, bool create)
+{
+	if (hn->fd >= 0)
+		return 0;
+	int fd = cache_open(fs->cache, hn->ino, create);
+	if (fd < 0)
+		return fd;
+	hn->fd = fd;
+	return 0;
+}
+
+/* ---- Attributes ---- */
+
+void hfs_fill_stat(const struct node *n, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = n->ino;
+	st->st_mode = n->r.mode;
+	st->st_nlink = S_ISDIR(n->r.mode) ? 2 : 1;
+	st->st_uid = n->r.uid;
+	st->st_gid = n->r.gid;
+	st->st_size = S_ISDIR(n->r.mode) ? 4096 : (off_t)n->r.size;
+	st->st_blksize = 4096;
+	st->st_blocks = (st->st_size + 511) / 512;
+	st->st_atim.tv_sec = n->r.atime_ns / 1000000000LL;
+	st->st_atim.tv_nsec = n->r.atime_ns % 1000000000LL;
+	st->st_mtim.tv_sec = n->r.mtime_ns / 1000000000LL;
+	st->st_mtim.tv_nsec = n->r.mtime_ns % 1000000000LL;
+	st->st_ctim.tv_sec = n->r.ctime_ns / 1000000000LL;
+	st->st_ctim.tv_nsec = n->r.ctime_ns % 1000000000LL;
+}
+
+/* Overlays what an open inode knows better than the index. */
+static void overlay_live(struct hfs *fs, struct node *n)
+{
+	pthread_mutex_lock(&fs->itab_lock);
+	struct hnode *h = itab_find(fs, n->ino);
+	if (h)
+		h->refs++;
+	pthread_mutex_unlock(&fs->itab_lock);
+	if (!h)
+		return;
+	pthread_mutex_lock(&h->mu);
+	if (h->live) {
+		n->r.size = h->size;
+		n->r.mtime_ns = h->mtime_ns;
+		n->r.ctime_ns = h->ctime_ns;
+	}
+	pthread_mutex_unlock(&h->mu);
+	hnode_put(fs, h);
+}
+
+static int get_node(struct hfs *fs, uint64_t ino, struct node *n)
+{
+	struct ixtxn t;
+	int rc = ix_begin(fs->ix, false, &t);
+	if (rc)
+		return rc;
+	rc = ix_get(&t, ino, n);
+	ix_abort(&t);
+	return rc;
+}
+
+int hfs_getattr(struct hfs *fs, uint64_t ino, struct stat *st)
+{
+	struct node n;
+	int rc = get_node(fs, ino, &n);
+	if (rc)
+		return rc;
+	if (S_ISREG(n.r.mode))
+		overlay_live(fs, &n);
+	hfs_fill_stat(&n, st);
+	return 0;
+}
+
+/* ---- Journal-aware listing of remote directories ---- */
+
+struct pending {
+	char **paths; /* folded remote paths touched by the journal */
+	size_t n, cap;
+};
+
+static int pending_add(struct pending *p, const char *path)
+{
+	if (!path[0])
+		return 0;
+	if (p->n == p->cap) {
+		size_t cap = p->cap ? p->cap * 2 : 16;
+		char **np = realloc(p->paths, cap * sizeof(*np));
+		if (!np)
+			return -ENOMEM;
+		p->paths = np;
+		p->cap = cap;
+	}
+	size_t l = strlen(path);
+	char *s = malloc(l + 1);
+	if (!s)
+		return -ENOMEM;
+	ix_fold(path, s, l + 1);
+	p->paths[p->n++] = s;
+	return 0;
+}
+
+static int pending_collect(void *arg, const struct journal_entry *e)
+{
+	struct pending *p = arg;
+	int rc = pending_add(p, e->path);
+	if (!rc && e->op == JOP_RENAME)
+		rc = pending_add(p, e->path2);
+	return rc;
+}
+
+/* True if @path (folded) or one of its ancestors is touched by a pending
+ * journal entry. */
+static bool pending_hit(const struct pending *p, const char *folded)
+{
+	for (size_t i = 0; i < p->n; i++) {
+		size_t l = strlen(p->paths[i]);
+		if (strncmp(folded, p->paths[i], l) == 0 &&
+		    (folded[l] == '\0' || folded[l] == '/'))
+			return true;
+	}
+	return false;
+}
+
+static void pending_release(struct pending *p)
+{
+	for (size_t i = 0; i < p->n; i++)
+		free(p->paths[i]);
+	free(p->paths);
+	memset(p, 0, sizeof(*p));
+}
+
+struct listing {
+	struct backend_entry *e;
+	size_t n, cap;
+};
+
+static int listing_fetch(struct hfs *fs, const char *path, struct listing *l)
+{
+	char *cursor = NULL;
+	int rc;
+	for (;;) {
+		struct backend_page page = {0};
+		rc = fs->be->ops->list(fs->be, path, cursor, &page);
+		free(cursor);
+		cursor = NULL;
+		if (rc)
+			break;
+		if (l->n + page.n > l->cap) {
+			size_t cap = (l->n + page.n) * 2 + 16;
+			struct backend_entry *ne =
+				realloc(l->e, cap * sizeof(*ne));
+			if (!ne) {
+				backend_page_release(&page);
+				rc = -ENOMEM;
+				break;
+			}
+			l->e = ne;
+			l->cap = cap;
+		}
+		memcpy(l->e + l->n, page.entries, page.n * sizeof(*page.entries));
+		l->n += page.n;
+		bool more = page.has_more;
+		cursor = page.cursor;
+		page.cursor = NULL;
+		backend_page_release(&page);
+		if (!more)
+			break;
+		if (!cursor) {
+			rc = -EIO;
+			break;
+		}
+	}
+	free(cursor);
+	return rc;
+}
+
+static int cmp_folded(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Is the inode open (then its attributes are not replaced under it)? */
+static bool inode_busy(struct hfs *fs, uint64_t ino)
+{
+	pthread_mutex_lock(&fs->itab_lock);
+	struct hnode *h = itab_find(fs, ino);
+	bool busy = h && (h->refs > 0);
+	pthread_mutex_unlock(&fs->itab_lock);
+	return busy;
+}
+
+struct merge_ctx {
+	struct hfs *fs;
+	struct ixtxn *t;
+	char **names; /* sorted folded remote names */
+	size_t n;
+	const char *dirpath;
+	struct pending *pend;
+	uint64_t *doomed;
+	size_t ndoomed, capdoomed;
+};
+
+static int collect_absent(void *arg, const char *name, uint64_t ino)
+{
+	struct merge_ctx *m = arg;
+	char folded[BACKEND_NAME_MAX + 1];
+	size_t l = strlen(name);
+	ix_fold(name, folded, l + 1);
+	char *key = folded;
+	if (bsearch(&key, m->names, m->n, sizeof(char *), cmp_folded))
+		return 0;
+	if (m->ndoomed == m->capdoomed) {
+		size_t cap = m->capdoomed ? m->capdoomed * 2 : 16;
+		uint64_t *nd = realloc(m->doomed, cap * sizeof(*nd));
+		if (!nd)
+			return -ENOMEM;
+		m->doomed = nd;
+		m->capdoomed = cap;
+	}
+	m->doomed[m->ndoomed++] = ino;
+	return 0;
+}
+
+/*
+ * Merges a complete remote listing of directory @dir into the index.
+ * Local changes win: dirty, uploading or journaled entries are kept as
+ * they are. Clean entries take the remote's attributes; clean files the
+ * remote no longer has are removed.
+ */
+static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
+			 struct listing *l, struct pending *pend)
+{
+	struct merge_ctx m = {.fs = fs, .dirpath = dirpath, .pend = pend};
+	struct ixtxn t;
+	int rc = 0;
+	int64_t now_ns = hfs_now_ns();
+	uid_t uid = getuid();
+	gid_t gid = getgid();
+
+	m.names = calloc(l->n + 1, sizeof(char *));
+	if (!m.names)
+		return -ENOMEM;
+	for (size_t i = 0; i < l->n; i++) {
+		size_t nl = strlen(l->e[i].name);
+		m.names[i] = malloc(nl + 1);
+		if (!m.names[i]) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		ix_fold(l->e[i].name, m.names[i], nl + 1);
+		m.n++;
+	}
+	qsort(m.names, m.n, sizeof(char *), cmp_folded);
+
+	rc = ix_begin(fs->ix, true, &t);
+	if (rc)
+		goto out;
+	m.t = &t;
+	for (size_t i = 0; i < l->n && !t.err; i++) {
+		const struct backend_entry *e = &l->e[i];
+		char path[4096], folded[4096];
+		int pl = snprintf(path, sizeof(path), "%s/%s", dirpath,
+				  e->name);
+		if (pl < 0 || (size_t)pl >= sizeof(path))
+			continue;
+		ix_fold(path, folded, (size_t)pl + 1);
+		if (pending_hit(pend, folded))
+			continue;
+		uint64_t ino;
+		char exact[BACKEND_NAME_MAX + 1];
+		struct node n;
+		int lrc = ix_lookup(&t, dir, e->name, &ino, exact);
+		if (lrc == -ENOENT) {
+			memset(&n, 0, sizeof(n));
+			if (ix_alloc_ino(&t, &n.ino))
+				break;
+			snprintf(n.name, sizeof(n.name), "%s", e->name);
+			n.r.parent = dir;
+			n.r.mode = e->is_dir ? (S_IFDIR | 0755)
+					     : (S_IFREG | 0644);
+			n.r.uid = uid;
+			n.r.gid = gid;
+			n.r.flags = NODE_ON_REMOTE;
+			n.r.size = e->is_dir ? 0 : e->size;
+			n.r.mtime_ns = e->is_dir ? now_ns
+						 : e->mtime * 1000000000LL;
+			n.r.atime_ns = n.r.ctime_ns = n.r.mtime_ns;
+			snprintf(n.r.rev, sizeof(n.r.rev), "%s", e->rev);
+			if (e->has_hash) {
+				n.r.flags |= NODE_HAS_HASH;
+				memcpy(n.r.remote_hash, e->hash, CHASH_LEN);
+			}
+			ix_put(&t, &n);
+			ix_link(&t, dir, e->name, n.ino);
+			continue;
+		}
+		if (lrc)
+			break;
+		if (ix_get(&t, ino, &n))
+			break;
+		if (S_ISDIR(n.r.mode) != e->is_dir)
+			continue; /* local type wins until it is replayed */
+		if (e->is_dir) {
+			if (!(n.r.flags & NODE_ON_REMOTE)) {
+				n.r.flags |= NODE_ON_REMOTE;
+				ix_put(&t, &n);
+			}
+			continue;
+		}
+		if (n.r.flags & (NODE_DIRTY | NODE_UPLOADING))
+			continue;
+		if (strcmp(n.r.rev, e->rev) == 0 &&
+		    (n.r.flags & NODE_ON_REMOTE))
+			continue;
+		if (inode_busy(fs, ino))
+			continue;
+		/* The remote changed: take its attributes, drop our copy. */
+		n.r.flags |= NODE_ON_REMOTE;
+		n.r.flags &= ~(NODE_CACHED | NODE_PARTIAL | NODE_HAS_HASH);
+		n.r.size = e->size;
+		n.r.mtime_ns = e->mtime * 1000000000LL;
+		n.r.ctime_ns = now_ns;
+		snprintf(n.r.rev, sizeof(n.r.rev), "%s", e->rev);
+		if (e->has_hash) {
+			n.r.flags |= NODE_HAS_HASH;
+			memcpy(n.r.remote_hash, e->hash, CHASH_LEN);
+		}
+		ix_put(&t, &n);
+		cache_remove(fs->cache, ino);
+	}
+	/* Clean files the remote no longer has. */
+	if (!t.err)
+		ix_foreach_child(&t, dir, collect_absent, &m);
+	for (size_t i = 0; i < m.ndoomed && !t.err; i++) {
+		struct node n;
+		char path[4096], folded[4096];
+		if (ix_get(&t, m.doomed[i], &n))
+			break;
+		if (S_ISDIR(n.r.mode) || !(n.r.flags & NODE_ON_REMOTE) ||
+		    (n.r.flags & (NODE_DIRTY | NODE_UPLOADING)))
+			continue;
+		int pl = snprintf(path, sizeof(path), "%s/%s", dirpath,
+				  n.name);
+		if (pl < 0 || (size_t)pl >= sizeof(path))
+			continue;
+		ix_fold(path, folded, (size_t)pl + 1);
+		if (pending_hit(pend, folded) || inode_busy(fs, n.ino))
+			continue;
+		ix_unlink(&t, dir, n.name);
+		ix_del(&t, n.ino);
+		cache_remove(fs->cache, n.ino);
+	}
+	struct node d;
+	if (!t.err && ix_get(&t, dir, &d) == 0) {
+		d.r.flags |= NODE_LISTED | NODE_ON_REMOTE;
+		d.r.listed_at = hfs_now();
+		ix_put(&t, &d);
+	}
+	rc = ix_commit(&t);
+out:
+	for (size_t i = 0; i < m.n; i++)
+		free(m.names[i]);
+	free(m.names);
+	free(m.doomed);
+	return rc;
+}
+
+static void mark_listed(struct hfs *fs, uint64_t dir)
+{
+	struct ixtxn t;
+	struct node d;
+	if (ix_begin(fs->ix, true, &t))
+		return;
+	if (ix_get(&t, dir, &d) == 0) {
+		d.r.flags |= NODE_LISTED;
+		d.r.listed_at = hfs_now();
+		ix_put(&t, &d);
+	}
+	ix_commit(&t);
+}
+
+/*
+ * Makes sure the children of directory @dir are in the index: lists it
+ * remotely if it was never listed, or if @refresh and the listing is older
+ * than dir_cache_seconds. If the remote is unreachable, the index is
+ * served as it is (and the listing tried again later).
+ */
+static int ensure_listed(struct hfs *fs, uint64_t dir, bool refresh)
+{
+	struct node d;
+	int rc = get_node(fs, dir, &d);
+	if (rc)
+		return rc;
+	if (!S_ISDIR(d.r.mode))
+		return -ENOTDIR;
+	int64_t now = hfs_now();
+	if (d.r.flags & NODE_LISTED) {
+		if (!refresh || !(d.r.flags & NODE_ON_REMOTE) ||
+		    now - d.r.listed_at < fs->cfg->dir_cache_seconds)
+			return 0;
+	}
+	if (atomic_load(&fs->offline_until) > now)
+		return 0;
+
+	pthread_mutex_lock(&fs->list_lock);
+	/* Someone may have listed it while we waited. */
+	if (get_node(fs, dir, &d) == 0 && (d.r.flags & NODE_LISTED) &&
+	    (!refresh || hfs_now() - d.r.listed_at <
+				 fs->cfg->dir_cache_seconds)) {
+		pthread_mutex_unlock(&fs->list_lock);
+		return 0;
+	}
+	char path[4096];
+	struct ixtxn t;
+	struct pending pend = {0};
+	rc = ix_begin(fs->ix, false, &t);
+	if (!rc) {
+		rc = ix_path(&t, dir, path, sizeof(path));
+		if (!rc)
+			rc = ix_foreach_journal(&t, pending_collect, &pend);
+		ix_abort(&t);
+	}
+	if (rc)
+		goto out;
+	struct listing l = {0};
+	rc = listing_fetch(fs, path, &l);
+	if (rc == 0) {
+		rc = merge_listing(fs, dir, path, &l, &pend);
+	} else if (rc == -ENOENT || rc == -ENOTDIR) {
+		/* Not on the remote (yet): what we have is all there is. */
+		mark_listed(fs, dir);
+		rc = 0;
+	} else {
+		hlog_warn("listing of \"%s\" failed: %s (%s); serving the "
+			  "cached listing",
+			  path[0] ? path : "/", strerror(-rc),
+			  backend_last_error());
+		atomic_store(&fs->offline_until, hfs_now() + OFFLINE_BACKOFF);
+		rc = 0;
+	}
+	free(l.e);
+out:
+	pending_release(&pend);
+	pthread_mutex_unlock(&fs->list_lock);
+	return rc;
+}
+
+/* ---- Lookup ---- */
+
+int hfs_lookup(struct hfs *fs, uint64_t parent, const char *name,
+	       struct stat *st)
+{
+	struct ixtxn t;
+	struct node n;
+	uint64_t ino;
+	char exact[BACKEND_NAME_MAX + 1];
+	if (strlen(name) > BACKEND_NAME_MAX)
+		return -ENAMETOOLONG;
+	int rc = ensure_listed(fs, parent, false);
+	if (rc)
+		return rc;
+	for (int pass = 0; pass < 2; pass++) {
+		rc = ix_begin(fs->ix, false, &t);
+		if (rc)
+			return rc;
+		rc = ix_lookup(&t, parent, name, &ino, exact);
+		if (!rc)
+			rc = ix_get(&t, ino, &n);
+		ix_abort(&t);
+		if (rc == 0 && strcmp(exact, name) != 0)
+			rc = -ENOENT; /* differs in case only */
+		if (rc != -ENOENT || pass == 1)
+			break;
+		/* Not known: a stale listing may not have it yet. */
+		rc = ensure_listed(fs, parent, true);
+		if (rc)
+			return rc;
+		rc = -ENOENT;
+	}
+	if (rc)
+		return rc;
+	if (S_ISREG(n.r.mode))
+		overlay_live(fs, &n);
+	hfs_fill_stat(&n, st);
+	hnode_add_lookup(fs, ino);
+	return 0;
+}
+
+/* ---- Namespace changes ---- */
+
+static int check_name(const char *name)
+{
+	if (strlen(name) > BACKEND_NAME_MAX)
+		return -ENAMETOOLONG;
+	if (!backend_name_ok(name))
+		return -EINVAL;
+	return 0;
+}
+
+/*
+ * Looks up @name in @parent inside @t for a name that is about to be
+ * created: 0 if free, -EEXIST if taken (also by a name that differs only
+ * in case: the remote could not hold both).
+ */
+static int name_free(struct ixtxn *t, uint64_t parent, const char *name)
+{
+	uint64_t ino;
+	int rc = ix_lookup(t, parent, name, &ino, NULL);
+	if (rc == 0)
+		return -EEXIST;
+	return rc == -ENOENT ? 0 : rc;
+}
+
+static int make_node(struct hfs *fs, uint64_t parent, const char *name,
+		     mode_t mode, uid_t uid, gid_t gid, struct node *out,
+		     struct ixtxn *t)
+{
+	struct node p;
+	int rc = ix_get(t, parent, &p);
+	if (rc)
+		return rc;
+	if (!S_ISDIR(p.r.mode))
+		return -ENOTDIR;
+	rc = name_free(t, parent, name);
+	if (rc)
+		return rc;
+	memset(out, 0, sizeof(*out));
+	rc = ix_alloc_ino(t, &out->ino);
+	if (rc)
+		return rc;
+	int64_t now = hfs_now_ns();
+	snprintf(out->name, sizeof(out->name), "%s", name);
+	out->r.parent = parent;
+	out->r.mode = mode;
+	out->r.uid = uid;
+	out->r.gid = (p.r.mode & S_ISGID) ? p.r.gid : gid;
+	out->r.atime_ns = out->r.mtime_ns = out->r.ctime_ns = now;
+	p.r.mtime_ns = p.r.ctime_ns = now;
+	ix_put(t, &p);
+	ix_link(t, parent, name, out->ino);
+	(void)fs;
+	return 0;
+}
+
+int hfs_mkdir(struct hfs *fs, uint64_t parent, const char *name, mode_t mode,
+	      uid_t uid, gid_t gid, struct stat *out)
+{
+	int rc = check_name(name);
+	if (rc)
+		return rc;
+	rc = ensure_listed(fs, parent, false);
+	if (rc)
+		return rc;
+	struct ixtxn t;
+	struct node n;
+	char path[4096];
+	rc = ix_begin(fs->ix, true, &t);
+	if (rc)
+		return rc;
+	rc = make_node(fs, parent, name, S_IFDIR | (mode & 07777), uid, gid,
+		       &n, &t);
+	if (rc) {
+		ix_abort(&t);
+		return rc;
+	}
+	n.r.flags = NODE_LISTED;
+	n.r.listed_at = hfs_now();
+	ix_put(&t, &n);
+	rc = ix_path(&t, n.ino, path, sizeof(path));
+	if (rc) {
+		ix_abort(&t);
+		return rc;
+	}
+	ix_journal_append(&t, JOP_MKDIR, path, NULL);
+	rc = ix_commit(&t);
+	if (rc)
+		return rc;
+	flushers_kick_journal(fs->fl);
+	hfs_fill_stat(&n, out);
+	hnode_add_lookup(fs, n.ino);
+	return 0;
+}
+
+/* The category of the node at @path (a remote path, "/a/b"). */
+static int classify_path(struct hfs *fs, const char *path)
+{
+	return cat_classify(fs->cfg->rules, fs->cfg->n_rules,
+			    path[0] == '/' ? path + 1 : path);
+}
+
+int hfs_classify(struct hfs *fs, uint64_t ino)
+{
+	struct ixtxn t;
+	char path[4096];
+	int rc = ix_begin(fs->ix, false, &t);
+	if (rc)
+		return rc;
+	rc = ix_path(&t, ino, path, sizeof(path));
+	ix_abort(&t);
+	return rc ? rc : classify_path(fs, path);
+}
+
+/* Creates a regular file node, dirty (an empty file must reach the remote
+ * too), and its empty content file. */
+static int create_reg(struct hfs *fs, uint64_t parent, const char *name,
+		      mode_t mode, uid_t uid, gid_t gid, struct node *n)
+{
+	int rc = check_name(name);
+	if (rc)
+		return rc;
+	rc = ensure_listed(fs, parent, false);
+	if (rc)
+		return rc;
+	struct ixtxn t;
+	char path[4096];
+	rc = ix_begin(fs->ix, true, &t);
+	if (rc)
+		return rc;
+	rc = make_node(fs, parent, name, S_IFREG | (mode & 07777), uid, gid,
+		       n, &t);
+	if (rc)
+		goto fail;
+	ix_put(&t, n);
+	rc = ix_path(&t, n->ino, path, sizeof(path));
+	if (rc)
+		goto fail;
+	int fd = cache_open(fs->cache, n->ino, 1);
+	if (fd < 0) {
+		rc = fd;
+		goto fail;
+	}
+	close(fd);
+	n->r.flags = NODE_CACHED | NODE_DIRTY;
+	n->r.dirty_since = hfs_now();
+	n->r.gen = 1;
+	n->r.cat = (uint8_t)classify_path(fs, path);
+	ix_put(&t, n);
+	ix_dirty_add(&t, n->ino);
+	rc = ix_commit(&t);
+	if (rc) {
+		cache_remove(fs->cache, n->ino);
+		return rc;
+	}
+	flushers_schedule(fs->fl, n->ino, n->r.cat, n->r.dirty_since, true);
+	return 0;
+fail:
+	ix_abort(&t);
+	return rc;
+}
+
+int hfs_mknod(struct hfs *fs, uint64_t parent, const char *name, mode_t mode,
+	      uid_t uid, gid_t gid, struct stat *out)
+{
+	if (!S_ISREG(mode))
+		return -EPERM; /* Dropbox stores regular files only */
+	struct node n;
+	int rc = create_reg(fs, parent, name, mode, uid, gid, &n);
+	if (rc)
+		return rc;
+	hfs_fill_stat(&n, out);
+	hnode_add_lookup(fs, n.ino);
+	return 0;
+}
+
+/* Marks an hnode unlinked so its record and content go when unused. */
+static void mark_unlinked(struct hfs *fs, uint64_t ino)
+{
+	pthread_mutex_lock(&fs->itab_lock);
+	struct hnode *h = itab_find(fs, ino);
+	if (h)
+		h->unlinked = true;
+	pthread_mutex_unlock(&fs->itab_lock);
+}
+
+static bool inode_known(struct hfs *fs, uint64_t ino)
+{
+	pthread_mutex_lock(&fs->itab_lock);
+	bool known = itab_find(fs, ino) != NULL;
+	pthread_mutex_unlock(&fs->itab_lock);
+	return known;
+}
+
+/*
+ * Removes the entry @name (node @n) of @parent inside @t. A node still in
+ * use becomes an orphan, purged when released (or at the next mount).
+ * Returns true in *@purge_now if the content can go at once.
+ */
+static void remove_entry(struct hfs *fs, struct ixtxn *t, uint64_t parent,
+			 const struct node *n, bool *purge_now)
+{
+	ix_unlink(t, parent, n->name);
+	ix_dirty_del(t, n->ino);
+	if (inode_known(fs, n->ino)) {
+		struct node o = *n;
+		o.r.flags &= ~NODE_DIRTY;
+		o.r.parent = 0;
+		ix_put(t, &o);
+		ix_orphan_add(t, n->ino);
+		*purge_now = false;
+	} else {
+		ix_del(t, n->ino);
+		*purge_now = true;
+	}
+}
+
+static int do_remove(struct hfs *fs, uint64_t parent, const char *name,
+		     bool dir)
+{
+	struct ixtxn t;
+	struct node n, p;
+	uint64_t ino;
+	char exact[BACKEND_NAME_MAX + 1], path[4096];
+	int rc = ensure_listed(fs, parent, false);
+	if (rc)
+		return rc;
+	if (dir) {
+		/* Dropbox deletes folders recursively: make sure we know
+		 * everything the remote folder holds before calling it
+		 * empty. */
+		rc = ix_begin(fs->ix, false, &t);
+		if (rc)
+			return rc;
+		rc = ix_lookup(&t, parent, name, &ino, exact);
+		ix_abort(&t);
+		if (rc)
+			return rc;
+		rc = ensure_listed(fs, ino, false);
+		if (rc)
+			return rc;
+		struct node d;
+		rc = get_node(fs, ino, &d);
+		if (rc)
+			return rc;
+		if (S_ISDIR(d.r.mode) && !(d.r.flags & NODE_LISTED))
+			return -EAGAIN; /* remote unreachable: unknown */
+	}
+	rc = ix_begin(fs->ix, true, &t);
+	if (rc)
+		return rc;
+	rc = ix_lookup(&t, parent, name, &ino, exact);
+	if (!rc && strcmp(exact, name) != 0)
+		rc = -ENOENT;
+	if (!rc)
+		rc = ix_get(&t, ino, &n);
+	if (rc)
+		goto fail;
+	if (dir && !S_ISDIR(n.r.mode)) {
+		rc = -ENOTDIR;
+		goto fail;
+	}
+	if (!dir && S_ISDIR(n.r.mode)) {
+		rc = -EISDIR;
+		goto fail;
+	}
+	if (dir) {
+		rc = ix_has_children(&t, ino);
+		if (rc) {
+			rc = rc > 0 ? -ENOTEMPTY : rc;
+			goto fail;
+		}
+	}
+	rc = ix_path(&t, ino, path, sizeof(path));
+	if (rc)
+		goto fail;
+	bool purge_now = false;
+	remove_entry(fs, &t, parent, &n, &purge_now);
+	if (ix_get(&t, parent, &p) == 0) {
+		p.r.mtime_ns = p.r.ctime_ns = hfs_now_ns();
+		ix_put(&t, &p);
+	}
+	ix_journal_append(&t, dir ? JOP_RMDIR : JOP_UNLINK, path, NULL);
+	rc = ix_commit(&t);
+	if (rc)
+		return rc;
+	if (purge_now)
+		cache_remove(fs->cache, ino);
+	else
+		mark_unlinked(fs, ino);
+	flushers_kick_journal(fs->fl);
+	return 0;
+fail:
+	ix_abort(&t);
+	return rc;
+}
+
+int hfs_unlink(struct hfs *fs, uint64_t parent, const char *name)
+{
+	return do_remove(fs, parent, name, false);
+}
+
+int hfs_rmdir(struct hfs *fs, uint64_t parent, const char *name)
+{
+	return do_remove(fs, parent, name, true);
+}
+
+/* True if @ancestor is @ino or one of its ancestors. */
+static int is_ancestor(struct ixtxn *t, uint64_t ancestor, uint64_t ino)
+{
+	struct node n;
+	for (int depth = 0; depth < 4096; depth++) {
+		if (ino == ancestor)
+			return 1;
+		if (ino == INDEX_ROOT_INO)
+			return 0;
+		int rc = ix_get(t, ino, &n);
+		if (rc)
+			return rc;
+		ino = n.r.parent;
+	}
+	return -ELOOP;
+}
+
+int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
+	       uint64_t newparent, const char *newname, unsigned int flags)
+{
+	if (flags & ~(unsigned)RENAME_NOREPLACE)
+		return -EINVAL; /* RENAME_EXCHANGE, WHITEOUT: unsupported */
+	int rc = check_name(newname);
+	if (rc)
+		return rc;
+	rc = ensure_listed(fs, parent, false);
+	if (!rc && newparent != parent)
+		rc = ensure_listed(fs, newparent, false);
+	if (rc)
+		return rc;
+
+	struct ixtxn t;
+	struct node src, dst, np;
+	uint64_t sino, dino = 0;
+	char exact[BACKEND_NAME_MAX + 1], dexact[BACKEND_NAME_MAX + 1];
+	char from[4096], to[4096];
+	bool have_dst = false, purge_now = false;
+
+	/* A directory about to be replaced must be known to be empty. */
+	rc = ix_begin(fs->ix, false, &t);
+	if (rc)
+		return rc;
+	if (ix_lookup(&t, newparent, newname, &dino, dexact) == 0 &&
+	    ix_get(&t, dino, &dst) == 0 && S_ISDIR(dst.r.mode)) {
+		ix_abort(&t);
+		rc = ensure_listed(fs, dino, false);
+		if (rc)
+			return rc;
+	} else {
+		ix_abort(&t);
+	}
+
+	rc = ix_begin(fs->ix, true, &t);
+	if (rc)
+		return rc;
+	rc = ix_lookup(&t, parent, name, &sino, exact);
+	if (!rc && strcmp(exact, name) != 0)
+		rc = -ENOENT;
+	if (!rc)
+		rc = ix_get(&t, sino, &src);
+	if (!rc)
+		rc = ix_get(&t, newparent, &np);
+	if (rc)
+		goto fail;
+	if (!S_ISDIR(np.r.mode)) {
+		rc = -ENOTDIR;
+		goto fail;
+	}
+	if (S_ISDIR(src.r.mode)) {
+		rc = is_ancestor(&t, sino, newparent);
+		if (rc) {
+			rc = rc > 0 ? -EINVAL : rc;
+			goto fail;
+		}
+	}
+	rc = ix_lookup(&t, newparent, newname, &dino, dexact);
+	if (rc == 0) {
+		if (dino == sino) {
+			if (strcmp(dexact, newname) == 0) {
+				ix_abort(&t); /* same entry: nothing to do */
+				return 0;
+			}
+			/* A case-only rename of the same entry. */
+		} else if (strcmp(dexact, newname) != 0) {
+			rc = -EEXIST; /* differs in case only */
+			goto fail;
+		} else {
+			if (flags & RENAME_NOREPLACE) {
+				rc = -EEXIST;
+				goto fail;
+			}
+			rc = ix_get(&t, dino, &dst);
+			if (rc)
+				goto fail;
+			if (S_ISDIR(dst.r.mode) && !S_ISDIR(src.r.mode)) {
+				rc = -EISDIR;
+				goto fail;
+			}
+			if (!S_ISDIR(dst.r.mode) && S_ISDIR(src.r.mode)) {
+				rc = -ENOTDIR;
+				goto fail;
+			}
+			if (S_ISDIR(dst.r.mode)) {
+				rc = ix_has_children(&t, dino);
+				if (rc) {
+					rc = rc > 0 ? -ENOTEMPTY : rc;
+					goto fail;
+				}
+				if (!(dst.r.flags & NODE_LISTED)) {
+					rc = -EAGAIN;
+					goto fail;
+				}
+			}
+			have_dst = true;
+		}
+	} else if (rc != -ENOENT) {
+		goto fail;
+	}
+	rc = ix_path(&t, sino, from, sizeof(from));
+	if (rc)
+		goto fail;
+	if (have_dst) {
+		rc = ix_path(&t, dino, to, sizeof(to));
+		if (rc)
+			goto fail;
+		remove_entry(fs, &t, newparent, &dst, &purge_now);
+		ix_journal_append(&t, S_ISDIR(dst.r.mode) ? JOP_RMDIR
+							  : JOP_UNLINK,
+				  to, NULL);
+	}
+	int64_t now = hfs_now_ns();
+	ix_unlink(&t, parent, exact);
+	snprintf(src.name, sizeof(src.name), "%s", newname);
+	src.r.parent = newparent;
+	src.r.ctime_ns = now;
+	ix_put(&t, &src);
+	ix_link(&t, newparent, newname, sino);
+	struct node p;
+	if (ix_get(&t, parent, &p) == 0) {
+		p.r.mtime_ns = p.r.ctime_ns = now;
+		ix_put(&t, &p);
+	}
+	if (newparent != parent && ix_get(&t, newparent, &p) == 0) {
+		p.r.mtime_ns = p.r.ctime_ns = now;
+		ix_put(&t, &p);
+	}
+	rc = ix_path(&t, sino, to, sizeof(to));
+	if (rc)
+		goto fail;
+	ix_journal_append(&t, JOP_RENAME, from, to);
+	rc = ix_commit(&t);
+	if (rc)
+		return rc;
+	if (have_dst) {
+		if (purge_now)
+			cache_remove(fs->cache, dino);
+		else
+			mark_unlinked(fs, dino);
+	}
+	flushers_kick_journal(fs->fl);
+	return 0;
+fail:
+	ix_abort(&t);
+	return rc;
+}
+
+/* ---- Dirty tracking ---- */
+
+/*
+ * The clean->dirty transition: the only write txn the write path opens.
+ * Called without hn->mu; @gen is the write generation that made the file
+ * dirty.
+ */
+static int mark_dirty(struct hfs *fs, struct hnode *hn, uint64_t gen,
+		      uint64_t size, int64_t mtime_ns)
+{
+	struct ixtxn t;
+	struct node n;
+	char path[4096];
+	int rc = ix_begin(fs->ix, true, &t);
+	if (rc)
+		return rc;
+	rc = ix_get(&t, hn->ino, &n);
+	if (!rc)
+		rc = ix_path(&t, hn->ino, path, sizeof(path));
+	if (rc) {
+		ix_abort(&t);
+		return rc == -ENOENT ? 0 : rc; /* unlinked meanwhile */
+	}
+	if (n.r.parent == 0) {
+		ix_abort(&t); /* an orphan is never uploaded */
+		return 0;
+	}
+	bool was_dirty = n.r.flags & NODE_DIRTY;
+	n.r.flags |= NODE_DIRTY | NODE_CACHED;
+	n.r.flags &= ~NODE_PARTIAL;
+	if (!was_dirty)
+		n.r.dirty_since = hfs_now();
+	if (gen > n.r.gen)
+		n.r.gen = gen;
+	n.r.size = size;
+	n.r.mtime_ns = n.r.ctime_ns = mtime_ns;
+	n.r.cat = (uint8_t)classify_path(fs, path);
+	ix_put(&t, &n);
+	ix_dirty_add(&t, hn->ino);
+	rc = ix_commit(&t);
+	if (rc)
+		return rc;
+	if (!was_dirty)
+		flushers_schedule(fs->fl, hn->ino, n.r.cat, n.r.dirty_since,
+				  n.r.last_upload == 0);
+	return 0;
+}
+
+/* Persists what hn knows better than the index (size, times, gen). */
+static int persist_live(struct hfs *fs, struct hnode *hn)
+{
+	pthread_mutex_lock(&hn->mu);
+	if (!hn->live || hn->unlinked) {
+		pthread_mutex_unlock(&hn->mu);
+		return 0;
+	}
+	uint64_t size = hn->size, gen = hn->gen;
+	int64_t mtime = hn->mtime_ns, ctime = hn->ctime_ns;
+	pthread_mutex_unlock(&hn->mu);
+
+	struct ixtxn t;
+	struct node n;
+	int rc = ix_begin(fs->ix, true, &t);
+	if (rc)
+		return rc;
+	rc = ix_get(&t, hn->ino, &n);
+	if (rc) {
+		ix_abort(&t);
+		return rc == -ENOENT ? 0 : rc;
+	}
+	n.r.size = size;
+	n.r.mtime_ns = mtime;
+	n.r.ctime_ns = ctime;
+	if (gen > n.r.gen)
+		n.r.gen = gen;
+	ix_put(&t, &n);
+	rc = ix_commit(&t);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&hn->mu);
+	if (hn->gen == gen && hn->size == size && hn->mtime_ns == mtime)
+		hn->live = false;
+	pthread_mutex_unlock(&hn->mu);
+	return 0;
+}
+
+/* ---- Fetching remote bytes ---- */
+
+/*
+ * Makes the content file of @hn complete: downloads a remote-only file.
+ * Called and returns with hn->mu held; drops it while downloading.
+ */
+static int ensure_cached(struct hfs *fs, struct hnode *hn)
+{
+	while (hn->fetching)
+		pthread_cond_wait(&hn->fetched, &hn->mu);
+	struct node n;
+	int rc = get_node(fs, hn->ino, &n);
+	if (rc)
+		return rc;
+	if (n.r.flags & (NODE_CACHED | NODE_DIRTY))
+		return 0;
+	if (!(n.r.flags & NODE_ON_REMOTE)) {
+		/* Nothing remote to fetch: the local bytes are all. */
+		return hnode_open_fd(fs, hn, true);
+	}
+	hn->fetching = true;
+	pthread_mutex_unlock(&hn->mu);
+
+	char path[4096];
+	struct ixtxn t;
+	struct backend_entry meta;
+	uint64_t got = 0;
+	int64_t t0 = hfs_now_ns();
+	int fd = -1;
+	rc = ix_begin(fs->ix, false, &t);
+	if (!rc) {
+		rc = ix_path(&t, hn->ino, path, sizeof(path));
+		ix_abort(&t);
+	}
+	if (!rc) {
+		fd = cache_open_tmp(fs->cache, hn->ino);
+		rc = fd < 0 ? fd : 0;
+	}
+	if (!rc)
+		rc = fs->be->ops->download(fs->be, path, NULL, 0, 0, fd, &got,
+					   &meta);
+	if (!rc && fsync(fd) < 0)
+		rc = -errno;
+	if (fd >= 0)
+		close(fd);
+	if (!rc)
+		rc = cache_commit_tmp(fs->cache, hn->ino);
+	if (!rc) {
+		rc = ix_begin(fs->ix, true, &t);
+		if (!rc && ix_get(&t, hn->ino, &n) == 0) {
+			n.r.flags |= NODE_CACHED;
+			n.r.flags &= ~NODE_PARTIAL;
+			n.r.size = got;
+			snprintf(n.r.rev, sizeof(n.r.rev), "%s", meta.rev);
+			if (meta.has_hash) {
+				n.r.flags |= NODE_HAS_HASH;
+				memcpy(n.r.remote_hash, meta.hash, CHASH_LEN);
+			}
+			ix_put(&t, &n);
+		}
+		if (!rc)
+			rc = ix_commit(&t);
+	}
+	if (rc) {
+		hlog_warn("fetch of \"%s\" failed: %s (%s)", path,
+			  strerror(-rc), backend_last_error());
+		if (rc == -EAGAIN || rc == -EACCES)
+			rc = -EIO;
+	} else {
+		hlog_debug("fetched \"%s\" bytes=%llu ms=%lld", path,
+			   (unsigned long long)got,
+			   (long long)((hfs_now_ns() - t0) / 1000000));
+	}
+
+	pthread_mutex_lock(&hn->mu);
+	hn->fetching = false;
+	pthread_cond_broadcast(&hn->fetched);
+	if (!rc) {
+		if (hn->fd >= 0) {
+			close(hn->fd);
+			hn->fd = -1;
+		}
+		hn->size = got;
+		hn->live = false;
+		rc = hnode_open_fd(fs, hn, false);
+	}
+	return rc;
+}
+
+/* ---- Open files ---- */
+
+static int open_handle(struct hfs *fs, uint64_t ino, int flags,
+		       struct hfs_file **out)
+{
+	struct hfs_file *fh = calloc(1, sizeof(*fh));
+	if (!fh)
+		return -ENOMEM;
+	struct hnode *hn = hnode_get(fs, ino);
+	if (!hn) {
+		free(fh);
+		return -ENOMEM;
+	}
+	int acc = flags & O_ACCMODE;
+	pthread_mutex_lock(&hn->mu);
+	int rc = hnode_load(fs, hn);
+	if (!rc && (flags & O_TRUNC) && acc != O_RDONLY) {
+		/* No need to fetch what is about to be discarded. */
+		rc = hnode_open_fd(fs, hn, true);
+		if (!rc && ftruncate(hn->fd, 0) < 0)
+			rc = -errno;
+		if (!rc) {
+			hn->size = 0;
+			hn->mtime_ns = hn->ctime_ns = hfs_now_ns();
+			hn->gen++;
+			hn->live = true;
+			uint64_t gen = hn->gen;
+			int64_t mt = hn->mtime_ns;
+			hn->dirty_persisted = true;
+			pthread_mutex_unlock(&hn->mu);
+			rc = mark_dirty(fs, hn, gen, 0, mt);
+			pthread_mutex_lock(&hn->mu);
+		}
+	}
+	if (!rc) {
+		hn->nopen++;
+		if (acc != O_RDONLY)
+			hn->nwriters++;
+	}
+	pthread_mutex_unlock(&hn->mu);
+	if (rc) {
+		hnode_put(fs, hn);
+		free(fh);
+		return rc;
+	}
+	fh->hn = hn;
+	fh->flags = flags;
+	*out = fh;
+	return 0;
+}
+
+int hfs_open(struct hfs *fs, uint64_t ino, int flags, struct hfs_file **fh)
+{
+	struct node n;
+	int rc = get_node(fs, ino, &n);
+	if (rc)
+		return rc;
+	if (S_ISDIR(n.r.mode))
+		return -EISDIR;
+	return open_handle(fs, ino, flags, fh);
+}
+
+int hfs_create_file(struct hfs *fs, uint64_t parent, const char *name,
+		    mode_t mode, int flags, uid_t uid, gid_t gid,
+		    struct stat *out, struct hfs_file **fh)
+{
+	struct node n;
+	int rc = create_reg(fs, parent, name, mode, uid, gid, &n);
+	if (rc)
+		return rc;
+	rc = open_handle(fs, n.ino, flags & ~O_TRUNC, fh);
+	if (rc)
+		return rc;
+	hfs_fill_stat(&n, out);
+	hnode_add_lookup(fs, n.ino);
+	return 0;
+}
+
+int hfs_read_fd(struct hfs *fs, struct hfs_file *fh, uint64_t off,
+		size_t size)
+{
+	(void)off;
+	(void)size;
+	struct hnode *hn = fh->hn;
+	pthread_mutex_lock(&hn->mu);
+	int rc = 0;
+	if (hn->fd < 0 || hn->fetching)
+		rc = ensure_cached(fs, hn);
+	if (!rc && hn->fd < 0)
+		rc = hnode_open_fd(fs, hn, false);
+	int fd = hn->fd;
+	pthread_mutex_unlock(&hn->mu);
+	return rc ? rc : fd;
+}
+
+/* Slows writers down while the cache filesystem is nearly full, so
+ * uploads and eviction can catch up before the disk fills. */
+static void throttle(struct hfs *fs)
+{
+	if (!atomic_load(&fs->low_space))
+		return;
+	struct timespec ts = {.tv_sec = 0, .tv_nsec = 20 * 1000000};
+	nanosleep(&ts, NULL);
+}
+
+ssize_t hfs_write(struct hfs *fs, struct hfs_file *fh,
+		  struct fuse_bufvec *buf, uint64_t off)
+{
+	struct hnode *hn = fh->hn;
+	throttle(fs);
+	pthread_mutex_lock(&hn->mu);
+	int rc = 0;
+	if (hn->fd < 0 || hn->fetching)
+		rc = ensure_cached(fs, hn);
+	if (!rc && hn->fd < 0)
+		rc = hnode_open_fd(fs, hn, false);
+	int fd = hn->fd;
+	pthread_mutex_unlock(&hn->mu);
+	if (rc)
+		return rc;
+
+	size_t len = fuse_buf_size(buf);
+	struct fuse_bufvec dst = FUSE_BUFVEC_INIT(len);
+	dst.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	dst.buf[0].fd = fd;
+	dst.buf[0].pos = (off_t)off;
+
+	pthread_rwlock_rdlock(&hn->snap);
+	ssize_t n = fuse_buf_copy(&dst, buf, 0);
+	pthread_mutex_lock(&hn->mu);
+	bool transition = false;
+	uint64_t gen = 0, size = 0;
+	int64_t mt = 0;
+	if (n > 0) {
+		if (off + (uint64_t)n > hn->size)
+			hn->size = off + (uint64_t)n;
+		hn->mtime_ns = hn->ctime_ns = hfs_now_ns();
+		hn->gen++;
+		hn->live = true;
+		if (!hn->dirty_persisted && !hn->unlinked) {
+			hn->dirty_persisted = true;
+			transition = true;
+		}
+		gen = hn->gen;
+		size = hn->size;
+		mt = hn->mtime_ns;
+	}
+	pthread_mutex_unlock(&hn->mu);
+	pthread_rwlock_unlock(&hn->snap);
+	if (transition) {
+		rc = mark_dirty(fs, hn, gen, size, mt);
+		if (rc) {
+			pthread_mutex_lock(&hn->mu);
+			hn->dirty_persisted = false;
+			pthread_mutex_unlock(&hn->mu);
+			return rc;
+		}
+	}
+	return n;
+}
+
+int hfs_flush(struct hfs *fs, struct hfs_file *fh)
+{
+	return persist_live(fs, fh->hn);
+}
+
+int hfs_fsync(struct hfs *fs, struct hfs_file *fh, int datasync)
+{
+	struct hnode *hn = fh->hn;
+	pthread_mutex_lock(&hn->mu);
+	int fd = hn->fd >= 0 ? dup(hn->fd) : -1;
+	pthread_mutex_unlock(&hn->mu);
+	int rc = 0;
+	if (fd >= 0) {
+		if ((datasync ? fdatasync(fd) : fsync(fd)) < 0)
+			rc = -errno;
+		close(fd);
+	}
+	if (!rc)
+		rc = persist_live(fs, hn);
+	if (!rc)
+		rc = index_sync(fs->ix);
+	return rc;
+}
+
+int hfs_release(struct hfs *fs, struct hfs_file *fh)
+{
+	struct hnode *hn = fh->hn;
+	int rc = persist_live(fs, hn);
+	pthread_mutex_lock(&hn->mu);
+	hn->nopen--;
+	if ((fh->flags & O_ACCMODE) != O_RDONLY)
+		hn->nwriters--;
+	pthread_mutex_unlock(&hn->mu);
+	hnode_put(fs, hn);
+	free(fh);
+	return rc;
+}
+
+/* ---- setattr ---- */
+
+int hfs_setattr(struct hfs *fs, uint64_t ino, const struct stat *attr,
+		int to_set, struct hfs_file *fh, struct stat *out)
+{
+	struct node n;
+	int rc = get_node(fs, ino, &n);
+	if (rc)
+		return rc;
+	int64_t now = hfs_now_ns();
+
+	if (to_set & FUSE_SET_ATTR_SIZE) {
+		if (S_ISDIR(n.r.mode))
+			return -EISDIR;
+		struct hnode *hn = fh ? fh->hn : hnode_get(fs, ino);
+		if (!hn)
+			return -ENOMEM;
+		if (fh)
+			pthread_mutex_lock(&hn->mu);
+		else {
+			pthread_mutex_lock(&hn->mu);
+			rc = hnode_load(fs, hn);
+		}
+		if (!rc) {
+			if (attr->st_size == 0)
+				rc = hnode_open_fd(fs, hn, true);
+			else if (hn->fd < 0 || hn->fetching)
+				rc = ensure_cached(fs, hn);
+			if (!rc && hn->fd < 0)
+				rc = hnode_open_fd(fs, hn, false);
+		}
+		uint64_t gen = 0;
+		if (!rc) {
+			pthread_rwlock_t *snap = &hn->snap;
+			pthread_mutex_unlock(&hn->mu);
+			pthread_rwlock_rdlock(snap);
+			pthread_mutex_lock(&hn->mu);
+			if (ftruncate(hn->fd, attr->st_size) < 0)
+				rc = -errno;
+			if (!rc) {
+				hn->size = (uint64_t)attr->st_size;
+				hn->mtime_ns = hn->ctime_ns = now;
+				hn->gen++;
+				hn->live = true;
+				hn->dirty_persisted = true;
+				gen = hn->gen;
+			}
+			pthread_mutex_unlock(&hn->mu);
+			pthread_rwlock_unlock(snap);
+			if (!rc)
+				rc = mark_dirty(fs, hn, gen,
+						(uint64_t)attr->st_size, now);
+			if (!rc)
+				rc = persist_live(fs, hn);
+		} else {
+			pthread_mutex_unlock(&hn->mu);
+		}
+		if (!fh)
+			hnode_put(fs, hn);
+		if (rc)
+			return rc;
+	}
+
+	if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID |
+		      FUSE_SET_ATTR_GID | FUSE_SET_ATTR_ATIME |
+		      FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW |
+		      FUSE_SET_ATTR_MTIME_NOW | FUSE_SET_ATTR_CTIME)) {
+		struct ixtxn t;
+		rc = ix_begin(fs->ix, true, &t);
+		if (rc)
+			return rc;
+		rc = ix_get(&t, ino, &n);
+		if (rc) {
+			ix_abort(&t);
+			return rc;
+		}
+		if (to_set & FUSE_SET_ATTR_MODE)
+			n.r.mode = (n.r.mode & S_IFMT) | (attr->st_mode & 07777);
+		if (to_set & FUSE_SET_ATTR_UID)
+			n.r.uid = attr->st_uid;
+		if (to_set & FUSE_SET_ATTR_GID)
+			n.r.gid = attr->st_gid;
+		if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+			n.r.atime_ns = now;
+		else if (to_set & FUSE_SET_ATTR_ATIME)
+			n.r.atime_ns = attr->st_atim.tv_sec * 1000000000LL +
+				       attr->st_atim.tv_nsec;
+		bool mtime = false;
+		if (to_set & FUSE_SET_ATTR_MTIME_NOW) {
+			n.r.mtime_ns = now;
+			mtime = true;
+		} else if (to_set & FUSE_SET_ATTR_MTIME) {
+			n.r.mtime_ns = attr->st_mtim.tv_sec * 1000000000LL +
+				       attr->st_mtim.tv_nsec;
+			mtime = true;
+		}
+		if (to_set & FUSE_SET_ATTR_CTIME)
+			n.r.ctime_ns = attr->st_ctim.tv_sec * 1000000000LL +
+				       attr->st_ctim.tv_nsec;
+		else
+			n.r.ctime_ns = now;
+		ix_put(&t, &n);
+		rc = ix_commit(&t);
+		if (rc)
+			return rc;
+		if (mtime && S_ISREG(n.r.mode)) {
+			/* An explicit mtime replaces the live one. */
+			pthread_mutex_lock(&fs->itab_lock);
+			struct hnode *h = itab_find(fs, ino);
+			if (h)
+				h->refs++;
+			pthread_mutex_unlock(&fs->itab_lock);
+			if (h) {
+				pthread_mutex_lock(&h->mu);
+				h->mtime_ns = n.r.mtime_ns;
+				h->ctime_ns = n.r.ctime_ns;
+				pthread_mutex_unlock(&h->mu);
+				hnode_put(fs, h);
+			}
+		}
+	}
+	return hfs_getattr(fs, ino, out);
+}
+
+/* ---- Directories ---- */
+
+struct dirent_snap {
+	uint64_t ino;
+	char *name;
+};
+
+struct hfs_dir {
+	uint64_t ino, parent;
+	struct dirent_snap *e;
+	size_t n, cap;
+};
+
+static int snap_child(void *arg, const char *name, uint64_t ino)
+{
+	struct hfs_dir *d = arg;
+	if (d->n == d->cap) {
+		size_t cap = d->cap ? d->cap * 2 : 64;
+		struct dirent_snap *ne = realloc(d->e, cap * sizeof(*ne));
+		if (!ne)
+			return -ENOMEM;
+		d->e = ne;
+		d->cap = cap;
+	}
+	d->e[d->n].name = strdup(name);
+	if (!d->e[d->n].name)
+		return -ENOMEM;
+	d->e[d->n].ino = ino;
+	d->n++;
+	return 0;
+}
+
+void hfs_releasedir(struct hfs *fs, struct hfs_dir *dh)
+{
+	(void)fs;
+	if (!dh)
+		return;
+	for (size_t i = 0; i < dh->n; i++)
+		free(dh->e[i].name);
+	free(dh->e);
+	free(dh);
+}
+
+int hfs_opendir(struct hfs *fs, uint64_t ino, struct hfs_dir **out)
+{
+	int rc = ensure_listed(fs, ino, true);
+	if (rc)
+		return rc;
+	struct hfs_dir *d = calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	struct ixtxn t;
+	struct node n;
+	rc = ix_begin(fs->ix, false, &t);
+	if (rc)
+		goto fail;
+	rc = ix_get(&t, ino, &n);
+	if (!rc && !S_ISDIR(n.r.mode))
+		rc = -ENOTDIR;
+	if (!rc)
+		rc = ix_foreach_child(&t, ino, snap_child, d);
+	ix_abort(&t);
+	if (rc)
+		goto fail;
+	d->ino = ino;
+	d->parent = n.r.parent ? n.r.parent : INDEX_ROOT_INO;
+	*out = d;
+	return 0;
+fail:
+	hfs_releasedir(fs, d);
+	return rc;
+}
+
+ssize_t hfs_readdir(struct hfs *fs, void *req, struct hfs_dir *dh,
+		    uint64_t off, bool plus, char *buf, size_t size)
+{
+	fuse_req_t r = req;
+	size_t used = 0;
+	struct ixtxn t;
+	bool txn = false;
+	/* Offsets: 0 ".", 1 "..", 2 + i for entry i. */
+	for (uint64_t pos = off; pos < dh->n + 2; pos++) {
+		struct stat st;
+		const char *name;
+		memset(&st, 0, sizeof(st));
+		struct node n;
+		if (pos < 2) {
+			name = pos == 0 ? "." : "..";
+			st.st_ino = pos == 0 ? dh->ino : dh->parent;
+			st.st_mode = S_IFDIR;
+		} else {
+			const struct dirent_snap *e = &dh->e[pos - 2];
+			name = e->name;
+			if (!txn) {
+				if (ix_begin(fs->ix, false, &t))
+					break;
+				txn = true;
+			}
+			if (ix_get(&t, e->ino, &n))
+				continue; /* removed since opendir */
+			if (S_ISREG(n.r.mode) && plus)
+				overlay_live(fs, &n);
+			hfs_fill_stat(&n, &st);
+		}
+		size_t rem = size - used, need;
+		if (plus) {
+			struct fuse_entry_param ep;
+			memset(&ep, 0, sizeof(ep));
+			if (pos >= 2) {
+				ep.ino = st.st_ino;
+				ep.attr = st;
+				ep.attr_timeout = ATTR_TIMEOUT;
+				ep.entry_timeout = ATTR_TIMEOUT;
+			} else {
+				ep.attr = st;
+			}
+			need = fuse_add_direntry_plus(r, buf + used, rem, name,
+						      &ep, (off_t)pos + 1);
+		} else {
+			need = fuse_add_direntry(r, buf + used, rem, name, &st,
+						 (off_t)pos + 1);
+		}
+		if (need > rem)
+			break;
+		if (plus && pos >= 2)
+			hnode_add_lookup(fs, st.st_ino);
+		used += need;
+	}
+	if (txn)
+		ix_abort(&t);
+	return (ssize_t)used;
+}
+
+/* ---- statfs, xattrs ---- */
+
+int hfs_statfs(struct hfs *fs, struct statvfs *st)
+{
+	if (statvfs(cache_dir(fs->cache), st) < 0)
+		return -errno;
+	st->f_namemax = BACKEND_NAME_MAX;
+	return 0;
+}
+
+#define XA_PREFIX "user.huracanfs."
+
+static const char *const xattr_names[] = {
+	XA_PREFIX "state",	  XA_PREFIX "category",
+	XA_PREFIX "rev",	  XA_PREFIX "content_hash",
+	XA_PREFIX "next_upload", XA_PREFIX "last_error",
+};
+
+static const char *state_name(const struct node *n, bool dir)
+{
+	if (dir)
+		return (n->r.flags & NODE_ON_REMOTE) ? "synced" : "local";
+	if (n->r.flags & NODE_UPLOADING)
+		return "uploading";
+	if (n->r.flags & NODE_DIRTY)
+		return "dirty";
+	if (n->r.flags & NODE_CACHED)
+		return "cached";
+	if (n->r.flags & NODE_PARTIAL)
+		return "partial";
+	return "remote";
+}
+
+ssize_t hfs_getxattr(struct hfs *fs, uint64_t ino, const char *name,
+		     char *buf, size_t size)
+{
+	char val[256];
+	struct node n;
+	int rc = get_node(fs, ino, &n);
+	if (rc)
+		return rc;
+	bool dir = S_ISDIR(n.r.mode);
+	val[0] = '\0';
+	if (strncmp(name, XA_PREFIX, strlen(XA_PREFIX)) != 0)
+		return -ENODATA;
+	const char *key = name + strlen(XA_PREFIX);
+	if (strcmp(key, "control") == 0 && ino == INDEX_ROOT_INO) {
+		snprintf(val, sizeof(val), "%s", fs->control_path);
+	} else if (strcmp(key, "state") == 0) {
+		snprintf(val, sizeof(val), "%s", state_name(&n, dir));
+	} else if (strcmp(key, "category") == 0 && !dir) {
+		int cat = hfs_classify(fs, ino);
+		if (cat < 0)
+			return cat;
+		snprintf(val, sizeof(val), "%s", cat_name(cat));
+	} else if (strcmp(key, "rev") == 0 && !dir) {
+		if (!n.r.rev[0])
+			return -ENODATA;
+		snprintf(val, sizeof(val), "%s", n.r.rev);
+	} else if (strcmp(key, "content_hash") == 0 && !dir) {
+		if (!(n.r.flags & NODE_HAS_HASH))
+			return -ENODATA;
+		chash_to_hex(n.r.remote_hash, val);
+	} else if (strcmp(key, "next_upload") == 0 && !dir) {
+		int64_t next = flushers_next_upload(fs->fl, ino);
+		if (!next)
+			return -ENODATA;
+		struct tm tm;
+		time_t tt = (time_t)next;
+		gmtime_r(&tt, &tm);
+		strftime(val, sizeof(val), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	} else if (strcmp(key, "last_error") == 0 && !dir) {
+		pthread_mutex_lock(&fs->itab_lock);
+		struct hnode *h = itab_find(fs, ino);
+		if (h)
+			snprintf(val, sizeof(val), "%s", h->last_error);
+		pthread_mutex_unlock(&fs->itab_lock);
+		if (!val[0])
+			return -ENODATA;
+	} else {
+		return -ENODATA;
+	}
+	size_t len = strlen(val);
+	if (size == 0)
+		return (ssize_t)len;
+	if (size < len)
+		return -ERANGE;
+	memcpy(buf, val, len);
+	return (ssize_t)len;
+}
+
+ssize_t hfs_listxattr(struct hfs *fs, uint64_t ino, char *buf, size_t size)
+{
+	struct node n;
+	int rc = get_node(fs, ino, &n);
+	if (rc)
+		return rc;
+	size_t total = 0;
+	size_t count = S_ISDIR(n.r.mode) ? 1 : sizeof(xattr_names) /
+						       sizeof(xattr_names[0]);
+	for (size_t i = 0; i < count; i++)
+		total += strlen(xattr_names[i]) + 1;
+	if (size == 0)
+		return (ssize_t)total;
+	if (size < total)
+		return -ERANGE;
+	size_t pos = 0;
+	for (size_t i = 0; i < count; i++) {
+		size_t l = strlen(xattr_names[i]) + 1;
+		memcpy(buf + pos, xattr_names[i], l);
+		pos += l;
+	}
+	return (ssize_t)total;
+}
+
+/* ---- Setup and crash recovery ---- */
+
+static int purge_orphan(void *arg, uint64_t ino)
+{
+	struct ixtxn *t = arg;
+	ix_del(t, ino);
+	if (t->err == -ENOENT)
+		t->err = 0;
+	return 0;
+}
+
+static int collect_ino(void *arg, uint64_t ino)
+{
+	struct listing *l = arg; /* reuse as a growable u64 array */
+	uint64_t **arr = (uint64_t **)&l->e;
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 64;
+		uint64_t *na = realloc(*arr, cap * sizeof(uint64_t));
+		if (!na)
+			return -ENOMEM;
+		*arr = na;
+		l->cap = cap;
+	}
+	(*arr)[l->n++] = ino;
+	return 0;
+}
+
+/*
+ * After a crash: drop orphans; give each dirty file the size of its
+ * content file (writes after the last close may have grown it) and clear
+ * stale UPLOADING flags. Work is proportional to the number of dirty
+ * files and orphans, not to the size of the cache.
+ */
+static int recover(struct hfs *fs)
+{
+	struct ixtxn t;
+	struct listing orphans = {0}, dirty = {0};
+	int rc = ix_begin(fs->ix, false, &t);
+	if (rc)
+		return rc;
+	rc = ix_foreach_orphan(&t, collect_ino, &orphans);
+	if (!rc)
+		rc = ix_foreach_dirty(&t, collect_ino, &dirty);
+	ix_abort(&t);
+	if (rc)
+		goto out;
+	uint64_t *oa = (uint64_t *)orphans.e, *da = (uint64_t *)dirty.e;
+	rc = ix_begin(fs->ix, true, &t);
+	if (rc)
+		goto out;
+	for (size_t i = 0; i < orphans.n; i++) {
+		purge_orphan(&t, oa[i]);
+		ix_orphan_del(&t, oa[i]);
+		ix_dirty_del(&t, oa[i]);
+		cache_remove(fs->cache, oa[i]);
+	}
+	size_t lost = 0;
+	for (size_t i = 0; i < dirty.n && !t.err; i++) {
+		struct node n;
+		if (ix_get(&t, da[i], &n)) {
+			ix_dirty_del(&t, da[i]);
+			continue;
+		}
+		char path[PATH_MAX];
+		struct stat st;
+		cache_path(fs->cache, da[i], path);
+		if (stat(path, &st) < 0) {
+			/* The bytes are gone: never pretend they are good. */
+			n.r.flags |= NODE_LOST;
+			n.r.flags &= ~(NODE_DIRTY | NODE_CACHED);
+			ix_dirty_del(&t, da[i]);
+			lost++;
+		} else {
+			n.r.size = (uint64_t)st.st_size;
+		}
+		n.r.flags &= ~NODE_UPLOADING;
+		ix_put(&t, &n);
+	}
+	rc = ix_commit(&t);
+	if (orphans.n || lost)
+		hlog_warn("recovery: purged %zu orphans; %zu dirty files had "
+			  "lost their cached bytes",
+			  orphans.n, lost);
+out:
+	free(orphans.e);
+	free(dirty.e);
+	return rc;
+}
+
+static int take_lock(const char *dir, int *fd_out, char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/lock", dir);
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot open %s: %s", path,
+			 strerror(errno));
+		return -errno;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int e = errno;
+		char pid[32] = "";
+		ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+		pid[n > 0 ? n : 0] = '\0';
+		pid[strcspn(pid, "\n")] = '\0';
+		snprintf(err, errlen,
+			 "cache directory %s is in use by another huracanfs "
+			 "daemon%s%s%s; unmount it first or use another "
+			 "cache_dir",
+			 dir, pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "");
+		close(fd);
+		return e == EWOULDBLOCK ? -EBUSY : -e;
+	}
+	char pid[32];
+	int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+	if (ftruncate(fd, 0) == 0 && pwrite(fd, pid, (size_t)n, 0) < 0)
+		hlog_debug("cannot record pid in %s", path);
+	*fd_out = fd;
+	return 0;
+}
+
+static int mkdir_p(const char *dir, mode_t mode)
+{
+	char buf[PATH_MAX];
+	snprintf(buf, sizeof(buf), "%s", dir);
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, 0700) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(buf, mode) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+int hfs_create(const struct hfs_config *cfg, struct backend *be,
+	       const char *mountpoint, struct hfs **out, char *err,
+	       size_t errlen)
+{
+	struct hfs *fs = calloc(1, sizeof(*fs));
+	char path[PATH_MAX];
+	int rc;
+	if (!fs) {
+		backend_destroy(be);
+		return -ENOMEM;
+	}
+	fs->cfg = cfg;
+	fs->be = be;
+	fs->lock_fd = -1;
+	pthread_mutex_init(&fs->itab_lock, NULL);
+	pthread_mutex_init(&fs->commit_lock, NULL);
+	pthread_mutex_init(&fs->list_lock, NULL);
+	fs->nbuckets = 1024;
+	fs->buckets = calloc(fs->nbuckets, sizeof(*fs->buckets));
+	fs->mountpoint = strdup(mountpoint);
+	snprintf(path, sizeof(path), "%s/control.sock", cfg->cache_dir);
+	fs->control_path = strdup(path);
+	if (!fs->buckets || !fs->mountpoint || !fs->control_path) {
+		rc = -ENOMEM;
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	rc = mkdir_p(cfg->cache_dir, 0700);
+	if (rc) {
+		snprintf(err, errlen, "cannot create cache_dir %s: %s",
+			 cfg->cache_dir, strerror(-rc));
+		goto fail;
+	}
+	if (chmod(cfg->cache_dir, 0700) < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "cannot chmod cache_dir %s: %s",
+			 cfg->cache_dir, strerror(errno));
+		goto fail;
+	}
+	rc = take_lock(cfg->cache_dir, &fs->lock_fd, err, errlen);
+	if (rc)
+		goto fail;
+	rc = cache_create(cfg->cache_dir, &fs->cache);
+	if (rc) {
+		snprintf(err, errlen, "cannot set up the cache in %s: %s",
+			 cfg->cache_dir, strerror(-rc));
+		goto fail;
+	}
+	snprintf(path, sizeof(path), "%s/index", cfg->cache_dir);
+	rc = index_open(path, &fs->ix);
+	if (rc) {
+		snprintf(err, errlen, "cannot open the index %s: %s", path,
+			 rc == -EPROTO ? "it has another layout version"
+				       : strerror(-rc));
+		goto fail;
+	}
+	rc = recover(fs);
+	if (rc) {
+		snprintf(err, errlen, "index recovery failed: %s",
+			 strerror(-rc));
+		goto fail;
+	}
+	*out = fs;
+	return 0;
+fail:
+	hfs_destroy(fs);
+	return rc;
+}
+
+void hfs_destroy(struct hfs *fs)
+{
+	if (!fs)
+		return;
+	flushers_destroy(fs->fl);
+	if (fs->buckets) {
+		for (size_t i = 0; i < fs->nbuckets; i++) {
+			struct hnode *h = fs->buckets[i], *next;
+			for (; h; h = next) {
+				next = h->next;
+				if (h->fd >= 0)
+					close(h->fd);
+				pthread_mutex_destroy(&h->mu);
+				pthread_cond_destroy(&h->fetched);
+				pthread_rwlock_destroy(&h->snap);
+				free(h);
+			}
+		}
+	}
+	free(fs->buckets);
+	index_close(fs->ix);
+	cache_destroy(fs->cache);
+	backend_destroy(fs->be);
+	if (fs->lock_fd >= 0)
+		close(fs->lock_fd);
+	pthread_mutex_destroy(&fs->itab_lock);
+	pthread_mutex_destroy(&fs->commit_lock);
+	pthread_mutex_destroy(&fs->list_lock);
+	free(fs->mountpoint);
+	free(fs->control_path);
+	free(fs);
+}

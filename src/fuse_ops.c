@@ -1,2 +1,412 @@
-/* placeholder */
-typedef int hfs_placeholder_fuse_ops;
+/*
+ * FUSE low-level operations: thin. See fuse_ops.h.
+ *
+ * Attribute and entry timeouts are short (1 s) because the remote can
+ * change behind us (another machine); negative lookups are not cached.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hfs/config.h"
+#include "hfs/fs.h"
+#include "hfs/fuse_ops.h"
+#include "hfs/log.h"
+
+#define TIMEOUT 1.0
+#define MAX_WRITE (1u << 20)
+
+static struct hfs *hfs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static void reply_entry(fuse_req_t req, int rc, const struct stat *st)
+{
+	if (rc) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	struct fuse_entry_param e;
+	memset(&e, 0, sizeof(e));
+	e.ino = st->st_ino;
+	e.attr = *st;
+	e.attr_timeout = TIMEOUT;
+	e.entry_timeout = TIMEOUT;
+	fuse_reply_entry(req, &e);
+}
+
+static void reply_attr(fuse_req_t req, int rc, const struct stat *st)
+{
+	if (rc)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_attr(req, st, TIMEOUT);
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	struct hfs *fs = userdata;
+	if (fs->cfg->writeback_cache &&
+	    (conn->capable & FUSE_CAP_WRITEBACK_CACHE))
+		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
+		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
+		conn->want |= FUSE_CAP_SPLICE_WRITE;
+	if (conn->capable & FUSE_CAP_SPLICE_MOVE)
+		conn->want |= FUSE_CAP_SPLICE_MOVE;
+	conn->want &= ~(unsigned)FUSE_CAP_EXPORT_SUPPORT;
+	if (conn->max_write > MAX_WRITE)
+		conn->max_write = MAX_WRITE;
+	conn->max_readahead = MAX_WRITE;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct stat st;
+	int rc = hfs_lookup(hfs_of(req), parent, name, &st);
+	reply_entry(req, rc, &st);
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	hfs_forget(hfs_of(req), ino, nlookup);
+	fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count,
+			    struct fuse_forget_data *forgets)
+{
+	for (size_t i = 0; i < count; i++)
+		hfs_forget(hfs_of(req), forgets[i].ino, forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	(void)fi;
+	struct stat st;
+	int rc = hfs_getattr(hfs_of(req), ino, &st);
+	reply_attr(req, rc, &st);
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+		       int to_set, struct fuse_file_info *fi)
+{
+	struct stat st;
+	struct hfs_file *fh = fi ? (struct hfs_file *)(uintptr_t)fi->fh : NULL;
+	int rc = hfs_setattr(hfs_of(req), ino, attr, to_set, fh, &st);
+	reply_attr(req, rc, &st);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode, dev_t rdev)
+{
+	(void)rdev;
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct stat st;
+	int rc = hfs_mknod(hfs_of(req), parent, name, mode, ctx->uid, ctx->gid,
+			   &st);
+	reply_entry(req, rc, &st);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct stat st;
+	int rc = hfs_mkdir(hfs_of(req), parent, name, mode, ctx->uid, ctx->gid,
+			   &st);
+	reply_entry(req, rc, &st);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, -hfs_unlink(hfs_of(req), parent, name));
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, -hfs_rmdir(hfs_of(req), parent, name));
+}
+
+/* Dropbox stores neither symlinks nor hard links. */
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
+		       const char *name)
+{
+	(void)link;
+	(void)parent;
+	(void)name;
+	fuse_reply_err(req, EPERM);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
+		    const char *newname)
+{
+	(void)ino;
+	(void)newparent;
+	(void)newname;
+	fuse_reply_err(req, EPERM);
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      fuse_ino_t newparent, const char *newname,
+		      unsigned int flags)
+{
+	fuse_reply_err(req, -hfs_rename(hfs_of(req), parent, name, newparent,
+					newname, flags));
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct hfs_file *fh;
+	int rc = hfs_open(hfs_of(req), ino, fi->flags, &fh);
+	if (rc) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fi->fh = (uintptr_t)fh;
+	fi->keep_cache = 1;
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		hfs_release(hfs_of(req), fh); /* interrupted */
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      mode_t mode, struct fuse_file_info *fi)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct hfs_file *fh;
+	struct stat st;
+	int rc = hfs_create_file(hfs_of(req), parent, name, mode, fi->flags,
+				 ctx->uid, ctx->gid, &st, &fh);
+	if (rc) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	struct fuse_entry_param e;
+	memset(&e, 0, sizeof(e));
+	e.ino = st.st_ino;
+	e.attr = st;
+	e.attr_timeout = TIMEOUT;
+	e.entry_timeout = TIMEOUT;
+	fi->fh = (uintptr_t)fh;
+	if (fuse_reply_create(req, &e, fi) == -ENOENT)
+		hfs_release(hfs_of(req), fh);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	(void)ino;
+	struct hfs_file *fh = (struct hfs_file *)(uintptr_t)fi->fh;
+	int fd = hfs_read_fd(hfs_of(req), fh, (uint64_t)off, size);
+	if (fd < 0) {
+		fuse_reply_err(req, -fd);
+		return;
+	}
+	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	buf.buf[0].fd = fd;
+	buf.buf[0].pos = off;
+	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+}
+
+static void op_write_buf(fuse_req_t req, fuse_ino_t ino,
+			 struct fuse_bufvec *in_buf, off_t off,
+			 struct fuse_file_info *fi)
+{
+	(void)ino;
+	struct hfs_file *fh = (struct hfs_file *)(uintptr_t)fi->fh;
+	ssize_t n = hfs_write(hfs_of(req), fh, in_buf, (uint64_t)off);
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else
+		fuse_reply_write(req, (size_t)n);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	struct hfs_file *fh = (struct hfs_file *)(uintptr_t)fi->fh;
+	fuse_reply_err(req, -hfs_flush(hfs_of(req), fh));
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	(void)ino;
+	struct hfs_file *fh = (struct hfs_file *)(uintptr_t)fi->fh;
+	fuse_reply_err(req, -hfs_release(hfs_of(req), fh));
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
+		     struct fuse_file_info *fi)
+{
+	(void)ino;
+	struct hfs_file *fh = (struct hfs_file *)(uintptr_t)fi->fh;
+	fuse_reply_err(req, -hfs_fsync(hfs_of(req), fh, datasync));
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct hfs_dir *dh;
+	int rc = hfs_opendir(hfs_of(req), ino, &dh);
+	if (rc) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fi->fh = (uintptr_t)dh;
+	fi->cache_readdir = 0;
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		hfs_releasedir(hfs_of(req), dh);
+}
+
+static void readdir_common(fuse_req_t req, size_t size, off_t off,
+			   struct fuse_file_info *fi, bool plus)
+{
+	struct hfs_dir *dh = (struct hfs_dir *)(uintptr_t)fi->fh;
+	char *buf = malloc(size);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	ssize_t n = hfs_readdir(hfs_of(req), req, dh, (uint64_t)off, plus, buf,
+				size);
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+	free(buf);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	(void)ino;
+	readdir_common(req, size, off, fi, false);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
+			   off_t off, struct fuse_file_info *fi)
+{
+	(void)ino;
+	readdir_common(req, size, off, fi, true);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino,
+			  struct fuse_file_info *fi)
+{
+	(void)ino;
+	hfs_releasedir(hfs_of(req), (struct hfs_dir *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
+			struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)datasync;
+	(void)fi;
+	fuse_reply_err(req, -index_sync(hfs_of(req)->ix));
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	(void)ino;
+	struct statvfs st;
+	int rc = hfs_statfs(hfs_of(req), &st);
+	if (rc)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_statfs(req, &st);
+}
+
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			const char *value, size_t size, int flags)
+{
+	(void)ino;
+	(void)name;
+	(void)value;
+	(void)size;
+	(void)flags;
+	fuse_reply_err(req, ENOTSUP);
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			size_t size)
+{
+	char *buf = size ? malloc(size) : NULL;
+	if (size && !buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	ssize_t n = hfs_getxattr(hfs_of(req), ino, name, buf, size);
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)n);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+	free(buf);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	char *buf = size ? malloc(size) : NULL;
+	if (size && !buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	ssize_t n = hfs_listxattr(hfs_of(req), ino, buf, size);
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)n);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+	free(buf);
+}
+
+static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	(void)ino;
+	(void)name;
+	fuse_reply_err(req, ENOTSUP);
+}
+
+const struct fuse_lowlevel_ops hfs_fuse_ops = {
+	.init = op_init,
+	.lookup = op_lookup,
+	.forget = op_forget,
+	.forget_multi = op_forget_multi,
+	.getattr = op_getattr,
+	.setattr = op_setattr,
+	.mknod = op_mknod,
+	.mkdir = op_mkdir,
+	.unlink = op_unlink,
+	.rmdir = op_rmdir,
+	.symlink = op_symlink,
+	.link = op_link,
+	.rename = op_rename,
+	.open = op_open,
+	.create = op_create,
+	.read = op_read,
+	.write_buf = op_write_buf,
+	.flush = op_flush,
+	.release = op_release,
+	.fsync = op_fsync,
+	.opendir = op_opendir,
+	.readdir = op_readdir,
+	.readdirplus = op_readdirplus,
+	.releasedir = op_releasedir,
+	.fsyncdir = op_fsyncdir,
+	.statfs = op_statfs,
+	.setxattr = op_setxattr,
+	.getxattr = op_getxattr,
+	.listxattr = op_listxattr,
+	.removexattr = op_removexattr,
+};

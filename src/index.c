@@ -1,2 +1,652 @@
-/* placeholder */
-typedef int hfs_placeholder_index;
+/*
+ * The LMDB index (see index.h for the layout).
+ *
+ * Why these choices:
+ * - One environment, all DBIs opened in one txn at startup and reused.
+ * - MDB_NOTLS so libfuse's worker pool may come and go freely and a thread
+ *   may hold a read txn while it opens another.
+ * - MDB_NOSYNC: a committed txn is in the kernel's page cache, which
+ *   survives kill -9 of the daemon. index_sync() (fsync(2) from a user,
+ *   the periodic syncer, unmount) makes it durable against power loss.
+ * - The map is reserved large (address space only; the file grows as it
+ *   is used), so MDB_MAP_FULL is an exceptional -ENOSPC.
+ */
+#include <endian.h>
+#include <errno.h>
+#include <lmdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "hfs/index.h"
+
+#define INDEX_MAP_SIZE ((size_t)64 << 30)
+
+struct hfs_index {
+	MDB_env *env;
+	MDB_dbi meta, nodes, dirents, dirty, journal, orphans;
+};
+
+/* Translates an LMDB return code to a negative errno, once, here. */
+static int mdb_to_errno(int rc)
+{
+	switch (rc) {
+	case MDB_SUCCESS:
+		return 0;
+	case MDB_NOTFOUND:
+		return -ENOENT;
+	case MDB_MAP_FULL:
+		return -ENOSPC;
+	case MDB_READERS_FULL:
+		return -EAGAIN;
+	default:
+		if (rc > 0 && rc < 1000)
+			return -rc; /* a system errno */
+		return -EIO;
+	}
+}
+
+void ix_fold(const char *name, char *out, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		char c = name[i];
+		out[i] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+	}
+}
+
+static int open_dbis(struct hfs_index *ix)
+{
+	MDB_txn *txn;
+	int rc = mdb_txn_begin(ix->env, NULL, 0, &txn);
+	if (rc)
+		return mdb_to_errno(rc);
+	rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &ix->meta);
+	if (!rc)
+		rc = mdb_dbi_open(txn, "nodes", MDB_CREATE | MDB_INTEGERKEY,
+				  &ix->nodes);
+	if (!rc)
+		rc = mdb_dbi_open(txn, "dirents", MDB_CREATE, &ix->dirents);
+	if (!rc)
+		rc = mdb_dbi_open(txn, "dirty", MDB_CREATE | MDB_INTEGERKEY,
+				  &ix->dirty);
+	if (!rc)
+		rc = mdb_dbi_open(txn, "journal", MDB_CREATE | MDB_INTEGERKEY,
+				  &ix->journal);
+	if (!rc)
+		rc = mdb_dbi_open(txn, "orphans", MDB_CREATE | MDB_INTEGERKEY,
+				  &ix->orphans);
+	if (rc) {
+		mdb_txn_abort(txn);
+		return mdb_to_errno(rc);
+	}
+	return mdb_to_errno(mdb_txn_commit(txn));
+}
+
+/* Writes the layout version and the root node into a new index, or checks
+ * the version of an existing one. */
+static int init_layout(struct hfs_index *ix)
+{
+	struct ixtxn t;
+	int rc = ix_begin(ix, true, &t);
+	if (rc)
+		return rc;
+	MDB_val k = {.mv_size = 6, .mv_data = (void *)"layout"}, v;
+	rc = mdb_get(t.txn, ix->meta, &k, &v);
+	if (rc == MDB_SUCCESS) {
+		uint32_t layout = 0;
+		if (v.mv_size == sizeof(layout))
+			memcpy(&layout, v.mv_data, sizeof(layout));
+		ix_abort(&t);
+		return layout == INDEX_LAYOUT ? 0 : -EPROTO;
+	}
+	if (rc != MDB_NOTFOUND) {
+		ix_abort(&t);
+		return mdb_to_errno(rc);
+	}
+	uint32_t layout = INDEX_LAYOUT;
+	v.mv_size = sizeof(layout);
+	v.mv_data = &layout;
+	rc = mdb_put(t.txn, ix->meta, &k, &v, 0);
+	if (rc) {
+		ix_abort(&t);
+		return mdb_to_errno(rc);
+	}
+	uint64_t next = INDEX_ROOT_INO + 1;
+	MDB_val nk = {.mv_size = 8, .mv_data = (void *)"next_ino"};
+	MDB_val nv = {.mv_size = sizeof(next), .mv_data = &next};
+	t.err = mdb_to_errno(mdb_put(t.txn, ix->meta, &nk, &nv, 0));
+
+	struct node root;
+	memset(&root, 0, sizeof(root));
+	root.ino = INDEX_ROOT_INO;
+	root.r.parent = INDEX_ROOT_INO;
+	root.r.mode = S_IFDIR | 0755;
+	root.r.flags = NODE_ON_REMOTE;
+	ix_put(&t, &root);
+	return ix_commit(&t);
+}
+
+int index_open(const char *dir, struct hfs_index **out)
+{
+	struct hfs_index *ix = calloc(1, sizeof(*ix));
+	int rc;
+	if (!ix)
+		return -ENOMEM;
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		rc = -errno;
+		goto fail;
+	}
+	rc = mdb_to_errno(mdb_env_create(&ix->env));
+	if (rc)
+		goto fail;
+	mdb_env_set_maxdbs(ix->env, 8);
+	mdb_env_set_maxreaders(ix->env, 512);
+	rc = mdb_to_errno(mdb_env_set_mapsize(ix->env, INDEX_MAP_SIZE));
+	if (rc)
+		goto fail;
+	rc = mdb_to_errno(mdb_env_open(ix->env, dir,
+				       MDB_NOTLS | MDB_NOSYNC | MDB_NORDAHEAD,
+				       0600));
+	if (rc)
+		goto fail;
+	int dead;
+	mdb_reader_check(ix->env, &dead);
+	rc = open_dbis(ix);
+	if (rc)
+		goto fail;
+	rc = init_layout(ix);
+	if (rc)
+		goto fail;
+	*out = ix;
+	return 0;
+fail:
+	index_close(ix);
+	return rc;
+}
+
+void index_close(struct hfs_index *ix)
+{
+	if (!ix)
+		return;
+	if (ix->env) {
+		mdb_env_sync(ix->env, 1);
+		mdb_env_close(ix->env);
+	}
+	free(ix);
+}
+
+int index_sync(struct hfs_index *ix)
+{
+	return mdb_to_errno(mdb_env_sync(ix->env, 1));
+}
+
+int ix_begin(struct hfs_index *ix, bool write, struct ixtxn *t)
+{
+	MDB_txn *txn = NULL;
+	int rc = mdb_txn_begin(ix->env, NULL, write ? 0 : MDB_RDONLY, &txn);
+	if (rc == MDB_READERS_FULL) {
+		int dead;
+		mdb_reader_check(ix->env, &dead);
+		rc = mdb_txn_begin(ix->env, NULL, write ? 0 : MDB_RDONLY, &txn);
+	}
+	if (rc)
+		return mdb_to_errno(rc);
+	t->ix = ix;
+	t->txn = txn;
+	t->err = 0;
+	t->write = write;
+	return 0;
+}
+
+int ix_commit(struct ixtxn *t)
+{
+	int rc;
+	if (!t->txn)
+		return t->err ? t->err : -EINVAL;
+	if (t->err) {
+		mdb_txn_abort(t->txn);
+		rc = t->err;
+	} else {
+		rc = mdb_to_errno(mdb_txn_commit(t->txn));
+	}
+	t->txn = NULL;
+	return rc;
+}
+
+void ix_abort(struct ixtxn *t)
+{
+	if (t->txn)
+		mdb_txn_abort(t->txn);
+	t->txn = NULL;
+}
+
+/* Records @rc as the sticky error of @t if it is the first one, except
+ * -ENOENT, which is an answer rather than a failure. */
+static int sticky(struct ixtxn *t, int rc)
+{
+	if (rc && rc != -ENOENT && !t->err)
+		t->err = rc;
+	return rc;
+}
+
+static MDB_val u64_val(uint64_t *v)
+{
+	MDB_val m = {.mv_size = sizeof(*v), .mv_data = v};
+	return m;
+}
+
+int ix_get(struct ixtxn *t, uint64_t ino, struct node *out)
+{
+	if (t->err)
+		return t->err;
+	MDB_val k = u64_val(&ino), v;
+	int rc = mdb_to_errno(mdb_get(t->txn, t->ix->nodes, &k, &v));
+	if (rc)
+		return sticky(t, rc);
+	if (v.mv_size < sizeof(struct node_rec))
+		return sticky(t, -EIO);
+	memcpy(&out->r, v.mv_data, sizeof(struct node_rec));
+	size_t nl = v.mv_size - sizeof(struct node_rec);
+	if (nl > BACKEND_NAME_MAX)
+		return sticky(t, -EIO);
+	memcpy(out->name, (char *)v.mv_data + sizeof(struct node_rec), nl);
+	out->name[nl] = '\0';
+	out->ino = ino;
+	return 0;
+}
+
+int ix_put(struct ixtxn *t, const struct node *n)
+{
+	if (t->err)
+		return t->err;
+	size_t nl = strlen(n->name);
+	char buf[sizeof(struct node_rec) + BACKEND_NAME_MAX + 1];
+	struct node_rec r = n->r;
+	r.namelen = (uint16_t)nl;
+	memcpy(buf, &r, sizeof(r));
+	memcpy(buf + sizeof(r), n->name, nl);
+	uint64_t ino = n->ino;
+	MDB_val k = u64_val(&ino);
+	MDB_val v = {.mv_size = sizeof(r) + nl, .mv_data = buf};
+	return sticky(t, mdb_to_errno(mdb_put(t->txn, t->ix->nodes, &k, &v,
+					      0)));
+}
+
+int ix_del(struct ixtxn *t, uint64_t ino)
+{
+	if (t->err)
+		return t->err;
+	MDB_val k = u64_val(&ino);
+	return sticky(t, mdb_to_errno(mdb_del(t->txn, t->ix->nodes, &k, NULL)));
+}
+
+int ix_alloc_ino(struct ixtxn *t, uint64_t *ino)
+{
+	if (t->err)
+		return t->err;
+	MDB_val k = {.mv_size = 8, .mv_data = (void *)"next_ino"}, v;
+	int rc = mdb_to_errno(mdb_get(t->txn, t->ix->meta, &k, &v));
+	if (rc)
+		return sticky(t, rc == -ENOENT ? -EIO : rc);
+	uint64_t next;
+	if (v.mv_size != sizeof(next))
+		return sticky(t, -EIO);
+	memcpy(&next, v.mv_data, sizeof(next));
+	uint64_t after = next + 1;
+	MDB_val nv = u64_val(&after);
+	rc = mdb_to_errno(mdb_put(t->txn, t->ix->meta, &k, &nv, 0));
+	if (rc)
+		return sticky(t, rc);
+	*ino = next;
+	return 0;
+}
+
+/* Builds the dirents key: big-endian parent then the folded name. */
+static size_t dirent_key(char *buf, uint64_t parent, const char *name)
+{
+	uint64_t be = htobe64(parent);
+	size_t nl = strlen(name);
+	memcpy(buf, &be, 8);
+	ix_fold(name, buf + 8, nl);
+	return 8 + nl;
+}
+
+int ix_lookup(struct ixtxn *t, uint64_t parent, const char *name,
+	      uint64_t *ino, char *exact)
+{
+	if (t->err)
+		return t->err;
+	size_t nl = strlen(name);
+	if (nl == 0 || nl > BACKEND_NAME_MAX)
+		return -ENOENT;
+	char kb[8 + BACKEND_NAME_MAX];
+	MDB_val k = {.mv_size = dirent_key(kb, parent, name), .mv_data = kb};
+	MDB_val v;
+	int rc = mdb_to_errno(mdb_get(t->txn, t->ix->dirents, &k, &v));
+	if (rc)
+		return sticky(t, rc);
+	if (v.mv_size < 8 || v.mv_size > 8 + BACKEND_NAME_MAX)
+		return sticky(t, -EIO);
+	memcpy(ino, v.mv_data, 8);
+	if (exact) {
+		memcpy(exact, (char *)v.mv_data + 8, v.mv_size - 8);
+		exact[v.mv_size - 8] = '\0';
+	}
+	return 0;
+}
+
+int ix_link(struct ixtxn *t, uint64_t parent, const char *name, uint64_t ino)
+{
+	if (t->err)
+		return t->err;
+	size_t nl = strlen(name);
+	if (nl == 0 || nl > BACKEND_NAME_MAX)
+		return sticky(t, -ENAMETOOLONG);
+	char kb[8 + BACKEND_NAME_MAX], vb[8 + BACKEND_NAME_MAX];
+	MDB_val k = {.mv_size = dirent_key(kb, parent, name), .mv_data = kb};
+	memcpy(vb, &ino, 8);
+	memcpy(vb + 8, name, nl);
+	MDB_val v = {.mv_size = 8 + nl, .mv_data = vb};
+	return sticky(t, mdb_to_errno(mdb_put(t->txn, t->ix->dirents, &k, &v,
+					      0)));
+}
+
+int ix_unlink(struct ixtxn *t, uint64_t parent, const char *name)
+{
+	if (t->err)
+		return t->err;
+	char kb[8 + BACKEND_NAME_MAX];
+	if (strlen(name) > BACKEND_NAME_MAX)
+		return -ENOENT;
+	MDB_val k = {.mv_size = dirent_key(kb, parent, name), .mv_data = kb};
+	return sticky(t, mdb_to_errno(mdb_del(t->txn, t->ix->dirents, &k,
+					      NULL)));
+}
+
+int ix_foreach_child(struct ixtxn *t, uint64_t parent,
+		     int (*fn)(void *arg, const char *name, uint64_t ino),
+		     void *arg)
+{
+	if (t->err)
+		return t->err;
+	MDB_cursor *c;
+	int rc = mdb_to_errno(mdb_cursor_open(t->txn, t->ix->dirents, &c));
+	if (rc)
+		return sticky(t, rc);
+	uint64_t be = htobe64(parent);
+	MDB_val k = {.mv_size = 8, .mv_data = &be}, v;
+	int mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+	rc = 0;
+	while (mrc == MDB_SUCCESS) {
+		if (k.mv_size < 8 || memcmp(k.mv_data, &be, 8) != 0)
+			break;
+		if (v.mv_size < 8 || v.mv_size > 8 + BACKEND_NAME_MAX) {
+			rc = -EIO;
+			break;
+		}
+		char name[BACKEND_NAME_MAX + 1];
+		uint64_t ino;
+		memcpy(&ino, v.mv_data, 8);
+		memcpy(name, (char *)v.mv_data + 8, v.mv_size - 8);
+		name[v.mv_size - 8] = '\0';
+		rc = fn(arg, name, ino);
+		if (rc)
+			break;
+		mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+	}
+	if (!rc && mrc != MDB_SUCCESS && mrc != MDB_NOTFOUND)
+		rc = mdb_to_errno(mrc);
+	mdb_cursor_close(c);
+	if (rc < 0)
+		sticky(t, rc);
+	return rc;
+}
+
+static int stop_at_first(void *arg, const char *name, uint64_t ino)
+{
+	(void)arg;
+	(void)name;
+	(void)ino;
+	return 1;
+}
+
+int ix_has_children(struct ixtxn *t, uint64_t parent)
+{
+	return ix_foreach_child(t, parent, stop_at_first, NULL);
+}
+
+int ix_path(struct ixtxn *t, uint64_t ino, char *buf, size_t len)
+{
+	/* Collect the components from the leaf up, then reverse. */
+	char tmp[8192];
+	size_t pos = sizeof(tmp);
+	struct node n;
+	int depth = 0;
+	tmp[--pos] = '\0';
+	while (ino != INDEX_ROOT_INO) {
+		int rc = ix_get(t, ino, &n);
+		if (rc)
+			return rc;
+		size_t nl = strlen(n.name);
+		if (nl + 1 > pos || ++depth > 2048)
+			return -ENAMETOOLONG;
+		pos -= nl;
+		memcpy(tmp + pos, n.name, nl);
+		tmp[--pos] = '/';
+		ino = n.r.parent;
+	}
+	size_t total = sizeof(tmp) - pos;
+	if (total > len)
+		return -ENAMETOOLONG;
+	memcpy(buf, tmp + pos, total);
+	return 0;
+}
+
+static int set_put(struct ixtxn *t, MDB_dbi dbi, uint64_t ino)
+{
+	if (t->err)
+		return t->err;
+	MDB_val k = u64_val(&ino), v = {.mv_size = 0, .mv_data = NULL};
+	return sticky(t, mdb_to_errno(mdb_put(t->txn, dbi, &k, &v, 0)));
+}
+
+static int set_del(struct ixtxn *t, MDB_dbi dbi, uint64_t ino)
+{
+	if (t->err)
+		return t->err;
+	MDB_val k = u64_val(&ino);
+	int rc = mdb_to_errno(mdb_del(t->txn, dbi, &k, NULL));
+	return rc == -ENOENT ? 0 : sticky(t, rc);
+}
+
+static int set_foreach(struct ixtxn *t, MDB_dbi dbi,
+		       int (*fn)(void *arg, uint64_t ino), void *arg)
+{
+	if (t->err)
+		return t->err;
+	MDB_cursor *c;
+	int rc = mdb_to_errno(mdb_cursor_open(t->txn, dbi, &c));
+	if (rc)
+		return sticky(t, rc);
+	MDB_val k, v;
+	int mrc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+	rc = 0;
+	while (mrc == MDB_SUCCESS) {
+		uint64_t ino;
+		if (k.mv_size != 8) {
+			rc = -EIO;
+			break;
+		}
+		memcpy(&ino, k.mv_data, 8);
+		rc = fn(arg, ino);
+		if (rc)
+			break;
+		mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+	}
+	if (!rc && mrc != MDB_SUCCESS && mrc != MDB_NOTFOUND)
+		rc = mdb_to_errno(mrc);
+	mdb_cursor_close(c);
+	if (rc < 0)
+		sticky(t, rc);
+	return rc;
+}
+
+int ix_dirty_add(struct ixtxn *t, uint64_t ino)
+{
+	return set_put(t, t->ix->dirty, ino);
+}
+
+int ix_dirty_del(struct ixtxn *t, uint64_t ino)
+{
+	return set_del(t, t->ix->dirty, ino);
+}
+
+int ix_foreach_dirty(struct ixtxn *t, int (*fn)(void *arg, uint64_t ino),
+		     void *arg)
+{
+	return set_foreach(t, t->ix->dirty, fn, arg);
+}
+
+int ix_orphan_add(struct ixtxn *t, uint64_t ino)
+{
+	return set_put(t, t->ix->orphans, ino);
+}
+
+int ix_orphan_del(struct ixtxn *t, uint64_t ino)
+{
+	return set_del(t, t->ix->orphans, ino);
+}
+
+int ix_foreach_orphan(struct ixtxn *t, int (*fn)(void *arg, uint64_t ino),
+		      void *arg)
+{
+	return set_foreach(t, t->ix->orphans, fn, arg);
+}
+
+/*
+ * Journal values: u8 op, u16 length of path, path, path2 (the rest).
+ */
+int ix_journal_append(struct ixtxn *t, int op, const char *path,
+		      const char *path2)
+{
+	if (t->err)
+		return t->err;
+	size_t l1 = strlen(path), l2 = path2 ? strlen(path2) : 0;
+	if (l1 >= sizeof(((struct journal_entry *)0)->path) ||
+	    l2 >= sizeof(((struct journal_entry *)0)->path2))
+		return sticky(t, -ENAMETOOLONG);
+	MDB_cursor *c;
+	int rc = mdb_to_errno(mdb_cursor_open(t->txn, t->ix->journal, &c));
+	if (rc)
+		return sticky(t, rc);
+	MDB_val k, v;
+	uint64_t seq = 1;
+	if (mdb_cursor_get(c, &k, &v, MDB_LAST) == MDB_SUCCESS &&
+	    k.mv_size == 8) {
+		memcpy(&seq, k.mv_data, 8);
+		seq++;
+	}
+	mdb_cursor_close(c);
+	char buf[3 + 8192];
+	uint16_t l1s = (uint16_t)l1;
+	buf[0] = (char)op;
+	memcpy(buf + 1, &l1s, 2);
+	memcpy(buf + 3, path, l1);
+	if (l2)
+		memcpy(buf + 3 + l1, path2, l2);
+	k = u64_val(&seq);
+	v.mv_size = 3 + l1 + l2;
+	v.mv_data = buf;
+	return sticky(t, mdb_to_errno(mdb_put(t->txn, t->ix->journal, &k, &v,
+					      MDB_APPEND)));
+}
+
+static int decode_journal(const MDB_val *k, const MDB_val *v,
+			  struct journal_entry *out)
+{
+	uint16_t l1;
+	if (k->mv_size != 8 || v->mv_size < 3)
+		return -EIO;
+	memcpy(&out->seq, k->mv_data, 8);
+	const char *p = v->mv_data;
+	out->op = (unsigned char)p[0];
+	memcpy(&l1, p + 1, 2);
+	if (3 + (size_t)l1 > v->mv_size || l1 >= sizeof(out->path))
+		return -EIO;
+	size_t l2 = v->mv_size - 3 - l1;
+	if (l2 >= sizeof(out->path2))
+		return -EIO;
+	memcpy(out->path, p + 3, l1);
+	out->path[l1] = '\0';
+	memcpy(out->path2, p + 3 + l1, l2);
+	out->path2[l2] = '\0';
+	return 0;
+}
+
+int ix_journal_first(struct ixtxn *t, struct journal_entry *out)
+{
+	if (t->err)
+		return t->err;
+	MDB_cursor *c;
+	int rc = mdb_to_errno(mdb_cursor_open(t->txn, t->ix->journal, &c));
+	if (rc)
+		return sticky(t, rc);
+	MDB_val k, v;
+	rc = mdb_to_errno(mdb_cursor_get(c, &k, &v, MDB_FIRST));
+	if (!rc)
+		rc = decode_journal(&k, &v, out);
+	mdb_cursor_close(c);
+	return sticky(t, rc);
+}
+
+int ix_foreach_journal(struct ixtxn *t,
+		       int (*fn)(void *arg, const struct journal_entry *e),
+		       void *arg)
+{
+	if (t->err)
+		return t->err;
+	struct journal_entry *e = malloc(sizeof(*e));
+	MDB_cursor *c;
+	if (!e)
+		return sticky(t, -ENOMEM);
+	int rc = mdb_to_errno(mdb_cursor_open(t->txn, t->ix->journal, &c));
+	if (rc) {
+		free(e);
+		return sticky(t, rc);
+	}
+	MDB_val k, v;
+	int mrc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+	rc = 0;
+	while (mrc == MDB_SUCCESS) {
+		rc = decode_journal(&k, &v, e);
+		if (!rc)
+			rc = fn(arg, e);
+		if (rc)
+			break;
+		mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+	}
+	if (!rc && mrc != MDB_SUCCESS && mrc != MDB_NOTFOUND)
+		rc = mdb_to_errno(mrc);
+	mdb_cursor_close(c);
+	free(e);
+	if (rc < 0)
+		sticky(t, rc);
+	return rc;
+}
+
+int ix_journal_del(struct ixtxn *t, uint64_t seq)
+{
+	return set_del(t, t->ix->journal, seq);
+}
+
+int64_t ix_journal_count(struct ixtxn *t)
+{
+	if (t->err)
+		return t->err;
+	MDB_stat st;
+	int rc = mdb_to_errno(mdb_stat(t->txn, t->ix->journal, &st));
+	if (rc)
+		return sticky(t, rc);
+	return (int64_t)st.ms_entries;
+}

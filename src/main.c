@@ -1,1 +1,707 @@
-int main(void) { return 0; }
+/*
+ * huracanfs: the command line. One binary, subcommands:
+ *
+ *   huracanfs mount MOUNTPOINT [--config FILE] [--foreground] [-o OPTS]
+ *   huracanfs status MOUNTPOINT [--json]
+ *   huracanfs flush MOUNTPOINT [--category NAME] [--wait]
+ *   huracanfs check-config [--config FILE]
+ *   huracanfs auth [--config FILE]
+ *
+ * mount acquires in order (config, mountpoint check, fork, log, backend,
+ * context, session, signals, mount, threads, loop) and releases in reverse.
+ * Unless --foreground, the parent waits on a pipe until the child reports
+ * that the mount is usable (exit 0) or has failed (its message, exit 1),
+ * so a script can use the mount on its next line.
+ */
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hfs/backend.h"
+#include "hfs/category.h"
+#include "hfs/config.h"
+#include "hfs/control.h"
+#include "hfs/flusher.h"
+#include "hfs/fs.h"
+#include "hfs/fuse_ops.h"
+#include "hfs/log.h"
+
+#define EXIT_USAGE 2
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: huracanfs mount MOUNTPOINT [--config FILE] "
+		"[--foreground] [-o OPTION[,OPTION...]]\n"
+		"       huracanfs status MOUNTPOINT [--json]\n"
+		"       huracanfs flush MOUNTPOINT [--category NAME] "
+		"[--wait]\n"
+		"       huracanfs check-config [--config FILE]\n"
+		"       huracanfs auth [--config FILE]\n"
+		"       huracanfs --version\n");
+}
+
+/* ---- mount ---- */
+
+struct mount_opts {
+	const char *mountpoint;
+	const char *config;
+	bool foreground;
+	char fuse_opts[4096];
+};
+
+/* The pipe to the waiting parent; -1 in the foreground. */
+static int ready_fd = -1;
+
+static void report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Tells the waiting parent (or stderr) why the mount failed. */
+static void report(const char *fmt, ...)
+{
+	char msg[2048];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	hlog_err("%s", msg);
+	if (ready_fd >= 0) {
+		if (write(ready_fd, msg, strlen(msg)) < 0)
+			hlog_debug("parent went away");
+		close(ready_fd);
+		ready_fd = -1;
+	} else if (hlog_threshold < LOG_ERR || isatty(2) == 0) {
+		/* hlog went to a file: say it on stderr too. */
+		fprintf(stderr, "huracanfs: %s\n", msg);
+	}
+}
+
+static void report_ready(void)
+{
+	if (ready_fd >= 0) {
+		if (write(ready_fd, "", 1) < 0)
+			hlog_debug("parent went away");
+		close(ready_fd);
+		ready_fd = -1;
+	}
+	int fd = open("/dev/null", O_RDWR);
+	if (fd >= 0) {
+		dup2(fd, 0);
+		dup2(fd, 1);
+		if (fd > 2)
+			close(fd);
+	}
+}
+
+/*
+ * Forks. The parent waits for the child's verdict and exits with it; the
+ * child returns and carries on as the daemon.
+ */
+static void daemonize(void)
+{
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		fprintf(stderr, "huracanfs: pipe: %s\n", strerror(errno));
+		exit(1);
+	}
+	pid_t pid = fork();
+	if (pid < 0) {
+		fprintf(stderr, "huracanfs: fork: %s\n", strerror(errno));
+		exit(1);
+	}
+	if (pid > 0) {
+		close(p[1]);
+		char msg[2048];
+		size_t len = 0;
+		ssize_t n;
+		while (len < sizeof(msg) - 1 &&
+		       (n = read(p[0], msg + len, sizeof(msg) - 1 - len)) != 0) {
+			if (n < 0) {
+				if (errno == EINTR)
+					continue;
+				break;
+			}
+			len += (size_t)n;
+		}
+		msg[len] = '\0';
+		if (len == 1 && msg[0] == '\0')
+			exit(0);
+		if (len == 0) {
+			int st;
+			waitpid(pid, &st, 0);
+			fprintf(stderr,
+				"huracanfs: the daemon exited before the mount "
+				"was ready\n");
+			exit(1);
+		}
+		fprintf(stderr, "huracanfs: %s\n", msg);
+		exit(1);
+	}
+	close(p[0]);
+	ready_fd = p[1];
+	setsid();
+	if (chdir("/") < 0)
+		exit(1);
+}
+
+static void banner(const struct hfs *fs, const struct hfs_config *cfg)
+{
+	hlog_info("huracanfs_started version=%s mountpoint=%s backend=%s "
+		  "cache_dir=%s config=%s",
+		  PACKAGE_VERSION, fs->mountpoint, fs->be->ops->name,
+		  cfg->cache_dir, cfg->path ? cfg->path : "(embedded default)");
+	if (cfg->backend == BACKEND_LOCAL && !cfg->backend_set)
+		hlog_info("no Dropbox credentials configured: using the local "
+			  "backend in %s",
+			  cfg->remote_dir);
+	static const char *const label[CAT_COUNT] = {
+		"Learning data", "Logs", "Monitoring", "Models",
+		"Historical data", "Other (metrics, features, results)"};
+	hlog_info("sync_intervals learning=%llds logs=%llds monitoring=%llds "
+		  "models=%llds data_cache=%llds data_cache_new=%llds "
+		  "other=%llds",
+		  (long long)cfg->interval[CAT_LEARNING],
+		  (long long)cfg->interval[CAT_LOGS],
+		  (long long)cfg->interval[CAT_MONITORING],
+		  (long long)cfg->interval[CAT_MODELS],
+		  (long long)cfg->interval[CAT_DATA_CACHE],
+		  (long long)cfg->new_data_interval,
+		  (long long)cfg->interval[CAT_OTHER]);
+	for (int c = 0; c < CAT_COUNT; c++) {
+		if (!cfg->enabled[c])
+			hlog_info("   %s: sync disabled", label[c]);
+		else if (cfg->interval[c] % 60 == 0)
+			hlog_info("   %s: every %lld min", label[c],
+				  (long long)(cfg->interval[c] / 60));
+		else
+			hlog_info("   %s: every %lld s", label[c],
+				  (long long)cfg->interval[c]);
+	}
+}
+
+/* The housekeeping thread: space watch and periodic index sync. */
+struct keeper {
+	struct hfs *fs;
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cv; /* signals: stop */
+	bool stop; /* mu */
+};
+
+static void *keeper_thread(void *arg)
+{
+	struct keeper *k = arg;
+	sigset_t set;
+	sigfillset(&set);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	pthread_setname_np(pthread_self(), "hfs-keeper");
+	int tick = 0;
+	pthread_mutex_lock(&k->mu);
+	while (!k->stop) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 1;
+		pthread_cond_timedwait(&k->cv, &k->mu, &ts);
+		if (k->stop)
+			break;
+		pthread_mutex_unlock(&k->mu);
+		int64_t free_b = cache_free_bytes(k->fs->cache);
+		bool low = free_b >= 0 &&
+			   (uint64_t)free_b < k->fs->cfg->cache_min_free_bytes;
+		if (low != atomic_load(&k->fs->low_space))
+			hlog_warn("cache filesystem %s: %lld MiB free%s",
+				  low ? "nearly full" : "has room again",
+				  (long long)(free_b >> 20),
+				  low ? "; slowing writers down" : "");
+		atomic_store(&k->fs->low_space, low);
+		if (++tick % 5 == 0)
+			index_sync(k->fs->ix);
+		pthread_mutex_lock(&k->mu);
+	}
+	pthread_mutex_unlock(&k->mu);
+	return NULL;
+}
+
+static void keeper_stop(struct keeper *k)
+{
+	pthread_mutex_lock(&k->mu);
+	k->stop = true;
+	pthread_cond_signal(&k->cv);
+	pthread_mutex_unlock(&k->mu);
+	pthread_join(k->thread, NULL);
+}
+
+static int check_mountpoint(const char *mp, char *abs)
+{
+	struct stat st;
+	if (!realpath(mp, abs)) {
+		fprintf(stderr, "huracanfs: mountpoint %s: %s\n", mp,
+			strerror(errno));
+		return -1;
+	}
+	if (stat(abs, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "huracanfs: mountpoint %s: not a directory\n",
+			mp);
+		return -1;
+	}
+	if (access(abs, W_OK | X_OK) < 0) {
+		fprintf(stderr, "huracanfs: mountpoint %s: %s\n", mp,
+			strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static int run_mount(struct mount_opts *mo)
+{
+	struct hfs_config cfg;
+	char err[1024] = "", abs[PATH_MAX];
+	struct backend *be = NULL;
+	struct hfs *fs = NULL;
+	struct fuse_session *se = NULL;
+	struct control *ctl = NULL;
+	struct keeper keeper = {0};
+	bool keeper_started = false, mounted = false, handlers = false;
+	int rc, status = 1;
+
+	if (config_init(&cfg) < 0) {
+		fprintf(stderr, "huracanfs: out of memory\n");
+		return 1;
+	}
+	rc = config_load(&cfg, mo->config, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "huracanfs: %s\n", err);
+		config_release(&cfg);
+		return 1;
+	}
+	if (check_mountpoint(mo->mountpoint, abs) < 0) {
+		config_release(&cfg);
+		return 1;
+	}
+
+	if (!mo->foreground)
+		daemonize();
+	hlog_threshold = cfg.log_level;
+	if (cfg.log_file || !mo->foreground) {
+		char lp[PATH_MAX];
+		if (cfg.log_file)
+			snprintf(lp, sizeof(lp), "%s", cfg.log_file);
+		else
+			snprintf(lp, sizeof(lp), "%s/huracanfs.log",
+				 cfg.cache_dir);
+		if (!cfg.log_file) {
+			char cmd[PATH_MAX];
+			snprintf(cmd, sizeof(cmd), "%s", cfg.cache_dir);
+			mkdir(cmd, 0700); /* parents come with the cache */
+		}
+		rc = hlog_open_file(lp);
+		if (rc) {
+			report("cannot open log file %s: %s", lp,
+			       strerror(-rc));
+			goto out;
+		}
+	}
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	signal(SIGPIPE, SIG_IGN);
+
+	rc = backend_create(&cfg, &be, err, sizeof(err));
+	if (rc) {
+		report("%s", err);
+		goto out;
+	}
+	rc = be->ops->probe(be);
+	if (rc == -EACCES) {
+		report("the remote refused our credentials (%s). Verify "
+		       "Dropbox token is valid.",
+		       backend_last_error());
+		backend_destroy(be);
+		goto out;
+	}
+	if (rc)
+		hlog_warn("remote not reachable (%s): starting offline; "
+			  "uploads wait until it is back",
+			  backend_last_error());
+
+	rc = hfs_create(&cfg, be, abs, &fs, err, sizeof(err));
+	if (rc) {
+		report("%s", err);
+		goto out;
+	}
+	rc = flushers_create(fs, &fs->fl);
+	if (rc) {
+		report("cannot create the flushers: %s", strerror(-rc));
+		goto out;
+	}
+
+	char optbuf[4200];
+	snprintf(optbuf, sizeof(optbuf),
+		 "fsname=huracanfs,subtype=huracanfs,default_permissions%s%s",
+		 mo->fuse_opts[0] ? "," : "", mo->fuse_opts);
+	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+	if (fuse_opt_add_arg(&args, "huracanfs") || fuse_opt_add_arg(&args, "-o") ||
+	    fuse_opt_add_arg(&args, optbuf)) {
+		report("out of memory");
+		goto out;
+	}
+	se = fuse_session_new(&args, &hfs_fuse_ops, sizeof(hfs_fuse_ops), fs);
+	fuse_opt_free_args(&args);
+	if (!se) {
+		report("cannot create the FUSE session (bad -o option? see "
+		       "the message above)");
+		goto out;
+	}
+	fs->se = se;
+	if (fuse_set_signal_handlers(se) != 0) {
+		report("cannot install signal handlers");
+		goto out;
+	}
+	handlers = true;
+	if (fuse_session_mount(se, abs) != 0) {
+		report("cannot mount on %s (is it already mounted? is "
+		       "/dev/fuse usable?)",
+		       abs);
+		goto out;
+	}
+	mounted = true;
+	rc = flushers_start(fs->fl);
+	if (!rc)
+		rc = control_start(fs, &ctl);
+	if (rc) {
+		report("cannot start the daemon threads: %s", strerror(-rc));
+		goto out;
+	}
+	keeper.fs = fs;
+	pthread_mutex_init(&keeper.mu, NULL);
+	pthread_cond_init(&keeper.cv, NULL);
+	if (pthread_create(&keeper.thread, NULL, keeper_thread, &keeper) ==
+	    0)
+		keeper_started = true;
+
+	banner(fs, &cfg);
+	report_ready();
+
+	struct fuse_loop_config *lc = fuse_loop_cfg_create();
+	if (lc) {
+		fuse_loop_cfg_set_clone_fd(lc, 0);
+		fuse_loop_cfg_set_max_threads(lc, 16);
+		fuse_loop_cfg_set_idle_threads(lc, 4);
+	}
+	rc = fuse_session_loop_mt(se, lc);
+	fuse_loop_cfg_destroy(lc);
+	hlog_info("unmounting %s", abs);
+	fuse_session_unmount(se);
+	mounted = false;
+
+	/* Upload what is pending, within flush_timeout_seconds; what is
+	 * left stays queued in the index for the next mount. */
+	int64_t t0 = hfs_now_ns();
+	rc = flushers_flush(fs->fl, -1, true, cfg.flush_timeout);
+	hlog_info("shutdown_flush result=%s ms=%lld",
+		  rc == 0		? "ok"
+		  : rc == -ETIMEDOUT	? "timeout (the rest stays queued)"
+					: "some uploads failed (they stay queued)",
+		  (long long)((hfs_now_ns() - t0) / 1000000));
+	status = 0;
+out:
+	if (keeper_started)
+		keeper_stop(&keeper);
+	control_stop(ctl);
+	if (fs)
+		flushers_destroy(fs->fl);
+	if (fs)
+		fs->fl = NULL;
+	if (mounted)
+		fuse_session_unmount(se);
+	if (handlers)
+		fuse_remove_signal_handlers(se);
+	if (se)
+		fuse_session_destroy(se);
+	hfs_destroy(fs);
+	config_release(&cfg);
+	hlog_info("huracanfs_stopped");
+	return status;
+}
+
+static int cmd_mount(int argc, char **argv)
+{
+	struct mount_opts mo = {0};
+	static const struct option longopts[] = {
+		{"config", required_argument, NULL, 'c'},
+		{"foreground", no_argument, NULL, 'f'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0}};
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "c:fo:h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			mo.config = optarg;
+			break;
+		case 'f':
+			mo.foreground = true;
+			break;
+		case 'o': {
+			size_t l = strlen(mo.fuse_opts);
+			snprintf(mo.fuse_opts + l, sizeof(mo.fuse_opts) - l,
+				 "%s%s", l ? "," : "", optarg);
+			break;
+		}
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind != argc - 1) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	mo.mountpoint = argv[optind];
+	return run_mount(&mo);
+}
+
+/* ---- status, flush ---- */
+
+static void print_status(json_t *st)
+{
+	printf("mountpoint: %s\nbackend: %s%s\ncache_dir: %s\n",
+	       json_string_value(json_object_get(st, "mountpoint")),
+	       json_string_value(json_object_get(st, "backend")),
+	       json_is_true(json_object_get(st, "offline")) ? " (offline)" : "",
+	       json_string_value(json_object_get(st, "cache_dir")));
+	printf("namespace changes pending: %lld\n",
+	       (long long)json_integer_value(
+		       json_object_get(st, "journal_pending")));
+	const char *jerr =
+		json_string_value(json_object_get(st, "journal_error"));
+	if (jerr)
+		printf("namespace replay error: %s\n", jerr);
+	if (json_is_true(json_object_get(st, "low_space")))
+		printf("warning: the cache filesystem is nearly full; writers "
+		       "are slowed down\n");
+	printf("%-11s %-8s %9s %7s %12s  %-22s %-22s %s\n", "category",
+	       "enabled", "interval", "files", "bytes", "next flush",
+	       "last sync", "last error");
+	size_t i;
+	json_t *c;
+	json_array_foreach(json_object_get(st, "categories"), i, c)
+	{
+		printf("%-11s %-8s %8llds %7lld %12lld  ",
+		       json_string_value(json_object_get(c, "name")),
+		       json_is_true(json_object_get(c, "enabled")) ? "yes"
+								   : "no",
+		       (long long)json_integer_value(
+			       json_object_get(c, "interval")),
+		       (long long)json_integer_value(
+			       json_object_get(c, "pending_files")),
+		       (long long)json_integer_value(
+			       json_object_get(c, "pending_bytes")));
+		json_t *nf = json_object_get(c, "next_flush");
+		json_t *ls = json_object_get(c, "last_sync");
+		char a[32] = "-", b[32] = "-";
+		struct tm tm;
+		if (json_is_integer(nf)) {
+			time_t t = (time_t)json_integer_value(nf);
+			gmtime_r(&t, &tm);
+			strftime(a, sizeof(a), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		}
+		if (json_is_integer(ls)) {
+			time_t t = (time_t)json_integer_value(ls);
+			gmtime_r(&t, &tm);
+			strftime(b, sizeof(b), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		}
+		const char *le =
+			json_string_value(json_object_get(c, "last_error"));
+		printf("%-22s %-22s %s\n", a, b, le ? le : "-");
+	}
+}
+
+static int cmd_status(int argc, char **argv)
+{
+	bool as_json = false;
+	static const struct option longopts[] = {
+		{"json", no_argument, NULL, 'j'}, {NULL, 0, NULL, 0}};
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "j", longopts, NULL)) != -1) {
+		if (c != 'j') {
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+		as_json = true;
+	}
+	if (optind != argc - 1) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	char err[512];
+	json_t *req = json_pack("{s:s}", "cmd", "status");
+	void *reply = NULL;
+	int rc = control_call(argv[optind], req, &reply, err, sizeof(err));
+	json_decref(req);
+	if (rc) {
+		fprintf(stderr, "huracanfs: %s\n", err);
+		return 1;
+	}
+	if (as_json) {
+		char *s = json_dumps(reply, JSON_INDENT(2) | JSON_SORT_KEYS);
+		printf("%s\n", s ? s : "{}");
+		free(s);
+	} else {
+		print_status(reply);
+	}
+	json_decref(reply);
+	return 0;
+}
+
+static int cmd_flush(int argc, char **argv)
+{
+	const char *category = NULL;
+	bool wait = false;
+	static const struct option longopts[] = {
+		{"category", required_argument, NULL, 'c'},
+		{"wait", no_argument, NULL, 'w'},
+		{NULL, 0, NULL, 0}};
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "c:w", longopts, NULL)) != -1) {
+		if (c == 'c')
+			category = optarg;
+		else if (c == 'w')
+			wait = true;
+		else {
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind != argc - 1) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (category && cat_from_name(category) < 0) {
+		fprintf(stderr,
+			"huracanfs: unknown category \"%s\" (learning, logs, "
+			"monitoring, models, data_cache, other)\n",
+			category);
+		return EXIT_USAGE;
+	}
+	char err[512];
+	json_t *req = json_pack("{s:s, s:b}", "cmd", "flush", "wait", wait);
+	if (category)
+		json_object_set_new(req, "category", json_string(category));
+	void *reply = NULL;
+	int rc = control_call(argv[optind], req, &reply, err, sizeof(err));
+	json_decref(req);
+	if (rc) {
+		fprintf(stderr, "huracanfs: %s\n", err);
+		return 1;
+	}
+	int ok = json_is_true(json_object_get(reply, "ok"));
+	if (!ok)
+		fprintf(stderr, "huracanfs: flush: %s\n",
+			json_string_value(json_object_get(reply, "error")));
+	json_decref(reply);
+	return ok ? 0 : 1;
+}
+
+/* ---- check-config, auth ---- */
+
+static int config_only(int argc, char **argv, const char **path)
+{
+	static const struct option longopts[] = {
+		{"config", required_argument, NULL, 'c'}, {NULL, 0, NULL, 0}};
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "c:", longopts, NULL)) != -1) {
+		if (c != 'c') {
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+		*path = optarg;
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	return 0;
+}
+
+static int cmd_check_config(int argc, char **argv)
+{
+	const char *path = NULL;
+	int rc = config_only(argc, argv, &path);
+	if (rc)
+		return rc;
+	struct hfs_config cfg;
+	char err[1024];
+	if (config_init(&cfg) < 0)
+		return 1;
+	rc = config_load(&cfg, path, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "huracanfs: %s\n", err);
+		config_release(&cfg);
+		return 1;
+	}
+	printf("config: %s\n", cfg.path ? cfg.path : "(embedded default)");
+	config_dump(&cfg, stdout);
+	printf("configuration OK\n");
+	config_release(&cfg);
+	return 0;
+}
+
+static int cmd_auth(int argc, char **argv)
+{
+	const char *path = NULL;
+	int rc = config_only(argc, argv, &path);
+	if (rc)
+		return rc;
+	fprintf(stderr, "huracanfs: auth: the Dropbox backend is not built "
+			"yet; the local backend needs no credentials\n");
+	return 1;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	const char *cmd = argv[1];
+	if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0) {
+		printf("huracanfs %s (libfuse %s)\n", PACKAGE_VERSION,
+		       fuse_pkgversion());
+		return 0;
+	}
+	if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 ||
+	    strcmp(cmd, "help") == 0) {
+		usage(stdout);
+		return 0;
+	}
+	if (strcmp(cmd, "mount") == 0)
+		return cmd_mount(argc - 1, argv + 1);
+	if (strcmp(cmd, "status") == 0)
+		return cmd_status(argc - 1, argv + 1);
+	if (strcmp(cmd, "flush") == 0)
+		return cmd_flush(argc - 1, argv + 1);
+	if (strcmp(cmd, "check-config") == 0)
+		return cmd_check_config(argc - 1, argv + 1);
+	if (strcmp(cmd, "auth") == 0)
+		return cmd_auth(argc - 1, argv + 1);
+	fprintf(stderr, "huracanfs: unknown command \"%s\"\n", cmd);
+	usage(stderr);
+	return EXIT_USAGE;
+}

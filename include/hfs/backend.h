@@ -159,8 +159,21 @@ int backend_create(const struct hfs_config *cfg, struct backend **out,
 		   char *err, size_t errlen);
 void backend_destroy(struct backend *be);
 
-/* Local backend: @root is the directory that plays the remote. */
+/*
+ * Local backend: @root is the directory that plays the remote; it is
+ * created (mode 0700, with its parents) if missing. Returns 0 and sets
+ * *@out, or -errno with a detail in backend_last_error(). Remote path ""
+ * is @root itself, "/a/b" is @root/a/b. If @root later disappears or
+ * becomes inaccessible, every method returns -EAGAIN (remote unavailable);
+ * it is never re-created behind the caller's back.
+ */
 int backend_local_create(const char *root, struct backend **out);
+/*
+ * Sets the number of entries per list() page of a local backend @be (1 to
+ * 1000; 0 restores the default, 1000). For tests; call it before the
+ * backend is shared between threads.
+ */
+void backend_local_set_page_size(struct backend *be, size_t n);
 
 /* Records / reads the calling thread's last error detail. */
 void backend_set_error(const char *fmt, ...)

@@ -13,7 +13,8 @@
  *   ?      one character except '/'
  *   [abc]  a character class ([!x] negates), never '/'
  *   **     as a whole component: zero or more whole components
- *          ("logs/**" matches "logs/a" and "logs/a/b"; "a/ ** /b" matches "a/b")
+ *          ("logs/ **" matches "logs/a" and "logs/a/b"; "a/ ** /b" matches
+ *          "a/b"; the spaces only keep this comment a valid C comment)
  * A pattern without '/' matches the last component at any depth
  * ("*.parquet" matches "x/y/z.parquet"), as in .gitignore.
  */

@@ -1,0 +1,154 @@
+/*
+ * The filesystem core: the context (struct hfs) and one function per
+ * filesystem operation. src/fuse_ops.c unpacks each FUSE request, calls
+ * exactly one of these, and replies with the result; every function
+ * returns 0 (or a count) or a negative errno.
+ *
+ * Data flow: writes land in content files (cache.h) and mark the node
+ * dirty in the index (index.h) on the clean->dirty transition only; close
+ * and fsync persist size and times. Namespace changes go to the index and
+ * the journal in one txn. The flushers (flusher.h) upload dirty files and
+ * replay the journal. Reads of files known only remotely fetch them from
+ * the backend into the cache first.
+ *
+ * Locking (outermost first): fs->commit_lock (one remote mutation at a
+ * time: journal replay, uploads) -> hnode.snap (shared by writers,
+ * exclusive while an upload takes its snapshot) -> hnode.mu -> fs->itab_lock.
+ * No lock but commit_lock is held across network I/O; none across an LMDB
+ * write txn except commit_lock and snap.
+ */
+#ifndef HFS_FS_H
+#define HFS_FS_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#include "hfs/backend.h"
+#include "hfs/cache.h"
+#include "hfs/config.h"
+#include "hfs/index.h"
+
+struct hnode;
+struct flushers;
+struct fuse_session;
+struct fuse_bufvec;
+
+struct hfs {
+	const struct hfs_config *cfg; /* borrowed */
+	struct hfs_index *ix; /* owned */
+	struct backend *be; /* owned */
+	struct cache *cache; /* owned */
+	struct flushers *fl; /* owned */
+	struct fuse_session *se; /* borrowed */
+	char *mountpoint; /* owned, absolute */
+	char *control_path; /* owned: the control socket */
+	int lock_fd; /* flock on {cache_dir}/lock */
+
+	/* The in-memory inode table: inodes the kernel knows or that are
+	 * in use. Protected by itab_lock. */
+	pthread_mutex_t itab_lock;
+	struct hnode **buckets;
+	size_t nbuckets, nnodes;
+
+	/* Serializes remote mutations (journal replay, uploads): one
+	 * committer per account, as Dropbox asks. */
+	pthread_mutex_t commit_lock;
+	/* Serializes remote listings, so one directory is not listed twice
+	 * at once. */
+	pthread_mutex_t list_lock;
+
+	/* Until then (seconds), the remote is considered unreachable and
+	 * listings are served from the index. */
+	_Atomic int64_t offline_until;
+	/* Set by the space monitor when free space on the cache filesystem
+	 * is below cache_min_free_bytes: writers slow down. */
+	atomic_bool low_space;
+};
+
+/* The clock, seconds since the epoch. HURACANFS_FAKE_TIME_OFFSET (seconds,
+ * test builds and tests only) shifts it. */
+int64_t hfs_now(void);
+int64_t hfs_now_ns(void);
+
+/* Builds the context: opens the cache and index under cfg->cache_dir
+ * (taking the single-daemon lock), and recovers from a crash (orphans,
+ * sizes of dirty files). @be is transferred. Messages go to @err. */
+int hfs_create(const struct hfs_config *cfg, struct backend *be,
+	       const char *mountpoint, struct hfs **out, char *err,
+	       size_t errlen);
+void hfs_destroy(struct hfs *fs);
+
+struct hfs_file; /* an open file handle */
+struct hfs_dir; /* an open directory handle */
+
+int hfs_lookup(struct hfs *fs, uint64_t parent, const char *name,
+	       struct stat *st);
+void hfs_forget(struct hfs *fs, uint64_t ino, uint64_t nlookup);
+int hfs_getattr(struct hfs *fs, uint64_t ino, struct stat *st);
+/* @to_set uses FUSE_SET_ATTR_* bits; @fh may be NULL. */
+int hfs_setattr(struct hfs *fs, uint64_t ino, const struct stat *attr,
+		int to_set, struct hfs_file *fh, struct stat *out);
+int hfs_mkdir(struct hfs *fs, uint64_t parent, const char *name, mode_t mode,
+	      uid_t uid, gid_t gid, struct stat *out);
+int hfs_mknod(struct hfs *fs, uint64_t parent, const char *name, mode_t mode,
+	      uid_t uid, gid_t gid, struct stat *out);
+int hfs_unlink(struct hfs *fs, uint64_t parent, const char *name);
+int hfs_rmdir(struct hfs *fs, uint64_t parent, const char *name);
+int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
+	       uint64_t newparent, const char *newname, unsigned int flags);
+int hfs_create_file(struct hfs *fs, uint64_t parent, const char *name,
+		    mode_t mode, int flags, uid_t uid, gid_t gid,
+		    struct stat *out, struct hfs_file **fh);
+int hfs_open(struct hfs *fs, uint64_t ino, int flags, struct hfs_file **fh);
+/* Makes [@off, @off + @size) readable from the content file and returns
+ * its fd (borrowed; valid until the handle is released). */
+int hfs_read_fd(struct hfs *fs, struct hfs_file *fh, uint64_t off,
+		size_t size);
+/* Writes @buf at @off; returns the number of bytes written. */
+ssize_t hfs_write(struct hfs *fs, struct hfs_file *fh,
+		  struct fuse_bufvec *buf, uint64_t off);
+int hfs_flush(struct hfs *fs, struct hfs_file *fh);
+int hfs_fsync(struct hfs *fs, struct hfs_file *fh, int datasync);
+int hfs_release(struct hfs *fs, struct hfs_file *fh);
+
+int hfs_opendir(struct hfs *fs, uint64_t ino, struct hfs_dir **dh);
+/*
+ * Fills @buf (@size bytes) with entries from position @off, in the format
+ * of fuse_add_direntry (or _plus if @plus, which counts as a lookup of
+ * each entry). Returns the number of bytes used.
+ */
+ssize_t hfs_readdir(struct hfs *fs, void *req, struct hfs_dir *dh,
+		    uint64_t off, bool plus, char *buf, size_t size);
+void hfs_releasedir(struct hfs *fs, struct hfs_dir *dh);
+
+int hfs_statfs(struct hfs *fs, struct statvfs *st);
+/* Extended attributes user.huracanfs.*: the value's length, or -errno
+ * (-ERANGE if @size is too small and non-zero, -ENODATA if absent). */
+ssize_t hfs_getxattr(struct hfs *fs, uint64_t ino, const char *name,
+		     char *buf, size_t size);
+ssize_t hfs_listxattr(struct hfs *fs, uint64_t ino, char *buf, size_t size);
+
+/* Fills @st for a node. */
+void hfs_fill_stat(const struct node *n, struct stat *st);
+
+/* Sync work, called by the flushers with commit_lock held. */
+struct upload_result {
+	bool skipped; /* smart sync: the remote already has these bytes */
+	bool not_dirty; /* nothing to do (clean, deleted) */
+	bool still_dirty; /* modified during the upload: queue again */
+	uint64_t bytes;
+	int cat; /* the category by the file's current path */
+	char path[4096];
+};
+int hfs_upload(struct hfs *fs, uint64_t ino, struct upload_result *res);
+/* Replays the namespace journal on the remote, oldest first, until it is
+ * empty (0) or a transient error stops it (-EAGAIN, ...). */
+int hfs_replay_journal(struct hfs *fs);
+/* The category of @ino by its current path, or -errno. */
+int hfs_classify(struct hfs *fs, uint64_t ino);
+
+#endif

@@ -1,0 +1,180 @@
+/*
+ * The index: every piece of metadata huracanfs keeps, in one LMDB
+ * environment under cache_dir/index. File bytes live in content files (see
+ * cache.h); everything else is here.
+ *
+ * Named databases (all opened once, in index_open):
+ *   meta     "layout" -> u32 layout version, "next_ino" -> u64
+ *   nodes    ino (u64, native) -> struct node_rec + name bytes
+ *   dirents  parent ino (u64, big-endian) + folded name -> ino (u64) + name
+ *            The folded name is the name with ASCII letters lowered, so two
+ *            names differing only in case share a key: Dropbox cannot hold
+ *            both, and the filesystem refuses the second (EEXIST).
+ *   dirty    ino -> nothing: the files whose local bytes must be uploaded
+ *   journal  seq (u64) -> op + paths: namespace changes (mkdir, unlink,
+ *            rmdir, rename) to replay on the remote, in order
+ *   orphans  ino -> nothing: unlinked while open; purged at mount
+ *
+ * Transactions: struct ixtxn wraps an MDB_txn with a sticky error (after a
+ * failed step every further step is a no-op returning the same error, and
+ * commit becomes abort). Read txns are cheap; write txns are serialized by
+ * LMDB and must stay short: gather data first, then begin, put, commit.
+ * Never hold a write txn across network or long disk I/O.
+ *
+ * The environment is opened with MDB_NOTLS (reader slots belong to txn
+ * objects, not threads) and MDB_NOSYNC: a committed txn survives a crash of
+ * the daemon (its pages are in the kernel's page cache); index_sync() makes
+ * it survive a crash of the machine and is called on fsync(2) and
+ * periodically. MDB_MAP_FULL grows the map and retries the txn once.
+ *
+ * Errors: negative errno. MDB_NOTFOUND is -ENOENT, MDB_MAP_FULL -ENOSPC,
+ * anything else -EIO.
+ */
+#ifndef HFS_INDEX_H
+#define HFS_INDEX_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "hfs/backend.h"
+#include "hfs/hash.h"
+
+#define INDEX_LAYOUT 1
+#define INDEX_ROOT_INO 1
+
+/* Node flags. */
+enum {
+	NODE_DIRTY = 1u << 0, /* local bytes newer than the remote's */
+	NODE_CACHED = 1u << 1, /* content file holds every byte */
+	NODE_PARTIAL = 1u << 2, /* content file holds some bytes */
+	NODE_ON_REMOTE = 1u << 3, /* exists remotely (listed or uploaded) */
+	NODE_HAS_HASH = 1u << 4, /* remote_hash is valid */
+	NODE_LISTED = 1u << 5, /* dir: remote listing merged */
+	NODE_UPLOADING = 1u << 6, /* an upload of it is in flight */
+	NODE_LOST = 1u << 7, /* dirty bytes found missing at mount */
+};
+
+/* The fixed part of a node record, as stored. */
+struct node_rec {
+	uint64_t parent;
+	uint64_t size;
+	int64_t atime_ns, mtime_ns, ctime_ns;
+	int64_t dirty_since; /* seconds since the epoch, 0 when clean */
+	int64_t listed_at; /* dir: when the listing was merged (seconds) */
+	int64_t last_upload; /* seconds; 0 = never uploaded */
+	uint64_t gen; /* bumped on clean->dirty and on close/fsync */
+	uint32_t mode; /* type and permission bits */
+	uint32_t uid, gid;
+	uint32_t flags; /* NODE_* */
+	uint8_t cat; /* enum hfs_cat */
+	uint8_t pad[3];
+	uint8_t remote_hash[CHASH_LEN];
+	char rev[BACKEND_REV_MAX + 1];
+	char pad2[7];
+	uint16_t namelen;
+	uint16_t pad3[3];
+};
+
+/* A node as callers see it: the record plus its name. */
+struct node {
+	uint64_t ino;
+	struct node_rec r;
+	char name[BACKEND_NAME_MAX + 1];
+};
+
+enum journal_op {
+	JOP_MKDIR = 1,
+	JOP_UNLINK = 2, /* a file */
+	JOP_RMDIR = 3,
+	JOP_RENAME = 4,
+};
+
+struct journal_entry {
+	uint64_t seq;
+	int op;
+	char path[4096]; /* remote path */
+	char path2[4096]; /* rename target */
+};
+
+struct hfs_index;
+
+struct ixtxn {
+	struct hfs_index *ix;
+	void *txn; /* MDB_txn */
+	int err; /* sticky */
+	bool write;
+};
+
+/*
+ * Opens (creating if needed) the index in directory @dir. Returns 0 and
+ * *@out (owned by the caller, released by index_close), -EEXIST-style
+ * errors never happen here (the single-daemon lock is the caller's).
+ * An index of another layout version gives -EPROTO.
+ */
+int index_open(const char *dir, struct hfs_index **out);
+void index_close(struct hfs_index *ix);
+/* Flushes committed txns to stable storage. */
+int index_sync(struct hfs_index *ix);
+
+int ix_begin(struct hfs_index *ix, bool write, struct ixtxn *t);
+/* Commits (or aborts after an error). Returns the sticky error or the
+ * commit's. */
+int ix_commit(struct ixtxn *t);
+void ix_abort(struct ixtxn *t);
+
+/* Nodes. */
+int ix_get(struct ixtxn *t, uint64_t ino, struct node *out);
+int ix_put(struct ixtxn *t, const struct node *n);
+int ix_del(struct ixtxn *t, uint64_t ino);
+int ix_alloc_ino(struct ixtxn *t, uint64_t *ino);
+
+/*
+ * Directory entries. ix_lookup finds the entry whose folded name equals
+ * @name's; *@ino and @exact (BACKEND_NAME_MAX + 1 bytes, may be NULL) get
+ * the stored entry, whose exact name may differ from @name in case.
+ */
+int ix_lookup(struct ixtxn *t, uint64_t parent, const char *name,
+	      uint64_t *ino, char *exact);
+int ix_link(struct ixtxn *t, uint64_t parent, const char *name, uint64_t ino);
+int ix_unlink(struct ixtxn *t, uint64_t parent, const char *name);
+/* Calls @fn for each entry of @parent in key order, until it returns
+ * non-zero (which is returned). */
+int ix_foreach_child(struct ixtxn *t, uint64_t parent,
+		     int (*fn)(void *arg, const char *name, uint64_t ino),
+		     void *arg);
+/* True (1) if @parent has entries, 0 if not, or -errno. */
+int ix_has_children(struct ixtxn *t, uint64_t parent);
+
+/* The remote path of @ino ("" for the root, "/a/b" otherwise). @buf holds
+ * @len bytes; -ENAMETOOLONG if it does not fit. */
+int ix_path(struct ixtxn *t, uint64_t ino, char *buf, size_t len);
+
+/* The dirty set. */
+int ix_dirty_add(struct ixtxn *t, uint64_t ino);
+int ix_dirty_del(struct ixtxn *t, uint64_t ino);
+int ix_foreach_dirty(struct ixtxn *t, int (*fn)(void *arg, uint64_t ino),
+		     void *arg);
+
+/* Orphans: unlinked nodes still open. */
+int ix_orphan_add(struct ixtxn *t, uint64_t ino);
+int ix_orphan_del(struct ixtxn *t, uint64_t ino);
+int ix_foreach_orphan(struct ixtxn *t, int (*fn)(void *arg, uint64_t ino),
+		      void *arg);
+
+/* The namespace journal. */
+int ix_journal_append(struct ixtxn *t, int op, const char *path,
+		      const char *path2);
+/* The oldest entry, or -ENOENT if the journal is empty. */
+int ix_journal_first(struct ixtxn *t, struct journal_entry *out);
+int ix_journal_del(struct ixtxn *t, uint64_t seq);
+/* Calls @fn for every entry, oldest first, until it returns non-zero. */
+int ix_foreach_journal(struct ixtxn *t,
+		       int (*fn)(void *arg, const struct journal_entry *e),
+		       void *arg);
+/* Number of entries (0..), or -errno. */
+int64_t ix_journal_count(struct ixtxn *t);
+
+/* Folds @name into @out (same length): ASCII letters lowered. */
+void ix_fold(const char *name, char *out, size_t len);
+
+#endif

@@ -1,0 +1,53 @@
+/*
+ * Private to the filesystem core (fs.c, upload.c): the in-memory inode.
+ */
+#ifndef HFS_FS_I_H
+#define HFS_FS_I_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "hfs/fs.h"
+
+/*
+ * An inode in use: known to the kernel (nlookup > 0) or held by a handle or
+ * a flusher (refs > 0). Freed when both reach zero; an unlinked inode's
+ * node record and content file go with it.
+ */
+struct hnode {
+	uint64_t ino;
+	struct hnode *next; /* bucket chain; fs->itab_lock */
+	uint64_t nlookup; /* fs->itab_lock */
+	int refs; /* fs->itab_lock */
+
+	pthread_rwlock_t snap; /* writers shared; snapshot exclusive */
+	pthread_mutex_t mu; /* protects everything below */
+	pthread_cond_t fetched; /* signals: a fetch finished */
+	bool loaded; /* fields below were read from the index */
+	int fd; /* content file, or -1 */
+	int nopen, nwriters;
+	bool fetching;
+	bool live; /* size/mtime below are newer than the index */
+	uint64_t size;
+	int64_t mtime_ns, ctime_ns;
+	uint64_t gen; /* bumped by every write */
+	bool dirty_persisted; /* the index has NODE_DIRTY */
+	bool unlinked;
+	char last_error[160];
+};
+
+struct hfs_file {
+	struct hnode *hn;
+	int flags;
+};
+
+struct hnode *hnode_get(struct hfs *fs, uint64_t ino);
+void hnode_put(struct hfs *fs, struct hnode *hn);
+/* Loads size/mtime/gen/dirty from the index if not done yet; hn->mu
+ * held. */
+int hnode_load(struct hfs *fs, struct hnode *hn);
+/* Opens the content fd if needed; hn->mu held. */
+int hnode_open_fd(struct hfs *fs, struct hnode *hn, bool create);
+
+#endif

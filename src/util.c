@@ -1,2 +1,0 @@
-/* placeholder */
-typedef int hfs_placeholder_util;

@@ -1,0 +1,82 @@
+"""Fixtures for the huracanfs integration tests (libfuse/sshfs style).
+
+`mount` gives a mounted huracanfs (local backend) over a fresh temporary
+remote, with the short test intervals of hfsutil.DEFAULT_INTERVALS.
+`hfs` is the factory behind it, for tests that need another config or must
+prepare the remote before mounting:
+
+    m = hfs(intervals=LONG_INTERVALS, start=False)
+    (m.remote / 'a.txt').write_bytes(b'x')
+    m.start()
+
+Every mount is always cleaned up (fusermount3 -u, then SIGKILL of a daemon
+that does not exit, then fusermount3 -uz). After each test the daemon log
+must hold no "[error]" line and no sanitizer report; a test that expects
+errors says so with @pytest.mark.log_errors_expected(regex, ...) (no
+argument: any [error] line). Sanitizer reports always fail.
+
+The binary is $HURACANFS_BIN, else build/src/huracanfs of this checkout.
+Tests are skipped when /dev/fuse or fusermount3 is missing.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from hfsutil import HfsMount
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        'markers', 'log_errors_expected(*regexes): [error] lines in the'
+        ' daemon log matching a regex (any, if none given) do not fail the'
+        ' test')
+
+
+@pytest.fixture(scope='session')
+def hfs_bin():
+    if not os.path.exists('/dev/fuse'):
+        pytest.skip('/dev/fuse is missing')
+    if not shutil.which('fusermount3'):
+        pytest.skip('fusermount3 is missing')
+    b = os.environ.get('HURACANFS_BIN') or str(REPO / 'build/src/huracanfs')
+    if not os.access(b, os.X_OK):
+        pytest.fail('huracanfs binary %s is missing; build it or set'
+                    ' HURACANFS_BIN' % b, pytrace=False)
+    return os.path.abspath(b)
+
+
+@pytest.fixture
+def hfs(request, tmp_path, hfs_bin):
+    mounts = []
+
+    def make(name=None, start=True, **kw):
+        base = tmp_path / name if name else tmp_path
+        m = HfsMount(hfs_bin, base, **kw)
+        mounts.append(m)
+        if start:
+            m.start()
+        return m
+
+    yield make
+
+    problems = []
+    for m in mounts:
+        problems += m.cleanup()
+    marker = request.node.get_closest_marker('log_errors_expected')
+    allowed = tuple(marker.args) if marker else ()
+    allow_all = marker is not None and not marker.args
+    for m in mounts:
+        problems += m.problems(allowed, allow_all)
+    if problems:
+        pytest.fail('after the test:\n  ' + '\n  '.join(problems),
+                    pytrace=False)
+
+
+@pytest.fixture
+def mount(hfs):
+    return hfs()

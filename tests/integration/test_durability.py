@@ -1,0 +1,111 @@
+"""Durability: what a writer wrote and closed survives kill -9 of the
+daemon and reaches the remote after the next mount; an open, growing file
+keeps reaching the remote on its interval."""
+
+import os
+import time
+
+from hfsutil import wait_until, file_equals, is_mounted
+
+
+def test_kill9_then_remount_keeps_and_uploads(mount):
+    m, r = mount.m, mount.r
+    files = {
+        'models/training/2025-11-12/SOL-USDT/model/model.bin':
+            os.urandom(3 * 1024 * 1024 + 5),
+        'models/agent.pkl': os.urandom(20_000),
+        'data/candles/BTC-USDT/btc_1.parquet': os.urandom(200_000),
+        'notes/renamed.txt': b'moved before the crash\n',
+    }
+    for rel, data in files.items():
+        p = m(rel)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if rel == 'notes/renamed.txt':
+            p = m('notes/original.txt')
+        with open(p, 'wb') as f:
+            f.write(data)
+    os.rename(m('notes/original.txt'), m('notes/renamed.txt'))
+    # An append to a file, then a close.
+    with open(m('models/agent.pkl'), 'ab') as f:
+        f.write(b'appended')
+    files['models/agent.pkl'] += b'appended'
+
+    # Well before the 2 s (new data) and 3 s (models) intervals.
+    mount.kill9()
+    for rel in files:
+        if rel != 'notes/renamed.txt':
+            assert not r(rel).exists(), (
+                '%s was already uploaded; the test needs it pending' % rel)
+
+    mount.start()
+    for rel, data in files.items():
+        assert file_equals(m(rel), data), \
+            '%s lost or changed across kill -9 + remount' % rel
+    assert not m('notes/original.txt').exists()
+    for rel, data in files.items():
+        mount.wait_remote(rel, data, 10,
+                          '%s to reach the remote after remount' % rel)
+    wait_until(lambda: not r('notes/original.txt').exists(), 3,
+               'the renamed-away name to be gone from the remote')
+
+
+def test_kill9_keeps_namespace_journal(mount):
+    """mkdir/rename/unlink done just before the crash are replayed."""
+    m, r = mount.m, mount.r
+    m('keep/a').mkdir(parents=True)
+    m('keep/a/f.txt').write_bytes(b'f')
+    mount.wait_remote('keep/a/f.txt', b'f', 5)
+    os.rename(m('keep/a'), m('keep/b'))
+    os.unlink(m('keep/b/f.txt'))
+    m('keep/c').mkdir()
+    mount.kill9()
+    mount.start()
+    assert sorted(os.listdir(m('keep'))) == ['b', 'c']
+    assert os.listdir(m('keep/b')) == []
+    wait_until(lambda: r('keep/b').is_dir() and r('keep/c').is_dir()
+               and not r('keep/a').exists()
+               and not r('keep/b/f.txt').exists(), 5,
+               'the journal to be replayed after remount')
+
+
+def test_open_file_keeps_reaching_remote(mount):
+    rel = 'logs/training.log'
+    mount.m('logs').mkdir()
+    written = b''
+    seen = []          # distinct non-empty remote sizes, in order
+    deadline = time.monotonic() + 8
+    # A logger: append + flush() each record, never fsync, never close.
+    f = open(mount.m(rel), 'ab')
+    try:
+        last_write = 0.0
+        i = 0
+        while time.monotonic() < deadline:
+            now = time.monotonic()
+            if now - last_write >= 0.2:
+                line = b'%06d step loss=0.1234 reward=5.6\n' % i
+                f.write(line)
+                f.flush()
+                written += line
+                i += 1
+                last_write = now
+            try:
+                remote = mount.r(rel).read_bytes()
+            except FileNotFoundError:
+                remote = b''
+            if remote:
+                assert written.startswith(remote), \
+                    'remote copy is not a prefix of what was written'
+                if not seen or len(remote) > seen[-1]:
+                    seen.append(len(remote))
+            if len(seen) >= 3:
+                break
+            time.sleep(0.05)
+        assert len(seen) >= 3, (
+            'remote copy of a file open for append did not keep growing'
+            ' (1 s interval, 8 s of writes): remote sizes seen %r, %d bytes'
+            ' written' % (seen, len(written)))
+        assert not f.closed
+    finally:
+        f.close()
+    mount.wait_remote(rel, written, 5, 'the final log after close')
+    assert is_mounted(mount.mnt)
