@@ -668,8 +668,10 @@ static int local_list(struct backend *be, const char *path, const char *cursor,
 	rc = read_names(lb, full, path, after, &names, &n_names);
 	if (rc < 0)
 		goto out;
-	qsort(names, n_names, sizeof(*names), cmp_names);
-	entries = calloc(lb->page_size, sizeof(*entries));
+	if (n_names > 1)
+		qsort(names, n_names, sizeof(*names), cmp_names);
+	entries = calloc(n_names < lb->page_size ? n_names + 1 : lb->page_size,
+			 sizeof(*entries));
 	if (!entries) {
 		rc = -ENOMEM;
 		goto out;

@@ -399,7 +399,9 @@ static int listing_fetch(struct hfs *fs, const char *path, struct listing *l)
 			l->e = ne;
 			l->cap = cap;
 		}
-		memcpy(l->e + l->n, page.entries, page.n * sizeof(*page.entries));
+		if (page.n)
+			memcpy(l->e + l->n, page.entries,
+			       page.n * sizeof(*page.entries));
 		l->n += page.n;
 		bool more = page.has_more;
 		cursor = page.cursor;

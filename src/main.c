@@ -88,6 +88,10 @@ static void report(const char *fmt, ...)
 	}
 }
 
+/* Where the daemon's stderr goes once it is detached (sanitizer reports,
+ * libfuse's own messages): the log file. */
+static char stderr_path[PATH_MAX];
+
 static void report_ready(void)
 {
 	if (ready_fd >= 0) {
@@ -102,6 +106,14 @@ static void report_ready(void)
 		dup2(fd, 1);
 		if (fd > 2)
 			close(fd);
+	}
+	if (stderr_path[0]) {
+		fd = open(stderr_path,
+			  O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+		if (fd >= 0) {
+			dup2(fd, 2);
+			close(fd);
+		}
 	}
 }
 
@@ -306,6 +318,8 @@ static int run_mount(struct mount_opts *mo)
 			snprintf(cmd, sizeof(cmd), "%s", cfg.cache_dir);
 			mkdir(cmd, 0700); /* parents come with the cache */
 		}
+		if (!mo->foreground)
+			snprintf(stderr_path, sizeof(stderr_path), "%s", lp);
 		rc = hlog_open_file(lp);
 		if (rc) {
 			report("cannot open log file %s: %s", lp,

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from hfsutil import snapshot, describe_diff, ls_R
+from hfsutil import snapshot, describe_diff, ls_R, wait_until
 
 
 def _populate(root, rng):
@@ -108,3 +108,29 @@ def test_partial_read_of_large_remote_file(hfs):
         f.seek(20 * 1024 * 1024)
         assert f.read(100_000) == data[20 * 1024 * 1024:][:100_000]
     assert m.m(rel).read_bytes() == data
+
+
+def test_remote_changes_become_visible(hfs):
+    """Another machine's changes show up once the listing is re-read
+    (dir_cache_seconds: 1 instead of the default 60)."""
+    m = hfs(start=False, hfs_extra={'dir_cache_seconds': 1})
+    (m.remote / 'shared').mkdir()
+    (m.remote / 'shared' / 'a.txt').write_bytes(b'version 1\n')
+    (m.remote / 'shared' / 'gone.txt').write_bytes(b'to be deleted\n')
+    m.start()
+    assert sorted(os.listdir(m.m('shared'))) == ['a.txt', 'gone.txt']
+    assert m.m('shared/a.txt').read_bytes() == b'version 1\n'
+
+    (m.remote / 'shared' / 'new.txt').write_bytes(b'added remotely\n')
+    os.unlink(m.remote / 'shared' / 'gone.txt')
+    tmp = m.remote / 'shared' / '.a.tmp'
+    tmp.write_bytes(b'version 2, longer\n')
+    os.rename(tmp, m.remote / 'shared' / 'a.txt')
+
+    wait_until(lambda: sorted(os.listdir(m.m('shared'))) ==
+               ['a.txt', 'new.txt'], 5,
+               'the remote add and delete to show in the listing')
+    assert m.m('shared/new.txt').read_bytes() == b'added remotely\n'
+    wait_until(lambda: m.m('shared/a.txt').read_bytes() ==
+               b'version 2, longer\n', 5,
+               'the remote change of a cached file to show')

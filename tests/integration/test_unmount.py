@@ -1,8 +1,11 @@
 """Unmount flushes what is pending, then the daemon exits."""
 
 import os
+import signal
+import subprocess
 
-from hfsutil import LONG_INTERVALS, snapshot, describe_diff, is_mounted
+from hfsutil import (LONG_INTERVALS, snapshot, describe_diff, is_mounted,
+                     pid_alive, wait_until)
 
 
 def test_unmount_flushes_pending(hfs):
@@ -49,3 +52,47 @@ def test_unmount_then_mount_again_sees_everything(hfs):
     assert m.r('models/a.pkl').read_bytes() == b'a' * 1000
     assert m.m('models/a.pkl').read_bytes() == b'a' * 1000
     assert m.cat_status('models')['pending_files'] == 0
+
+
+def test_sigterm_flushes_and_unmounts(hfs):
+    m = hfs(intervals=LONG_INTERVALS)
+    m.m('models').mkdir()
+    data = os.urandom(300_000)
+    m.m('models/sig.pkl').write_bytes(data)
+    pid = m.pid
+    os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: not pid_alive(pid), 30,
+               'the daemon to exit after SIGTERM', interval=0.1)
+    m.pid = None
+    assert m.r('models/sig.pkl').read_bytes() == data
+    assert not is_mounted(m.mnt), 'SIGTERM left the mount behind'
+
+
+def test_foreground_mode(hfs):
+    m = hfs(start=False)
+    out = open(m.base / 'fg.out', 'wb')
+    p = subprocess.Popen([m.bin, 'mount', str(m.mnt), '--config',
+                          str(m.config), '--foreground'],
+                         stdin=subprocess.DEVNULL, stdout=out,
+                         stderr=subprocess.STDOUT, env=m.env())
+    m.all_pids.append(p.pid)
+    try:
+        wait_until(lambda: is_mounted(m.mnt) or p.poll() is not None, 15,
+                   'the foreground mount to come up')
+        assert p.poll() is None, 'huracanfs mount --foreground exited'
+        m.pid = p.pid
+        m.m('fg.txt').write_bytes(b'foreground')
+        m.wait_remote('fg.txt', b'foreground', 5)
+        r = m.fusermount_u()
+        assert r.returncode == 0, r.stderr
+        assert p.wait(timeout=30) == 0
+        m.pid = None
+    finally:
+        if p.poll() is None:
+            m.fusermount_u(lazy=True)
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        out.close()

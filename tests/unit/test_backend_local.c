@@ -7,7 +7,6 @@
  * claims, and edit it by hand to play a user or another machine.
  */
 #include <dirent.h>
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -17,6 +16,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -40,45 +40,36 @@
 /*
  * While set, the xattr calls the backend makes fail with ENOTSUP, as on a
  * filesystem without user xattrs. These definitions take the place of
- * libc's for the whole executable.
+ * libc's for the whole executable and otherwise make the system call.
  */
 static bool no_xattrs;
 
 ssize_t fgetxattr(int fd, const char *name, void *value, size_t size)
 {
-	ssize_t (*real)(int, const char *, void *, size_t);
-
 	if (no_xattrs) {
 		errno = ENOTSUP;
 		return -1;
 	}
-	*(void **)&real = dlsym(RTLD_NEXT, "fgetxattr");
-	return real(fd, name, value, size);
+	return syscall(SYS_fgetxattr, fd, name, value, size);
 }
 
 ssize_t lgetxattr(const char *path, const char *name, void *value, size_t size)
 {
-	ssize_t (*real)(const char *, const char *, void *, size_t);
-
 	if (no_xattrs) {
 		errno = ENOTSUP;
 		return -1;
 	}
-	*(void **)&real = dlsym(RTLD_NEXT, "lgetxattr");
-	return real(path, name, value, size);
+	return syscall(SYS_lgetxattr, path, name, value, size);
 }
 
 int fsetxattr(int fd, const char *name, const void *value, size_t size,
 	      int flags)
 {
-	int (*real)(int, const char *, const void *, size_t, int);
-
 	if (no_xattrs) {
 		errno = ENOTSUP;
 		return -1;
 	}
-	*(void **)&real = dlsym(RTLD_NEXT, "fsetxattr");
-	return real(fd, name, value, size, flags);
+	return (int)syscall(SYS_fsetxattr, fd, name, value, size, flags);
 }
 #define BIG_SIZE ((size_t)3 * 1024 * 1024 + 12345)
 
