@@ -194,6 +194,11 @@ static void upload_entry(struct catq *q, uint64_t ino, struct batch_stats *bs,
 		pthread_mutex_unlock(&q->mu);
 		return;
 	}
+	if (res.open_for_write) {
+		/* Keep an eye on a file a writer holds open: its new bytes
+		 * may sit in the kernel until we ask for them. */
+		flushers_schedule(fl, ino, q->cat, now, false);
+	}
 	if (res.not_dirty)
 		return;
 	if (res.skipped) {
@@ -206,7 +211,7 @@ static void upload_entry(struct catq *q, uint64_t ino, struct batch_stats *bs,
 		hlog_debug("uploaded \"%s\" bytes=%llu", res.path,
 			   (unsigned long long)res.bytes);
 	}
-	if (res.still_dirty)
+	if (res.still_dirty && !res.open_for_write)
 		flushers_schedule(fl, ino, q->cat, now, false);
 }
 

@@ -151,6 +151,7 @@ static void purge_node(struct hfs *fs, uint64_t ino)
 		ix_del(&t, ino);
 		ix_orphan_del(&t, ino);
 		ix_dirty_del(&t, ino);
+		ix_chunks_del(&t, ino);
 		if (t.err == -ENOENT)
 			t.err = 0;
 		ix_commit(&t);
@@ -442,7 +443,73 @@ struct merge_ctx {
 	struct pending *pend;
 	uint64_t *doomed;
 	size_t ndoomed, capdoomed;
+	struct freed {
+		uint64_t ino;
+		bool known; /* to the kernel: orphaned, not deleted */
+	} *freed; /* nodes dropped; their content goes after commit */
+	size_t nfreed, capfreed;
 };
+
+static void mark_unlinked(struct hfs *fs, uint64_t ino);
+static bool inode_known(struct hfs *fs, uint64_t ino);
+
+/* Adds a node for remote entry @e to directory @dir inside @t. */
+static void add_remote_node(struct ixtxn *t, uint64_t dir,
+			    const struct backend_entry *e, int64_t now_ns)
+{
+	struct node n;
+	memset(&n, 0, sizeof(n));
+	if (ix_alloc_ino(t, &n.ino))
+		return;
+	snprintf(n.name, sizeof(n.name), "%s", e->name);
+	n.r.parent = dir;
+	n.r.mode = e->is_dir ? (S_IFDIR | 0755) : (S_IFREG | 0644);
+	n.r.uid = getuid();
+	n.r.gid = getgid();
+	n.r.flags = NODE_ON_REMOTE;
+	n.r.size = e->is_dir ? 0 : e->size;
+	n.r.mtime_ns = e->is_dir ? now_ns : e->mtime * 1000000000LL;
+	n.r.atime_ns = n.r.ctime_ns = n.r.mtime_ns;
+	snprintf(n.r.rev, sizeof(n.r.rev), "%s", e->rev);
+	if (e->has_hash) {
+		n.r.flags |= NODE_HAS_HASH;
+		memcpy(n.r.remote_hash, e->hash, CHASH_LEN);
+	}
+	ix_put(t, &n);
+	ix_link(t, dir, e->name, n.ino);
+}
+
+/*
+ * Removes clean node @n from directory @dir inside @t because the remote
+ * no longer has it (or has another file under its name). An inode the
+ * kernel knows becomes an orphan; its content goes when it is released.
+ */
+static int drop_node(struct hfs *fs, struct ixtxn *t, uint64_t dir,
+		     struct node *n, struct merge_ctx *m)
+{
+	if (m->nfreed == m->capfreed) {
+		size_t cap = m->capfreed ? m->capfreed * 2 : 16;
+		struct freed *nf = realloc(m->freed, cap * sizeof(*nf));
+		if (!nf)
+			return -ENOMEM;
+		m->freed = nf;
+		m->capfreed = cap;
+	}
+	bool known = inode_known(fs, n->ino);
+	ix_unlink(t, dir, n->name);
+	ix_chunks_del(t, n->ino);
+	if (known) {
+		n->r.parent = 0;
+		ix_put(t, n);
+		ix_orphan_add(t, n->ino);
+	} else {
+		ix_del(t, n->ino);
+	}
+	m->freed[m->nfreed].ino = n->ino;
+	m->freed[m->nfreed].known = known;
+	m->nfreed++;
+	return 0;
+}
 
 static int collect_absent(void *arg, const char *name, uint64_t ino)
 {
@@ -478,8 +545,6 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 	struct ixtxn t;
 	int rc = 0;
 	int64_t now_ns = hfs_now_ns();
-	uid_t uid = getuid();
-	gid_t gid = getgid();
 
 	m.names = calloc(l->n + 1, sizeof(char *));
 	if (!m.names)
@@ -515,27 +580,7 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 		struct node n;
 		int lrc = ix_lookup(&t, dir, e->name, &ino, exact);
 		if (lrc == -ENOENT) {
-			memset(&n, 0, sizeof(n));
-			if (ix_alloc_ino(&t, &n.ino))
-				break;
-			snprintf(n.name, sizeof(n.name), "%s", e->name);
-			n.r.parent = dir;
-			n.r.mode = e->is_dir ? (S_IFDIR | 0755)
-					     : (S_IFREG | 0644);
-			n.r.uid = uid;
-			n.r.gid = gid;
-			n.r.flags = NODE_ON_REMOTE;
-			n.r.size = e->is_dir ? 0 : e->size;
-			n.r.mtime_ns = e->is_dir ? now_ns
-						 : e->mtime * 1000000000LL;
-			n.r.atime_ns = n.r.ctime_ns = n.r.mtime_ns;
-			snprintf(n.r.rev, sizeof(n.r.rev), "%s", e->rev);
-			if (e->has_hash) {
-				n.r.flags |= NODE_HAS_HASH;
-				memcpy(n.r.remote_hash, e->hash, CHASH_LEN);
-			}
-			ix_put(&t, &n);
-			ix_link(&t, dir, e->name, n.ino);
+			add_remote_node(&t, dir, e, now_ns);
 			continue;
 		}
 		if (lrc)
@@ -558,19 +603,32 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 			continue;
 		if (inode_busy(fs, ino))
 			continue;
-		/* The remote changed: take its attributes, drop our copy. */
-		n.r.flags |= NODE_ON_REMOTE;
-		n.r.flags &= ~(NODE_CACHED | NODE_PARTIAL | NODE_HAS_HASH);
-		n.r.size = e->size;
-		n.r.mtime_ns = e->mtime * 1000000000LL;
-		n.r.ctime_ns = now_ns;
-		snprintf(n.r.rev, sizeof(n.r.rev), "%s", e->rev);
-		if (e->has_hash) {
-			n.r.flags |= NODE_HAS_HASH;
-			memcpy(n.r.remote_hash, e->hash, CHASH_LEN);
+		if (!(n.r.flags & (NODE_CACHED | NODE_PARTIAL)) &&
+		    !inode_known(fs, ino)) {
+			/* Nothing cached and no kernel state: update in
+			 * place. */
+			n.r.flags |= NODE_ON_REMOTE;
+			n.r.flags &= ~NODE_HAS_HASH;
+			n.r.size = e->size;
+			n.r.mtime_ns = e->mtime * 1000000000LL;
+			n.r.ctime_ns = now_ns;
+			snprintf(n.r.rev, sizeof(n.r.rev), "%s", e->rev);
+			if (e->has_hash) {
+				n.r.flags |= NODE_HAS_HASH;
+				memcpy(n.r.remote_hash, e->hash, CHASH_LEN);
+			}
+			ix_put(&t, &n);
+			continue;
 		}
-		ix_put(&t, &n);
-		cache_remove(fs->cache, ino);
+		/*
+		 * The remote holds another file under this name now: give it
+		 * a new inode, so the kernel (which trusts its own size and
+		 * pages with the writeback cache) sees a new file, as after
+		 * a rename over it. The old inode goes when unused.
+		 */
+		if (drop_node(fs, &t, dir, &n, &m) < 0)
+			break;
+		add_remote_node(&t, dir, e, now_ns);
 	}
 	/* Clean files the remote no longer has. */
 	if (!t.err)
@@ -590,9 +648,8 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 		ix_fold(path, folded, (size_t)pl + 1);
 		if (pending_hit(pend, folded) || inode_busy(fs, n.ino))
 			continue;
-		ix_unlink(&t, dir, n.name);
-		ix_del(&t, n.ino);
-		cache_remove(fs->cache, n.ino);
+		if (drop_node(fs, &t, dir, &n, &m) < 0)
+			break;
 	}
 	struct node d;
 	if (!t.err && ix_get(&t, dir, &d) == 0) {
@@ -601,11 +658,18 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 		ix_put(&t, &d);
 	}
 	rc = ix_commit(&t);
+	for (size_t i = 0; i < m.nfreed; i++) {
+		if (rc == 0 && m.freed[i].known)
+			mark_unlinked(fs, m.freed[i].ino);
+		else if (rc == 0)
+			cache_remove(fs->cache, m.freed[i].ino);
+	}
 out:
 	for (size_t i = 0; i < m.n; i++)
 		free(m.names[i]);
 	free(m.names);
 	free(m.doomed);
+	free(m.freed);
 	return rc;
 }
 
@@ -1231,6 +1295,8 @@ static int mark_dirty(struct hfs *fs, struct hnode *hn, uint64_t gen,
 		return 0;
 	}
 	bool was_dirty = n.r.flags & NODE_DIRTY;
+	if (n.r.flags & NODE_PARTIAL)
+		ix_chunks_del(&t, hn->ino);
 	n.r.flags |= NODE_DIRTY | NODE_CACHED;
 	n.r.flags &= ~NODE_PARTIAL;
 	if (!was_dirty)
@@ -1292,10 +1358,182 @@ static int persist_live(struct hfs *fs, struct hnode *hn)
 /* ---- Fetching remote bytes ---- */
 
 /*
- * Makes the content file of @hn complete: downloads a remote-only file.
- * Called and returns with hn->mu held; drops it while downloading.
+ * Small files are fetched whole, into a temporary file moved into place
+ * when complete. Files larger than PARTIAL_MIN are fetched by 4 MiB chunk,
+ * as they are read, into a sparse content file; the chunks present are
+ * recorded in the index (chunks DBI) after their bytes are on disk, so a
+ * crash never leaves a chunk marked present that is not. Once every chunk
+ * is present, the file is CACHED and its content hash is checked.
  */
-static int ensure_cached(struct hfs *fs, struct hnode *hn)
+#define CHUNK ((uint64_t)4 << 20)
+#define PARTIAL_MIN ((uint64_t)8 << 20)
+
+static size_t bitmap_len(uint64_t size)
+{
+	return (size_t)(((size + CHUNK - 1) / CHUNK + 7) / 8);
+}
+
+static bool bit_get(const uint8_t *b, uint64_t i)
+{
+	return b[i / 8] & (1u << (i % 8));
+}
+
+/* Downloads the whole remote file into place. hn->mu not held. */
+static int fetch_whole(struct hfs *fs, struct hnode *hn, const char *path,
+		       struct node *n, uint64_t *got_out)
+{
+	struct backend_entry meta;
+	uint64_t got = 0;
+	uint8_t hash[CHASH_LEN];
+	struct ixtxn t;
+	memset(&meta, 0, sizeof(meta));
+	int fd = cache_open_tmp(fs->cache, hn->ino);
+	if (fd < 0)
+		return fd;
+	int rc = fs->be->ops->download(fs->be, path, NULL, 0, 0, fd, &got,
+				       &meta);
+	if (!rc && !meta.has_hash)
+		rc = chash_fd(fd, hash, NULL);
+	if (!rc && fsync(fd) < 0)
+		rc = -errno;
+	close(fd);
+	if (!rc)
+		rc = cache_commit_tmp(fs->cache, hn->ino);
+	if (rc)
+		return rc;
+	rc = ix_begin(fs->ix, true, &t);
+	if (rc)
+		return rc;
+	if (ix_get(&t, hn->ino, n) == 0) {
+		n->r.flags |= NODE_CACHED | NODE_HAS_HASH;
+		n->r.flags &= ~NODE_PARTIAL;
+		n->r.size = got;
+		if (meta.rev[0])
+			snprintf(n->r.rev, sizeof(n->r.rev), "%s", meta.rev);
+		memcpy(n->r.remote_hash, meta.has_hash ? meta.hash : hash,
+		       CHASH_LEN);
+		ix_put(&t, n);
+		ix_chunks_del(&t, hn->ino);
+	}
+	*got_out = got;
+	return ix_commit(&t);
+}
+
+/*
+ * Fetches the missing chunks of [@off, @off + @len) of a large remote
+ * file. hn->mu not held.
+ */
+static int fetch_chunks(struct hfs *fs, struct hnode *hn, const char *path,
+			struct node *n, uint64_t off, uint64_t len)
+{
+	uint64_t size = n->r.size;
+	size_t blen = bitmap_len(size);
+	uint8_t *bits = calloc(1, blen ? blen : 1);
+	struct ixtxn t;
+	int rc, fd = -1;
+	if (!bits)
+		return -ENOMEM;
+	rc = ix_begin(fs->ix, false, &t);
+	if (rc)
+		goto out;
+	int64_t stored = ix_chunks_get(&t, hn->ino, bits, blen);
+	ix_abort(&t);
+	if (stored < 0) {
+		rc = (int)stored;
+		goto out;
+	}
+	fd = cache_open(fs->cache, hn->ino, 1);
+	if (fd < 0) {
+		rc = fd;
+		goto out;
+	}
+	uint64_t nchunks = (size + CHUNK - 1) / CHUNK;
+	uint64_t first = off / CHUNK;
+	uint64_t last = len ? (off + len - 1) / CHUNK : nchunks - 1;
+	if (last >= nchunks)
+		last = nchunks - 1;
+	for (uint64_t c = first; c <= last && c < nchunks; c++) {
+		if (bit_get(bits, c))
+			continue;
+		uint64_t coff = c * CHUNK;
+		uint64_t clen = size - coff < CHUNK ? size - coff : CHUNK;
+		uint64_t got = 0;
+		rc = fs->be->ops->download(fs->be, path,
+					   n->r.rev[0] ? n->r.rev : NULL, coff,
+					   clen, fd, &got, NULL);
+		if (!rc && got != clen)
+			rc = -EIO; /* the remote file changed size */
+		if (!rc && fdatasync(fd) < 0)
+			rc = -errno;
+		if (rc)
+			goto out;
+		bits[c / 8] |= (uint8_t)(1u << (c % 8));
+		rc = ix_begin(fs->ix, true, &t);
+		if (rc)
+			goto out;
+		ix_chunks_put(&t, hn->ino, bits, blen);
+		struct node cur;
+		if (ix_get(&t, hn->ino, &cur) == 0 &&
+		    !(cur.r.flags & NODE_PARTIAL)) {
+			cur.r.flags |= NODE_PARTIAL;
+			ix_put(&t, &cur);
+		}
+		rc = ix_commit(&t);
+		if (rc)
+			goto out;
+	}
+	bool all = true;
+	for (uint64_t c = 0; c < nchunks && all; c++)
+		all = bit_get(bits, c);
+	if (!all)
+		goto out;
+	/* Complete: check it, then it is an ordinary cached file. */
+	uint8_t hash[CHASH_LEN];
+	uint64_t hashed = 0;
+	rc = chash_fd(fd, hash, &hashed);
+	if (rc)
+		goto out;
+	if (hashed != size || ((n->r.flags & NODE_HAS_HASH) &&
+			       memcmp(hash, n->r.remote_hash, CHASH_LEN))) {
+		hlog_warn("\"%s\": the assembled chunks do not match the "
+			  "remote content hash; fetching again",
+			  path);
+		rc = ix_begin(fs->ix, true, &t);
+		if (!rc) {
+			ix_chunks_del(&t, hn->ino);
+			ix_commit(&t);
+		}
+		if (ftruncate(fd, 0) < 0)
+			hlog_debug("truncate of a bad content file failed");
+		rc = -EIO;
+		goto out;
+	}
+	rc = ix_begin(fs->ix, true, &t);
+	if (rc)
+		goto out;
+	struct node cur;
+	if (ix_get(&t, hn->ino, &cur) == 0) {
+		cur.r.flags |= NODE_CACHED | NODE_HAS_HASH;
+		cur.r.flags &= ~NODE_PARTIAL;
+		memcpy(cur.r.remote_hash, hash, CHASH_LEN);
+		ix_put(&t, &cur);
+	}
+	ix_chunks_del(&t, hn->ino);
+	rc = ix_commit(&t);
+out:
+	if (fd >= 0)
+		close(fd);
+	free(bits);
+	return rc;
+}
+
+/*
+ * Makes bytes [@off, @off + @len) of @hn readable from its content file
+ * (@len 0: the whole file), fetching what is missing from the remote.
+ * Called and returns with hn->mu held; drops it while fetching.
+ */
+static int ensure_range(struct hfs *fs, struct hnode *hn, uint64_t off,
+			uint64_t len)
 {
 	while (hn->fetching)
 		pthread_cond_wait(&hn->fetched, &hn->mu);
@@ -1303,79 +1541,70 @@ static int ensure_cached(struct hfs *fs, struct hnode *hn)
 	int rc = get_node(fs, hn->ino, &n);
 	if (rc)
 		return rc;
-	if (n.r.flags & (NODE_CACHED | NODE_DIRTY))
-		return 0;
+	if (n.r.flags & (NODE_CACHED | NODE_DIRTY)) {
+		rc = hnode_open_fd(fs, hn, false);
+		hn->complete = rc == 0;
+		return rc;
+	}
 	if (!(n.r.flags & NODE_ON_REMOTE)) {
 		/* Nothing remote to fetch: the local bytes are all. */
-		return hnode_open_fd(fs, hn, true);
+		rc = hnode_open_fd(fs, hn, true);
+		hn->complete = rc == 0;
+		return rc;
 	}
+	bool chunked = n.r.size > PARTIAL_MIN;
 	hn->fetching = true;
 	pthread_mutex_unlock(&hn->mu);
 
 	char path[4096];
 	struct ixtxn t;
-	struct backend_entry meta;
-	uint64_t got = 0;
+	uint64_t got = n.r.size;
 	int64_t t0 = hfs_now_ns();
-	int fd = -1;
 	rc = ix_begin(fs->ix, false, &t);
 	if (!rc) {
 		rc = ix_path(&t, hn->ino, path, sizeof(path));
 		ix_abort(&t);
 	}
-	if (!rc) {
-		fd = cache_open_tmp(fs->cache, hn->ino);
-		rc = fd < 0 ? fd : 0;
-	}
-	if (!rc)
-		rc = fs->be->ops->download(fs->be, path, NULL, 0, 0, fd, &got,
-					   &meta);
-	if (!rc && fsync(fd) < 0)
-		rc = -errno;
-	if (fd >= 0)
-		close(fd);
-	if (!rc)
-		rc = cache_commit_tmp(fs->cache, hn->ino);
-	if (!rc) {
-		rc = ix_begin(fs->ix, true, &t);
-		if (!rc && ix_get(&t, hn->ino, &n) == 0) {
-			n.r.flags |= NODE_CACHED;
-			n.r.flags &= ~NODE_PARTIAL;
-			n.r.size = got;
-			snprintf(n.r.rev, sizeof(n.r.rev), "%s", meta.rev);
-			if (meta.has_hash) {
-				n.r.flags |= NODE_HAS_HASH;
-				memcpy(n.r.remote_hash, meta.hash, CHASH_LEN);
-			}
-			ix_put(&t, &n);
-		}
-		if (!rc)
-			rc = ix_commit(&t);
-	}
+	if (!rc && chunked)
+		rc = fetch_chunks(fs, hn, path, &n, off, len);
+	else if (!rc)
+		rc = fetch_whole(fs, hn, path, &n, &got);
 	if (rc) {
 		hlog_warn("fetch of \"%s\" failed: %s (%s)", path,
 			  strerror(-rc), backend_last_error());
-		if (rc == -EAGAIN || rc == -EACCES)
-			rc = -EIO;
+		if (rc == -EAGAIN || rc == -EACCES || rc == -ENOENT)
+			rc = -EIO; /* never "no such file" for a transport
+				      failure or a vanished revision */
 	} else {
-		hlog_debug("fetched \"%s\" bytes=%llu ms=%lld", path,
-			   (unsigned long long)got,
+		hlog_debug("fetched \"%s\" off=%llu len=%llu ms=%lld", path,
+			   (unsigned long long)off, (unsigned long long)len,
 			   (long long)((hfs_now_ns() - t0) / 1000000));
 	}
 
 	pthread_mutex_lock(&hn->mu);
 	hn->fetching = false;
 	pthread_cond_broadcast(&hn->fetched);
-	if (!rc) {
+	if (!rc && !chunked) {
 		if (hn->fd >= 0) {
-			close(hn->fd);
+			close(hn->fd); /* the old content file was replaced */
 			hn->fd = -1;
 		}
 		hn->size = got;
 		hn->live = false;
-		rc = hnode_open_fd(fs, hn, false);
 	}
+	if (!rc)
+		rc = hnode_open_fd(fs, hn, chunked);
+	if (!rc && !chunked)
+		hn->complete = true;
+	if (!rc && chunked && get_node(fs, hn->ino, &n) == 0)
+		hn->complete = (n.r.flags & NODE_CACHED) != 0;
 	return rc;
+}
+
+/* Makes the content file of @hn complete. hn->mu held. */
+static int ensure_cached(struct hfs *fs, struct hnode *hn)
+{
+	return ensure_range(fs, hn, 0, 0);
 }
 
 /* ---- Open files ---- */
@@ -1400,6 +1629,7 @@ static int open_handle(struct hfs *fs, uint64_t ino, int flags,
 		if (!rc && ftruncate(hn->fd, 0) < 0)
 			rc = -errno;
 		if (!rc) {
+			hn->complete = true;
 			hn->size = 0;
 			hn->mtime_ns = hn->ctime_ns = hfs_now_ns();
 			hn->gen++;
@@ -1459,13 +1689,11 @@ int hfs_create_file(struct hfs *fs, uint64_t parent, const char *name,
 int hfs_read_fd(struct hfs *fs, struct hfs_file *fh, uint64_t off,
 		size_t size)
 {
-	(void)off;
-	(void)size;
 	struct hnode *hn = fh->hn;
 	pthread_mutex_lock(&hn->mu);
 	int rc = 0;
-	if (hn->fd < 0 || hn->fetching)
-		rc = ensure_cached(fs, hn);
+	if (hn->fd < 0 || hn->fetching || !hn->complete)
+		rc = ensure_range(fs, hn, off, size);
 	if (!rc && hn->fd < 0)
 		rc = hnode_open_fd(fs, hn, false);
 	int fd = hn->fd;
@@ -1490,7 +1718,7 @@ ssize_t hfs_write(struct hfs *fs, struct hfs_file *fh,
 	throttle(fs);
 	pthread_mutex_lock(&hn->mu);
 	int rc = 0;
-	if (hn->fd < 0 || hn->fetching)
+	if (hn->fd < 0 || hn->fetching || !hn->complete)
 		rc = ensure_cached(fs, hn);
 	if (!rc && hn->fd < 0)
 		rc = hnode_open_fd(fs, hn, false);
@@ -1601,9 +1829,12 @@ int hfs_setattr(struct hfs *fs, uint64_t ino, const struct stat *attr,
 			rc = hnode_load(fs, hn);
 		}
 		if (!rc) {
-			if (attr->st_size == 0)
+			if (attr->st_size == 0) {
 				rc = hnode_open_fd(fs, hn, true);
-			else if (hn->fd < 0 || hn->fetching)
+				hn->complete = rc == 0;
+			}
+			else if (hn->fd < 0 || hn->fetching ||
+				 !hn->complete)
 				rc = ensure_cached(fs, hn);
 			if (!rc && hn->fd < 0)
 				rc = hnode_open_fd(fs, hn, false);

@@ -28,6 +28,7 @@ struct hnode {
 	int fd; /* content file, or -1 */
 	int nopen, nwriters;
 	bool fetching;
+	bool complete; /* the content file holds every byte (checked) */
 	bool live; /* size/mtime below are newer than the index */
 	uint64_t size;
 	int64_t mtime_ns, ctime_ns;

@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "hfs/index.h"
 
@@ -25,7 +27,7 @@
 
 struct hfs_index {
 	MDB_env *env;
-	MDB_dbi meta, nodes, dirents, dirty, journal, orphans;
+	MDB_dbi meta, nodes, dirents, dirty, journal, orphans, chunks;
 };
 
 /* Translates an LMDB return code to a negative errno, once, here. */
@@ -76,6 +78,9 @@ static int open_dbis(struct hfs_index *ix)
 	if (!rc)
 		rc = mdb_dbi_open(txn, "orphans", MDB_CREATE | MDB_INTEGERKEY,
 				  &ix->orphans);
+	if (!rc)
+		rc = mdb_dbi_open(txn, "chunks", MDB_CREATE | MDB_INTEGERKEY,
+				  &ix->chunks);
 	if (rc) {
 		mdb_txn_abort(txn);
 		return mdb_to_errno(rc);
@@ -122,6 +127,12 @@ static int init_layout(struct hfs_index *ix)
 	root.ino = INDEX_ROOT_INO;
 	root.r.parent = INDEX_ROOT_INO;
 	root.r.mode = S_IFDIR | 0755;
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	root.r.atime_ns = root.r.mtime_ns = root.r.ctime_ns =
+		(int64_t)now.tv_sec * 1000000000LL + now.tv_nsec;
+	root.r.uid = getuid();
+	root.r.gid = getgid();
 	root.r.flags = NODE_ON_REMOTE;
 	ix_put(&t, &root);
 	return ix_commit(&t);
@@ -418,6 +429,8 @@ int ix_has_children(struct ixtxn *t, uint64_t parent)
 
 int ix_path(struct ixtxn *t, uint64_t ino, char *buf, size_t len)
 {
+	if (t->err)
+		return t->err;
 	/* Collect the components from the leaf up, then reverse. */
 	char tmp[8192];
 	size_t pos = sizeof(tmp);
@@ -524,6 +537,36 @@ int ix_foreach_orphan(struct ixtxn *t, int (*fn)(void *arg, uint64_t ino),
 	return set_foreach(t, t->ix->orphans, fn, arg);
 }
 
+int64_t ix_chunks_get(struct ixtxn *t, uint64_t ino, uint8_t *buf, size_t cap)
+{
+	if (t->err)
+		return t->err;
+	MDB_val k = u64_val(&ino), v;
+	int rc = mdb_to_errno(mdb_get(t->txn, t->ix->chunks, &k, &v));
+	if (rc == -ENOENT)
+		return 0;
+	if (rc)
+		return sticky(t, rc);
+	memcpy(buf, v.mv_data, v.mv_size < cap ? v.mv_size : cap);
+	return (int64_t)v.mv_size;
+}
+
+int ix_chunks_put(struct ixtxn *t, uint64_t ino, const uint8_t *buf,
+		  size_t len)
+{
+	if (t->err)
+		return t->err;
+	MDB_val k = u64_val(&ino);
+	MDB_val v = {.mv_size = len, .mv_data = (void *)buf};
+	return sticky(t, mdb_to_errno(mdb_put(t->txn, t->ix->chunks, &k, &v,
+					      0)));
+}
+
+int ix_chunks_del(struct ixtxn *t, uint64_t ino)
+{
+	return set_del(t, t->ix->chunks, ino);
+}
+
 /*
  * Journal values: u8 op, u16 length of path, path, path2 (the rest).
  */
@@ -548,6 +591,22 @@ int ix_journal_append(struct ixtxn *t, int op, const char *path,
 		seq++;
 	}
 	mdb_cursor_close(c);
+	/* Sequence numbers never repeat, even after the journal drained:
+	 * "next_seq" in meta remembers the high-water mark. */
+	MDB_val mk = {.mv_size = 8, .mv_data = (void *)"next_seq"}, mv;
+	if (mdb_get(t->txn, t->ix->meta, &mk, &mv) == MDB_SUCCESS &&
+	    mv.mv_size == 8) {
+		uint64_t hw;
+		memcpy(&hw, mv.mv_data, 8);
+		if (hw > seq)
+			seq = hw;
+	}
+	uint64_t next = seq + 1;
+	mv.mv_size = 8;
+	mv.mv_data = &next;
+	rc = mdb_to_errno(mdb_put(t->txn, t->ix->meta, &mk, &mv, 0));
+	if (rc)
+		return sticky(t, rc);
 	char buf[3 + 8192];
 	uint16_t l1s = (uint16_t)l1;
 	buf[0] = (char)op;

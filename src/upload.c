@@ -15,6 +15,7 @@
  * the index's gen <= G); otherwise it stays dirty and is queued again.
  */
 #include <errno.h>
+#include <fuse_lowlevel.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,6 +121,18 @@ int hfs_upload(struct hfs *fs, uint64_t ino, struct upload_result *res)
 	if (!hn)
 		return -ENOMEM;
 
+	/*
+	 * A file open for writing may have bytes the kernel holds in its
+	 * writeback cache (or in a shared mapping) and has not sent yet:
+	 * have it write them back now, so the snapshot is what the writer
+	 * wrote, and keep looking at the file while it stays open.
+	 */
+	pthread_mutex_lock(&hn->mu);
+	res->open_for_write = hn->nwriters > 0;
+	pthread_mutex_unlock(&hn->mu);
+	if (res->open_for_write && fs->se)
+		fuse_lowlevel_notify_inval_inode(fs->se, ino, 0, 0);
+
 	rc = ix_begin(fs->ix, false, &t);
 	if (rc)
 		goto out;
@@ -172,6 +185,16 @@ int hfs_upload(struct hfs *fs, uint64_t ino, struct upload_result *res)
 		goto out;
 	}
 	res->bytes = size;
+	if ((n.r.flags & NODE_ON_REMOTE) && !(n.r.flags & NODE_HAS_HASH)) {
+		/* We never learned the remote's hash: ask, rather than
+		 * upload bytes it may already have. */
+		struct backend_entry cur;
+		if (fs->be->ops->stat(fs->be, res->path, &cur) == 0 &&
+		    !cur.is_dir && cur.has_hash) {
+			n.r.flags |= NODE_HAS_HASH;
+			memcpy(n.r.remote_hash, cur.hash, CHASH_LEN);
+		}
+	}
 	if ((n.r.flags & NODE_ON_REMOTE) && (n.r.flags & NODE_HAS_HASH) &&
 	    memcmp(hash, n.r.remote_hash, CHASH_LEN) == 0) {
 		res->skipped = true;

@@ -140,6 +140,7 @@ struct upload_result {
 	bool skipped; /* smart sync: the remote already has these bytes */
 	bool not_dirty; /* nothing to do (clean, deleted) */
 	bool still_dirty; /* modified during the upload: queue again */
+	bool open_for_write; /* a writer has it open: look again later */
 	uint64_t bytes;
 	int cat; /* the category by the file's current path */
 	char path[4096];

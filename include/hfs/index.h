@@ -14,6 +14,8 @@
  *   journal  seq (u64) -> op + paths: namespace changes (mkdir, unlink,
  *            rmdir, rename) to replay on the remote, in order
  *   orphans  ino -> nothing: unlinked while open; purged at mount
+ *   chunks   ino -> bitmap: which 4 MiB chunks of a partially cached file
+ *            are in its content file (bit i = bytes [i*4MiB, (i+1)*4MiB))
  *
  * Transactions: struct ixtxn wraps an MDB_txn with a sticky error (after a
  * failed step every further step is a no-op returning the same error, and
@@ -160,6 +162,13 @@ int ix_orphan_add(struct ixtxn *t, uint64_t ino);
 int ix_orphan_del(struct ixtxn *t, uint64_t ino);
 int ix_foreach_orphan(struct ixtxn *t, int (*fn)(void *arg, uint64_t ino),
 		      void *arg);
+
+/* Chunk bitmaps of partially cached files. ix_chunks_get copies at most
+ * @cap bytes into @buf and returns the stored length (0 if none). */
+int64_t ix_chunks_get(struct ixtxn *t, uint64_t ino, uint8_t *buf, size_t cap);
+int ix_chunks_put(struct ixtxn *t, uint64_t ino, const uint8_t *buf,
+		  size_t len);
+int ix_chunks_del(struct ixtxn *t, uint64_t ino);
 
 /* The namespace journal. */
 int ix_journal_append(struct ixtxn *t, int op, const char *path,
