@@ -243,7 +243,7 @@ echo
 echo "huracanfs benchmark  $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 echo "binary:     $BIN ($buildinfo)"
 echo "machine:    $(nproc) cpus, $(awk '/MemTotal/ { printf "%.0f GiB", $2/1048576 }' /proc/meminfo), kernel $(uname -r)"
-echo "work dir:   $WORK ($(stat -f -c %T "$WORK"); native dir and cache on it)"
+echo "work dir:   $WORK ($(df --output=fstype "$WORK" | tail -n 1); native dir and cache on it)"
 echo "backend:    local; all upload intervals 86400 s, so no upload runs"
 echo "            during the measurements"
 [ "$CAN_DROP" = 1 ] || echo "cold reads: skipped (cannot write /proc/sys/vm/drop_caches)"

@@ -162,6 +162,14 @@ fallback:;
 	return rc;
 }
 
+void cache_touch(struct cache *c, uint64_t ino)
+{
+	char path[PATH_MAX];
+	struct timespec ts[2] = {{.tv_nsec = UTIME_NOW}, {.tv_nsec = UTIME_OMIT}};
+	cache_path(c, ino, path);
+	utimensat(AT_FDCWD, path, ts, 0); /* absent until fetched: fine */
+}
+
 int64_t cache_free_bytes(struct cache *c)
 {
 	struct statvfs st;

@@ -1621,6 +1621,7 @@ static int open_handle(struct hfs *fs, uint64_t ino, int flags,
 		return -ENOMEM;
 	}
 	int acc = flags & O_ACCMODE;
+	cache_touch(fs->cache, ino);
 	pthread_mutex_lock(&hn->mu);
 	int rc = hnode_load(fs, hn);
 	if (!rc && (flags & O_TRUNC) && acc != O_RDONLY) {

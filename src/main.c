@@ -34,6 +34,7 @@
 #include "hfs/category.h"
 #include "hfs/config.h"
 #include "hfs/control.h"
+#include "hfs/evict.h"
 #include "hfs/flusher.h"
 #include "hfs/fs.h"
 #include "hfs/fuse_ops.h"
@@ -219,7 +220,7 @@ static void *keeper_thread(void *arg)
 	sigfillset(&set);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	pthread_setname_np(pthread_self(), "hfs-keeper");
-	int tick = 0;
+	int tick = 0, next_evict = 2;
 	pthread_mutex_lock(&k->mu);
 	while (!k->stop) {
 		struct timespec ts;
@@ -240,6 +241,19 @@ static void *keeper_thread(void *arg)
 		atomic_store(&k->fs->low_space, low);
 		if (++tick % 5 == 0)
 			index_sync(k->fs->ix);
+		if (tick >= next_evict || low) {
+			/* Measure and evict; often while the cache is near
+			 * its limit or the disk is full, seldom otherwise. */
+			uint64_t limit = k->fs->cfg->cache_max_bytes, used = 0;
+			if (evict_run(k->fs, limit, &used, NULL) == 0 && low &&
+			    free_b >= 0) {
+				uint64_t need = k->fs->cfg->cache_min_free_bytes -
+						(uint64_t)free_b;
+				evict_run(k->fs, used > need ? used - need : 0,
+					  &used, NULL);
+			}
+			next_evict = tick + (used > limit / 2 ? 2 : 10);
+		}
 		pthread_mutex_lock(&k->mu);
 	}
 	pthread_mutex_unlock(&k->mu);

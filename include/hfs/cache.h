@@ -34,6 +34,8 @@ int cache_commit_tmp(struct cache *c, uint64_t ino);
 /* Copies @len bytes from @src to @dst (both from offset 0), in the kernel
  * where possible. Returns 0 or -errno. */
 int cache_copy(int src, int dst, uint64_t len);
+/* Marks the content file of @ino as used now (its atime; see evict.h). */
+void cache_touch(struct cache *c, uint64_t ino);
 /* Free bytes on the cache filesystem, or -errno. */
 int64_t cache_free_bytes(struct cache *c);
 /* The cache directory. */

@@ -27,10 +27,13 @@
  * objects, not threads) and MDB_NOSYNC: a committed txn survives a crash of
  * the daemon (its pages are in the kernel's page cache); index_sync() makes
  * it survive a crash of the machine and is called on fsync(2) and
- * periodically. MDB_MAP_FULL grows the map and retries the txn once.
+ * periodically. The map is reserved at 64 GiB of address space (the file
+ * grows only as it is used: about 300 bytes a node), so MDB_MAP_FULL is an
+ * exceptional -ENOSPC.
  *
  * Errors: negative errno. MDB_NOTFOUND is -ENOENT, MDB_MAP_FULL -ENOSPC,
- * anything else -EIO.
+ * MDB_READERS_FULL -EAGAIN, a system error its own errno, anything else
+ * -EIO.
  */
 #ifndef HFS_INDEX_H
 #define HFS_INDEX_H

@@ -277,7 +277,7 @@ static void fill_node(struct node *n, uint64_t ino, uint64_t parent,
 		n->r.remote_hash[i] = (uint8_t)(i * 7 + seed);
 	for (size_t i = 0; i < BACKEND_REV_MAX; i++)
 		n->r.rev[i] = (char)('0' + (i + seed) % 10);
-	n->r.namelen = (uint16_t)strlen(name);
+	n->r.namelen = 0; /* ix_put stores the name's length */
 	strcpy(n->name, name);
 }
 
@@ -614,7 +614,7 @@ static const size_t child_order[] = {1, 3, 0, 2};
 
 static uint64_t child_ino(size_t pi, size_t ci)
 {
-	return 1000 * (pi + 1) + ci;
+	return ((uint64_t)1 << 40) * (pi + 1) + ci;
 }
 
 static void expect_children(struct ixtxn *t, size_t pi)
