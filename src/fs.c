@@ -2302,7 +2302,7 @@ static int take_lock(const char *dir, int *fd_out, char *err, size_t errlen)
 	return 0;
 }
 
-static int mkdir_p(const char *dir, mode_t mode)
+int hfs_mkdir_p(const char *dir, mode_t mode)
 {
 	char buf[PATH_MAX];
 	snprintf(buf, sizeof(buf), "%s", dir);
@@ -2346,7 +2346,7 @@ int hfs_create(const struct hfs_config *cfg, struct backend *be,
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
-	rc = mkdir_p(cfg->cache_dir, 0700);
+	rc = hfs_mkdir_p(cfg->cache_dir, 0700);
 	if (rc) {
 		snprintf(err, errlen, "cannot create cache_dir %s: %s",
 			 cfg->cache_dir, strerror(-rc));

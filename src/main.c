@@ -66,6 +66,8 @@ struct mount_opts {
 
 /* The pipe to the waiting parent; -1 in the foreground. */
 static int ready_fd = -1;
+/* Log lines go to a file (else to stderr). */
+static bool log_to_file;
 
 static void report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -77,14 +79,14 @@ static void report(const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	hlog_err("%s", msg);
+	if (log_to_file)
+		hlog_err("%s", msg);
 	if (ready_fd >= 0) {
 		if (write(ready_fd, msg, strlen(msg)) < 0)
 			hlog_debug("parent went away");
 		close(ready_fd);
 		ready_fd = -1;
-	} else if (hlog_threshold < LOG_ERR || isatty(2) == 0) {
-		/* hlog went to a file: say it on stderr too. */
+	} else {
 		fprintf(stderr, "huracanfs: %s\n", msg);
 	}
 }
@@ -327,14 +329,13 @@ static int run_mount(struct mount_opts *mo)
 		else
 			snprintf(lp, sizeof(lp), "%s/huracanfs.log",
 				 cfg.cache_dir);
-		if (!cfg.log_file) {
-			char cmd[PATH_MAX];
-			snprintf(cmd, sizeof(cmd), "%s", cfg.cache_dir);
-			mkdir(cmd, 0700); /* parents come with the cache */
-		}
 		if (!mo->foreground)
 			snprintf(stderr_path, sizeof(stderr_path), "%s", lp);
-		rc = hlog_open_file(lp);
+		rc = cfg.log_file ? 0 : hfs_mkdir_p(cfg.cache_dir, 0700);
+		if (!rc)
+			rc = hlog_open_file(lp);
+		if (!rc)
+			log_to_file = true;
 		if (rc) {
 			report("cannot open log file %s: %s", lp,
 			       strerror(-rc));
@@ -457,8 +458,9 @@ out:
 	if (se)
 		fuse_session_destroy(se);
 	hfs_destroy(fs);
+	if (log_to_file || status == 0)
+		hlog_info("huracanfs_stopped");
 	config_release(&cfg);
-	hlog_info("huracanfs_stopped");
 	return status;
 }
 

@@ -74,6 +74,10 @@ struct hfs {
 int64_t hfs_now(void);
 int64_t hfs_now_ns(void);
 
+/* mkdir -p: creates @dir (mode @mode) and its missing parents (0700).
+ * Returns 0 or -errno. */
+int hfs_mkdir_p(const char *dir, mode_t mode);
+
 /* Builds the context: opens the cache and index under cfg->cache_dir
  * (taking the single-daemon lock), and recovers from a crash (orphans,
  * sizes of dirty files). @be is transferred. Messages go to @err. */
