@@ -8,6 +8,7 @@
 #   BENCH_FILE_MB   size of the sequential file, MiB        (default 1024)
 #   BENCH_NFILES    number of small files                   (default 10000)
 #   BENCH_FILE_KB   size of each small file, KiB            (default 4)
+#   BENCH_RUNS      rounds; each figure is their median     (default 3)
 #   BENCH_DIR       where the work directory is made        (default /var/tmp)
 #   BENCH_KEEP=1    keep the work directory (config, daemon log) afterwards
 #   HURACANFS_BIN   the binary (default BUILD_DIR/src/huracanfs)
@@ -28,6 +29,7 @@ PY=${PYTHON:-/usr/bin/python3}
 FILE_MB=${BENCH_FILE_MB:-1024}
 NFILES=${BENCH_NFILES:-10000}
 FILE_KB=${BENCH_FILE_KB:-4}
+RUNS=${BENCH_RUNS:-3}
 BASE=${BENCH_DIR:-/var/tmp}
 FUSERMOUNT=$(command -v fusermount3 || echo /usr/bin/fusermount3)
 
@@ -138,13 +140,27 @@ fi
 [ -n "$PID" ] || die "cannot find the daemon's pid"
 
 # --- measurements -------------------------------------------------------------
-RESULTS=()
-# add NAME UNIT NATIVE_VALUE MOUNT_VALUE   (values: higher is better)
-add() { RESULTS+=("$1|$2|$3|$4"); }
+# Each round does every operation on the native directory, then on the
+# mount; the report shows the median of the rounds for each figure.
+ORDER=()        # row names, in order
+declare -A UNIT NATIVE_V MOUNT_V
+# add NAME UNIT NATIVE_VALUE MOUNT_VALUE   (values are rates: higher is better)
+add() {
+	if [ -z "${UNIT[$1]+x}" ]; then ORDER+=("$1"); UNIT[$1]=$2; fi
+	NATIVE_V[$1]+="$3 "
+	MOUNT_V[$1]+="$4 "
+}
 rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.1f", (s > 0) ? n / s : 0 }'; }
+median() {
+	tr ' ' '\n' <<<"$1" | awk 'NF' | sort -g |
+		awk '{ v[NR] = $1 } END { if (NR == 0) print 0;
+			else if (NR % 2) print v[(NR + 1) / 2];
+			else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
 
 seq_write() {
 	local t0 t1
+	rm -f "$1/big"
 	t0=$(now)
 	dd if=/dev/zero of="$1/big" bs=1M count="$FILE_MB" status=none
 	t1=$(now)
@@ -159,42 +175,6 @@ seq_read() {
 	rate "$FILE_MB" "$(elapsed "$t0" "$t1")"
 }
 
-echo "bench: sequential write of $FILE_MB MiB" >&2
-add "seq write ${FILE_MB} MiB (dd bs=1M)" "MiB/s" \
-	"$(seq_write "$NATIVE")" "$(seq_write "$MNT")"
-
-if [ "$CAN_DROP" = 1 ]; then
-	echo "bench: cold sequential read" >&2
-	drop_caches; n=$(seq_read "$NATIVE")
-	drop_caches; m=$(seq_read "$MNT")
-	add "seq read, cold cache" "MiB/s" "$n" "$m"
-fi
-echo "bench: warm sequential read" >&2
-seq_read "$NATIVE" >/dev/null; n=$(seq_read "$NATIVE")
-seq_read "$MNT" >/dev/null; m=$(seq_read "$MNT")
-add "seq read, warm cache" "MiB/s" "$n" "$m"
-
-echo "bench: flush --wait of the big file (upload to the local backend)" >&2
-t0=$(now)
-"$BIN" flush "$MNT" --wait >/dev/null || die "flush --wait failed"
-t1=$(now)
-FLUSH_RATE=$(rate "$FILE_MB" "$(elapsed "$t0" "$t1")")
-rm -f "$NATIVE/big" "$MNT/big"
-
-fileop() { "$PY" "$HERE/fileops.py" "$@"; }
-
-echo "bench: create $NFILES files of $FILE_KB KiB" >&2
-n=$(fileop create "$NATIVE/files" "$NFILES" $((FILE_KB * 1024)))
-m=$(fileop create "$MNT/files" "$NFILES" $((FILE_KB * 1024)))
-add "create ${NFILES} x ${FILE_KB} KiB files" "files/s" \
-	"$(rate "$NFILES" "$n")" "$(rate "$NFILES" "$m")"
-
-echo "bench: stat all (cold cache)" >&2
-drop_caches; n=$(fileop stat "$NATIVE/files" "$NFILES")
-drop_caches; m=$(fileop stat "$MNT/files" "$NFILES")
-add "stat all, cold cache" "files/s" "$(rate "$NFILES" "$n")" \
-	"$(rate "$NFILES" "$m")"
-
 lsr() {
 	local t0 t1
 	t0=$(now)
@@ -202,21 +182,66 @@ lsr() {
 	t1=$(now)
 	rate "$NFILES" "$(elapsed "$t0" "$t1")"
 }
-echo "bench: ls -lR (cold cache)" >&2
-drop_caches; n=$(lsr "$NATIVE/files")
-drop_caches; m=$(lsr "$MNT/files")
-add "ls -lR, cold cache" "files/s" "$n" "$m"
 
-echo "bench: read all small files (cold cache)" >&2
-drop_caches; n=$(fileop read "$NATIVE/files" "$NFILES")
-drop_caches; m=$(fileop read "$MNT/files" "$NFILES")
-add "read all small files, cold" "files/s" "$(rate "$NFILES" "$n")" \
-	"$(rate "$NFILES" "$m")"
+fileop() { "$PY" "$HERE/fileops.py" "$@"; }
+FLUSH_RATES=""
 
-echo "bench: delete all" >&2
-n=$(fileop delete "$NATIVE/files" "$NFILES")
-m=$(fileop delete "$MNT/files" "$NFILES")
-add "delete all" "files/s" "$(rate "$NFILES" "$n")" "$(rate "$NFILES" "$m")"
+for round in $(seq "$RUNS"); do
+	echo "bench: round $round of $RUNS" >&2
+	echo "bench:   sequential write of $FILE_MB MiB" >&2
+	n=$(seq_write "$NATIVE"); m=$(seq_write "$MNT")
+	add "seq write ${FILE_MB} MiB (dd bs=1M)" "MiB/s" "$n" "$m"
+
+	if [ "$CAN_DROP" = 1 ]; then
+		echo "bench:   cold sequential read" >&2
+		drop_caches; n=$(seq_read "$NATIVE")
+		drop_caches; m=$(seq_read "$MNT")
+		add "seq read, cold cache" "MiB/s" "$n" "$m"
+	fi
+	echo "bench:   warm sequential read" >&2
+	seq_read "$NATIVE" >/dev/null; n=$(seq_read "$NATIVE")
+	seq_read "$MNT" >/dev/null; m=$(seq_read "$MNT")
+	add "seq read, warm cache" "MiB/s" "$n" "$m"
+
+	echo "bench:   flush --wait of the big file" >&2
+	t0=$(now)
+	"$BIN" flush "$MNT" --wait >/dev/null || die "flush --wait failed"
+	t1=$(now)
+	FLUSH_RATES+="$(rate "$FILE_MB" "$(elapsed "$t0" "$t1")") "
+	rm -f "$NATIVE/big" "$MNT/big"
+
+	echo "bench:   create $NFILES files of $FILE_KB KiB" >&2
+	n=$(fileop create "$NATIVE/files" "$NFILES" $((FILE_KB * 1024)))
+	m=$(fileop create "$MNT/files" "$NFILES" $((FILE_KB * 1024)))
+	add "create ${NFILES} x ${FILE_KB} KiB files" "files/s" \
+		"$(rate "$NFILES" "$n")" "$(rate "$NFILES" "$m")"
+
+	c=warm
+	[ "$CAN_DROP" = 1 ] && c=cold
+	echo "bench:   stat all ($c cache)" >&2
+	drop_caches; n=$(fileop stat "$NATIVE/files" "$NFILES")
+	drop_caches; m=$(fileop stat "$MNT/files" "$NFILES")
+	add "stat all, $c cache" "files/s" "$(rate "$NFILES" "$n")" \
+		"$(rate "$NFILES" "$m")"
+
+	echo "bench:   ls -lR ($c cache)" >&2
+	drop_caches; n=$(lsr "$NATIVE/files")
+	drop_caches; m=$(lsr "$MNT/files")
+	add "ls -lR, $c cache" "files/s" "$n" "$m"
+
+	echo "bench:   read all small files ($c cache)" >&2
+	drop_caches; n=$(fileop read "$NATIVE/files" "$NFILES")
+	drop_caches; m=$(fileop read "$MNT/files" "$NFILES")
+	add "read all small files, $c" "files/s" "$(rate "$NFILES" "$n")" \
+		"$(rate "$NFILES" "$m")"
+
+	echo "bench:   delete all" >&2
+	n=$(fileop delete "$NATIVE/files" "$NFILES")
+	m=$(fileop delete "$MNT/files" "$NFILES")
+	add "delete all" "files/s" "$(rate "$NFILES" "$n")" \
+		"$(rate "$NFILES" "$m")"
+done
+FLUSH_RATE=$(median "$FLUSH_RATES")
 
 HWM=$(awk '/^VmHWM:/ { print $2, $3 }' "/proc/$PID/status" 2>/dev/null || echo "?")
 RSS=$(awk '/^VmRSS:/ { print $2, $3 }' "/proc/$PID/status" 2>/dev/null || echo "?")
@@ -246,17 +271,19 @@ echo "machine:    $(nproc) cpus, $(awk '/MemTotal/ { printf "%.0f GiB", $2/10485
 echo "work dir:   $WORK ($(df --output=fstype "$WORK" | tail -n 1); native dir and cache on it)"
 echo "backend:    local; all upload intervals 86400 s, so no upload runs"
 echo "            during the measurements"
+echo "figures:    median of $RUNS round(s); rates, higher is better"
 [ "$CAN_DROP" = 1 ] || echo "cold reads: skipped (cannot write /proc/sys/vm/drop_caches)"
 echo
 printf '%-34s %-8s %12s %12s %9s\n' operation unit native mount mount/native
 printf '%-34s %-8s %12s %12s %9s\n' --------- ---- ------ ----- ------------
-for r in "${RESULTS[@]}"; do
-	IFS='|' read -r name unit nv mv <<<"$r"
+for name in "${ORDER[@]}"; do
+	nv=$(median "${NATIVE_V[$name]}")
+	mv=$(median "${MOUNT_V[$name]}")
 	ratio=$(awk -v n="$nv" -v m="$mv" 'BEGIN { if (n > 0) printf "%.2f", m / n; else print "-" }')
-	printf '%-34s %-8s %12s %12s %9s\n' "$name" "$unit" "$nv" "$mv" "$ratio"
+	printf '%-34s %-8s %12s %12s %9s\n' "$name" "${UNIT[$name]}" "$nv" "$mv" "$ratio"
 done
 echo
 echo "mount time:                        ${MOUNT_S} s"
-echo "flush --wait of ${FILE_MB} MiB:           ${FLUSH_RATE} MiB/s (upload to the local backend)"
+echo "flush --wait of ${FILE_MB} MiB:           ${FLUSH_RATE} MiB/s (median; upload to the local backend)"
 echo "unmount (flush pending, exit):     ${UNMOUNT_S} s"
 echo "daemon peak RSS (VmHWM):           ${HWM}  (VmRSS at the end: ${RSS})"

@@ -48,6 +48,10 @@ struct catq {
 	/* Protected by mu: */
 	struct qent *q;
 	size_t n, cap;
+	uint32_t *slot; /* hash index into q: position + 1, 0 = empty */
+	size_t nslot; /* a power of two, >= 2 * n */
+	bool sleeping; /* the thread waits on cv ... */
+	int64_t wake_at; /* ... until then (0: until signalled) */
 	uint64_t req_seq, done_seq;
 	int last_failures; /* of the last flush request */
 	int64_t last_sync; /* seconds; 0 = never */
@@ -85,15 +89,59 @@ static int64_t interval_of(struct flushers *fl, int cat, bool never_uploaded)
 	return cfg->interval[cat];
 }
 
-/* Appends an entry; q->mu held. */
+static size_t slot_of(uint64_t ino, size_t nslot)
+{
+	return (size_t)((ino * 0x9E3779B97F4A7C15ULL) >> 17) & (nslot - 1);
+}
+
+/* The position of @ino in q->q, or -1. q->mu held. */
+static long find(const struct catq *q, uint64_t ino)
+{
+	if (!q->nslot)
+		return -1;
+	for (size_t i = slot_of(ino, q->nslot);; i = (i + 1) & (q->nslot - 1)) {
+		uint32_t s = q->slot[i];
+		if (!s)
+			return -1;
+		if (q->q[s - 1].ino == ino)
+			return (long)s - 1;
+	}
+}
+
+static void slot_insert(struct catq *q, size_t pos)
+{
+	size_t i = slot_of(q->q[pos].ino, q->nslot);
+	while (q->slot[i])
+		i = (i + 1) & (q->nslot - 1);
+	q->slot[i] = (uint32_t)pos + 1;
+}
+
+/* Rebuilds the hash index after entries moved. q->mu held. */
+static int reindex(struct catq *q)
+{
+	size_t nslot = 64;
+	while (nslot < 2 * (q->n + 1))
+		nslot *= 2;
+	uint32_t *slot = calloc(nslot, sizeof(*slot));
+	if (!slot)
+		return -ENOMEM;
+	free(q->slot);
+	q->slot = slot;
+	q->nslot = nslot;
+	for (size_t i = 0; i < q->n; i++)
+		slot_insert(q, i);
+	return 0;
+}
+
+/* Queues @ino (once: a second push keeps the earlier due time). q->mu
+ * held. */
 static int push(struct catq *q, uint64_t ino, int64_t due)
 {
-	for (size_t i = 0; i < q->n; i++) {
-		if (q->q[i].ino == ino) {
-			if (due < q->q[i].due)
-				q->q[i].due = due;
-			return 0;
-		}
+	long at = find(q, ino);
+	if (at >= 0) {
+		if (due < q->q[at].due)
+			q->q[at].due = due;
+		return 0;
 	}
 	if (q->n == q->cap) {
 		size_t cap = q->cap ? q->cap * 2 : 64;
@@ -106,6 +154,9 @@ static int push(struct catq *q, uint64_t ino, int64_t due)
 	q->q[q->n].ino = ino;
 	q->q[q->n].due = due;
 	q->n++;
+	if (2 * q->n > q->nslot)
+		return reindex(q);
+	slot_insert(q, q->n - 1);
 	return 0;
 }
 
@@ -121,7 +172,9 @@ void flushers_schedule(struct flushers *fl, uint64_t ino, int cat,
 		hlog_err("out of memory queueing inode %llu; it stays dirty "
 			 "and is queued again at the next mount",
 			 (unsigned long long)ino);
-	pthread_cond_signal(&q->cv);
+	/* Wake the thread only if it would sleep past this entry. */
+	if (q->sleeping && (!q->wake_at || due < q->wake_at))
+		pthread_cond_signal(&q->cv);
 	pthread_mutex_unlock(&q->mu);
 }
 
@@ -294,9 +347,14 @@ static void *cat_thread(void *arg)
 			/* Out of memory: try again shortly. */
 			next = now + 1;
 		}
+		if (nb && reindex(q) < 0)
+			next = now + 1; /* out of memory: retry soon */
 		if (nb == 0 && !flush_all) {
 			free(batch);
-			wait_until(&q->cv, &q->mu, enabled ? next : 0);
+			q->sleeping = true;
+			q->wake_at = enabled ? next : 0;
+			wait_until(&q->cv, &q->mu, q->wake_at);
+			q->sleeping = false;
 			continue;
 		}
 		q->busy_since = now;
@@ -452,6 +510,7 @@ void flushers_destroy(struct flushers *fl)
 		if (q->started)
 			pthread_join(q->thread, NULL);
 		free(q->q);
+		free(q->slot);
 		pthread_mutex_destroy(&q->mu);
 		pthread_cond_destroy(&q->cv);
 		pthread_cond_destroy(&q->done_cv);

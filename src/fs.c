@@ -911,7 +911,8 @@ int hfs_classify(struct hfs *fs, uint64_t ino)
 /* Creates a regular file node, dirty (an empty file must reach the remote
  * too), and its empty content file. */
 static int create_reg(struct hfs *fs, uint64_t parent, const char *name,
-		      mode_t mode, uid_t uid, gid_t gid, struct node *n)
+		      mode_t mode, uid_t uid, gid_t gid, struct node *n,
+		      int *fd_out)
 {
 	int rc = check_name(name);
 	if (rc)
@@ -937,7 +938,10 @@ static int create_reg(struct hfs *fs, uint64_t parent, const char *name,
 		rc = fd;
 		goto fail;
 	}
-	close(fd);
+	if (fd_out)
+		*fd_out = fd;
+	else
+		close(fd);
 	n->r.flags = NODE_CACHED | NODE_DIRTY;
 	n->r.dirty_since = hfs_now();
 	n->r.gen = 1;
@@ -946,6 +950,8 @@ static int create_reg(struct hfs *fs, uint64_t parent, const char *name,
 	ix_dirty_add(&t, n->ino);
 	rc = ix_commit(&t);
 	if (rc) {
+		if (fd_out)
+			close(*fd_out);
 		cache_remove(fs->cache, n->ino);
 		return rc;
 	}
@@ -962,7 +968,7 @@ int hfs_mknod(struct hfs *fs, uint64_t parent, const char *name, mode_t mode,
 	if (!S_ISREG(mode))
 		return -EPERM; /* Dropbox stores regular files only */
 	struct node n;
-	int rc = create_reg(fs, parent, name, mode, uid, gid, &n);
+	int rc = create_reg(fs, parent, name, mode, uid, gid, &n, NULL);
 	if (rc)
 		return rc;
 	hfs_fill_stat(&n, out);
@@ -1609,20 +1615,33 @@ static int ensure_cached(struct hfs *fs, struct hnode *hn)
 
 /* ---- Open files ---- */
 
-static int open_handle(struct hfs *fs, uint64_t ino, int flags,
+/*
+ * Opens a handle on @ino. @fd, if not -1, is the content file of a file
+ * just created (transferred: the hnode keeps it).
+ */
+static int open_handle(struct hfs *fs, uint64_t ino, int flags, int fd,
 		       struct hfs_file **out)
 {
 	struct hfs_file *fh = calloc(1, sizeof(*fh));
-	if (!fh)
-		return -ENOMEM;
-	struct hnode *hn = hnode_get(fs, ino);
+	struct hnode *hn = fh ? hnode_get(fs, ino) : NULL;
 	if (!hn) {
 		free(fh);
+		if (fd >= 0)
+			close(fd);
 		return -ENOMEM;
 	}
 	int acc = flags & O_ACCMODE;
-	cache_touch(fs->cache, ino);
+	if (fd < 0)
+		cache_touch(fs->cache, ino);
 	pthread_mutex_lock(&hn->mu);
+	if (fd >= 0) {
+		if (hn->fd < 0) {
+			hn->fd = fd;
+			hn->complete = true;
+		} else {
+			close(fd);
+		}
+	}
 	int rc = hnode_load(fs, hn);
 	if (!rc && (flags & O_TRUNC) && acc != O_RDONLY) {
 		/* No need to fetch what is about to be discarded. */
@@ -1668,7 +1687,7 @@ int hfs_open(struct hfs *fs, uint64_t ino, int flags, struct hfs_file **fh)
 		return rc;
 	if (S_ISDIR(n.r.mode))
 		return -EISDIR;
-	return open_handle(fs, ino, flags, fh);
+	return open_handle(fs, ino, flags, -1, fh);
 }
 
 int hfs_create_file(struct hfs *fs, uint64_t parent, const char *name,
@@ -1676,10 +1695,11 @@ int hfs_create_file(struct hfs *fs, uint64_t parent, const char *name,
 		    struct stat *out, struct hfs_file **fh)
 {
 	struct node n;
-	int rc = create_reg(fs, parent, name, mode, uid, gid, &n);
+	int fd = -1;
+	int rc = create_reg(fs, parent, name, mode, uid, gid, &n, &fd);
 	if (rc)
 		return rc;
-	rc = open_handle(fs, n.ino, flags & ~O_TRUNC, fh);
+	rc = open_handle(fs, n.ino, flags & ~O_TRUNC, fd, fh);
 	if (rc)
 		return rc;
 	hfs_fill_stat(&n, out);

@@ -81,7 +81,8 @@ int config_init(struct hfs_config *cfg);
  *   "/etc/hf.yaml:12: huracanfs.cach_dir: unknown key"
  *   "/etc/hf.yaml holds a secret (dropbox.access_token) and is readable by
  *    group or others; run: chmod 600 /etc/hf.yaml"
- * Never puts a secret value into @err.
+ * Never puts a secret value into @err. On failure @cfg may already hold
+ * some values from the file; it stays valid for config_release().
  */
 int config_load(struct hfs_config *cfg, const char *path, char *err,
 		size_t errlen);

@@ -16,7 +16,14 @@ errors says so with @pytest.mark.log_errors_expected(regex, ...) (no
 argument: any [error] line). Sanitizer reports always fail.
 
 The binary is $HURACANFS_BIN, else build/src/huracanfs of this checkout.
-Tests are skipped when /dev/fuse or fusermount3 is missing.
+Tests are skipped when /dev/fuse or fusermount3 is missing. Run them with
+
+    meson test -C build --suite integration
+    HURACANFS_BIN=build/src/huracanfs /usr/bin/pytest-3 tests/integration -v
+
+(Debian's python3 and pytest; the suite uses nothing else.) The whole suite
+takes about a minute; the slowest tests wait for upload intervals of a few
+seconds.
 """
 
 import os
