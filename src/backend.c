@@ -25,6 +25,8 @@ void backend_page_release(struct backend_page *page)
 {
 	if (!page)
 		return;
+	for (size_t i = 0; page->entries && i < page->n; i++)
+		free(page->entries[i].path);
 	free(page->entries);
 	free(page->cursor);
 	memset(page, 0, sizeof(*page));

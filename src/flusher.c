@@ -211,61 +211,155 @@ struct batch_stats {
 	uint64_t bytes;
 };
 
-/* Uploads @ino; fs->commit_lock held. Requeues what must be retried. */
-static void upload_entry(struct catq *q, uint64_t ino, struct batch_stats *bs,
-			 char *err, size_t errlen)
+/* Files at most this large go into batch commits. */
+#define BATCH_FILE_MAX ((uint64_t)16 << 20)
+/* At most this many files in one batch commit (each holds a snapshot fd). */
+#define BATCH_MAX 200
+
+/* Queues @ino again after a failure, with a capped doubling delay. */
+static void retry_later(struct catq *q, uint64_t ino, int64_t now)
+{
+	const struct hfs_config *cfg = q->fl->fs->cfg;
+	int shift = q->retries < 6 ? q->retries : 6;
+	int64_t delay = (int64_t)1 << shift;
+	if (delay > cfg->interval[q->cat])
+		delay = cfg->interval[q->cat];
+	if (delay > RETRY_MAX)
+		delay = RETRY_MAX;
+	pthread_mutex_lock(&q->mu);
+	push(q, ino, now + delay);
+	pthread_mutex_unlock(&q->mu);
+}
+
+/* Accounts for a finished job and queues what must be looked at again. */
+static void settle(struct catq *q, struct upload_job *job, int rc,
+		   struct batch_stats *bs, char *err, size_t errlen)
+{
+	struct flushers *fl = q->fl;
+	struct upload_result *res = &job->res;
+	int64_t now = hfs_now();
+	if (rc) {
+		bs->failed++;
+		snprintf(err, errlen, "%s: %s (%s)",
+			 res->path[0] ? res->path : "?", strerror(-rc),
+			 backend_last_error());
+		hlog_warn("%s upload of \"%s\" failed: %s (%s); will retry",
+			  cat_name(q->cat), res->path, strerror(-rc),
+			  backend_last_error());
+		retry_later(q, job->ino, now);
+		return;
+	}
+	if (res->open_for_write) {
+		/* Keep an eye on a file a writer holds open: its new bytes
+		 * may sit in the kernel until we ask for them. */
+		flushers_schedule(fl, job->ino, q->cat, now, false);
+	}
+	if (res->not_dirty)
+		return;
+	if (res->skipped) {
+		bs->skipped++;
+		hlog_debug("smart sync: \"%s\" unchanged, not uploaded",
+			   res->path);
+	} else if (!res->still_dirty || res->bytes) {
+		bs->files++;
+		bs->bytes += res->bytes;
+		hlog_debug("uploaded \"%s\" bytes=%llu", res->path,
+			   (unsigned long long)res->bytes);
+	}
+	if (res->still_dirty && !res->open_for_write)
+		flushers_schedule(fl, job->ino, q->cat, now, false);
+}
+
+/* Commits prepared small jobs in one backend batch. */
+static void commit_batch(struct catq *q, struct upload_job **jobs, size_t n,
+			 struct batch_stats *bs, char *err, size_t errlen)
+{
+	struct hfs *fs = q->fl->fs;
+	struct backend_upload *ups = calloc(n, sizeof(*ups));
+	struct backend_entry *outs = calloc(n, sizeof(*outs));
+	int *rcs = calloc(n, sizeof(*rcs));
+	int rc = (!ups || !outs || !rcs) ? -ENOMEM : 0;
+	if (!rc) {
+		for (size_t i = 0; i < n; i++)
+			hfs_upload_args(jobs[i], &ups[i]);
+		rc = fs->be->ops->upload_batch(fs->be, ups, n, outs, rcs);
+	}
+	for (size_t i = 0; i < n; i++) {
+		int r = rc ? rc : rcs[i];
+		if (r == -EEXIST) /* a conflict: the careful single path */
+			r = hfs_upload_commit(fs, jobs[i], &outs[i]);
+		r = hfs_upload_finish(fs, jobs[i], r, &outs[i]);
+		settle(q, jobs[i], r, bs, err, errlen);
+	}
+	free(ups);
+	free(outs);
+	free(rcs);
+}
+
+/*
+ * Uploads a batch of due files; fs->commit_lock held. Each file is
+ * prepared (snapshot, hash, smart sync); small ones are committed together
+ * when the backend can, the others one by one.
+ */
+static void upload_all(struct catq *q, struct qent *batch, size_t n,
+		       struct batch_stats *bs, char *err, size_t errlen)
 {
 	struct flushers *fl = q->fl;
 	struct hfs *fs = fl->fs;
-	struct upload_result res;
-	int64_t now = hfs_now();
-
-	int cat = hfs_classify(fs, ino);
-	if (cat == -ENOENT)
-		return; /* deleted */
-	if (cat >= 0 && cat != q->cat) {
-		/* Renamed into another category: its schedule applies. */
-		flushers_schedule(fl, ino, cat, now, false);
+	bool batching = fs->be->ops->upload_batch != NULL;
+	struct upload_job *jobs = calloc(BATCH_MAX, sizeof(*jobs));
+	struct upload_job **small = calloc(BATCH_MAX, sizeof(*small));
+	if (!jobs || !small) {
+		free(jobs);
+		free(small);
+		for (size_t i = 0; i < n; i++)
+			retry_later(q, batch[i].ino, hfs_now());
+		bs->failed += (int)n;
 		return;
 	}
-	int rc = hfs_upload(fs, ino, &res);
-	if (rc) {
-		bs->failed++;
-		snprintf(err, errlen, "%s: %s (%s)", res.path[0] ? res.path : "?",
-			 strerror(-rc), backend_last_error());
-		hlog_warn("%s upload of \"%s\" failed: %s (%s); will retry",
-			  cat_name(q->cat), res.path, strerror(-rc),
-			  backend_last_error());
-		int shift = q->retries < 6 ? q->retries : 6;
-		int64_t delay = (int64_t)1 << shift;
-		if (delay > fs->cfg->interval[q->cat])
-			delay = fs->cfg->interval[q->cat];
-		if (delay > RETRY_MAX)
-			delay = RETRY_MAX;
-		pthread_mutex_lock(&q->mu);
-		push(q, ino, now + delay);
-		pthread_mutex_unlock(&q->mu);
-		return;
+	for (size_t start = 0; start < n; start += BATCH_MAX) {
+		size_t count = n - start < BATCH_MAX ? n - start : BATCH_MAX;
+		size_t nsmall = 0, used = 0;
+		for (size_t i = 0; i < count; i++) {
+			uint64_t ino = batch[start + i].ino;
+			int64_t now = hfs_now();
+			int cat = hfs_classify(fs, ino);
+			if (cat == -ENOENT)
+				continue; /* deleted */
+			if (cat >= 0 && cat != q->cat) {
+				/* Renamed into another category: its
+				 * schedule applies. */
+				flushers_schedule(fl, ino, cat, now, false);
+				continue;
+			}
+			struct upload_job *job = &jobs[used++];
+			int rc = hfs_upload_prepare(fs, ino, job);
+			if (rc || !job->ready) {
+				settle(q, job, rc, bs, err, errlen);
+				continue;
+			}
+			if (batching && job->size <= BATCH_FILE_MAX) {
+				small[nsmall++] = job;
+				continue;
+			}
+			struct backend_entry meta;
+			rc = hfs_upload_commit(fs, job, &meta);
+			rc = hfs_upload_finish(fs, job, rc, &meta);
+			settle(q, job, rc, bs, err, errlen);
+		}
+		if (nsmall == 1) {
+			struct backend_entry meta;
+			int rc = hfs_upload_commit(fs, small[0], &meta);
+			rc = hfs_upload_finish(fs, small[0], rc, &meta);
+			settle(q, small[0], rc, bs, err, errlen);
+		} else if (nsmall > 1) {
+			commit_batch(q, small, nsmall, bs, err, errlen);
+		}
+		for (size_t i = 0; i < used; i++)
+			hfs_upload_release(fs, &jobs[i]);
 	}
-	if (res.open_for_write) {
-		/* Keep an eye on a file a writer holds open: its new bytes
-		 * may sit in the kernel until we ask for them. */
-		flushers_schedule(fl, ino, q->cat, now, false);
-	}
-	if (res.not_dirty)
-		return;
-	if (res.skipped) {
-		bs->skipped++;
-		hlog_debug("smart sync: \"%s\" unchanged, not uploaded",
-			   res.path);
-	} else if (res.bytes || !res.still_dirty) {
-		bs->files++;
-		bs->bytes += res.bytes;
-		hlog_debug("uploaded \"%s\" bytes=%llu", res.path,
-			   (unsigned long long)res.bytes);
-	}
-	if (res.still_dirty && !res.open_for_write)
-		flushers_schedule(fl, ino, q->cat, now, false);
+	free(jobs);
+	free(small);
 }
 
 static void run_batch(struct catq *q, struct qent *batch, size_t n,
@@ -289,8 +383,7 @@ static void run_batch(struct catq *q, struct qent *batch, size_t n,
 		pthread_mutex_unlock(&q->mu);
 		bs->failed += (int)n;
 	} else {
-		for (size_t i = 0; i < n; i++)
-			upload_entry(q, batch[i].ino, bs, err, sizeof(err));
+		upload_all(q, batch, n, bs, err, sizeof(err));
 	}
 	pthread_mutex_unlock(&fs->commit_lock);
 

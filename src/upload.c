@@ -110,16 +110,79 @@ static int finish_upload(struct hfs *fs, struct hnode *hn, uint64_t gen,
 	return 0;
 }
 
-int hfs_upload(struct hfs *fs, uint64_t ino, struct upload_result *res)
+/*
+ * Our bytes went to a conflicted copy (@meta->name, beside the original):
+ * as a desktop client does, our file takes that name locally, keeps its
+ * state (still dirty if written during the upload), and its directory is
+ * listed again soon, which brings the remote's version under the original
+ * name. Nothing is lost on either side.
+ */
+static int finish_conflict(struct hfs *fs, struct upload_job *job,
+			   const struct backend_entry *meta)
 {
-	struct hnode *hn = hnode_get(fs, ino);
+	struct ixtxn t;
+	struct node n, d;
+	uint64_t other;
+	bool clean = false;
+	pthread_mutex_lock(&job->hn->mu);
+	if (job->hn->gen == job->gen) {
+		job->hn->dirty_persisted = false;
+		clean = true;
+	}
+	pthread_mutex_unlock(&job->hn->mu);
+	int rc = ix_begin(fs->ix, true, &t);
+	if (rc)
+		return rc;
+	rc = ix_get(&t, job->ino, &n);
+	if (rc) {
+		ix_abort(&t);
+		return rc == -ENOENT ? 0 : rc;
+	}
+	if (n.r.parent && ix_lookup(&t, n.r.parent, meta->name, &other,
+				    NULL) == -ENOENT) {
+		ix_unlink(&t, n.r.parent, n.name);
+		snprintf(n.name, sizeof(n.name), "%s", meta->name);
+		ix_link(&t, n.r.parent, n.name, job->ino);
+	}
+	n.r.flags &= ~NODE_UPLOADING;
+	n.r.flags |= NODE_ON_REMOTE | NODE_HAS_HASH;
+	memcpy(n.r.remote_hash, job->hash, CHASH_LEN);
+	snprintf(n.r.rev, sizeof(n.r.rev), "%s", meta->rev);
+	n.r.last_upload = hfs_now();
+	if (clean && n.r.gen <= job->gen) {
+		n.r.flags &= ~NODE_DIRTY;
+		n.r.dirty_since = 0;
+		ix_dirty_del(&t, job->ino);
+	} else {
+		job->res.still_dirty = true;
+	}
+	ix_put(&t, &n);
+	if (n.r.parent && ix_get(&t, n.r.parent, &d) == 0) {
+		d.r.listed_at = 0;
+		ix_put(&t, &d);
+	}
+	rc = ix_commit(&t);
+	if (!rc && job->res.still_dirty) {
+		pthread_mutex_lock(&job->hn->mu);
+		job->hn->dirty_persisted = true;
+		pthread_mutex_unlock(&job->hn->mu);
+	}
+	return rc;
+}
+
+int hfs_upload_prepare(struct hfs *fs, uint64_t ino, struct upload_job *job)
+{
+	struct upload_result *res = &job->res;
 	struct ixtxn t;
 	struct node n;
-	int snap_fd = -1, rc;
-	uint8_t hash[CHASH_LEN];
-	memset(res, 0, sizeof(*res));
-	if (!hn)
+	int rc;
+	memset(job, 0, sizeof(*job));
+	job->ino = ino;
+	job->fd = -1;
+	job->hn = hnode_get(fs, ino);
+	if (!job->hn)
 		return -ENOMEM;
+	struct hnode *hn = job->hn;
 
 	/*
 	 * A file open for writing may have bytes the kernel holds in its
@@ -135,7 +198,7 @@ int hfs_upload(struct hfs *fs, uint64_t ino, struct upload_result *res)
 
 	rc = ix_begin(fs->ix, false, &t);
 	if (rc)
-		goto out;
+		return rc;
 	rc = ix_get(&t, ino, &n);
 	if (!rc && (!(n.r.flags & NODE_DIRTY) || n.r.parent == 0))
 		rc = -ENOENT;
@@ -144,11 +207,10 @@ int hfs_upload(struct hfs *fs, uint64_t ino, struct upload_result *res)
 	ix_abort(&t);
 	if (rc == -ENOENT) {
 		res->not_dirty = true;
-		rc = 0;
-		goto out;
+		return 0;
 	}
 	if (rc)
-		goto out;
+		return rc;
 	res->cat = cat_classify(fs->cfg->rules, fs->cfg->n_rules,
 				res->path + 1);
 
@@ -158,33 +220,34 @@ int hfs_upload(struct hfs *fs, uint64_t ino, struct upload_result *res)
 	rc = hnode_load(fs, hn);
 	if (!rc)
 		rc = hnode_open_fd(fs, hn, false);
-	uint64_t gen = hn->gen, size = hn->live ? hn->size : n.r.size;
-	int64_t mtime = (hn->live ? hn->mtime_ns : n.r.mtime_ns) / 1000000000LL;
-	bool copy = hn->nwriters > 0 || size <= SNAPSHOT_COPY_MAX;
+	job->gen = hn->gen;
+	job->size = hn->live ? hn->size : n.r.size;
+	job->mtime = (hn->live ? hn->mtime_ns : n.r.mtime_ns) / 1000000000LL;
+	bool copy = hn->nwriters > 0 || job->size <= SNAPSHOT_COPY_MAX;
 	int src = hn->fd;
 	pthread_mutex_unlock(&hn->mu);
 	if (!rc && copy) {
-		snap_fd = cache_tmpfile(fs->cache);
-		rc = snap_fd < 0 ? snap_fd : cache_copy(src, snap_fd, size);
+		job->fd = cache_tmpfile(fs->cache);
+		rc = job->fd < 0 ? job->fd : cache_copy(src, job->fd, job->size);
 	} else if (!rc) {
-		snap_fd = dup(src);
-		if (snap_fd < 0)
+		job->fd = dup(src);
+		if (job->fd < 0)
 			rc = -errno;
 	}
 	pthread_rwlock_unlock(&hn->snap);
 	if (rc)
-		goto out;
+		return rc;
 
 	uint64_t hashed = 0;
-	rc = chash_fd(snap_fd, hash, &hashed);
+	rc = chash_fd(job->fd, job->hash, &hashed);
 	if (rc)
-		goto out;
-	if (hashed != size) {
+		return rc;
+	if (hashed != job->size) {
 		/* A large file changed under us: try again later. */
 		res->still_dirty = true;
-		goto out;
+		return 0;
 	}
-	res->bytes = size;
+	res->bytes = job->size;
 	if ((n.r.flags & NODE_ON_REMOTE) && !(n.r.flags & NODE_HAS_HASH)) {
 		/* We never learned the remote's hash: ask, rather than
 		 * upload bytes it may already have. */
@@ -193,43 +256,129 @@ int hfs_upload(struct hfs *fs, uint64_t ino, struct upload_result *res)
 		    !cur.is_dir && cur.has_hash) {
 			n.r.flags |= NODE_HAS_HASH;
 			memcpy(n.r.remote_hash, cur.hash, CHASH_LEN);
+			if (cur.rev[0] && !n.r.rev[0])
+				snprintf(n.r.rev, sizeof(n.r.rev), "%s",
+					 cur.rev);
 		}
 	}
-	if ((n.r.flags & NODE_ON_REMOTE) && (n.r.flags & NODE_HAS_HASH) &&
-	    memcmp(hash, n.r.remote_hash, CHASH_LEN) == 0) {
-		res->skipped = true;
-		rc = finish_upload(fs, hn, gen, NULL, hash, res);
-		goto out;
+	if (n.r.flags & NODE_ON_REMOTE) {
+		snprintf(job->rev, sizeof(job->rev), "%s", n.r.rev);
+		if (n.r.flags & NODE_HAS_HASH) {
+			job->has_known_hash = true;
+			memcpy(job->known_hash, n.r.remote_hash, CHASH_LEN);
+		}
 	}
-
+	if (job->has_known_hash &&
+	    memcmp(job->hash, job->known_hash, CHASH_LEN) == 0) {
+		res->skipped = true;
+		return hfs_upload_finish(fs, job, 0, NULL);
+	}
 	rc = set_uploading(fs, ino, true);
 	if (rc)
-		goto out;
-	struct backend_upload up = {
-		.path = res->path,
-		.fd = snap_fd,
-		.size = size,
-		.hash = hash,
-		.mtime = mtime,
-		.parent_rev = NULL,
-		.autorename = false,
-	};
-	struct backend_entry meta;
-	memset(&meta, 0, sizeof(meta));
-	rc = fs->be->ops->upload(fs->be, &up, &meta);
+		return rc;
+	job->ready = true;
+	return 0;
+}
+
+void hfs_upload_args(const struct upload_job *job, struct backend_upload *up)
+{
+	memset(up, 0, sizeof(*up));
+	up->path = job->res.path;
+	up->fd = job->fd;
+	up->size = job->size;
+	up->hash = job->hash;
+	up->mtime = job->mtime;
+	up->parent_rev = job->rev[0] ? job->rev : NULL;
+	up->autorename = false;
+}
+
+int hfs_upload_commit(struct hfs *fs, struct upload_job *job,
+		      struct backend_entry *meta)
+{
+	struct backend_upload up;
+	hfs_upload_args(job, &up);
+	memset(meta, 0, sizeof(*meta));
+	int rc = fs->be->ops->upload(fs->be, &up, meta);
+	if (rc != -EEXIST || !up.parent_rev)
+		return rc;
+	/*
+	 * The remote revision is not the one we replace. If its bytes are
+	 * still those we knew (a move gave it a new revision, say), replace
+	 * it; otherwise another machine changed the file: keep both, ours as
+	 * a conflicted copy.
+	 */
+	struct backend_entry cur;
+	int src = fs->be->ops->stat(fs->be, up.path, &cur);
+	if (src == -ENOENT) {
+		up.parent_rev = NULL; /* deleted remotely: ours is the file */
+		return fs->be->ops->upload(fs->be, &up, meta);
+	}
+	if (src)
+		return src;
+	if (cur.is_dir)
+		return -EISDIR;
+	if (cur.has_hash && job->has_known_hash &&
+	    memcmp(cur.hash, job->known_hash, CHASH_LEN) == 0) {
+		up.parent_rev = cur.rev;
+		return fs->be->ops->upload(fs->be, &up, meta);
+	}
+	up.autorename = true;
+	rc = fs->be->ops->upload(fs->be, &up, meta);
+	if (rc == 0)
+		hlog_warn("conflict: \"%s\" was changed on the remote while we "
+			  "had changes of our own; ours is saved beside it as "
+			  "\"%s\"",
+			  up.path, meta->name);
+	return rc;
+}
+
+int hfs_upload_finish(struct hfs *fs, struct upload_job *job, int rc,
+		      const struct backend_entry *meta)
+{
+	struct hnode *hn = job->hn;
 	if (rc) {
 		char msg[160];
 		snprintf(msg, sizeof(msg), "upload failed: %s (%s)",
 			 strerror(-rc), backend_last_error());
 		set_last_error(hn, msg);
-		set_uploading(fs, ino, false);
-		goto out;
+		if (job->ready)
+			set_uploading(fs, job->ino, false);
+		job->ready = false;
+		return rc;
 	}
-	rc = finish_upload(fs, hn, gen, &meta, hash, res);
-out:
-	if (snap_fd >= 0)
-		close(snap_fd);
-	hnode_put(fs, hn);
+	job->ready = false;
+	const char *base = strrchr(job->res.path, '/');
+	base = base ? base + 1 : job->res.path;
+	if (meta && meta->name[0] && strcasecmp(meta->name, base) != 0) {
+		/* Stored as a conflicted copy beside another machine's
+		 * version. */
+		return finish_conflict(fs, job, meta);
+	}
+	return finish_upload(fs, hn, job->gen, meta, job->hash, &job->res);
+}
+
+void hfs_upload_release(struct hfs *fs, struct upload_job *job)
+{
+	if (job->ready)
+		set_uploading(fs, job->ino, false);
+	if (job->fd >= 0)
+		close(job->fd);
+	hnode_put(fs, job->hn);
+	job->fd = -1;
+	job->hn = NULL;
+}
+
+int hfs_upload(struct hfs *fs, uint64_t ino, struct upload_result *res)
+{
+	struct upload_job job;
+	struct backend_entry meta;
+	int rc = hfs_upload_prepare(fs, ino, &job);
+	if (!rc && job.ready) {
+		rc = hfs_upload_commit(fs, &job, &meta);
+		rc = hfs_upload_finish(fs, &job, rc, &meta);
+	}
+	*res = job.res;
+	hfs_upload_release(fs, &job);
 	return rc;
 }
 

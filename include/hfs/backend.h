@@ -26,6 +26,8 @@
  *   -EAGAIN     transient (rate limit, 5xx, network) after the backend's own
  *               retries; the caller keeps the work queued
  *   -EACCES     credentials refused
+ *   -ESTALE     a listing cursor is no longer valid: list again from the
+ *               start
  *   -EIO        anything else, including malformed replies
  * A transport failure is never reported as -ENOENT.
  *
@@ -58,6 +60,11 @@ struct backend_entry {
 	char rev[BACKEND_REV_MAX + 1]; /* files; "" if unknown */
 	bool has_hash;
 	uint8_t hash[CHASH_LEN]; /* files, if has_hash */
+	/* Change feeds only (list_changes): the entry's path relative to the
+	 * mount root ("/a/b", the remote's lower-case form), owned by the
+	 * page; and whether it was deleted. NULL/false in folder listings. */
+	char *path;
+	bool deleted;
 };
 
 struct backend_page {
@@ -139,6 +146,33 @@ struct backend_ops {
 
 	/* Server-side copy; never overwrites (-EEXIST). */
 	int (*copy)(struct backend *be, const char *from, const char *to);
+
+	/*
+	 * Optional (NULL: the caller calls upload() for each file). Uploads
+	 * @n files and commits them together (Dropbox: one finish_batch for
+	 * many upload sessions, so the namespace lock is taken once). Each
+	 * file's result goes to @outs[i] and @rcs[i] (0 or -errno as for
+	 * upload()). Returns 0 if the batch as a whole was processed (look
+	 * at @rcs), or -errno if none was committed.
+	 */
+	int (*upload_batch)(struct backend *be, const struct backend_upload *ups,
+			    size_t n, struct backend_entry *outs, int *rcs);
+
+	/*
+	 * Optional, for watching remote changes (NULL: not supported).
+	 * latest_cursor: a cursor for "now" over the whole tree under the
+	 * mount root (recursive). longpoll: blocks up to @timeout_s seconds
+	 * until something changed after @cursor; *@changes says whether it
+	 * did, *@backoff_s (0 if none) how long to wait before polling
+	 * again. list_changes: one page of what changed after @cursor, with
+	 * path and deleted set on each entry; -ESTALE if the cursor is no
+	 * longer valid (start over with latest_cursor and a full re-listing).
+	 */
+	int (*latest_cursor)(struct backend *be, char **cursor);
+	int (*longpoll)(struct backend *be, const char *cursor, int timeout_s,
+			bool *changes, int *backoff_s);
+	int (*list_changes)(struct backend *be, const char *cursor,
+			    struct backend_page *page);
 
 	/* Space used and allocated, in bytes. */
 	int (*space)(struct backend *be, uint64_t *used, uint64_t *total);

@@ -149,6 +149,42 @@ struct upload_result {
 	int cat; /* the category by the file's current path */
 	char path[4096];
 };
+
+/*
+ * An upload in three steps, so a flusher can commit many small files in
+ * one batch: prepare (snapshot, hash, smart sync), commit (the backend;
+ * one file with hfs_upload_commit, or many through backend upload_batch),
+ * finish (record the result in the index). hfs_upload does all three.
+ */
+struct upload_job {
+	uint64_t ino;
+	struct hnode *hn; /* a reference, released by hfs_upload_release */
+	bool ready; /* prepared: needs a remote commit */
+	int fd; /* the snapshot, -1 if none */
+	uint64_t size, gen;
+	int64_t mtime; /* seconds */
+	char rev[BACKEND_REV_MAX + 1]; /* the remote revision it replaces */
+	uint8_t known_hash[CHASH_LEN]; /* the remote's hash we knew, if any */
+	bool has_known_hash;
+	uint8_t hash[CHASH_LEN];
+	struct upload_result res;
+};
+
+/* Prepares @job for @ino. Returns 0 (look at job->ready and job->res) or
+ * -errno. The job must be released whatever the result. */
+int hfs_upload_prepare(struct hfs *fs, uint64_t ino, struct upload_job *job);
+/* Uploads one prepared job, with the conflict policy: the upload names the
+ * revision it replaces; if the remote changed meanwhile, ours is kept as a
+ * conflicted copy beside theirs. Fills @meta. */
+int hfs_upload_commit(struct hfs *fs, struct upload_job *job,
+		      struct backend_entry *meta);
+/* Records the outcome @rc (0: @meta is the remote's result). */
+int hfs_upload_finish(struct hfs *fs, struct upload_job *job, int rc,
+		      const struct backend_entry *meta);
+void hfs_upload_release(struct hfs *fs, struct upload_job *job);
+/* Fills @up for the backend from a prepared job. */
+void hfs_upload_args(const struct upload_job *job, struct backend_upload *up);
+
 int hfs_upload(struct hfs *fs, uint64_t ino, struct upload_result *res);
 /* Replays the namespace journal on the remote, oldest first, until it is
  * empty (0) or a transient error stops it (-EAGAIN, ...). */

@@ -117,6 +117,8 @@ class Rule:
         g = spec.get
         if g('error') is not None:
             table = ROUTE_ERRORS.get(g('error'))
+            if self.routes is None:
+                raise ValueError('"error" needs explicit routes (not "*")')
             if table is None:
                 raise ValueError('unknown error %r (known: %s)' % (g('error'), ', '.join(ROUTE_ERRORS)))
             for route in self.routes or ():

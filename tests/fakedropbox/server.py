@@ -370,7 +370,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method):
         app = self.app
-        if app.outage_mode() is not None:
+        mode = app.outage_mode()
+        if mode is not None:
+            if mode == 'hang':
+                app.wait_outage_end()
             self._kill()
             return
         url = urllib.parse.urlsplit(self.path)
@@ -417,10 +420,11 @@ class Handler(BaseHTTPRequestHandler):
         app.stats.count(name)
         entry = {'route': name, 'time': time.time(), 'status': None, 'arg': None, 'fault': None}
         try:
-            resp, rule = self._api(r, entry)
-            if resp is None:
-                entry['status'] = 'dropped'
-                return
+            try:
+                resp, rule = self._api(r, entry)
+            except ApiError as e:       # a transport problem while reading the body
+                self.close_connection = True
+                resp, rule = Response(e.status, e.body, e.content_type, e.headers), None
             entry['status'] = resp.status
             app.stats.status(name, resp.status)
             self._send(resp, rule, r)
@@ -983,7 +987,8 @@ class FakeDropbox:
             self._outage = (mode, time.monotonic() + seconds, gen)
         if mode == 'refuse':
             self._close_listener()
-        self._kill_connections(exclude=_exclude)
+        if mode != 'hang':
+            self._kill_connections(exclude=_exclude)
         t = threading.Timer(seconds, self._end_outage, args=(gen,))
         t.daemon = True
         t.start()
@@ -1171,7 +1176,7 @@ class FakeDropbox:
             'delete': self.delete, 'move': self.move, 'copy': self.copy,
             'metadata': self.metadata, 'invalidate_cursors': self.invalidate_cursors,
             'sessions': self.sessions, 'expire_sessions': self.expire_sessions,
-            'fault': self.add_fault, 'faults': self.list_faults,
+            'fault': self.add_fault, 'faults_add': self.add_fault, 'faults': self.list_faults,
             'faults_clear': self.clear_faults, 'faults_remove': self.remove_fault,
             'outage': self.outage, 'outage_end': self.end_outage,
             'config': self.set_config, 'config_get': self.get_config,
