@@ -86,6 +86,12 @@ static int finish_upload(struct hfs *fs, struct hnode *hn, uint64_t gen,
 	if (meta && meta->rev[0])
 		snprintf(n.r.rev, sizeof(n.r.rev), "%s", meta->rev);
 	n.r.last_upload = hfs_now();
+	struct node d;
+	if (ix_get(&t, n.r.parent, &d) == 0 && !(d.r.flags & NODE_ON_REMOTE)) {
+		/* The upload created the folder remotely if it was not. */
+		d.r.flags |= NODE_ON_REMOTE;
+		ix_put(&t, &d);
+	}
 	if (clean && n.r.gen <= gen) {
 		n.r.flags &= ~NODE_DIRTY;
 		n.r.dirty_since = 0;
@@ -158,7 +164,8 @@ static int finish_conflict(struct hfs *fs, struct upload_job *job,
 	}
 	ix_put(&t, &n);
 	if (n.r.parent && ix_get(&t, n.r.parent, &d) == 0) {
-		d.r.listed_at = 0;
+		d.r.listed_at = 0; /* list it again: theirs is there */
+		d.r.flags |= NODE_ON_REMOTE;
 		ix_put(&t, &d);
 	}
 	rc = ix_commit(&t);

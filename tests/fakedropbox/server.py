@@ -83,6 +83,15 @@ DEFAULT_CONFIG = {
 }
 
 
+def _no_constants(name):
+    raise ValueError('not JSON: %s' % name)
+
+
+def strict_json(text):
+    """json.loads without Python's NaN/Infinity extensions."""
+    return json.loads(text, parse_constant=_no_constants)
+
+
 class _Abort(Exception):
     """The connection was closed on purpose (fault injection)."""
 
@@ -458,7 +467,11 @@ class Handler(BaseHTTPRequestHandler):
         raw_body = b''
         if r.style == 'upload':
             body = BodyData(app.config['max_upload_body'])
-            n = self._read_body(body.add, Throttle(rate), drop)
+            try:
+                n = self._read_body(body.add, Throttle(rate), drop)
+            except BaseException:
+                body.close()
+                raise
             body.done()
             app.stats.add_up(n)
         else:
@@ -511,7 +524,7 @@ class Handler(BaseHTTPRequestHandler):
                     raise BadInput(name, 'Bad HTTP "Content-Type" header: "%s".  Expecting one '
                                    'of %s.' % (ct or '', RPC_CT_TEXT))
                 try:
-                    arg_json = json.loads(raw_body.decode('utf-8'))
+                    arg_json = strict_json(raw_body.decode('utf-8'))
                 except (ValueError, UnicodeDecodeError):
                     raise BadInput(name, 'request body: could not decode input as JSON')
             where = 'request body: '
@@ -536,11 +549,12 @@ class Handler(BaseHTTPRequestHandler):
                 raise BadInput(name, 'HTTP header "Dropbox-API-Arg": could not decode input as '
                                'JSON (header values must be ASCII; escape non-ASCII as \\uXXXX)')
             try:
-                arg_json = json.loads(raw)
+                arg_json = strict_json(raw)
             except ValueError:
                 raise BadInput(name, 'HTTP header "Dropbox-API-Arg": could not decode input as JSON')
             where = 'HTTP header "Dropbox-API-Arg": '
-        entry['arg'] = arg_json
+        entry['arg'] = arg_json if len(raw_body) <= 4096 else {
+            'truncated': True, 'paths': request_paths(name, arg_json)[:50]}
         token = self._authenticate(r)
         try:
             arg = r.arg.validate(arg_json)

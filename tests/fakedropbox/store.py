@@ -44,7 +44,9 @@ import time
 
 from .stone import ContentHasher, timestamp
 
-MEM_BLOB_LIMIT = 1024 * 1024
+MEM_BLOB_LIMIT = 256 * 1024
+MEM_BLOB_TOTAL = 128 * 1024 * 1024
+SESSION_SPOOL = 1024 * 1024
 MAX_LOG = 1_000_000
 MAX_REVS = 20_000
 MAX_TOMBSTONES = 200_000
@@ -173,19 +175,23 @@ def deleted_meta(path_display):
 
 class BlobStore:
     """Immutable file contents keyed by content hash, reference counted.
-    Small blobs stay in memory unless `persistent`; the rest are files."""
+
+    Small blobs stay in memory (up to MEM_BLOB_TOTAL in all) unless
+    `persistent`; the others are files named `<hash>.<random>`. A file is
+    registered under the lock only after it is complete, and a release
+    deletes exactly the file it unregistered, so adding and dropping the
+    same content concurrently cannot lose data."""
 
     def __init__(self, directory, persistent):
         self.dir = directory
         self.persistent = persistent
         os.makedirs(directory, exist_ok=True)
         self.mem = {}
+        self.mem_total = 0
+        self.files = {}
         self.sizes = {}
         self.refs = collections.Counter()
         self.lock = threading.Lock()
-
-    def _file(self, key):
-        return os.path.join(self.dir, key)
 
     def add_stream(self, f, size, key):
         """Store `size` bytes read from file object `f` (positioned at the
@@ -195,13 +201,17 @@ class BlobStore:
             if self.refs[key] > 0:
                 self.refs[key] += 1
                 return key
-        if size <= MEM_BLOB_LIMIT and not self.persistent:
+            in_mem = (not self.persistent and size <= MEM_BLOB_LIMIT
+                      and self.mem_total + size <= MEM_BLOB_TOTAL)
+            if in_mem:
+                self.mem_total += size      # reserved
+        if in_mem:
             data = f.read(size)
-            with self.lock:
-                self.mem[key] = data
+            path = None
         else:
-            tmp = self._file(key) + '.tmp.%s' % secrets.token_hex(4)
-            with open(tmp, 'wb') as out:
+            data = None
+            path = os.path.join(self.dir, '%s.%s' % (key, secrets.token_hex(4)))
+            with open(path, 'wb') as out:
                 left = size
                 while left:
                     chunk = f.read(min(COPY_CHUNK, left))
@@ -209,10 +219,20 @@ class BlobStore:
                         raise IOError('short read while storing blob')
                     out.write(chunk)
                     left -= len(chunk)
-            os.replace(tmp, self._file(key))
         with self.lock:
+            if self.refs[key] > 0:          # someone stored it meanwhile
+                self.refs[key] += 1
+                if in_mem:
+                    self.mem_total -= size
+                elif path:
+                    os.unlink(path)
+                return key
+            if in_mem:
+                self.mem[key] = data
+            else:
+                self.files[key] = path
             self.sizes[key] = size
-            self.refs[key] += 1
+            self.refs[key] = 1
         return key
 
     def add_bytes(self, data, key):
@@ -229,43 +249,49 @@ class BlobStore:
             if self.refs[key] > 0:
                 return
             del self.refs[key]
-            self.sizes.pop(key, None)
+            size = self.sizes.pop(key, 0)
             if self.mem.pop(key, None) is not None:
+                self.mem_total -= size
                 return
-        try:
-            os.unlink(self._file(key))
-        except FileNotFoundError:
-            pass
-
-    def read(self, key, start=0, length=None):
-        with self.lock:
-            data = self.mem.get(key)
-            size = self.sizes.get(key, 0)
-        if length is None:
-            length = size - start
-        if data is not None:
-            return data[start:start + length]
-        with open(self._file(key), 'rb') as f:
-            f.seek(start)
-            return f.read(length)
+            path = self.files.pop(key, None)
+            if path:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
 
     def open(self, key):
         """A readable binary file object with the blob."""
         import io
         with self.lock:
             data = self.mem.get(key)
+            path = self.files.get(key)
         if data is not None:
             return io.BytesIO(data)
-        return open(self._file(key), 'rb')
+        return open(path, 'rb')
 
-    def gc_files(self):
-        """Drop blob files nobody references (after loading state)."""
-        for fn in os.listdir(self.dir):
-            if fn not in self.refs:
+    def read(self, key, start=0, length=None):
+        with self.open(key) as f:
+            f.seek(start)
+            return f.read() if length is None else f.read(length)
+
+    def load_files(self):
+        """After loading state (refs filled in): adopt one file per
+        referenced hash, delete every other file."""
+        for fn in sorted(os.listdir(self.dir)):
+            key = fn.split('.')[0]
+            path = os.path.join(self.dir, fn)
+            if key in self.refs and key not in self.files and '.tmp' not in fn:
+                self.files[key] = path
+                self.sizes[key] = os.path.getsize(path)
+            else:
                 try:
-                    os.unlink(os.path.join(self.dir, fn))
+                    os.unlink(path)
                 except OSError:
                     pass
+        missing = [k for k in self.refs if k not in self.files]
+        if missing:
+            raise IOError('state directory is missing %d blob files' % len(missing))
 
 
 # --------------------------------------------------------------------------
@@ -286,7 +312,7 @@ class UploadSession:
         if path:
             self.file = open(path, 'w+b')
         else:
-            self.file = tempfile.SpooledTemporaryFile(max_size=MEM_BLOB_LIMIT)
+            self.file = tempfile.SpooledTemporaryFile(max_size=SESSION_SPOOL)
 
     def write_at(self, offset, src, length):
         """Copy `length` bytes from file object `src` to `offset`."""
@@ -455,11 +481,6 @@ class Store:
         for snap in st['revs']:
             self.revs[snap['rev']] = snap
             self.blobs.refs[snap['hash']] += 1
-        for key in self.blobs.refs:
-            try:
-                self.blobs.sizes[key] = os.path.getsize(self.blobs._file(key))
-            except OSError:
-                pass
         self.tombstones = collections.OrderedDict((k, v) for k, v in st['tombstones'])
         self.log_seqs, self.log_paths = st['log']
         self.log_base = st['log_base']
@@ -478,7 +499,7 @@ class Store:
             s.path = path
             s.file = open(path, 'r+b') if os.path.exists(path) else open(path, 'w+b')
             self.sessions[s.id] = s
-        self.blobs.gc_files()
+        self.blobs.load_files()
 
     # -------------------------------------------------------------- helpers
 
