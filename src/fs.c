@@ -703,8 +703,11 @@ static int ensure_listed(struct hfs *fs, uint64_t dir, bool refresh)
 		return -ENOTDIR;
 	int64_t now = hfs_now();
 	if (d.r.flags & NODE_LISTED) {
-		if (!refresh || !(d.r.flags & NODE_ON_REMOTE) ||
-		    now - d.r.listed_at < fs->cfg->dir_cache_seconds)
+		/* listed_at 0: invalidated (a remote change was seen, or a
+		 * conflict): list again on any access. */
+		bool stale = d.r.listed_at == 0;
+		if (!stale && (!refresh || !(d.r.flags & NODE_ON_REMOTE) ||
+			       now - d.r.listed_at < fs->cfg->dir_cache_seconds))
 			return 0;
 	}
 	if (atomic_load(&fs->offline_until) > now)
@@ -713,6 +716,7 @@ static int ensure_listed(struct hfs *fs, uint64_t dir, bool refresh)
 	pthread_mutex_lock(&fs->list_lock);
 	/* Someone may have listed it while we waited. */
 	if (get_node(fs, dir, &d) == 0 && (d.r.flags & NODE_LISTED) &&
+	    d.r.listed_at != 0 &&
 	    (!refresh || hfs_now() - d.r.listed_at <
 				 fs->cfg->dir_cache_seconds)) {
 		pthread_mutex_unlock(&fs->list_lock);
@@ -732,6 +736,11 @@ static int ensure_listed(struct hfs *fs, uint64_t dir, bool refresh)
 		goto out;
 	struct listing l = {0};
 	rc = listing_fetch(fs, path, &l);
+	if (rc == -ESTALE) {
+		/* The cursor expired between pages: start over, once. */
+		l.n = 0;
+		rc = listing_fetch(fs, path, &l);
+	}
 	if (rc == 0) {
 		rc = merge_listing(fs, dir, path, &l, &pend);
 	} else if (rc == -ENOENT || rc == -ENOTDIR) {

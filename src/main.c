@@ -40,6 +40,7 @@
 #include "hfs/fs.h"
 #include "hfs/fuse_ops.h"
 #include "hfs/log.h"
+#include "hfs/watcher.h"
 
 #define EXIT_USAGE 2
 
@@ -301,6 +302,7 @@ static int run_mount(struct mount_opts *mo)
 	struct hfs *fs = NULL;
 	struct fuse_session *se = NULL;
 	struct control *ctl = NULL;
+	struct watcher *watcher = NULL;
 	struct keeper keeper = {0};
 	bool keeper_started = false, mounted = false, handlers = false;
 	int rc, status = 1;
@@ -415,6 +417,8 @@ static int run_mount(struct mount_opts *mo)
 	rc = flushers_start(fs->fl);
 	if (!rc)
 		rc = control_start(fs, &ctl);
+	if (!rc)
+		rc = watcher_start(fs, &watcher);
 	if (rc) {
 		report("cannot start the daemon threads: %s", strerror(-rc));
 		goto out;
@@ -438,6 +442,8 @@ static int run_mount(struct mount_opts *mo)
 	rc = fuse_session_loop_mt(se, lc);
 	fuse_loop_cfg_destroy(lc);
 	hlog_info("unmounting %s", abs);
+	watcher_stop(watcher);
+	watcher = NULL;
 	fuse_session_unmount(se);
 	mounted = false;
 
@@ -452,6 +458,7 @@ static int run_mount(struct mount_opts *mo)
 		  (long long)((hfs_now_ns() - t0) / 1000000));
 	status = 0;
 out:
+	watcher_stop(watcher);
 	if (keeper_started)
 		keeper_stop(&keeper);
 	control_stop(ctl);

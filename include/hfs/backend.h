@@ -174,6 +174,12 @@ struct backend_ops {
 	int (*list_changes)(struct backend *be, const char *cursor,
 			    struct backend_page *page);
 
+	/*
+	 * Optional: makes calls in flight on other threads (a long poll)
+	 * return -EINTR soon, and later ones too; used once, at shutdown.
+	 */
+	void (*interrupt)(struct backend *be);
+
 	/* Space used and allocated, in bytes. */
 	int (*space)(struct backend *be, uint64_t *used, uint64_t *total);
 

@@ -459,7 +459,8 @@ def test_paging_stays_consistent_across_changes(fd, c):
 
 
 def test_longpoll(fd, c):
-    fd.set_config(longpoll_time_scale=0.02)            # 30 s -> 0.6 s
+    cfg = c.control('config', longpoll_time_scale=0.02)     # 30 s -> 0.6 s
+    assert cfg['longpoll_time_scale'] == 0.02
     nc = Client(fd.url, token=None)
     cur = c.rpc('files/list_folder/get_latest_cursor', {'path': '/w'.replace('/w', '')}).json
     t0 = time.monotonic()
@@ -922,6 +923,17 @@ def test_5xx_and_custom_bodies(fd, c):
     fd.add_fault(route='files/delete_v2', path='/made', status=503)
     assert c.rpc('files/delete_v2', {'path': '/made'}).status == 503
     assert c.rpc('files/delete_v2', {'path': '/made'}).status == 200
+    fd.add_fault(route='users/get_space_usage', status=200, raw_body='<html>proxy</html>',
+                 content_type='text/html')
+    r = c.void('users/get_space_usage')
+    assert r.status == 200 and r.body == b'<html>proxy</html>'
+    # the token endpoint can fail too
+    fd.add_fault(route='oauth2/token', status=503)
+    req = urllib.request.Request(fd.url + '/oauth2/token', method='POST', data=b'grant_type=x')
+    with pytest.raises(urllib.error.HTTPError) as ei:
+        urllib.request.urlopen(req)
+    assert ei.value.code == 503
+    assert [f['fired'] for f in fd.list_faults()] == [1, 1, 1, 1, 2, 1, 1, 1]
 
 
 def test_insufficient_space(fd, c):
@@ -1200,10 +1212,16 @@ def test_cli_and_persistence(tmp_path, ca):
         return p, int(line)
 
     p, port = launch('--token', 'cli-token')
+    verifier = 'x' * 50
     try:
         c = Client('http://127.0.0.1:%d' % port, token='cli-token')
         m = c.put('/Persist/me.txt', b'kept')
         sid = c.upload('files/upload_session/start', {}, b'half').json['session_id']
+        code = c.control('auth_code', code_challenge=pkce_challenge(verifier))
+        form = urllib.parse.urlencode({'grant_type': 'authorization_code', 'code': code,
+                                       'client_id': 'fakeappkey', 'code_verifier': verifier})
+        with urllib.request.urlopen(c.url + '/oauth2/token', data=form.encode()) as r:
+            refresh = json.loads(r.read())['refresh_token']
     finally:
         p.send_signal(signal.SIGTERM)
         assert p.wait(10) == 0
@@ -1218,6 +1236,11 @@ def test_cli_and_persistence(tmp_path, ca):
         r = c.upload('files/upload_session/finish', {'cursor': {'session_id': sid, 'offset': 4},
                                                      'commit': {'path': '/s.txt'}}, b'+more')
         assert r.status == 200 and r.json['size'] == 9
+        form = urllib.parse.urlencode({'grant_type': 'refresh_token', 'refresh_token': refresh,
+                                       'client_id': 'fakeappkey'})
+        with urllib.request.urlopen(c.url + '/oauth2/token', data=form.encode(),
+                                    context=c.ctx) as r:
+            assert json.loads(r.read())['access_token'].startswith('sl.')
     finally:
         p.send_signal(signal.SIGTERM)
         assert p.wait(10) == 0
