@@ -1797,11 +1797,6 @@ ssize_t hfs_write(struct hfs *fs, struct hfs_file *fh,
 	return n;
 }
 
-int hfs_flush(struct hfs *fs, struct hfs_file *fh)
-{
-	return persist_live(fs, fh->hn);
-}
-
 int hfs_fsync(struct hfs *fs, struct hfs_file *fh, int datasync)
 {
 	struct hnode *hn = fh->hn;
@@ -2133,13 +2128,15 @@ ssize_t hfs_getxattr(struct hfs *fs, uint64_t ino, const char *name,
 {
 	char val[256];
 	struct node n;
+	/* Before anything else: the kernel asks for security.capability
+	 * on every write. */
+	if (strncmp(name, XA_PREFIX, strlen(XA_PREFIX)) != 0)
+		return -ENODATA;
 	int rc = get_node(fs, ino, &n);
 	if (rc)
 		return rc;
 	bool dir = S_ISDIR(n.r.mode);
 	val[0] = '\0';
-	if (strncmp(name, XA_PREFIX, strlen(XA_PREFIX)) != 0)
-		return -ENODATA;
 	const char *key = name + strlen(XA_PREFIX);
 	if (strcmp(key, "control") == 0 && ino == INDEX_ROOT_INO) {
 		snprintf(val, sizeof(val), "%s", fs->control_path);

@@ -273,6 +273,21 @@ static void keeper_stop(struct keeper *k)
 	pthread_join(k->thread, NULL);
 }
 
+/* True if the comma-separated @opts holds @name (alone or as name=...). */
+static bool has_option(const char *opts, const char *name)
+{
+	size_t nl = strlen(name);
+	for (const char *p = opts; *p;) {
+		const char *end = strchr(p, ',');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+		if (len >= nl && strncmp(p, name, nl) == 0 &&
+		    (len == nl || p[nl] == '='))
+			return true;
+		p += len + (end ? 1 : 0);
+	}
+	return false;
+}
+
 static int check_mountpoint(const char *mp, char *abs)
 {
 	struct stat st;
@@ -384,9 +399,19 @@ static int run_mount(struct mount_opts *mo)
 		goto out;
 	}
 
+	/*
+	 * Only the mounting user can enter the mount unless allow_other (or
+	 * allow_root) is given; then the kernel must check modes:
+	 * default_permissions. Without other users it would cost a request
+	 * per create and check nothing new.
+	 */
 	char optbuf[4200];
-	snprintf(optbuf, sizeof(optbuf),
-		 "fsname=huracanfs,subtype=huracanfs,default_permissions%s%s",
+	bool others = has_option(mo->fuse_opts, "allow_other") ||
+		      has_option(mo->fuse_opts, "allow_root");
+	snprintf(optbuf, sizeof(optbuf), "fsname=huracanfs,subtype=huracanfs%s%s%s",
+		 others && !has_option(mo->fuse_opts, "default_permissions")
+			 ? ",default_permissions"
+			 : "",
 		 mo->fuse_opts[0] ? "," : "", mo->fuse_opts);
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	if (fuse_opt_add_arg(&args, "huracanfs") || fuse_opt_add_arg(&args, "-o") ||

@@ -115,7 +115,6 @@ int hfs_read_fd(struct hfs *fs, struct hfs_file *fh, uint64_t off,
 /* Writes @buf at @off; returns the number of bytes written. */
 ssize_t hfs_write(struct hfs *fs, struct hfs_file *fh,
 		  struct fuse_bufvec *buf, uint64_t off);
-int hfs_flush(struct hfs *fs, struct hfs_file *fh);
 int hfs_fsync(struct hfs *fs, struct hfs_file *fh, int datasync);
 int hfs_release(struct hfs *fs, struct hfs_file *fh);
 

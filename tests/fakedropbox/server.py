@@ -24,7 +24,6 @@ a correct Content-Length (bandwidth-limited if configured).
 
 import argparse
 import base64
-import io
 import json
 import os
 import secrets
@@ -45,7 +44,7 @@ if __package__ in (None, ''):   # allow `python3 tests/fakedropbox/server.py`
     __package__ = 'fakedropbox'
 
 from . import stone
-from .auth import Tokens, OAuthError, pkce_challenge
+from .auth import Tokens, OAuthError
 from .faults import Faults, Stats, ROUTE_ERRORS, HOSTILE_LIST, HOSTILE_DOWNLOAD
 from .routes import ROUTES, Req, Response, request_paths
 from .stone import ApiError, BadInput, ContentHasher, dumps

@@ -765,12 +765,6 @@ class Store:
             if not consumed:
                 self.blobs.release(blob_key)
 
-    def check_commit(self, path):
-        """Cheap pre-check of a write path (used before reading big bodies
-        is not needed; kept for symmetry). Raises Write."""
-        with self.lock:
-            self._write_target(path)
-
     def create_folder(self, path, autorename=False):
         with self.lock:
             disp = self._write_target(path)

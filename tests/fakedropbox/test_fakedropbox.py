@@ -462,7 +462,7 @@ def test_longpoll(fd, c):
     cfg = c.control('config', longpoll_time_scale=0.02)     # 30 s -> 0.6 s
     assert cfg['longpoll_time_scale'] == 0.02
     nc = Client(fd.url, token=None)
-    cur = c.rpc('files/list_folder/get_latest_cursor', {'path': '/w'.replace('/w', '')}).json
+    cur = c.rpc('files/list_folder/get_latest_cursor', {'path': ''}).json
     t0 = time.monotonic()
     r = nc.rpc('files/list_folder/longpoll', {'cursor': cur['cursor'], 'timeout': 30})
     assert r.status == 200 and r.json == {'changes': False}
