@@ -130,6 +130,18 @@ static const struct ckey keys[] = {
 	INT("huracanfs", "sync_interval_other_seconds", 1, "300",
 	    interval[CAT_OTHER]),
 	BOOL("huracanfs", "sync_other", "true", enabled[CAT_OTHER]),
+	STR("huracanfs", "today_link", 0, "today", today_link),
+	BOOL("huracanfs", "model_metadata", "true", model_metadata),
+	BOOL("huracanfs", "shared_candles", "true", shared_candles),
+	BOOL("huracanfs", "cache_keep_learning", "false",
+	     cache_keep[CAT_LEARNING]),
+	BOOL("huracanfs", "cache_keep_logs", "false", cache_keep[CAT_LOGS]),
+	BOOL("huracanfs", "cache_keep_monitoring", "false",
+	     cache_keep[CAT_MONITORING]),
+	BOOL("huracanfs", "cache_keep_models", "true", cache_keep[CAT_MODELS]),
+	BOOL("huracanfs", "cache_keep_data_cache", "true",
+	     cache_keep[CAT_DATA_CACHE]),
+	BOOL("huracanfs", "cache_keep_other", "false", cache_keep[CAT_OTHER]),
 	{ "huracanfs", "rules", CT_RULES, 0, 0, NULL, F(rules), 0 },
 };
 /* clang-format on */

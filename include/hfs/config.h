@@ -54,6 +54,14 @@ struct hfs_config {
 	int64_t dir_cache_seconds; /* re-list a remote directory after this
 				      long, default 60 */
 	bool writeback_cache; /* default true */
+	char *today_link; /* name of the mount root's link to the current
+			     UTC date folder; "" disables; default "today" */
+	bool model_metadata; /* write model_metadata.json beside an uploaded
+				model.bin; default true */
+	bool shared_candles; /* copy run candles to data/candles/{SYMBOL}/
+				on the remote; default true */
+	bool cache_keep[CAT_COUNT]; /* cache_keep_<category>: evicted last
+				       (true) or first (false) */
 	struct cat_rule *rules; /* owned; user rules, tried before the
 				   built-in ones */
 	int n_rules;
