@@ -47,16 +47,36 @@
 #define ATTR_TIMEOUT 1.0
 #define OFFLINE_BACKOFF 5
 
+/*
+ * The clock can be shifted for tests: HURACANFS_FAKE_TIME_OFFSET (seconds,
+ * fixed) or HURACANFS_CLOCK_FILE (a file holding the offset in seconds,
+ * read again at most once a second, so a test can move time while the
+ * daemon runs: the midnight rollover of the today link).
+ */
 static int64_t clock_offset(void)
 {
-	static int64_t off = -1;
-	if (off < 0) {
+	static _Atomic int64_t fixed = -1, file_off = 0, checked = 0;
+	static const char *file;
+	if (atomic_load(&fixed) < 0) {
 		const char *s = getenv("HURACANFS_FAKE_TIME_OFFSET");
-		off = s ? strtoll(s, NULL, 10) : 0;
-		if (off < 0)
-			off = 0;
+		int64_t v = s ? strtoll(s, NULL, 10) : 0;
+		file = getenv("HURACANFS_CLOCK_FILE");
+		atomic_store(&fixed, v < 0 ? 0 : v);
 	}
-	return off;
+	if (!file)
+		return atomic_load(&fixed);
+	int64_t real = (int64_t)time(NULL);
+	if (atomic_exchange(&checked, real) != real) {
+		FILE *f = fopen(file, "re");
+		long long v = 0;
+		if (f) {
+			if (fscanf(f, "%lld", &v) != 1)
+				v = 0;
+			fclose(f);
+		}
+		atomic_store(&file_off, (int64_t)v);
+	}
+	return atomic_load(&fixed) + atomic_load(&file_off);
 }
 
 int64_t hfs_now(void)
@@ -250,6 +270,88 @@ int hnode_open_fd(struct hfs *fs, struct hnode *hn, bool create)
 	return 0;
 }
 
+/* ---- The today link ---- */
+
+static int mkdir_node(struct hfs *fs, uint64_t parent, const char *name,
+		      mode_t mode, uid_t uid, gid_t gid, struct node *out);
+
+/*
+ * The mount root holds a symbolic link (default name "today") to the
+ * folder of the current UTC date, created when the link is followed, so a
+ * trainer that knows nothing of dates can write today/logs/x.log into
+ * 2026-11-21/logs/x.log. It lives only here: never in the index, never
+ * uploaded; a real entry of the same name hides it.
+ */
+static bool is_today(struct hfs *fs, uint64_t parent, const char *name)
+{
+	const char *link = fs->cfg->today_link;
+	if (parent != INDEX_ROOT_INO || !link || !link[0] ||
+	    strcmp(name, link) != 0)
+		return false;
+	struct ixtxn t;
+	uint64_t ino;
+	if (ix_begin(fs->ix, false, &t))
+		return true;
+	bool real = ix_lookup(&t, INDEX_ROOT_INO, name, &ino, NULL) == 0;
+	ix_abort(&t);
+	return !real;
+}
+
+static void today_name(char out[11])
+{
+	time_t t = (time_t)hfs_now();
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(out, 11, "%Y-%m-%d", &tm);
+}
+
+static void today_stat(struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = HFS_TODAY_INO;
+	st->st_mode = S_IFLNK | 0777;
+	st->st_nlink = 1;
+	st->st_uid = getuid();
+	st->st_gid = getgid();
+	st->st_size = 10;
+	st->st_blksize = 4096;
+	st->st_atim.tv_sec = st->st_mtim.tv_sec = st->st_ctim.tv_sec =
+		(time_t)hfs_now();
+}
+
+ssize_t hfs_readlink(struct hfs *fs, uint64_t ino, char *buf, size_t size)
+{
+	if (ino != HFS_TODAY_INO)
+		return -EINVAL; /* no other symlinks exist */
+	char day[11];
+	today_name(day);
+	/* Created on demand: the link must lead somewhere writable. */
+	struct ixtxn t;
+	uint64_t dino;
+	int rc = fs_ensure_listed(fs, INDEX_ROOT_INO, false);
+	if (rc)
+		return rc;
+	rc = ix_begin(fs->ix, false, &t);
+	if (rc)
+		return rc;
+	rc = ix_lookup(&t, INDEX_ROOT_INO, day, &dino, NULL);
+	ix_abort(&t);
+	if (rc == -ENOENT) {
+		struct node n;
+		rc = mkdir_node(fs, INDEX_ROOT_INO, day, 0755, getuid(),
+				getgid(), &n);
+		if (rc == -EEXIST)
+			rc = 0;
+	}
+	if (rc)
+		return rc;
+	size_t len = strlen(day);
+	if (size < len)
+		len = size;
+	memcpy(buf, day, len);
+	return (ssize_t)len;
+}
+
 /* ---- Attributes ---- */
 
 void hfs_fill_stat(const struct node *n, struct stat *st)
@@ -291,7 +393,7 @@ static void overlay_live(struct hfs *fs, struct node *n)
 	hnode_put(fs, h);
 }
 
-static int get_node(struct hfs *fs, uint64_t ino, struct node *n)
+int fs_get_node(struct hfs *fs, uint64_t ino, struct node *n)
 {
 	struct ixtxn t;
 	int rc = ix_begin(fs->ix, false, &t);
@@ -305,7 +407,11 @@ static int get_node(struct hfs *fs, uint64_t ino, struct node *n)
 int hfs_getattr(struct hfs *fs, uint64_t ino, struct stat *st)
 {
 	struct node n;
-	int rc = get_node(fs, ino, &n);
+	if (ino == HFS_TODAY_INO) {
+		today_stat(st);
+		return 0;
+	}
+	int rc = fs_get_node(fs, ino, &n);
 	if (rc)
 		return rc;
 	if (S_ISREG(n.r.mode))
@@ -693,10 +799,10 @@ static void mark_listed(struct hfs *fs, uint64_t dir)
  * than dir_cache_seconds. If the remote is unreachable, the index is
  * served as it is (and the listing tried again later).
  */
-static int ensure_listed(struct hfs *fs, uint64_t dir, bool refresh)
+int fs_ensure_listed(struct hfs *fs, uint64_t dir, bool refresh)
 {
 	struct node d;
-	int rc = get_node(fs, dir, &d);
+	int rc = fs_get_node(fs, dir, &d);
 	if (rc)
 		return rc;
 	if (!S_ISDIR(d.r.mode))
@@ -715,7 +821,7 @@ static int ensure_listed(struct hfs *fs, uint64_t dir, bool refresh)
 
 	pthread_mutex_lock(&fs->list_lock);
 	/* Someone may have listed it while we waited. */
-	if (get_node(fs, dir, &d) == 0 && (d.r.flags & NODE_LISTED) &&
+	if (fs_get_node(fs, dir, &d) == 0 && (d.r.flags & NODE_LISTED) &&
 	    d.r.listed_at != 0 &&
 	    (!refresh || hfs_now() - d.r.listed_at <
 				 fs->cfg->dir_cache_seconds)) {
@@ -773,9 +879,13 @@ int hfs_lookup(struct hfs *fs, uint64_t parent, const char *name,
 	char exact[BACKEND_NAME_MAX + 1];
 	if (strlen(name) > BACKEND_NAME_MAX)
 		return -ENAMETOOLONG;
-	int rc = ensure_listed(fs, parent, false);
+	int rc = fs_ensure_listed(fs, parent, false);
 	if (rc)
 		return rc;
+	if (is_today(fs, parent, name)) {
+		today_stat(st);
+		return 0;
+	}
 	for (int pass = 0; pass < 2; pass++) {
 		rc = ix_begin(fs->ix, false, &t);
 		if (rc)
@@ -789,7 +899,7 @@ int hfs_lookup(struct hfs *fs, uint64_t parent, const char *name,
 		if (rc != -ENOENT || pass == 1)
 			break;
 		/* Not known: a stale listing may not have it yet. */
-		rc = ensure_listed(fs, parent, true);
+		rc = fs_ensure_listed(fs, parent, true);
 		if (rc)
 			return rc;
 		rc = -ENOENT;
@@ -862,10 +972,25 @@ static int make_node(struct hfs *fs, uint64_t parent, const char *name,
 int hfs_mkdir(struct hfs *fs, uint64_t parent, const char *name, mode_t mode,
 	      uid_t uid, gid_t gid, struct stat *out)
 {
+	struct node n;
+	if (is_today(fs, parent, name))
+		return -EEXIST;
+	int rc = mkdir_node(fs, parent, name, mode, uid, gid, &n);
+	if (rc)
+		return rc;
+	hfs_fill_stat(&n, out);
+	hnode_add_lookup(fs, n.ino);
+	return 0;
+}
+
+/* Creates directory @name in @parent (journaled for the remote). */
+static int mkdir_node(struct hfs *fs, uint64_t parent, const char *name,
+		      mode_t mode, uid_t uid, gid_t gid, struct node *out)
+{
 	int rc = check_name(name);
 	if (rc)
 		return rc;
-	rc = ensure_listed(fs, parent, false);
+	rc = fs_ensure_listed(fs, parent, false);
 	if (rc)
 		return rc;
 	struct ixtxn t;
@@ -893,8 +1018,7 @@ int hfs_mkdir(struct hfs *fs, uint64_t parent, const char *name, mode_t mode,
 	if (rc)
 		return rc;
 	flushers_kick_journal(fs->fl);
-	hfs_fill_stat(&n, out);
-	hnode_add_lookup(fs, n.ino);
+	*out = n;
 	return 0;
 }
 
@@ -923,10 +1047,12 @@ static int create_reg(struct hfs *fs, uint64_t parent, const char *name,
 		      mode_t mode, uid_t uid, gid_t gid, struct node *n,
 		      int *fd_out)
 {
+	if (is_today(fs, parent, name))
+		return -EEXIST;
 	int rc = check_name(name);
 	if (rc)
 		return rc;
-	rc = ensure_listed(fs, parent, false);
+	rc = fs_ensure_listed(fs, parent, false);
 	if (rc)
 		return rc;
 	struct ixtxn t;
@@ -1033,7 +1159,7 @@ static int do_remove(struct hfs *fs, uint64_t parent, const char *name,
 	struct node n, p;
 	uint64_t ino;
 	char exact[BACKEND_NAME_MAX + 1], path[4096];
-	int rc = ensure_listed(fs, parent, false);
+	int rc = fs_ensure_listed(fs, parent, false);
 	if (rc)
 		return rc;
 	if (dir) {
@@ -1047,11 +1173,11 @@ static int do_remove(struct hfs *fs, uint64_t parent, const char *name,
 		ix_abort(&t);
 		if (rc)
 			return rc;
-		rc = ensure_listed(fs, ino, false);
+		rc = fs_ensure_listed(fs, ino, false);
 		if (rc)
 			return rc;
 		struct node d;
-		rc = get_node(fs, ino, &d);
+		rc = fs_get_node(fs, ino, &d);
 		if (rc)
 			return rc;
 		if (S_ISDIR(d.r.mode) && !(d.r.flags & NODE_LISTED))
@@ -1108,11 +1234,15 @@ fail:
 
 int hfs_unlink(struct hfs *fs, uint64_t parent, const char *name)
 {
+	if (is_today(fs, parent, name))
+		return -EPERM;
 	return do_remove(fs, parent, name, false);
 }
 
 int hfs_rmdir(struct hfs *fs, uint64_t parent, const char *name)
 {
+	if (is_today(fs, parent, name))
+		return -ENOTDIR;
 	return do_remove(fs, parent, name, true);
 }
 
@@ -1138,12 +1268,14 @@ int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
 {
 	if (flags & ~(unsigned)RENAME_NOREPLACE)
 		return -EINVAL; /* RENAME_EXCHANGE, WHITEOUT: unsupported */
+	if (is_today(fs, parent, name) || is_today(fs, newparent, newname))
+		return -EPERM; /* the today link is not an entry to move */
 	int rc = check_name(newname);
 	if (rc)
 		return rc;
-	rc = ensure_listed(fs, parent, false);
+	rc = fs_ensure_listed(fs, parent, false);
 	if (!rc && newparent != parent)
-		rc = ensure_listed(fs, newparent, false);
+		rc = fs_ensure_listed(fs, newparent, false);
 	if (rc)
 		return rc;
 
@@ -1161,7 +1293,7 @@ int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
 	if (ix_lookup(&t, newparent, newname, &dino, dexact) == 0 &&
 	    ix_get(&t, dino, &dst) == 0 && S_ISDIR(dst.r.mode)) {
 		ix_abort(&t);
-		rc = ensure_listed(fs, dino, false);
+		rc = fs_ensure_listed(fs, dino, false);
 		if (rc)
 			return rc;
 	} else {
@@ -1553,7 +1685,7 @@ static int ensure_range(struct hfs *fs, struct hnode *hn, uint64_t off,
 	while (hn->fetching)
 		pthread_cond_wait(&hn->fetched, &hn->mu);
 	struct node n;
-	int rc = get_node(fs, hn->ino, &n);
+	int rc = fs_get_node(fs, hn->ino, &n);
 	if (rc)
 		return rc;
 	if (n.r.flags & (NODE_CACHED | NODE_DIRTY)) {
@@ -1611,7 +1743,7 @@ static int ensure_range(struct hfs *fs, struct hnode *hn, uint64_t off,
 		rc = hnode_open_fd(fs, hn, chunked);
 	if (!rc && !chunked)
 		hn->complete = true;
-	if (!rc && chunked && get_node(fs, hn->ino, &n) == 0)
+	if (!rc && chunked && fs_get_node(fs, hn->ino, &n) == 0)
 		hn->complete = (n.r.flags & NODE_CACHED) != 0;
 	return rc;
 }
@@ -1691,7 +1823,7 @@ static int open_handle(struct hfs *fs, uint64_t ino, int flags, int fd,
 int hfs_open(struct hfs *fs, uint64_t ino, int flags, struct hfs_file **fh)
 {
 	struct node n;
-	int rc = get_node(fs, ino, &n);
+	int rc = fs_get_node(fs, ino, &n);
 	if (rc)
 		return rc;
 	if (S_ISDIR(n.r.mode))
@@ -1836,7 +1968,9 @@ int hfs_setattr(struct hfs *fs, uint64_t ino, const struct stat *attr,
 		int to_set, struct hfs_file *fh, struct stat *out)
 {
 	struct node n;
-	int rc = get_node(fs, ino, &n);
+	if (ino == HFS_TODAY_INO)
+		return -EPERM;
+	int rc = fs_get_node(fs, ino, &n);
 	if (rc)
 		return rc;
 	int64_t now = hfs_now_ns();
@@ -2002,7 +2136,7 @@ void hfs_releasedir(struct hfs *fs, struct hfs_dir *dh)
 
 int hfs_opendir(struct hfs *fs, uint64_t ino, struct hfs_dir **out)
 {
-	int rc = ensure_listed(fs, ino, true);
+	int rc = fs_ensure_listed(fs, ino, true);
 	if (rc)
 		return rc;
 	struct hfs_dir *d = calloc(1, sizeof(*d));
@@ -2023,6 +2157,11 @@ int hfs_opendir(struct hfs *fs, uint64_t ino, struct hfs_dir **out)
 		goto fail;
 	d->ino = ino;
 	d->parent = n.r.parent ? n.r.parent : INDEX_ROOT_INO;
+	if (is_today(fs, ino, fs->cfg->today_link ? fs->cfg->today_link : "")) {
+		rc = snap_child(d, fs->cfg->today_link, HFS_TODAY_INO);
+		if (rc)
+			goto fail;
+	}
 	*out = d;
 	return 0;
 fail:
@@ -2055,11 +2194,15 @@ ssize_t hfs_readdir(struct hfs *fs, void *req, struct hfs_dir *dh,
 					break;
 				txn = true;
 			}
-			if (ix_get(&t, e->ino, &n))
+			if (e->ino == HFS_TODAY_INO) {
+				today_stat(&st);
+			} else if (ix_get(&t, e->ino, &n)) {
 				continue; /* removed since opendir */
-			if (S_ISREG(n.r.mode) && plus)
-				overlay_live(fs, &n);
-			hfs_fill_stat(&n, &st);
+			} else {
+				if (S_ISREG(n.r.mode) && plus)
+					overlay_live(fs, &n);
+				hfs_fill_stat(&n, &st);
+			}
 		}
 		size_t rem = size - used, need;
 		if (plus) {
@@ -2132,7 +2275,9 @@ ssize_t hfs_getxattr(struct hfs *fs, uint64_t ino, const char *name,
 	 * on every write. */
 	if (strncmp(name, XA_PREFIX, strlen(XA_PREFIX)) != 0)
 		return -ENODATA;
-	int rc = get_node(fs, ino, &n);
+	if (ino == HFS_TODAY_INO)
+		return -ENODATA;
+	int rc = fs_get_node(fs, ino, &n);
 	if (rc)
 		return rc;
 	bool dir = S_ISDIR(n.r.mode);
@@ -2186,7 +2331,9 @@ ssize_t hfs_getxattr(struct hfs *fs, uint64_t ino, const char *name,
 ssize_t hfs_listxattr(struct hfs *fs, uint64_t ino, char *buf, size_t size)
 {
 	struct node n;
-	int rc = get_node(fs, ino, &n);
+	if (ino == HFS_TODAY_INO)
+		return 0;
+	int rc = fs_get_node(fs, ino, &n);
 	if (rc)
 		return rc;
 	size_t total = 0;
@@ -2205,6 +2352,81 @@ ssize_t hfs_listxattr(struct hfs *fs, uint64_t ino, char *buf, size_t size)
 		pos += l;
 	}
 	return (ssize_t)total;
+}
+
+/* ---- Helpers for the workflows (restore, run folders) ---- */
+
+int fs_fetch(struct hfs *fs, uint64_t ino)
+{
+	struct hnode *hn = hnode_get(fs, ino);
+	if (!hn)
+		return -ENOMEM;
+	pthread_mutex_lock(&hn->mu);
+	int rc = ensure_cached(fs, hn);
+	pthread_mutex_unlock(&hn->mu);
+	hnode_put(fs, hn);
+	return rc;
+}
+
+int fs_resolve(struct hfs *fs, const char *path, uint64_t *out)
+{
+	char buf[4096], *save = NULL;
+	uint64_t ino = INDEX_ROOT_INO;
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (char *c = strtok_r(buf, "/", &save); c;
+	     c = strtok_r(NULL, "/", &save)) {
+		int rc = fs_ensure_listed(fs, ino, false);
+		if (rc)
+			return rc;
+		struct ixtxn t;
+		rc = ix_begin(fs->ix, false, &t);
+		if (rc)
+			return rc;
+		rc = ix_lookup(&t, ino, c, &ino, NULL);
+		ix_abort(&t);
+		if (rc)
+			return rc;
+	}
+	*out = ino;
+	return 0;
+}
+
+int fs_create_file(struct hfs *fs, uint64_t parent, const char *name,
+		   const void *data, size_t len, uint64_t *ino)
+{
+	struct node n;
+	int fd = -1;
+	int rc = create_reg(fs, parent, name, 0644, getuid(), getgid(), &n,
+			    &fd);
+	if (rc)
+		return rc;
+	size_t off = 0;
+	while (off < len) {
+		ssize_t w = pwrite(fd, (const char *)data + off, len - off,
+				   (off_t)off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			rc = w < 0 ? -errno : -EIO;
+			break;
+		}
+		off += (size_t)w;
+	}
+	close(fd);
+	if (rc)
+		return rc;
+	struct ixtxn t;
+	rc = ix_begin(fs->ix, true, &t);
+	if (rc)
+		return rc;
+	if (ix_get(&t, n.ino, &n) == 0) {
+		n.r.size = len;
+		ix_put(&t, &n);
+	}
+	rc = ix_commit(&t);
+	if (!rc)
+		*ino = n.ino;
+	return rc;
 }
 
 /* ---- Setup and crash recovery ---- */

@@ -51,4 +51,19 @@ int hnode_load(struct hfs *fs, struct hnode *hn);
 /* Opens the content fd if needed; hn->mu held. */
 int hnode_open_fd(struct hfs *fs, struct hnode *hn, bool create);
 
+/* Reads node @ino in a read txn of its own. */
+int fs_get_node(struct hfs *fs, uint64_t ino, struct node *n);
+/* Lists directory @dir remotely if it never was (or, with @refresh, if
+ * the listing is older than dir_cache_seconds); see fs.c. */
+int fs_ensure_listed(struct hfs *fs, uint64_t dir, bool refresh);
+/* Makes the content file of @ino complete (fetches it if needed). */
+int fs_fetch(struct hfs *fs, uint64_t ino);
+/* Resolves remote path @path ("/a/b") to an inode, listing directories
+ * on the way as lookups do. -ENOENT if absent. */
+int fs_resolve(struct hfs *fs, const char *path, uint64_t *ino);
+/* Creates regular file @name in @parent holding @len bytes of @data, dirty
+ * (to be uploaded), as a writer would. -EEXIST if the name is taken. */
+int fs_create_file(struct hfs *fs, uint64_t parent, const char *name,
+		   const void *data, size_t len, uint64_t *ino);
+
 #endif

@@ -133,6 +133,18 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	fuse_reply_err(req, -hfs_rmdir(hfs_of(req), parent, name));
 }
 
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	char buf[64];
+	ssize_t n = hfs_readlink(hfs_of(req), ino, buf, sizeof(buf) - 1);
+	if (n < 0) {
+		fuse_reply_err(req, (int)-n);
+		return;
+	}
+	buf[n] = '\0';
+	fuse_reply_readlink(req, buf);
+}
+
 /* Dropbox stores neither symlinks nor hard links. */
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
 		       const char *name)
@@ -396,6 +408,7 @@ const struct fuse_lowlevel_ops hfs_fuse_ops = {
 	.mkdir = op_mkdir,
 	.unlink = op_unlink,
 	.rmdir = op_rmdir,
+	.readlink = op_readlink,
 	.symlink = op_symlink,
 	.link = op_link,
 	.rename = op_rename,

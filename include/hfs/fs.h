@@ -86,6 +86,9 @@ int hfs_create(const struct hfs_config *cfg, struct backend *be,
 	       size_t errlen);
 void hfs_destroy(struct hfs *fs);
 
+/* The inode number of the today link (see hfs_readlink). */
+#define HFS_TODAY_INO UINT64_C(0xFFFFFFFFFFFFFF01)
+
 struct hfs_file; /* an open file handle */
 struct hfs_dir; /* an open directory handle */
 
@@ -127,6 +130,11 @@ int hfs_opendir(struct hfs *fs, uint64_t ino, struct hfs_dir **dh);
 ssize_t hfs_readdir(struct hfs *fs, void *req, struct hfs_dir *dh,
 		    uint64_t off, bool plus, char *buf, size_t size);
 void hfs_releasedir(struct hfs *fs, struct hfs_dir *dh);
+
+/* The target of a symbolic link: only the today link exists, whose
+ * target, the current UTC date folder, is created if missing. Returns the
+ * length written to @buf. */
+ssize_t hfs_readlink(struct hfs *fs, uint64_t ino, char *buf, size_t size);
 
 int hfs_statfs(struct hfs *fs, struct statvfs *st);
 /* Extended attributes user.huracanfs.*: the value's length, or -errno
