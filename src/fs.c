@@ -280,7 +280,9 @@ static int mkdir_node(struct hfs *fs, uint64_t parent, const char *name,
  * folder of the current UTC date, created when the link is followed, so a
  * trainer that knows nothing of dates can write today/logs/x.log into
  * 2026-11-21/logs/x.log. It lives only here: never in the index, never
- * uploaded; a real entry of the same name hides it.
+ * uploaded; a real entry of the same name hides it. It is resolved by
+ * name but not listed by readdir, so tools that walk the tree (cp -r,
+ * shutil.copytree, rsync -L, du -L) do not see today's folder twice.
  */
 static bool is_today(struct hfs *fs, uint64_t parent, const char *name)
 {
@@ -2157,11 +2159,6 @@ int hfs_opendir(struct hfs *fs, uint64_t ino, struct hfs_dir **out)
 		goto fail;
 	d->ino = ino;
 	d->parent = n.r.parent ? n.r.parent : INDEX_ROOT_INO;
-	if (is_today(fs, ino, fs->cfg->today_link ? fs->cfg->today_link : "")) {
-		rc = snap_child(d, fs->cfg->today_link, HFS_TODAY_INO);
-		if (rc)
-			goto fail;
-	}
 	*out = d;
 	return 0;
 fail:
@@ -2194,15 +2191,11 @@ ssize_t hfs_readdir(struct hfs *fs, void *req, struct hfs_dir *dh,
 					break;
 				txn = true;
 			}
-			if (e->ino == HFS_TODAY_INO) {
-				today_stat(&st);
-			} else if (ix_get(&t, e->ino, &n)) {
+			if (ix_get(&t, e->ino, &n))
 				continue; /* removed since opendir */
-			} else {
-				if (S_ISREG(n.r.mode) && plus)
-					overlay_live(fs, &n);
-				hfs_fill_stat(&n, &st);
-			}
+			if (S_ISREG(n.r.mode) && plus)
+				overlay_live(fs, &n);
+			hfs_fill_stat(&n, &st);
 		}
 		size_t rem = size - used, need;
 		if (plus) {
