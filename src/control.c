@@ -42,9 +42,9 @@ struct conn {
 	int fd;
 };
 
-void *control_status(struct hfs *fs)
+void *control_status(struct hfs *fs, bool with_files)
 {
-	json_t *st = flushers_status(fs->fl);
+	json_t *st = flushers_status(fs->fl, with_files);
 	if (!st)
 		return NULL;
 	json_object_set_new(st, "backend", json_string(fs->be->ops->name));
@@ -67,7 +67,8 @@ static json_t *handle(struct control *c, json_t *req)
 		return json_pack("{s:b, s:s}", "ok", 0, "error",
 				 "request without cmd");
 	if (strcmp(cmd, "status") == 0)
-		return control_status(c->fs);
+		return control_status(
+			c->fs, json_is_true(json_object_get(req, "files")));
 	if (strcmp(cmd, "flush") == 0) {
 		json_t *jc = json_object_get(req, "category");
 		int cat = -1;

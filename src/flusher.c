@@ -675,7 +675,32 @@ static json_t *time_or_null(int64_t t)
 	return t ? json_integer(t) : json_null();
 }
 
-void *flushers_status(struct flushers *fl)
+/* Describes queued file @ino for `status --files`; NULL if not dirty. */
+static json_t *file_status(struct flushers *fl, struct ixtxn *t, uint64_t ino,
+			   int64_t due)
+{
+	struct node nd;
+	char path[4096];
+	if (ix_get(t, ino, &nd) || !(nd.r.flags & NODE_DIRTY) ||
+	    ix_path(t, ino, path, sizeof(path)))
+		return NULL;
+	char err[160] = "";
+	struct hnode *hn = hnode_get(fl->fs, ino);
+	if (hn) {
+		pthread_mutex_lock(&hn->mu);
+		snprintf(err, sizeof(err), "%s", hn->last_error);
+		pthread_mutex_unlock(&hn->mu);
+		hnode_put(fl->fs, hn);
+	}
+	return json_pack("{s:s, s:I, s:I, s:I, s:s, s:o}", "path", path,
+			 "bytes", (json_int_t)nd.r.size, "dirty_since",
+			 (json_int_t)nd.r.dirty_since, "next_upload",
+			 (json_int_t)due, "state",
+			 (nd.r.flags & NODE_UPLOADING) ? "uploading" : "dirty",
+			 "last_error", err[0] ? json_string(err) : json_null());
+}
+
+void *flushers_status(struct flushers *fl, bool with_files)
 {
 	json_t *cats = json_array();
 	struct ixtxn t;
@@ -684,11 +709,11 @@ void *flushers_status(struct flushers *fl)
 		struct catq *q = &fl->cq[c];
 		pthread_mutex_lock(&q->mu);
 		size_t n = q->n;
-		uint64_t *inos = malloc((n ? n : 1) * sizeof(*inos));
+		struct qent *ents = malloc((n ? n : 1) * sizeof(*ents));
 		int64_t next = 0;
 		for (size_t i = 0; i < n; i++) {
-			if (inos)
-				inos[i] = q->q[i].ino;
+			if (ents)
+				ents[i] = q->q[i];
 			if (!next || q->q[i].due < next)
 				next = q->q[i].due;
 		}
@@ -699,15 +724,21 @@ void *flushers_status(struct flushers *fl)
 		pthread_mutex_unlock(&q->mu);
 
 		uint64_t bytes = 0, files = 0;
-		for (size_t i = 0; inos && txn && i < n; i++) {
+		json_t *list = with_files ? json_array() : NULL;
+		for (size_t i = 0; ents && txn && i < n; i++) {
 			struct node nd;
-			if (ix_get(&t, inos[i], &nd) == 0 &&
+			if (ix_get(&t, ents[i].ino, &nd) == 0 &&
 			    (nd.r.flags & NODE_DIRTY)) {
 				files++;
 				bytes += nd.r.size;
+				if (list)
+					json_array_append_new(
+						list, file_status(fl, &t,
+								  ents[i].ino,
+								  ents[i].due));
 			}
 		}
-		free(inos);
+		free(ents);
 		const struct hfs_config *cfg = fl->fs->cfg;
 		json_t *o = json_pack(
 			"{s:s, s:b, s:I, s:I, s:I, s:o, s:o, s:o, s:b}", "name",
@@ -722,6 +753,10 @@ void *flushers_status(struct flushers *fl)
 			json_object_set_new(
 				o, "new_data_interval",
 				json_integer(cfg->new_data_interval));
+		if (list && o)
+			json_object_set_new(o, "files", list);
+		else
+			json_decref(list);
 		json_array_append_new(cats, o);
 	}
 	json_t *root = json_object();

@@ -2,7 +2,7 @@
  * huracanfs: the command line. One binary, subcommands:
  *
  *   huracanfs mount MOUNTPOINT [--config FILE] [--foreground] [-o OPTS]
- *   huracanfs status MOUNTPOINT [--json]
+ *   huracanfs status MOUNTPOINT [--json] [--files]
  *   huracanfs flush MOUNTPOINT [--category NAME] [--wait]
  *   huracanfs check-config [--config FILE]
  *   huracanfs auth [--config FILE]
@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "hfs/auth.h"
 #include "hfs/backend.h"
 #include "hfs/category.h"
 #include "hfs/config.h"
@@ -49,7 +50,7 @@ static void usage(FILE *out)
 	fprintf(out,
 		"usage: huracanfs mount MOUNTPOINT [--config FILE] "
 		"[--foreground] [-o OPTION[,OPTION...]]\n"
-		"       huracanfs status MOUNTPOINT [--json]\n"
+		"       huracanfs status MOUNTPOINT [--json] [--files]\n"
 		"       huracanfs flush MOUNTPOINT [--category NAME] "
 		"[--wait]\n"
 		"       huracanfs check-config [--config FILE]\n"
@@ -598,28 +599,64 @@ static void print_status(json_t *st)
 			json_string_value(json_object_get(c, "last_error"));
 		printf("%-22s %-22s %s\n", a, b, le ? le : "-");
 	}
+	json_array_foreach(json_object_get(st, "categories"), i, c)
+	{
+		json_t *files = json_object_get(c, "files");
+		if (!json_is_array(files) || json_array_size(files) == 0)
+			continue;
+		printf("\nwaiting in %s:\n",
+		       json_string_value(json_object_get(c, "name")));
+		size_t j;
+		json_t *f;
+		json_array_foreach(files, j, f)
+		{
+			char when[32] = "-";
+			json_t *nu = json_object_get(f, "next_upload");
+			if (json_integer_value(nu) > 0) {
+				time_t t = (time_t)json_integer_value(nu);
+				struct tm tm;
+				gmtime_r(&t, &tm);
+				strftime(when, sizeof(when),
+					 "%Y-%m-%dT%H:%M:%SZ", &tm);
+			}
+			const char *fe = json_string_value(
+				json_object_get(f, "last_error"));
+			printf("  %-10s %12lld  next %s  %s%s%s\n",
+			       json_string_value(json_object_get(f, "state")),
+			       (long long)json_integer_value(
+				       json_object_get(f, "bytes")),
+			       when,
+			       json_string_value(json_object_get(f, "path")),
+			       fe ? "  error: " : "", fe ? fe : "");
+		}
+	}
 }
 
 static int cmd_status(int argc, char **argv)
 {
-	bool as_json = false;
+	bool as_json = false, files = false;
 	static const struct option longopts[] = {
-		{"json", no_argument, NULL, 'j'}, {NULL, 0, NULL, 0}};
+		{"json", no_argument, NULL, 'j'},
+		{"files", no_argument, NULL, 'F'},
+		{NULL, 0, NULL, 0}};
 	int c;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "j", longopts, NULL)) != -1) {
-		if (c != 'j') {
+	while ((c = getopt_long(argc, argv, "jF", longopts, NULL)) != -1) {
+		if (c == 'j')
+			as_json = true;
+		else if (c == 'F')
+			files = true;
+		else {
 			usage(stderr);
 			return EXIT_USAGE;
 		}
-		as_json = true;
 	}
 	if (optind != argc - 1) {
 		usage(stderr);
 		return EXIT_USAGE;
 	}
 	char err[512];
-	json_t *req = json_pack("{s:s}", "cmd", "status");
+	json_t *req = json_pack("{s:s, s:b}", "cmd", "status", "files", files);
 	void *reply = NULL;
 	int rc = control_call(argv[optind], req, &reply, err, sizeof(err));
 	json_decref(req);
@@ -739,9 +776,15 @@ static int cmd_auth(int argc, char **argv)
 	int rc = config_only(argc, argv, &path);
 	if (rc)
 		return rc;
-	fprintf(stderr, "huracanfs: auth: the Dropbox backend is not built "
-			"yet; the local backend needs no credentials\n");
-	return 1;
+	char err[1024];
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	rc = auth_run(path, stdin, stdout, err, sizeof(err));
+	curl_global_cleanup();
+	if (rc < 0) {
+		fprintf(stderr, "huracanfs: auth: %s\n", err);
+		return 1;
+	}
+	return 0;
 }
 
 int main(int argc, char **argv)

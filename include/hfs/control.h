@@ -6,7 +6,7 @@
  *
  * Protocol: the client sends one JSON object and a newline, the daemon
  * answers with one JSON object and a newline, then closes.
- *   {"cmd":"status"}                      -> status object
+ *   {"cmd":"status","files":bool}         -> status object
  *   {"cmd":"flush","category":"models"|null,"wait":true|false}
  *                                         -> {"ok":bool,"error":string?}
  */
@@ -31,7 +31,8 @@ void control_stop(struct control *c);
 int control_call(const char *mountpoint, void *req, void **reply, char *err,
 		 size_t errlen);
 
-/* The daemon's status as JSON (json_t *, new reference). */
-void *control_status(struct hfs *fs);
+/* The daemon's status as JSON (json_t *, new reference); @with_files adds
+ * the waiting files of each category. */
+void *control_status(struct hfs *fs, bool with_files);
 
 #endif

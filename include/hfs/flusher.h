@@ -44,7 +44,8 @@ int flushers_flush(struct flushers *fl, int cat, bool wait,
 /* The next upload time of @ino, or 0 if it is not queued. */
 int64_t flushers_next_upload(struct flushers *fl, uint64_t ino);
 
-/* A JSON object (json_t *, new reference) describing every category. */
-void *flushers_status(struct flushers *fl);
+/* A JSON object (json_t *, new reference) describing every category;
+ * with @with_files, each category also lists its waiting files. */
+void *flushers_status(struct flushers *fl, bool with_files);
 
 #endif
