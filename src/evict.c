@@ -24,11 +24,15 @@ struct cand {
 	uint64_t ino;
 	uint64_t bytes;
 	int64_t atime_ns;
+	bool keep; /* its category is kept: evicted only after the others */
 };
 
-static int cmp_atime(const void *a, const void *b)
+/* Categories evicted first, then kept ones; oldest first within each. */
+static int cmp_victim(const void *a, const void *b)
 {
 	const struct cand *x = a, *y = b;
+	if (x->keep != y->keep)
+		return x->keep ? 1 : -1;
 	return (x->atime_ns > y->atime_ns) - (x->atime_ns < y->atime_ns);
 }
 
@@ -74,6 +78,7 @@ static int walk(struct hfs *fs, struct cand **out, size_t *n_out,
 			v[n].bytes = bytes;
 			v[n].atime_ns = st.st_atim.tv_sec * 1000000000LL +
 					st.st_atim.tv_nsec;
+			v[n].keep = false;
 			n++;
 		}
 		closedir(d);
@@ -132,7 +137,12 @@ int evict_run(struct hfs *fs, uint64_t limit, uint64_t *used,
 	if (rc)
 		return rc;
 	if (total > limit) {
-		qsort(v, n, sizeof(*v), cmp_atime);
+		for (size_t i = 0; i < n; i++) {
+			int cat = hfs_classify(fs, v[i].ino);
+			v[i].keep = cat >= 0 && cat < CAT_COUNT &&
+				    fs->cfg->cache_keep[cat];
+		}
+		qsort(v, n, sizeof(*v), cmp_victim);
 		size_t count = 0;
 		for (size_t i = 0; i < n && total - freed > limit; i++) {
 			if (evict_one(fs, v[i].ino)) {

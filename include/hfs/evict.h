@@ -6,6 +6,9 @@
  * (listing, attributes) and is fetched again when next read.
  *
  * Recency is the content file's atime, which hfs_open sets on every open.
+ * Files of categories with cache_keep_<category> (models and data_cache by
+ * default: "model kept locally", restored candles) are evicted only once
+ * no file of another category is left to evict.
  */
 #ifndef HFS_EVICT_H
 #define HFS_EVICT_H
