@@ -29,6 +29,7 @@
 #include "hfs/category.h"
 #include "hfs/flusher.h"
 #include "hfs/log.h"
+#include "hfs/runs.h"
 
 #define RETRY_MAX 60
 
@@ -256,6 +257,8 @@ static void settle(struct catq *q, struct upload_job *job, int rc,
 	}
 	if (res->not_dirty)
 		return;
+	if (!res->still_dirty || res->skipped)
+		runs_uploaded(fl->fs, job->ino, res->path);
 	if (res->skipped) {
 		bs->skipped++;
 		hlog_debug("smart sync: \"%s\" unchanged, not uploaded",
@@ -384,6 +387,7 @@ static void run_batch(struct catq *q, struct qent *batch, size_t n,
 		bs->failed += (int)n;
 	} else {
 		upload_all(q, batch, n, bs, err, sizeof(err));
+		runs_report(fs);
 	}
 	pthread_mutex_unlock(&fs->commit_lock);
 

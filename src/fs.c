@@ -43,6 +43,7 @@
 #include "hfs/category.h"
 #include "hfs/flusher.h"
 #include "hfs/log.h"
+#include "hfs/runs.h"
 
 #define ATTR_TIMEOUT 1.0
 #define OFFLINE_BACKOFF 5
@@ -811,9 +812,10 @@ int fs_ensure_listed(struct hfs *fs, uint64_t dir, bool refresh)
 		return -ENOTDIR;
 	int64_t now = hfs_now();
 	if (d.r.flags & NODE_LISTED) {
-		/* listed_at 0: invalidated (a remote change was seen, or a
-		 * conflict): list again on any access. */
-		bool stale = d.r.listed_at == 0;
+		/* Invalidated (a remote change was seen, or a conflict), or
+		 * listed before this mount (the remote may have changed while
+		 * we were away): list again on any access. */
+		bool stale = d.r.listed_at < fs->mounted_at;
 		if (!stale && (!refresh || !(d.r.flags & NODE_ON_REMOTE) ||
 			       now - d.r.listed_at < fs->cfg->dir_cache_seconds))
 			return 0;
@@ -824,7 +826,7 @@ int fs_ensure_listed(struct hfs *fs, uint64_t dir, bool refresh)
 	pthread_mutex_lock(&fs->list_lock);
 	/* Someone may have listed it while we waited. */
 	if (fs_get_node(fs, dir, &d) == 0 && (d.r.flags & NODE_LISTED) &&
-	    d.r.listed_at != 0 &&
+	    d.r.listed_at >= fs->mounted_at &&
 	    (!refresh || hfs_now() - d.r.listed_at <
 				 fs->cfg->dir_cache_seconds)) {
 		pthread_mutex_unlock(&fs->list_lock);
@@ -2622,6 +2624,12 @@ int hfs_create(const struct hfs_config *cfg, struct backend *be,
 			 strerror(-rc));
 		goto fail;
 	}
+	fs->mounted_at = hfs_now();
+	rc = runs_create(&fs->runs);
+	if (rc) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
 	*out = fs;
 	return 0;
 fail:
@@ -2634,6 +2642,7 @@ void hfs_destroy(struct hfs *fs)
 	if (!fs)
 		return;
 	flushers_destroy(fs->fl);
+	runs_destroy(fs->runs);
 	if (fs->buckets) {
 		for (size_t i = 0; i < fs->nbuckets; i++) {
 			struct hnode *h = fs->buckets[i], *next;

@@ -63,8 +63,12 @@ int watcher_apply(struct hfs *fs, const char *path)
 				invalidate(&t, ino);
 			break;
 		}
-		if (ix_lookup(&t, dir, comp, &ino, NULL) != 0)
-			break; /* a folder we have not seen: nothing cached */
+		if (ix_lookup(&t, dir, comp, &ino, NULL) != 0) {
+			/* A folder new to us: the deepest one we know must
+			 * be listed again to show it. */
+			invalidate(&t, dir);
+			break;
+		}
 		dir = ino;
 		comp = next;
 	}

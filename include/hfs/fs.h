@@ -34,6 +34,8 @@
 
 struct hnode;
 struct flushers;
+struct runs;
+struct restore;
 struct fuse_session;
 struct fuse_bufvec;
 
@@ -43,6 +45,8 @@ struct hfs {
 	struct backend *be; /* owned */
 	struct cache *cache; /* owned */
 	struct flushers *fl; /* owned */
+	struct runs *runs; /* owned: run folder bookkeeping (runs.h) */
+	struct restore *restore; /* owned: the startup restore (restore.h) */
 	struct fuse_session *se; /* borrowed */
 	char *mountpoint; /* owned, absolute */
 	char *control_path; /* owned: the control socket */
@@ -61,6 +65,9 @@ struct hfs {
 	 * at once. */
 	pthread_mutex_t list_lock;
 
+	/* When this mount started (seconds): listings older than that are
+	 * refreshed when next used. */
+	int64_t mounted_at;
 	/* Until then (seconds), the remote is considered unreachable and
 	 * listings are served from the index. */
 	_Atomic int64_t offline_until;
