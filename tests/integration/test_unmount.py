@@ -1,5 +1,6 @@
 """Unmount flushes what is pending, then the daemon exits."""
 
+import json
 import os
 import signal
 import subprocess
@@ -37,6 +38,12 @@ def test_unmount_flushes_pending(hfs):
     m.unmount()   # waits for the daemon to exit
     assert not is_mounted(m.mnt)
     got = snapshot(m.remote)
+    # The uploaded model got its model_metadata.json (runs.h).
+    meta = json.loads(got.pop(
+        'models/training/2025-11-12/SOL-USDT/model/model_metadata.json'))
+    assert meta['symbol'] == 'SOL/USDT' and meta['date'] == '2025-11-12'
+    assert meta['size'] == len(
+        files['models/training/2025-11-12/SOL-USDT/model/model.bin'])
     assert got == want, describe_diff(want, got)
     log = m.log_text()
     for event in ('learning_data_synced', 'logs_synced', 'models_synced',
