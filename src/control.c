@@ -23,6 +23,7 @@
 #include "hfs/flusher.h"
 #include "hfs/fs.h"
 #include "hfs/log.h"
+#include "hfs/restore.h"
 
 #define REQ_MAX 4096
 
@@ -57,6 +58,9 @@ void *control_status(struct hfs *fs, bool with_files)
 					 hfs_now()));
 	json_object_set_new(st, "low_space",
 			    json_boolean(atomic_load(&fs->low_space)));
+	json_t *rs = restore_status(fs->restore);
+	if (rs)
+		json_object_set_new(st, "restore", rs);
 	return st;
 }
 

@@ -40,6 +40,7 @@
 #include "hfs/fs.h"
 #include "hfs/fuse_ops.h"
 #include "hfs/log.h"
+#include "hfs/restore.h"
 #include "hfs/watcher.h"
 
 #define EXIT_USAGE 2
@@ -444,6 +445,8 @@ static int run_mount(struct mount_opts *mo)
 		rc = control_start(fs, &ctl);
 	if (!rc)
 		rc = watcher_start(fs, &watcher);
+	if (!rc)
+		rc = restore_start(fs, &fs->restore);
 	if (rc) {
 		report("cannot start the daemon threads: %s", strerror(-rc));
 		goto out;
@@ -469,6 +472,8 @@ static int run_mount(struct mount_opts *mo)
 	hlog_info("unmounting %s", abs);
 	watcher_stop(watcher);
 	watcher = NULL;
+	restore_stop(fs->restore);
+	fs->restore = NULL;
 	fuse_session_unmount(se);
 	mounted = false;
 
@@ -484,6 +489,10 @@ static int run_mount(struct mount_opts *mo)
 	status = 0;
 out:
 	watcher_stop(watcher);
+	if (fs) {
+		restore_stop(fs->restore);
+		fs->restore = NULL;
+	}
 	if (keeper_started)
 		keeper_stop(&keeper);
 	control_stop(ctl);
@@ -560,6 +569,19 @@ static void print_status(json_t *st)
 		json_string_value(json_object_get(st, "journal_error"));
 	if (jerr)
 		printf("namespace replay error: %s\n", jerr);
+	json_t *rs = json_object_get(st, "restore");
+	if (json_is_object(rs))
+		printf("data cache restore: %s, %lld/%lld files, %lld/%lld "
+		       "bytes\n",
+		       json_string_value(json_object_get(rs, "state")),
+		       (long long)json_integer_value(
+			       json_object_get(rs, "files_done")),
+		       (long long)json_integer_value(
+			       json_object_get(rs, "files_total")),
+		       (long long)json_integer_value(
+			       json_object_get(rs, "bytes_done")),
+		       (long long)json_integer_value(
+			       json_object_get(rs, "bytes_total")));
 	if (json_is_true(json_object_get(st, "low_space")))
 		printf("warning: the cache filesystem is nearly full; writers "
 		       "are slowed down\n");
