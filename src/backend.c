@@ -16,6 +16,7 @@
 
 #include "hfs/backend.h"
 #include "hfs/config.h"
+#include "hfs/dropbox.h"
 
 #define BACKEND_ERROR_MAX 512
 
@@ -67,10 +68,10 @@ int backend_create(const struct hfs_config *cfg, struct backend **out,
 		}
 		break;
 	case BACKEND_DROPBOX:
-		set_err(err, errlen,
-			"the dropbox backend is not built yet (issue 3); use "
-			"`huracanfs: {backend: local}`");
-		return -ENOSYS;
+		rc = backend_dropbox_create(cfg, &be, err, errlen);
+		if (rc < 0)
+			return rc;
+		break;
 	default:
 		set_err(err, errlen, "unknown backend kind %d", cfg->backend);
 		return -EINVAL;

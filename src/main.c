@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "hfs/auth.h"
 #include "hfs/backend.h"
 #include "hfs/category.h"
 #include "hfs/config.h"
@@ -797,9 +798,15 @@ static int cmd_auth(int argc, char **argv)
 	int rc = config_only(argc, argv, &path);
 	if (rc)
 		return rc;
-	fprintf(stderr, "huracanfs: auth: the Dropbox backend is not built "
-			"yet; the local backend needs no credentials\n");
-	return 1;
+	char err[1024];
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	rc = auth_run(path, stdin, stdout, err, sizeof(err));
+	curl_global_cleanup();
+	if (rc < 0) {
+		fprintf(stderr, "huracanfs: auth: %s\n", err);
+		return 1;
+	}
+	return 0;
 }
 
 int main(int argc, char **argv)

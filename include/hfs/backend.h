@@ -175,8 +175,8 @@ struct backend_ops {
 			    struct backend_page *page);
 
 	/*
-	 * Optional: makes calls in flight on other threads (a long poll)
-	 * return -EINTR soon, and later ones too; used once, at shutdown.
+	 * Optional: makes a long poll in flight on another thread, and later
+	 * ones, return -EINTR soon; used once, at shutdown.
 	 */
 	void (*interrupt)(struct backend *be);
 

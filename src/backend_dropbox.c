@@ -1,0 +1,2226 @@
+/*
+ * The "dropbox" backend (see dropbox.h, backend.h, dropbox-api.md).
+ *
+ * Calls. Every request goes through dbx_call(), the one place that
+ * retries. An attempt ends in one of these ways:
+ *   2xx                          -> done
+ *   transport failure, transient -> back off, try again
+ *   401 expired_access_token     -> refresh once, try again (not counted)
+ *   429                          -> wait Retry-After (header, else the
+ *                                   body's retry_after, else 1 s), again
+ *   5xx, 409 too_many_write_operations or internal_error
+ *                                -> back off, try again
+ *   anything else                -> translated error (dbx_error_parse)
+ * Backoff doubles from backoff_base_ms to backoff_cap_ms with jitter
+ * (each pause is between half and all of its nominal length). A call
+ * stops after max_attempts attempts or once its pauses would exceed
+ * budget_ms, and then reports -EAGAIN. A Retry-After also holds back the
+ * other threads' calls until it has passed (hold_until). A 400 is a bug
+ * on our side: its plain-text body goes to backend_set_error (with any
+ * secret masked), and it is not retried. Transport failures are -EAGAIN,
+ * never -ENOENT.
+ *
+ * Bodies are re-sendable: uploads stream from the caller's descriptor with
+ * pread at absolute offsets. A download that breaks after some bytes
+ * resumes with a Range request for the rest, pinned to the revision the
+ * first reply named ("rev:<rev>"), so the bytes cannot change under it;
+ * the content hash of a whole download is computed while it streams.
+ *
+ * Large uploads (> single_max) use an upload session, state by state:
+ *   START   upload_session/start with the first chunk -> APPEND (offset)
+ *   APPEND  append_v2 at offset -> offset += chunk; at size -> FINISH
+ *           409 incorrect_offset N (a lost reply: the server has N
+ *           bytes) -> APPEND at N, never from zero
+ *   FINISH  finish with an empty body -> done
+ *           incorrect_offset N < size -> APPEND at N
+ *           lookup_failed/not_found (the session is gone: typically the
+ *           commit happened but its reply was lost, and libcurl or we sent
+ *           it again) -> get_metadata; done if the file has our content
+ *           hash and size, else -EAGAIN
+ * Invariant: 0 <= offset <= size; each chunk ends on a multiple of chunk.
+ *
+ * upload_batch: one upload_session/start (close: true) per small file,
+ * then one finish_batch_v2 per 1000 files; entries that fail with
+ * too_many_write_operations go into a further batch after a backoff.
+ * Batch commits of one backend run one at a time (batch_busy).
+ *
+ * Tokens: the current access token, its expiry and a generation number
+ * live under tok_lock. One thread refreshes at a time (refreshing); the
+ * others wait on tok_cond. After a 401 expired_access_token a caller asks
+ * for a refresh only if the token it used is still the current one.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "hfs/backend.h"
+#include "hfs/config.h"
+#include "hfs/dbx_json.h"
+#include "hfs/dropbox.h"
+#include "hfs/hash.h"
+#include "hfs/http.h"
+
+#define MiB ((uint64_t)1024 * 1024)
+#define DBX_LIST_LIMIT 2000
+#define DBX_BATCH_MAX 1000
+#define DBX_REFRESH_MARGIN 300
+#define DBX_LONGPOLL_MIN 30
+#define DBX_LONGPOLL_MAX 480
+#define DBX_LONGPOLL_SLACK (90 + 30)
+#define DBX_OFFSET_RECOVERIES 64
+#define DBX_HOLD_MAX_MS 3600000u
+
+static const struct dbx_tuning dbx_defaults = {
+	.max_attempts = 6,
+	.backoff_base_ms = 1000,
+	.backoff_cap_ms = 16000,
+	.budget_ms = 60000,
+	.single_max = 16 * MiB,
+	.chunk = 32 * MiB,
+};
+
+struct dbx {
+	struct backend base; /* first, so a struct backend * converts */
+	struct http_pool *pool;
+	char *api_url;		/* owned, no trailing slash */
+	char *content_url;	/* owned */
+	char *notify_url;	/* owned */
+	char *root;		/* owned: "/Huracan", or "" */
+	struct dbx_tuning tune; /* set before the backend is shared */
+
+	/* Credentials. refresh_token, app_key, app_secret are constant. */
+	char *refresh_token; /* owned, secret; NULL: no refresh */
+	char *app_key;	     /* owned */
+	char *app_secret;    /* owned, secret; may be NULL */
+	pthread_mutex_t tok_lock;
+	pthread_cond_t tok_cond; /* signals: a refresh finished */
+	char *token;		 /* protected by tok_lock; secret */
+	int64_t expiry;		 /* protected by tok_lock; monotonic s, 0:
+				    unknown */
+	unsigned tok_gen;	 /* protected by tok_lock */
+	bool refreshing;	 /* protected by tok_lock */
+
+	/* Rate limiting shared by all threads. */
+	pthread_mutex_t hold_lock;
+	uint64_t hold_until; /* protected by hold_lock; monotonic ms */
+
+	/* Batch commits run one at a time. */
+	pthread_mutex_t batch_lock;
+	pthread_cond_t batch_cond; /* signals: batch_busy went false */
+	bool batch_busy;	   /* protected by batch_lock */
+
+	bool locks_ok;
+};
+
+enum dbx_host { HOST_API, HOST_CONTENT, HOST_NOTIFY };
+enum dbx_style {
+	STYLE_RPC,
+	STYLE_UPLOAD,
+	STYLE_DOWNLOAD,
+	STYLE_LONGPOLL, /* RPC on the notify host, no Authorization */
+	STYLE_OAUTH,	/* form POST to /oauth2/token, no Authorization */
+};
+
+/* One API call: what to send, and what came back. */
+struct call {
+	const char *route; /* "files/upload"; unused for STYLE_OAUTH */
+	enum dbx_host host;
+	enum dbx_style style;
+	const char *what; /* the path concerned, for messages; may be NULL */
+	const char *arg;  /* JSON: the RPC body or the Dropbox-API-Arg */
+	const char *form; /* STYLE_OAUTH body (secret) */
+	/* Upload body: @len bytes of @fd at @off (fd < 0: empty). */
+	int fd;
+	uint64_t off, len;
+	/* Download sink (see struct http_request). */
+	int sink_fd;
+	uint64_t sink_off, range_start, range_len;
+	bool range;
+	struct chash *hash;
+	uint64_t got; /* bytes written to the sink over all attempts */
+	/* Called after an attempt that wrote @got bytes and broke, before
+	 * the rest is asked for; may change @arg. Returns 0 or -errno. */
+	int (*resume)(struct call *c, void *ud);
+	void *resume_ud;
+	long timeout_s;		    /* STYLE_LONGPOLL */
+	unsigned max_attempts;	    /* 0: the backend's */
+	unsigned transport_retries; /* out: attempts lost to the network */
+	struct http_response resp;  /* out: the last reply */
+	struct dbx_error err;	    /* out: the translated error */
+};
+
+static const struct backend_ops dbx_ops;
+
+static struct dbx *db_of(struct backend *be)
+{
+	return (struct dbx *)be;
+}
+
+static void call_init(struct call *c, const char *route, enum dbx_host host,
+		      enum dbx_style style, const char *what)
+{
+	memset(c, 0, sizeof(*c));
+	c->route = route;
+	c->host = host;
+	c->style = style;
+	c->what = what;
+	c->fd = -1;
+	c->sink_fd = -1;
+	c->resp.retry_after = -1;
+}
+
+static void call_release(struct call *c)
+{
+	http_response_release(&c->resp);
+}
+
+/* ---- time, randomness, sleeping ---- */
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t rand64(void)
+{
+	uint64_t r;
+	struct timespec ts;
+
+	if (getrandom(&r, sizeof(r), GRND_NONBLOCK) == (ssize_t)sizeof(r))
+		return r;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ull ^
+	       (uint64_t)ts.tv_sec;
+}
+
+static void sleep_ms(uint64_t ms)
+{
+	struct timespec ts = {.tv_sec = (time_t)(ms / 1000),
+			      .tv_nsec = (long)(ms % 1000) * 1000000};
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+/* The pause before retry number @n (0-based), with jitter. */
+static uint64_t backoff_ms(const struct dbx *db, unsigned n)
+{
+	uint64_t d = db->tune.backoff_base_ms;
+
+	while (n-- && d < db->tune.backoff_cap_ms)
+		d *= 2;
+	if (d > db->tune.backoff_cap_ms)
+		d = db->tune.backoff_cap_ms;
+	if (d < 2)
+		return d;
+	return d / 2 + rand64() % (d / 2 + 1);
+}
+
+/* ---- secrets ---- */
+
+/*
+ * Copies at most ~300 bytes of server text @s (@len bytes) to @out as
+ * printable ASCII, with every configured secret masked.
+ */
+static void scrub(struct dbx *db, const char *s, size_t len, char *out,
+		  size_t outlen)
+{
+	const char *secrets[4];
+	size_t n = 0, i, k, sl;
+	char tok[DBX_TOKEN_MAX + 1] = "";
+
+	pthread_mutex_lock(&db->tok_lock);
+	if (db->token && strlen(db->token) <= DBX_TOKEN_MAX)
+		snprintf(tok, sizeof(tok), "%s", db->token);
+	pthread_mutex_unlock(&db->tok_lock);
+	secrets[0] = tok;
+	secrets[1] = db->refresh_token;
+	secrets[2] = db->app_secret;
+	secrets[3] = NULL;
+	if (outlen == 0)
+		return;
+	if (!s)
+		len = 0;
+	for (i = 0; i < len && n + 1 < outlen && n < 300;) {
+		for (k = 0; k < 3; k++) {
+			if (!secrets[k] || strlen(secrets[k]) < 4)
+				continue;
+			sl = strlen(secrets[k]);
+			if (len - i >= sl && memcmp(s + i, secrets[k], sl) == 0)
+				break;
+		}
+		if (k < 3) {
+			const char *mask = "(secret)";
+
+			for (; *mask && n + 1 < outlen; mask++)
+				out[n++] = *mask;
+			i += strlen(secrets[k]);
+			continue;
+		}
+		out[n++] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
+		i++;
+	}
+	out[n] = '\0';
+	explicit_bzero(tok, sizeof(tok));
+}
+
+/* ---- tokens ---- */
+
+static int64_t now_s(void)
+{
+	return (int64_t)(now_ms() / 1000);
+}
+
+/*
+ * Mints a new access token from the refresh token. Called with
+ * db->refreshing set by the caller and tok_lock NOT held.
+ */
+static int dbx_call(struct dbx *db, struct call *c);
+
+static int do_refresh(struct dbx *db, char **token, int64_t *expires_in)
+{
+	char code[64];
+	char *form = NULL;
+	struct call c;
+	int rc;
+
+	rc = http_form_add(&form, "grant_type", "refresh_token");
+	if (rc == 0)
+		rc = http_form_add(&form, "refresh_token", db->refresh_token);
+	if (rc == 0)
+		rc = http_form_add(&form, "client_id", db->app_key);
+	if (rc == 0 && db->app_secret)
+		rc = http_form_add(&form, "client_secret", db->app_secret);
+	if (rc < 0)
+		goto out;
+	call_init(&c, "oauth2/token", HOST_API, STYLE_OAUTH, NULL);
+	c.form = form;
+	rc = dbx_call(db, &c);
+	if (rc == 0) {
+		rc = dbx_parse_token(c.resp.body, c.resp.body_len, token,
+				     expires_in, NULL);
+		if (rc < 0)
+			backend_set_error(
+				"malformed reply of the Dropbox token "
+				"endpoint");
+	} else if (rc == -EACCES) {
+		dbx_oauth_error(c.resp.body, c.resp.body_len, code,
+				sizeof(code));
+		if (strcmp(code, "invalid_grant") == 0)
+			backend_set_error("refresh token revoked or invalid; "
+					  "run huracanfs auth");
+		else
+			backend_set_error("Dropbox refused the app "
+					  "credentials (%s); check "
+					  "dropbox.app_key and app_secret",
+					  code[0] ? code : "no reason given");
+	}
+	call_release(&c);
+out:
+	if (form) {
+		explicit_bzero(form, strlen(form));
+		free(form);
+	}
+	return rc;
+}
+
+/*
+ * Copies the current access token to *@out (malloc'd, secret) and its
+ * generation to *@gen, refreshing it first if it is missing, about to
+ * expire, or (@force) still the generation @stale_gen that was refused.
+ */
+static int get_token(struct dbx *db, bool force, unsigned stale_gen, char **out,
+		     unsigned *gen)
+{
+	char *fresh = NULL;
+	int64_t expires_in = 0;
+	bool need;
+	int rc = 0;
+
+	pthread_mutex_lock(&db->tok_lock);
+	for (;;) {
+		while (db->refreshing)
+			pthread_cond_wait(&db->tok_cond, &db->tok_lock);
+		need = !db->token || (force && db->tok_gen == stale_gen) ||
+		       (db->expiry &&
+			now_s() >= db->expiry - DBX_REFRESH_MARGIN);
+		if (!need || !db->refresh_token)
+			break;
+		db->refreshing = true;
+		pthread_mutex_unlock(&db->tok_lock);
+		rc = do_refresh(db, &fresh, &expires_in);
+		pthread_mutex_lock(&db->tok_lock);
+		db->refreshing = false;
+		pthread_cond_broadcast(&db->tok_cond);
+		if (rc < 0 && rc != -EACCES && !force && db->token &&
+		    now_s() < db->expiry) {
+			/* An early refresh failed for a passing reason:
+			 * the current token is still good for a while. */
+			rc = 0;
+			break;
+		}
+		if (rc < 0)
+			break;
+		if (db->token) {
+			explicit_bzero(db->token, strlen(db->token));
+			free(db->token);
+		}
+		db->token = fresh;
+		fresh = NULL;
+		db->expiry = expires_in > 0 ? now_s() + expires_in : 0;
+		db->tok_gen++;
+		force = false;
+	}
+	if (rc == 0 && !db->token) {
+		backend_set_error("no Dropbox access token");
+		rc = -EACCES;
+	}
+	if (rc == 0 && force && db->tok_gen == stale_gen) {
+		/* Refused, and nothing to refresh it with. */
+		rc = -EACCES;
+	}
+	if (rc == 0) {
+		*out = strdup(db->token);
+		*gen = db->tok_gen;
+		if (!*out)
+			rc = -ENOMEM;
+	}
+	pthread_mutex_unlock(&db->tok_lock);
+	return rc;
+}
+
+/* ---- the call loop ---- */
+
+/* Waits out a Retry-After of another call, within @budget_left ms. */
+static int wait_hold(struct dbx *db, uint64_t *slept, uint64_t budget)
+{
+	uint64_t until, now;
+
+	pthread_mutex_lock(&db->hold_lock);
+	until = db->hold_until;
+	pthread_mutex_unlock(&db->hold_lock);
+	now = now_ms();
+	if (until <= now)
+		return 0;
+	if (*slept + (until - now) > budget) {
+		backend_set_error("Dropbox rate limit: asked to wait %" PRIu64
+				  " s",
+				  (until - now + 999) / 1000);
+		return -EAGAIN;
+	}
+	sleep_ms(until - now);
+	*slept += until - now;
+	return 0;
+}
+
+static void set_hold(struct dbx *db, uint64_t ms)
+{
+	uint64_t until = now_ms() + ms;
+
+	pthread_mutex_lock(&db->hold_lock);
+	if (until > db->hold_until)
+		db->hold_until = until;
+	pthread_mutex_unlock(&db->hold_lock);
+}
+
+static const char *host_url(const struct dbx *db, enum dbx_host h)
+{
+	switch (h) {
+	case HOST_CONTENT:
+		return db->content_url;
+	case HOST_NOTIFY:
+		return db->notify_url;
+	default:
+		return db->api_url;
+	}
+}
+
+/* Builds the request of one attempt. Owns *@auth and *@arg_hdr. */
+static int prepare(struct dbx *db, struct call *c, const char *token,
+		   char **url, char **auth, char **arg_hdr,
+		   const char *headers[4], struct http_request *req)
+{
+	const char *base = host_url(db, c->host);
+	size_t n = 0;
+
+	http_request_init(req);
+	*url = NULL;
+	*auth = NULL;
+	*arg_hdr = NULL;
+	if (c->style == STYLE_OAUTH) {
+		if (asprintf(url, "%s/oauth2/token", base) < 0)
+			*url = NULL;
+	} else if (asprintf(url, "%s/2/%s", base, c->route) < 0) {
+		*url = NULL;
+	}
+	if (!*url)
+		return -ENOMEM;
+	if (token) {
+		if (asprintf(auth, "Authorization: Bearer %s", token) < 0) {
+			*auth = NULL;
+			return -ENOMEM;
+		}
+		headers[n++] = *auth;
+	}
+	if (c->style == STYLE_UPLOAD || c->style == STYLE_DOWNLOAD) {
+		if (asprintf(arg_hdr, "Dropbox-API-Arg: %s", c->arg) < 0) {
+			*arg_hdr = NULL;
+			return -ENOMEM;
+		}
+		headers[n++] = *arg_hdr;
+	}
+	headers[n] = NULL;
+	req->url = *url;
+	req->headers = headers;
+	switch (c->style) {
+	case STYLE_RPC:
+	case STYLE_LONGPOLL:
+		req->content_type = "application/json";
+		req->body = c->arg ? c->arg : "null";
+		req->body_len = strlen(req->body);
+		req->kind = c->style == STYLE_RPC ? HTTP_RPC : HTTP_LONGPOLL;
+		req->timeout_s = c->timeout_s;
+		break;
+	case STYLE_OAUTH:
+		req->content_type = "application/x-www-form-urlencoded";
+		req->body = c->form;
+		req->body_len = strlen(c->form);
+		break;
+	case STYLE_UPLOAD:
+		req->content_type = "application/octet-stream";
+		req->body_fd = c->fd;
+		req->body_fd_off = c->off;
+		req->body_fd_len = c->fd >= 0 ? c->len : 0;
+		req->kind = HTTP_TRANSFER;
+		break;
+	case STYLE_DOWNLOAD:
+		req->content_type = NULL;
+		req->sink_fd = c->sink_fd;
+		req->sink_off = c->sink_off;
+		req->range_start = c->range_start;
+		req->range_len = c->range_len;
+		req->range = c->range;
+		req->hash = c->hash;
+		req->kind = HTTP_TRANSFER;
+		break;
+	}
+	return 0;
+}
+
+static void free_secret(char **s)
+{
+	if (*s) {
+		explicit_bzero(*s, strlen(*s));
+		free(*s);
+		*s = NULL;
+	}
+}
+
+/* Moves a broken download's progress forward so the next attempt asks
+ * only for the rest. */
+static int advance_sink(struct call *c)
+{
+	uint64_t w = c->resp.written;
+	int rc;
+
+	if (c->style != STYLE_DOWNLOAD || w == 0)
+		return 0;
+	c->got += w;
+	c->sink_off += w;
+	c->range_start += w;
+	if (c->range_len)
+		c->range_len -= w;
+	c->range = true;
+	if (c->resume) {
+		rc = c->resume(c, c->resume_ud);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+static const char *what_of(const struct call *c)
+{
+	return c->what ? c->what : "";
+}
+
+static int dbx_call(struct dbx *db, struct call *c)
+{
+	const char *headers[4];
+	struct http_request req;
+	char *url = NULL, *auth = NULL, *arg_hdr = NULL, *token = NULL;
+	char text[320];
+	unsigned attempts = 0, gen = 0;
+	unsigned max =
+		c->max_attempts ? c->max_attempts : db->tune.max_attempts;
+	bool auth_needed =
+		c->style != STYLE_OAUTH && c->style != STYLE_LONGPOLL;
+	bool refreshed = false, retry;
+	uint64_t slept = 0, wait;
+	long status;
+	int rc;
+
+	for (;;) {
+		rc = wait_hold(db, &slept, db->tune.budget_ms);
+		if (rc < 0)
+			return rc;
+		if (auth_needed) {
+			rc = get_token(db, false, 0, &token, &gen);
+			if (rc < 0)
+				return rc;
+		}
+		rc = prepare(db, c, token, &url, &auth, &arg_hdr, headers,
+			     &req);
+		if (rc == 0)
+			rc = http_perform(db->pool, &req, &c->resp);
+		free_secret(&auth);
+		free_secret(&token);
+		free(arg_hdr);
+		arg_hdr = NULL;
+		free(url);
+		url = NULL;
+		attempts++;
+
+		if (rc < 0) {
+			if (!http_transient(rc)) {
+				backend_set_error("%s %s: %s", c->route,
+						  what_of(c), c->resp.error);
+				return rc == -ECONNABORTED ? -EAGAIN : rc;
+			}
+			c->transport_retries++;
+			wait = backoff_ms(db, attempts - 1);
+			backend_set_error("%s %s: Dropbox unreachable: %s",
+					  c->route, what_of(c), c->resp.error);
+			if (attempts >= max ||
+			    slept + wait > db->tune.budget_ms)
+				return -EAGAIN;
+			rc = advance_sink(c);
+			if (rc < 0)
+				return rc;
+			sleep_ms(wait);
+			slept += wait;
+			continue;
+		}
+
+		status = c->resp.status;
+		if (status >= 200 && status <= 299)
+			return 0;
+		if (c->style == STYLE_DOWNLOAD && status == 416)
+			return 0; /* the caller checks the status */
+		dbx_error_parse(status, c->resp.body, c->resp.body_len,
+				&c->err);
+
+		if (c->style == STYLE_OAUTH && status >= 400 && status < 500 &&
+		    status != 429)
+			return -EACCES;
+		if (status == 401) {
+			if (c->err.expired && db->refresh_token && !refreshed) {
+				refreshed = true;
+				rc = get_token(db, true, gen, &token, &gen);
+				free_secret(&token);
+				if (rc < 0)
+					return rc;
+				attempts--;
+				continue;
+			}
+			backend_set_error("Dropbox refused the access token "
+					  "(%s)",
+					  c->err.summary);
+			return -EACCES;
+		}
+		retry = c->err.retry;
+		if (retry) {
+			if (status == 429) {
+				long ra = c->resp.retry_after >= 0
+						  ? c->resp.retry_after
+						  : c->err.retry_after;
+
+				wait = ra >= 0 ? (uint64_t)ra * 1000 : 1000;
+				if (wait > DBX_HOLD_MAX_MS)
+					wait = DBX_HOLD_MAX_MS;
+				set_hold(db, wait);
+			} else {
+				wait = backoff_ms(db, attempts - 1);
+			}
+			backend_set_error("%s %s: %s (HTTP %ld), gave up after "
+					  "%u attempts",
+					  c->route, what_of(c), c->err.summary,
+					  status, attempts);
+			if (attempts >= max ||
+			    slept + wait > db->tune.budget_ms)
+				return -EAGAIN;
+			if (status != 429) {
+				sleep_ms(wait);
+				slept += wait;
+			}
+			continue;
+		}
+		if (status == 400) {
+			scrub(db, c->resp.body, c->resp.body_len, text,
+			      sizeof(text));
+			backend_set_error("%s %s: bad request: %s", c->route,
+					  what_of(c), text);
+			return -EIO;
+		}
+		backend_set_error("%s %s: %s", c->route, what_of(c),
+				  c->err.summary);
+		return c->err.err;
+	}
+}
+
+/* ---- paths and arguments ---- */
+
+/* True if @path is "" (when @allow_root) or "/c1/c2..." of good names. */
+static bool path_ok(const char *path, bool allow_root)
+{
+	char comp[BACKEND_NAME_MAX + 1];
+	const char *p, *end;
+	size_t len;
+
+	if (!path)
+		return false;
+	if (path[0] == '\0')
+		return allow_root;
+	if (path[0] != '/')
+		return false;
+	for (p = path + 1;; p = end + 1) {
+		end = strchr(p, '/');
+		len = end ? (size_t)(end - p) : strlen(p);
+		if (len == 0 || len > BACKEND_NAME_MAX)
+			return false;
+		memcpy(comp, p, len);
+		comp[len] = '\0';
+		if (!backend_name_ok(comp))
+			return false;
+		if (!end)
+			return true;
+	}
+}
+
+/* The Dropbox path of backend path @path, malloc'd, in *@out. */
+static int full_path(struct dbx *db, const char *path, bool allow_root,
+		     char **out)
+{
+	if (!path_ok(path, allow_root)) {
+		backend_set_error("invalid remote path \"%s\"",
+				  path ? path : "(null)");
+		return -EINVAL;
+	}
+	if (strlen(db->root) + strlen(path) > DBX_PATH_MAX) {
+		backend_set_error("remote path too long: \"%s\"", path);
+		return -ENAMETOOLONG;
+	}
+	if (asprintf(out, "%s%s", db->root, path) < 0) {
+		*out = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static const char *base_name(const char *path)
+{
+	const char *s = strrchr(path, '/');
+
+	return s ? s + 1 : path;
+}
+
+static bool rev_ok(const char *s)
+{
+	size_t n = 0;
+
+	for (; *s; s++, n++)
+		if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'z') ||
+		      (*s >= 'A' && *s <= 'Z')))
+			return false;
+	return n > 0 && n <= BACKEND_REV_MAX;
+}
+
+/* Serializes @obj (stolen) as an RPC body or, if @header, a header arg. */
+static char *encode(json_t *obj, bool header)
+{
+	char *s;
+
+	if (!obj)
+		return NULL;
+	s = header ? dbx_json_header_arg(obj) : json_dumps(obj, JSON_COMPACT);
+	json_decref(obj);
+	return s;
+}
+
+/* CommitInfo of an upload of @up to Dropbox path @full. NULL: ENOMEM or
+ * invalid UTF-8. */
+static json_t *commit_info(const char *full, const struct backend_upload *up)
+{
+	char when[DBX_TIME_LEN + 1];
+	json_t *mode;
+
+	dbx_time_format(up->mtime, when);
+	if (up->parent_rev)
+		mode = json_pack("{s:s, s:s}", ".tag", "update", "update",
+				 up->parent_rev);
+	else
+		mode = json_string("overwrite");
+	if (!mode)
+		return NULL;
+	return json_pack("{s:s, s:o, s:b, s:s, s:b, s:b}", "path", full, "mode",
+			 mode, "autorename", up->autorename, "client_modified",
+			 when, "mute", 1, "strict_conflict", 0);
+}
+
+/* ---- probe ---- */
+
+static int dbx_probe(struct backend *be)
+{
+	struct dbx *db = db_of(be);
+	char detail[400];
+	struct call c;
+	int rc;
+
+	call_init(&c, "users/get_current_account", HOST_API, STYLE_RPC, NULL);
+	c.max_attempts = 2;
+	rc = dbx_call(db, &c);
+	if (rc == 0 && dbx_parse_account(c.resp.body, c.resp.body_len) < 0) {
+		backend_set_error("users/get_current_account: malformed reply");
+		rc = -EIO;
+	}
+	if (rc == -EACCES) {
+		snprintf(detail, sizeof(detail), "%s", backend_last_error());
+		backend_set_error("Verify Dropbox token is valid: %s", detail);
+	}
+	call_release(&c);
+	return rc;
+}
+
+/* Creates the mount root folder; an existing one is fine. */
+static int ensure_root(struct dbx *db)
+{
+	struct call c;
+	char *arg;
+	int rc;
+
+	if (!db->root[0])
+		return 0;
+	arg = encode(json_pack("{s:s, s:b}", "path", db->root, "autorename", 0),
+		     false);
+	if (!arg)
+		return -ENOMEM;
+	call_init(&c, "files/create_folder_v2", HOST_API, STYLE_RPC, db->root);
+	c.arg = arg;
+	rc = dbx_call(db, &c);
+	if (rc == -EEXIST)
+		rc = 0;
+	call_release(&c);
+	free(arg);
+	return rc;
+}
+
+/* ---- list, stat ---- */
+
+static int dbx_list(struct backend *be, const char *path, const char *cursor,
+		    struct backend_page *page)
+{
+	struct dbx *db = db_of(be);
+	char *full = NULL, *arg = NULL;
+	bool created = false;
+	struct call c;
+	int rc;
+
+	rc = full_path(db, path, true, &full);
+	if (rc < 0)
+		return rc;
+	if (cursor)
+		arg = encode(json_pack("{s:s}", "cursor", cursor), false);
+	else
+		arg = encode(json_pack("{s:s, s:b, s:b, s:b, s:i}", "path",
+				       full, "recursive", 0, "include_deleted",
+				       0, "include_non_downloadable_files", 0,
+				       "limit", DBX_LIST_LIMIT),
+			     false);
+	if (!arg) {
+		free(full);
+		return -ENOMEM;
+	}
+again:
+	call_init(&c,
+		  cursor ? "files/list_folder/continue" : "files/list_folder",
+		  HOST_API, STYLE_RPC, path[0] ? path : "/");
+	c.arg = arg;
+	rc = dbx_call(db, &c);
+	if (rc == -ENOENT && !cursor && !path[0] && !created) {
+		/* The mount root does not exist yet: an empty folder. */
+		call_release(&c);
+		created = true;
+		rc = ensure_root(db);
+		if (rc == 0)
+			goto again;
+		goto out;
+	}
+	if (rc == 0) {
+		rc = dbx_parse_list_page(c.resp.body, c.resp.body_len, full,
+					 page);
+		if (rc == -EIO)
+			backend_set_error("%s %s: malformed reply", c.route,
+					  path);
+	}
+	call_release(&c);
+out:
+	free(arg);
+	free(full);
+	return rc;
+}
+
+/* get_metadata of Dropbox path @full into @m. */
+static int get_meta(struct dbx *db, const char *full, const char *what,
+		    struct dbx_meta *m)
+{
+	struct call c;
+	char *arg;
+	int rc;
+
+	arg = encode(
+		json_pack("{s:s, s:b}", "path", full, "include_deleted", 0),
+		false);
+	if (!arg)
+		return -ENOMEM;
+	call_init(&c, "files/get_metadata", HOST_API, STYLE_RPC, what);
+	c.arg = arg;
+	rc = dbx_call(db, &c);
+	if (rc == 0) {
+		rc = dbx_meta_parse_text(c.resp.body, c.resp.body_len,
+					 DBX_TAGGED, m);
+		if (rc == 0 && m->kind == DBX_DELETED) {
+			dbx_meta_release(m);
+			rc = -ENOENT;
+		} else if (rc == 0 && (m->kind == DBX_OTHER || !m->name_ok)) {
+			dbx_meta_release(m);
+			backend_set_error("files/get_metadata %s: unusable "
+					  "entry",
+					  what);
+			rc = -EIO;
+		} else if (rc == -EIO) {
+			backend_set_error("files/get_metadata %s: malformed "
+					  "reply",
+					  what);
+		}
+	}
+	call_release(&c);
+	free(arg);
+	return rc;
+}
+
+static int dbx_stat(struct backend *be, const char *path,
+		    struct backend_entry *out)
+{
+	struct dbx *db = db_of(be);
+	struct dbx_meta m;
+	char *full;
+	int rc;
+
+	rc = full_path(db, path, false, &full);
+	if (rc < 0)
+		return rc;
+	rc = get_meta(db, full, path, &m);
+	if (rc == 0) {
+		dbx_meta_to_entry(&m, out);
+		dbx_meta_release(&m);
+	}
+	free(full);
+	return rc;
+}
+
+/* ---- download ---- */
+
+struct dl_state {
+	const char *what;
+	char rev[BACKEND_REV_MAX + 1]; /* pinned after the first reply */
+	char *arg;		       /* owned: the current header arg */
+};
+
+/* Pins the rest of a broken download to the revision it started with. */
+static int dl_resume(struct call *c, void *ud)
+{
+	struct dl_state *st = ud;
+	struct dbx_meta m;
+	char path[BACKEND_REV_MAX + 8];
+	char *arg;
+
+	if (!st->rev[0]) {
+		if (!c->resp.api_result ||
+		    dbx_meta_parse_text(c->resp.api_result,
+					strlen(c->resp.api_result),
+					DBX_FILE_ONLY, &m) < 0) {
+			backend_set_error("files/download %s: malformed "
+					  "Dropbox-API-Result",
+					  st->what);
+			return -EIO;
+		}
+		memcpy(st->rev, m.rev, sizeof(st->rev));
+		dbx_meta_release(&m);
+	}
+	snprintf(path, sizeof(path), "rev:%s", st->rev);
+	arg = encode(json_pack("{s:s}", "path", path), true);
+	if (!arg)
+		return -ENOMEM;
+	free(st->arg);
+	st->arg = arg;
+	c->arg = arg;
+	return 0;
+}
+
+static int dbx_download(struct backend *be, const char *path, const char *rev,
+			uint64_t off, uint64_t len, int fd, uint64_t *got,
+			struct backend_entry *out)
+{
+	struct dbx *db = db_of(be);
+	struct dl_state st;
+	struct dbx_meta m;
+	struct chash h;
+	uint8_t digest[CHASH_LEN];
+	char rpath[BACKEND_REV_MAX + 8];
+	bool whole = off == 0 && len == 0, hashing = false;
+	char *full = NULL;
+	struct call c;
+	int rc;
+
+	memset(&st, 0, sizeof(st));
+	memset(&m, 0, sizeof(m));
+	st.what = path;
+	rc = full_path(db, path, false, &full);
+	if (rc < 0)
+		return rc;
+	if (rev) {
+		if (!rev_ok(rev)) {
+			backend_set_error("invalid revision for \"%s\"", path);
+			rc = -EINVAL;
+			goto out;
+		}
+		snprintf(rpath, sizeof(rpath), "rev:%s", rev);
+		snprintf(st.rev, sizeof(st.rev), "%s", rev);
+	}
+	st.arg = encode(json_pack("{s:s}", "path", rev ? rpath : full), true);
+	if (!st.arg) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	if (whole) {
+		rc = chash_init(&h);
+		if (rc < 0)
+			goto out;
+		hashing = true;
+	}
+	call_init(&c, "files/download", HOST_CONTENT, STYLE_DOWNLOAD, path);
+	c.arg = st.arg;
+	c.sink_fd = fd;
+	c.sink_off = off;
+	c.range_start = off;
+	c.range_len = len;
+	c.range = !whole;
+	c.hash = hashing ? &h : NULL;
+	c.resume = dl_resume;
+	c.resume_ud = &st;
+	rc = dbx_call(db, &c);
+	if (rc == 0 && c.resp.status == 416) {
+		/* Asked for bytes past the end: nothing to read. */
+		*got = 0;
+		goto done;
+	}
+	if (rc < 0)
+		goto done;
+	c.got += c.resp.written;
+	if (!c.resp.api_result ||
+	    dbx_meta_parse_text(c.resp.api_result, strlen(c.resp.api_result),
+				DBX_FILE_ONLY, &m) < 0 ||
+	    !m.name_ok) {
+		backend_set_error("files/download %s: malformed or missing "
+				  "Dropbox-API-Result",
+				  path);
+		rc = -EIO;
+		goto done;
+	}
+	if (whole) {
+		rc = chash_final(&h, digest);
+		hashing = false;
+		if (rc < 0)
+			goto done;
+		if (c.got != m.size) {
+			backend_set_error("files/download %s: got %" PRIu64
+					  " bytes, the file has %" PRIu64,
+					  path, c.got, m.size);
+			rc = -EIO;
+			goto done;
+		}
+		if (m.has_hash && memcmp(digest, m.hash, CHASH_LEN) != 0) {
+			backend_set_error("files/download %s: content hash "
+					  "mismatch; the downloaded bytes are "
+					  "not trusted",
+					  path);
+			rc = -EIO;
+			goto done;
+		}
+	} else if (off < m.size) {
+		uint64_t want = len && len < m.size - off ? len : m.size - off;
+
+		if (c.got != want) {
+			backend_set_error("files/download %s: got %" PRIu64
+					  " of %" PRIu64 " bytes",
+					  path, c.got, want);
+			rc = -EIO;
+			goto done;
+		}
+	}
+	*got = c.got;
+	if (out) {
+		dbx_meta_to_entry(&m, out);
+		if (rev && !m.rev[0])
+			snprintf(out->rev, sizeof(out->rev), "%s", rev);
+	}
+done:
+	if (hashing)
+		chash_release(&h);
+	dbx_meta_release(&m);
+	call_release(&c);
+out:
+	free(st.arg);
+	free(full);
+	return rc;
+}
+
+/* ---- upload ---- */
+
+/* Content hash of [0, @size) of @fd. */
+static int hash_range(int fd, uint64_t size, uint8_t out[CHASH_LEN])
+{
+	size_t bufsz = 1024 * 1024;
+	uint64_t pos = 0;
+	struct chash h;
+	char *buf;
+	ssize_t n;
+	int rc;
+
+	buf = malloc(bufsz);
+	if (!buf)
+		return -ENOMEM;
+	rc = chash_init(&h);
+	if (rc < 0) {
+		free(buf);
+		return rc;
+	}
+	while (pos < size) {
+		size_t want = size - pos < bufsz ? (size_t)(size - pos) : bufsz;
+
+		n = pread(fd, buf, want, (off_t)pos);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			rc = n < 0 ? -errno : -EIO;
+			break;
+		}
+		rc = chash_update(&h, buf, (size_t)n);
+		if (rc < 0)
+			break;
+		pos += (uint64_t)n;
+	}
+	if (rc == 0)
+		rc = chash_final(&h, out);
+	else
+		chash_release(&h);
+	free(buf);
+	return rc;
+}
+
+/*
+ * Fills @out from the FileMetadata @m of a finished upload of @up, and
+ * checks its content hash against @hash (if known).
+ */
+static int upload_result(const struct backend_upload *up, struct dbx_meta *m,
+			 const uint8_t *hash, struct backend_entry *out)
+{
+	if (!m->name_ok) {
+		backend_set_error("upload %s: the reply names an invalid file",
+				  up->path);
+		return -EIO;
+	}
+	if (hash && m->has_hash && memcmp(hash, m->hash, CHASH_LEN) != 0) {
+		backend_set_error("upload %s: the stored content hash differs "
+				  "from the uploaded file's",
+				  up->path);
+		return -EIO;
+	}
+	if (out) {
+		dbx_meta_to_entry(m, out);
+		/* Report our own spelling unless Dropbox stored the bytes
+		 * under another name (a conflicted copy). */
+		if (dbx_name_equal(m->name, base_name(up->path)))
+			snprintf(out->name, sizeof(out->name), "%s",
+				 base_name(up->path));
+	}
+	return 0;
+}
+
+static int check_upload(struct dbx *db, const struct backend_upload *up,
+			char **full)
+{
+	int rc;
+
+	if (!up || up->fd < 0) {
+		backend_set_error("upload: no file");
+		return -EINVAL;
+	}
+	rc = full_path(db, up->path, false, full);
+	if (rc < 0)
+		return rc;
+	if (up->parent_rev && !rev_ok(up->parent_rev)) {
+		backend_set_error("upload %s: invalid parent revision",
+				  up->path);
+		free(*full);
+		*full = NULL;
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int upload_single(struct dbx *db, const struct backend_upload *up,
+			 const char *full, struct backend_entry *out)
+{
+	char hex[CHASH_HEXLEN + 1];
+	struct dbx_meta m;
+	struct call c;
+	json_t *ci;
+	char *arg;
+	int rc;
+
+	ci = commit_info(full, up);
+	if (ci && up->hash) {
+		chash_to_hex(up->hash, hex);
+		json_object_set_new(ci, "content_hash", json_string(hex));
+	}
+	arg = encode(ci, true);
+	if (!arg)
+		return -ENOMEM;
+	call_init(&c, "files/upload", HOST_CONTENT, STYLE_UPLOAD, up->path);
+	c.arg = arg;
+	c.fd = up->fd;
+	c.off = 0;
+	c.len = up->size;
+	rc = dbx_call(db, &c);
+	if (rc == 0) {
+		rc = dbx_meta_parse_text(c.resp.body, c.resp.body_len,
+					 DBX_FILE_ONLY, &m);
+		if (rc == 0) {
+			rc = upload_result(up, &m, up->hash, out);
+			dbx_meta_release(&m);
+		} else {
+			backend_set_error("files/upload %s: malformed reply",
+					  up->path);
+		}
+	}
+	call_release(&c);
+	free(arg);
+	return rc;
+}
+
+/* The session cursor {"session_id": ..., "offset": ...}. */
+static json_t *cursor_json(const char *sid, uint64_t offset)
+{
+	return json_pack("{s:s, s:I}", "session_id", sid, "offset",
+			 (json_int_t)offset);
+}
+
+/* start (no @sid yet) or append_v2 of [@off, @end); sets *@sid. */
+static int session_send(struct dbx *db, const struct backend_upload *up,
+			char **sid, uint64_t off, uint64_t end, bool close,
+			struct call *c)
+{
+	char *arg;
+	int rc;
+
+	call_init(c,
+		  *sid ? "files/upload_session/append_v2"
+		       : "files/upload_session/start",
+		  HOST_CONTENT, STYLE_UPLOAD, up->path);
+	if (!*sid)
+		arg = encode(json_pack("{s:b}", "close", close), true);
+	else
+		arg = encode(json_pack("{s:o, s:b}", "cursor",
+				       cursor_json(*sid, off), "close", close),
+			     true);
+	if (!arg)
+		return -ENOMEM;
+	c->arg = arg;
+	c->fd = up->fd;
+	c->off = off;
+	c->len = end - off;
+	rc = dbx_call(db, c);
+	c->arg = NULL;
+	if (rc == 0 && !*sid) {
+		rc = dbx_parse_session(c->resp.body, c->resp.body_len, sid);
+		if (rc == -EIO)
+			backend_set_error("upload_session/start %s: malformed "
+					  "reply",
+					  up->path);
+	}
+	free(arg);
+	return rc;
+}
+
+/*
+ * After a finish whose reply was lost and whose retry found no session:
+ * the commit happened if the file now has our content hash.
+ */
+static int finish_lost(struct dbx *db, const struct backend_upload *up,
+		       const char *full, const uint8_t *hash,
+		       struct backend_entry *out)
+{
+	struct dbx_meta m;
+	int rc;
+
+	rc = get_meta(db, full, up->path, &m);
+	if (rc < 0)
+		return -EAGAIN;
+	if (m.kind != DBX_FILE || !m.has_hash ||
+	    memcmp(m.hash, hash, CHASH_LEN) != 0 || m.size != up->size) {
+		dbx_meta_release(&m);
+		backend_set_error("upload %s: the upload session vanished",
+				  up->path);
+		return -EAGAIN;
+	}
+	rc = upload_result(up, &m, hash, out);
+	dbx_meta_release(&m);
+	return rc;
+}
+
+static int upload_session(struct dbx *db, const struct backend_upload *up,
+			  const char *full, struct backend_entry *out)
+{
+	uint64_t off = 0, end, chunk = db->tune.chunk;
+	uint8_t hash[CHASH_LEN];
+	unsigned recoveries = 0;
+	struct dbx_meta m;
+	char *sid = NULL, *arg = NULL;
+	struct call c;
+	int rc;
+
+	if (up->hash) {
+		memcpy(hash, up->hash, CHASH_LEN);
+	} else {
+		rc = hash_range(up->fd, up->size, hash);
+		if (rc < 0) {
+			backend_set_error("upload %s: reading the file: %s",
+					  up->path, strerror(-rc));
+			return rc;
+		}
+	}
+	for (;;) {
+		/* Send data until the server has all of it. */
+		while (!sid || off < up->size) {
+			end = (off / chunk + 1) * chunk;
+			if (end > up->size)
+				end = up->size;
+			rc = session_send(db, up, &sid, off, end, false, &c);
+			if (rc == 0) {
+				off = end;
+			} else if (c.err.has_correct_offset &&
+				   c.err.correct_offset <= up->size &&
+				   ++recoveries <= DBX_OFFSET_RECOVERIES) {
+				/* A lost reply: resume where the server is. */
+				off = c.err.correct_offset;
+				rc = 0;
+			} else if (c.err.has_correct_offset) {
+				rc = -EIO;
+			} else if (rc == -ENOENT && sid) {
+				/* The session expired: not the path. */
+				rc = -EAGAIN;
+			}
+			call_release(&c);
+			if (rc < 0)
+				goto out;
+		}
+
+		json_t *ci = commit_info(full, up);
+
+		arg = encode(json_pack("{s:o, s:o}", "cursor",
+				       cursor_json(sid, up->size), "commit",
+				       ci),
+			     true);
+		if (!arg) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		call_init(&c, "files/upload_session/finish", HOST_CONTENT,
+			  STYLE_UPLOAD, up->path);
+		c.arg = arg;
+		rc = dbx_call(db, &c);
+		free(arg);
+		arg = NULL;
+		if (rc == 0) {
+			rc = dbx_meta_parse_text(c.resp.body, c.resp.body_len,
+						 DBX_FILE_ONLY, &m);
+			if (rc == 0) {
+				rc = upload_result(up, &m, hash, out);
+				dbx_meta_release(&m);
+			} else {
+				backend_set_error("upload_session/finish %s: "
+						  "malformed reply",
+						  up->path);
+			}
+			call_release(&c);
+			goto out;
+		}
+		if (c.err.has_correct_offset &&
+		    c.err.correct_offset < up->size &&
+		    ++recoveries <= DBX_OFFSET_RECOVERIES) {
+			off = c.err.correct_offset;
+			call_release(&c);
+			continue;
+		}
+		if (rc == -EAGAIN &&
+		    strncmp(c.err.summary, "lookup_failed/not_found", 23) == 0)
+			rc = finish_lost(db, up, full, hash, out);
+		else if (c.err.has_correct_offset)
+			rc = -EIO;
+		call_release(&c);
+		goto out;
+	}
+out:
+	free(sid);
+	return rc;
+}
+
+static int dbx_upload(struct backend *be, const struct backend_upload *up,
+		      struct backend_entry *out)
+{
+	struct dbx *db = db_of(be);
+	char *full = NULL;
+	int rc;
+
+	rc = check_upload(db, up, &full);
+	if (rc < 0)
+		return rc;
+	if (up->size <= db->tune.single_max)
+		rc = upload_single(db, up, full, out);
+	else
+		rc = upload_session(db, up, full, out);
+	free(full);
+	return rc;
+}
+
+/* ---- upload_batch ---- */
+
+static void batch_enter(struct dbx *db)
+{
+	pthread_mutex_lock(&db->batch_lock);
+	while (db->batch_busy)
+		pthread_cond_wait(&db->batch_cond, &db->batch_lock);
+	db->batch_busy = true;
+	pthread_mutex_unlock(&db->batch_lock);
+}
+
+static void batch_leave(struct dbx *db)
+{
+	pthread_mutex_lock(&db->batch_lock);
+	db->batch_busy = false;
+	pthread_cond_signal(&db->batch_cond);
+	pthread_mutex_unlock(&db->batch_lock);
+}
+
+/* One upload_session/start with the whole of @up and close: true. */
+static int batch_start(struct dbx *db, const struct backend_upload *up,
+		       const uint8_t *hash, char **sid)
+{
+	char hex[CHASH_HEXLEN + 1];
+	struct call c;
+	json_t *o;
+	char *arg;
+	int rc;
+
+	o = json_pack("{s:b}", "close", 1);
+	if (o && hash) {
+		chash_to_hex(hash, hex);
+		json_object_set_new(o, "content_hash", json_string(hex));
+	}
+	arg = encode(o, true);
+	if (!arg)
+		return -ENOMEM;
+	call_init(&c, "files/upload_session/start", HOST_CONTENT, STYLE_UPLOAD,
+		  up->path);
+	c.arg = arg;
+	c.fd = up->fd;
+	c.len = up->size;
+	rc = dbx_call(db, &c);
+	if (rc == 0) {
+		rc = dbx_parse_session(c.resp.body, c.resp.body_len, sid);
+		if (rc == -EIO)
+			backend_set_error("upload_session/start %s: malformed "
+					  "reply",
+					  up->path);
+	}
+	call_release(&c);
+	free(arg);
+	return rc;
+}
+
+struct batch_item {
+	size_t i;   /* index in the caller's arrays */
+	char *sid;  /* owned */
+	char *full; /* owned */
+	uint8_t hash[CHASH_LEN];
+	bool has_hash;
+};
+
+/*
+ * Commits @n items with one finish_batch_v2. Results go to outs/rcs;
+ * items to retry are moved to the front of @items and their number
+ * returned in *@again. Returns 0 or the call's -errno (then every item
+ * got it in rcs).
+ */
+static int batch_finish(struct dbx *db, const struct backend_upload *ups,
+			struct batch_item *items, size_t n,
+			struct backend_entry *outs, int *rcs, size_t *again)
+{
+	struct dbx_meta *metas = NULL;
+	struct dbx_error *errs = NULL;
+	bool *ok = NULL;
+	json_t *entries, *e;
+	struct call c;
+	char *arg = NULL;
+	size_t k, keep = 0;
+	int rc = -ENOMEM;
+
+	*again = 0;
+	entries = json_array();
+	if (!entries)
+		goto fail;
+	for (k = 0; k < n; k++) {
+		const struct backend_upload *up = &ups[items[k].i];
+
+		e = json_pack("{s:o, s:o}", "cursor",
+			      cursor_json(items[k].sid, up->size), "commit",
+			      commit_info(items[k].full, up));
+		if (!e || json_array_append_new(entries, e) < 0) {
+			json_decref(entries);
+			goto fail;
+		}
+	}
+	arg = encode(json_pack("{s:o}", "entries", entries), false);
+	metas = calloc(n, sizeof(*metas));
+	errs = calloc(n, sizeof(*errs));
+	ok = calloc(n, sizeof(*ok));
+	if (!arg || !metas || !errs || !ok)
+		goto fail;
+	call_init(&c, "files/upload_session/finish_batch_v2", HOST_API,
+		  STYLE_RPC, NULL);
+	c.arg = arg;
+	rc = dbx_call(db, &c);
+	if (rc == 0) {
+		rc = dbx_parse_batch(c.resp.body, c.resp.body_len, n, metas,
+				     errs, ok);
+		if (rc < 0)
+			backend_set_error("upload_session/finish_batch_v2: "
+					  "malformed reply");
+	}
+	call_release(&c);
+	if (rc < 0)
+		goto fail;
+	for (k = 0; k < n; k++) {
+		size_t i = items[k].i;
+
+		if (ok[k]) {
+			rcs[i] = upload_result(&ups[i], &metas[k],
+					       items[k].has_hash ? items[k].hash
+								 : NULL,
+					       &outs[i]);
+			dbx_meta_release(&metas[k]);
+			free(items[k].sid);
+			free(items[k].full);
+		} else if (errs[k].retry) {
+			rcs[i] = -EAGAIN;
+			items[keep++] = items[k];
+		} else {
+			rcs[i] = errs[k].err;
+			backend_set_error("upload %s: %s", ups[i].path,
+					  errs[k].summary);
+			free(items[k].sid);
+			free(items[k].full);
+		}
+	}
+	*again = keep;
+	rc = 0;
+	goto out;
+fail:
+	for (k = 0; k < n; k++) {
+		rcs[items[k].i] = rc;
+		free(items[k].sid);
+		free(items[k].full);
+	}
+out:
+	free(arg);
+	free(metas);
+	free(errs);
+	free(ok);
+	return rc;
+}
+
+static int dbx_upload_batch(struct backend *be,
+			    const struct backend_upload *ups, size_t n,
+			    struct backend_entry *outs, int *rcs)
+{
+	struct dbx *db = db_of(be);
+	struct batch_item *items;
+	size_t i, m = 0, done, again, chunk_n, k, first_err = n;
+	unsigned round = 0;
+	int rc;
+
+	for (i = 0; i < n; i++) {
+		rcs[i] = -EIO;
+		memset(&outs[i], 0, sizeof(outs[i]));
+	}
+	if (n == 0)
+		return 0;
+	items = calloc(n, sizeof(*items));
+	if (!items)
+		return -ENOMEM;
+	for (i = 0; i < n; i++) {
+		const struct backend_upload *up = &ups[i];
+		struct batch_item *it = &items[m];
+
+		memset(it, 0, sizeof(*it));
+		rc = check_upload(db, up, &it->full);
+		if (rc < 0) {
+			rcs[i] = rc;
+			continue;
+		}
+		if (up->size > db->tune.single_max) {
+			rcs[i] = upload_session(db, up, it->full, &outs[i]);
+			free(it->full);
+			it->full = NULL;
+			continue;
+		}
+		if (up->hash) {
+			memcpy(it->hash, up->hash, CHASH_LEN);
+			it->has_hash = true;
+		} else if (hash_range(up->fd, up->size, it->hash) == 0) {
+			it->has_hash = true;
+		}
+		rc = batch_start(db, up, it->has_hash ? it->hash : NULL,
+				 &it->sid);
+		if (rc < 0) {
+			rcs[i] = rc;
+			free(it->full);
+			it->full = NULL;
+			continue;
+		}
+		it->i = i;
+		m++;
+	}
+
+	batch_enter(db);
+	while (m > 0) {
+		/* Commit every item, 1000 at a time; collect the retries
+		 * at the front of @items. */
+		done = 0;
+		k = 0;
+		while (done < m) {
+			chunk_n = m - done < DBX_BATCH_MAX ? m - done
+							   : DBX_BATCH_MAX;
+			batch_finish(db, ups, items + done, chunk_n, outs, rcs,
+				     &again);
+			memmove(items + k, items + done,
+				again * sizeof(*items));
+			k += again;
+			done += chunk_n;
+		}
+		m = k;
+		if (m == 0)
+			break;
+		if (++round >= db->tune.max_attempts) {
+			for (k = 0; k < m; k++) {
+				rcs[items[k].i] = -EAGAIN;
+				backend_set_error(
+					"upload %s: too_many_write_operations",
+					ups[items[k].i].path);
+				free(items[k].sid);
+				free(items[k].full);
+			}
+			break;
+		}
+		sleep_ms(backoff_ms(db, round - 1));
+	}
+	batch_leave(db);
+	free(items);
+
+	for (i = 0; i < n; i++) {
+		if (rcs[i] == 0)
+			return 0;
+		if (first_err == n)
+			first_err = i;
+	}
+	return rcs[first_err];
+}
+
+/* ---- namespace operations ---- */
+
+/* An RPC on one path: {"path": full} plus @extra fields (stolen). */
+static int path_rpc(struct dbx *db, const char *route, const char *path,
+		    const char *full, json_t *extra, struct call *c)
+{
+	json_t *o;
+	char *arg;
+	int rc;
+
+	o = json_pack("{s:s}", "path", full);
+	if (o && extra)
+		json_object_update(o, extra);
+	json_decref(extra);
+	arg = encode(o, false);
+	if (!arg)
+		return -ENOMEM;
+	call_init(c, route, HOST_API, STYLE_RPC, path);
+	c->arg = arg;
+	rc = dbx_call(db, c);
+	free(arg);
+	c->arg = NULL;
+	return rc;
+}
+
+static int dbx_mkdir(struct backend *be, const char *path)
+{
+	struct dbx *db = db_of(be);
+	struct call c;
+	char *full;
+	int rc;
+
+	rc = full_path(db, path, true, &full);
+	if (rc < 0)
+		return rc;
+	if (!path[0]) {
+		free(full);
+		backend_set_error("the root folder exists");
+		return -EEXIST;
+	}
+	rc = path_rpc(db, "files/create_folder_v2", path, full,
+		      json_pack("{s:b}", "autorename", 0), &c);
+	if (rc == 0 && !c.resp.body) {
+		backend_set_error("files/create_folder_v2 %s: empty reply",
+				  path);
+		rc = -EIO;
+	}
+	call_release(&c);
+	free(full);
+	return rc;
+}
+
+static int dbx_remove(struct backend *be, const char *path)
+{
+	struct dbx *db = db_of(be);
+	struct call c;
+	char *full;
+	int rc;
+
+	rc = full_path(db, path, true, &full);
+	if (rc < 0)
+		return rc;
+	if (!path[0]) {
+		free(full);
+		backend_set_error("the root folder cannot be removed");
+		return -EINVAL;
+	}
+	rc = path_rpc(db, "files/delete_v2", path, full, NULL, &c);
+	call_release(&c);
+	free(full);
+	return rc;
+}
+
+/* move_v2 or copy_v2 of Dropbox paths; *@name gets the stored name. */
+static int relocate(struct dbx *db, bool copy, const char *from, const char *to,
+		    const char *ffrom, const char *fto,
+		    char name[BACKEND_NAME_MAX + 1])
+{
+	const char *route = copy ? "files/copy_v2" : "files/move_v2";
+	struct dbx_meta m;
+	struct call c;
+	char *arg;
+	int rc;
+
+	arg = encode(json_pack("{s:s, s:s, s:b, s:b}", "from_path", ffrom,
+			       "to_path", fto, "autorename", 0,
+			       "allow_ownership_transfer", 0),
+		     false);
+	if (!arg)
+		return -ENOMEM;
+	call_init(&c, route, HOST_API, STYLE_RPC, from);
+	c.arg = arg;
+	rc = dbx_call(db, &c);
+	if (rc == 0) {
+		rc = dbx_parse_metadata_result(c.resp.body, c.resp.body_len,
+					       DBX_TAGGED, &m);
+		if (rc == 0 && m.name_ok && name)
+			memcpy(name, m.name, BACKEND_NAME_MAX + 1);
+		else if (rc == 0 && name)
+			name[0] = '\0';
+		if (rc == -EIO)
+			backend_set_error("%s %s: malformed reply", route,
+					  from);
+		dbx_meta_release(&m);
+	} else if (rc == -EEXIST) {
+		backend_set_error("%s: \"%s\" exists", route, to);
+	}
+	call_release(&c);
+	free(arg);
+	return rc;
+}
+
+/* Renames @from to @to, which differ only in case, through a temporary
+ * name (move_v2 refuses or ignores case-only renames). */
+static int rename_case(struct dbx *db, const char *from, const char *to,
+		       const char *ffrom, const char *fto)
+{
+	char *tmp = NULL;
+	const char *slash = strrchr(ffrom, '/');
+	int dirlen = slash ? (int)(slash - ffrom) : 0;
+	int rc, rc2;
+
+	if (asprintf(&tmp, "%.*s/.huracanfs-case-%016" PRIx64, dirlen, ffrom,
+		     rand64()) < 0)
+		return -ENOMEM;
+	rc = relocate(db, false, from, to, ffrom, tmp, NULL);
+	if (rc == 0) {
+		rc = relocate(db, false, from, to, tmp, fto, NULL);
+		if (rc < 0) {
+			rc2 = relocate(db, false, from, from, tmp, ffrom, NULL);
+			(void)rc2;
+		}
+	}
+	free(tmp);
+	return rc;
+}
+
+/* True if Dropbox paths @a and @b name the same entry (same id). */
+static bool same_entry(struct dbx *db, const char *a, const char *b)
+{
+	struct dbx_meta ma, mb;
+	bool same = false;
+
+	if (get_meta(db, a, a, &ma) < 0)
+		return false;
+	if (get_meta(db, b, b, &mb) == 0) {
+		same = ma.id[0] && strcmp(ma.id, mb.id) == 0;
+		dbx_meta_release(&mb);
+	}
+	dbx_meta_release(&ma);
+	return same;
+}
+
+/* True if remote @to is @from or lies inside folder @from. */
+static bool inside(const char *from, const char *to)
+{
+	size_t lf = strlen(from);
+
+	return strncmp(from, to, lf) == 0 && (to[lf] == '/' || to[lf] == '\0');
+}
+
+static int two_paths(struct dbx *db, const char *from, const char *to,
+		     char **ffrom, char **fto)
+{
+	int rc;
+
+	*ffrom = *fto = NULL;
+	rc = full_path(db, from, false, ffrom);
+	if (rc == 0)
+		rc = full_path(db, to, false, fto);
+	if (rc == 0 && strcmp(from, to) != 0 && inside(from, to)) {
+		backend_set_error("cannot put \"%s\" inside itself (\"%s\")",
+				  from, to);
+		rc = -EINVAL;
+	}
+	if (rc == 0 && strcmp(from, to) == 0) {
+		backend_set_error("\"%s\" exists", to);
+		rc = -EEXIST;
+	}
+	if (rc < 0) {
+		free(*ffrom);
+		free(*fto);
+		*ffrom = *fto = NULL;
+	}
+	return rc;
+}
+
+static int dbx_move(struct backend *be, const char *from, const char *to)
+{
+	struct dbx *db = db_of(be);
+	char name[BACKEND_NAME_MAX + 1] = "";
+	char *ffrom, *fto;
+	int rc;
+
+	rc = two_paths(db, from, to, &ffrom, &fto);
+	if (rc < 0)
+		return rc;
+	if (strcasecmp(from, to) == 0) {
+		rc = rename_case(db, from, to, ffrom, fto);
+		goto out;
+	}
+	rc = relocate(db, false, from, to, ffrom, fto, name);
+	if (rc == 0 && name[0] && strcmp(name, base_name(to)) != 0 &&
+	    dbx_name_equal(name, base_name(to))) {
+		/* A case-only rename outside ASCII that Dropbox accepted
+		 * without changing anything. */
+		rc = rename_case(db, from, to, ffrom, fto);
+	} else if (rc == -EEXIST && dbx_name_equal(ffrom, fto) &&
+		   same_entry(db, ffrom, fto)) {
+		rc = rename_case(db, from, to, ffrom, fto);
+	}
+out:
+	free(ffrom);
+	free(fto);
+	return rc;
+}
+
+static int dbx_copy(struct backend *be, const char *from, const char *to)
+{
+	struct dbx *db = db_of(be);
+	char *ffrom, *fto;
+	int rc;
+
+	rc = two_paths(db, from, to, &ffrom, &fto);
+	if (rc < 0)
+		return rc;
+	rc = relocate(db, true, from, to, ffrom, fto, NULL);
+	free(ffrom);
+	free(fto);
+	return rc;
+}
+
+/* ---- change tracking ---- */
+
+static int dbx_latest_cursor(struct backend *be, char **cursor)
+{
+	struct dbx *db = db_of(be);
+	bool created = false;
+	struct call c;
+	char *arg;
+	int rc;
+
+	arg = encode(json_pack("{s:s, s:b, s:b, s:b}", "path", db->root,
+			       "recursive", 1, "include_deleted", 0,
+			       "include_non_downloadable_files", 0),
+		     false);
+	if (!arg)
+		return -ENOMEM;
+again:
+	call_init(&c, "files/list_folder/get_latest_cursor", HOST_API,
+		  STYLE_RPC, "/");
+	c.arg = arg;
+	rc = dbx_call(db, &c);
+	if (rc == -ENOENT && !created) {
+		call_release(&c);
+		created = true;
+		rc = ensure_root(db);
+		if (rc == 0)
+			goto again;
+		free(arg);
+		return rc;
+	}
+	if (rc == 0) {
+		rc = dbx_parse_cursor(c.resp.body, c.resp.body_len, cursor);
+		if (rc == -EIO)
+			backend_set_error("get_latest_cursor: malformed reply");
+	}
+	call_release(&c);
+	free(arg);
+	return rc;
+}
+
+static int dbx_longpoll(struct backend *be, const char *cursor, int timeout_s,
+			bool *changes, int *backoff_s)
+{
+	struct dbx *db = db_of(be);
+	struct call c;
+	char *arg;
+	int rc, t = timeout_s;
+
+	if (t < DBX_LONGPOLL_MIN)
+		t = DBX_LONGPOLL_MIN;
+	if (t > DBX_LONGPOLL_MAX)
+		t = DBX_LONGPOLL_MAX;
+	arg = encode(json_pack("{s:s, s:i}", "cursor", cursor, "timeout", t),
+		     false);
+	if (!arg)
+		return -ENOMEM;
+	call_init(&c, "files/list_folder/longpoll", HOST_NOTIFY, STYLE_LONGPOLL,
+		  NULL);
+	c.arg = arg;
+	c.timeout_s = t + DBX_LONGPOLL_SLACK;
+	rc = dbx_call(db, &c);
+	if (rc == 0) {
+		rc = dbx_parse_longpoll(c.resp.body, c.resp.body_len, changes,
+					backoff_s);
+		if (rc == -EIO)
+			backend_set_error("longpoll: malformed reply");
+	}
+	call_release(&c);
+	free(arg);
+	return rc;
+}
+
+static int dbx_list_changes(struct backend *be, const char *cursor,
+			    struct backend_page *page)
+{
+	struct dbx *db = db_of(be);
+	struct call c;
+	char *arg;
+	int rc;
+
+	arg = encode(json_pack("{s:s}", "cursor", cursor), false);
+	if (!arg)
+		return -ENOMEM;
+	call_init(&c, "files/list_folder/continue", HOST_API, STYLE_RPC, "/");
+	c.arg = arg;
+	rc = dbx_call(db, &c);
+	if (rc == 0) {
+		rc = dbx_parse_changes_page(c.resp.body, c.resp.body_len,
+					    db->root, page);
+		if (rc == -EIO)
+			backend_set_error("list_folder/continue: malformed "
+					  "reply");
+	}
+	call_release(&c);
+	free(arg);
+	return rc;
+}
+
+static int dbx_space(struct backend *be, uint64_t *used, uint64_t *total)
+{
+	struct dbx *db = db_of(be);
+	struct call c;
+	int rc;
+
+	call_init(&c, "users/get_space_usage", HOST_API, STYLE_RPC, NULL);
+	rc = dbx_call(db, &c);
+	if (rc == 0) {
+		rc = dbx_parse_space(c.resp.body, c.resp.body_len, used, total);
+		if (rc == -EIO)
+			backend_set_error("get_space_usage: malformed reply");
+	}
+	call_release(&c);
+	return rc;
+}
+
+/* ---- lifecycle ---- */
+
+static void dbx_destroy(struct backend *be)
+{
+	struct dbx *db = db_of(be);
+
+	if (!db)
+		return;
+	http_pool_destroy(db->pool);
+	free_secret(&db->token);
+	free_secret(&db->refresh_token);
+	free_secret(&db->app_secret);
+	free(db->app_key);
+	free(db->api_url);
+	free(db->content_url);
+	free(db->notify_url);
+	free(db->root);
+	if (db->locks_ok) {
+		pthread_mutex_destroy(&db->tok_lock);
+		pthread_cond_destroy(&db->tok_cond);
+		pthread_mutex_destroy(&db->hold_lock);
+		pthread_mutex_destroy(&db->batch_lock);
+		pthread_cond_destroy(&db->batch_cond);
+	}
+	free(db);
+}
+
+/* Ends the watcher's long poll at shutdown. */
+static void dbx_interrupt(struct backend *be)
+{
+	http_pool_interrupt(db_of(be)->pool);
+}
+
+static const struct backend_ops dbx_ops = {
+	.name = "dropbox",
+	.probe = dbx_probe,
+	.list = dbx_list,
+	.stat = dbx_stat,
+	.download = dbx_download,
+	.upload = dbx_upload,
+	.mkdir = dbx_mkdir,
+	.remove = dbx_remove,
+	.move = dbx_move,
+	.copy = dbx_copy,
+	.upload_batch = dbx_upload_batch,
+	.latest_cursor = dbx_latest_cursor,
+	.longpoll = dbx_longpoll,
+	.list_changes = dbx_list_changes,
+	.interrupt = dbx_interrupt,
+	.space = dbx_space,
+	.destroy = dbx_destroy,
+};
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+/* Copies URL @url without trailing slashes; it must be https://. */
+static int url_copy(const char *key, const char *url, char **out, char *err,
+		    size_t errlen)
+{
+	size_t len;
+
+	if (!url || strncasecmp(url, "https://", 8) != 0 || !url[8]) {
+		set_err(err, errlen,
+			"huracanfs.%s must be an https:// URL (got \"%s\")",
+			key, url ? url : "");
+		return -EINVAL;
+	}
+	len = strlen(url);
+	while (len > 8 && url[len - 1] == '/')
+		len--;
+	*out = strndup(url, len);
+	return *out ? 0 : -ENOMEM;
+}
+
+/* "/" + app_folder without stray slashes, each component checked. */
+static int make_root(const char *folder, char **out, char *err, size_t errlen)
+{
+	const char *p = folder ? folder : "";
+	size_t len;
+	char *s;
+
+	while (*p == '/')
+		p++;
+	len = strlen(p);
+	while (len && p[len - 1] == '/')
+		len--;
+	if (len == 0) {
+		*out = strdup("");
+		return *out ? 0 : -ENOMEM;
+	}
+	if (asprintf(&s, "/%.*s", (int)len, p) < 0)
+		return -ENOMEM;
+	if (!path_ok(s, false)) {
+		set_err(err, errlen,
+			"dropbox.app_folder \"%s\" is not a valid "
+			"Dropbox folder name",
+			folder);
+		free(s);
+		return -EINVAL;
+	}
+	*out = s;
+	return 0;
+}
+
+static int dup_opt(const char *s, char **out)
+{
+	*out = NULL;
+	if (!s || !s[0])
+		return 0;
+	*out = strdup(s);
+	return *out ? 0 : -ENOMEM;
+}
+
+int backend_dropbox_create(const struct hfs_config *cfg, struct backend **out,
+			   char *err, size_t errlen)
+{
+	bool has_token = cfg->access_token && cfg->access_token[0];
+	bool has_refresh = cfg->refresh_token && cfg->refresh_token[0] &&
+			   cfg->app_key && cfg->app_key[0];
+	struct dbx *db;
+	int rc;
+
+	set_err(err, errlen, "%s", "");
+	if (!has_token && !has_refresh) {
+		set_err(err, errlen,
+			"no Dropbox credentials: set dropbox.access_token (or "
+			"HURACANFS_DROPBOX_TOKEN), or dropbox.app_key and run "
+			"`huracanfs auth`");
+		return -EINVAL;
+	}
+	db = calloc(1, sizeof(*db));
+	if (!db)
+		return -ENOMEM;
+	db->base.ops = &dbx_ops;
+	db->tune = dbx_defaults;
+	if (pthread_mutex_init(&db->tok_lock, NULL) != 0) {
+		free(db);
+		return -ENOMEM;
+	}
+	pthread_cond_init(&db->tok_cond, NULL);
+	pthread_mutex_init(&db->hold_lock, NULL);
+	pthread_mutex_init(&db->batch_lock, NULL);
+	pthread_cond_init(&db->batch_cond, NULL);
+	db->locks_ok = true;
+
+	rc = url_copy("api_url", cfg->api_url, &db->api_url, err, errlen);
+	if (rc == 0)
+		rc = url_copy("content_url", cfg->content_url, &db->content_url,
+			      err, errlen);
+	if (rc == 0)
+		rc = url_copy("notify_url", cfg->notify_url, &db->notify_url,
+			      err, errlen);
+	if (rc == 0)
+		rc = make_root(cfg->app_folder, &db->root, err, errlen);
+	if (rc == 0 && has_token)
+		rc = dup_opt(cfg->access_token, &db->token);
+	if (rc == 0 && has_refresh) {
+		rc = dup_opt(cfg->refresh_token, &db->refresh_token);
+		if (rc == 0)
+			rc = dup_opt(cfg->app_key, &db->app_key);
+		if (rc == 0)
+			rc = dup_opt(cfg->app_secret, &db->app_secret);
+	}
+	if (rc == 0)
+		rc = http_pool_create(cfg->ca_file, 0, &db->pool);
+	if (rc < 0) {
+		if (rc == -ENOMEM)
+			set_err(err, errlen, "out of memory");
+		dbx_destroy(&db->base);
+		return rc;
+	}
+	*out = &db->base;
+	return 0;
+}
+
+void backend_dropbox_tune(struct backend *be, const struct dbx_tuning *t)
+{
+	struct dbx *db;
+
+	if (!be || be->ops != &dbx_ops || !t)
+		return;
+	db = db_of(be);
+	if (t->max_attempts)
+		db->tune.max_attempts = t->max_attempts;
+	if (t->backoff_base_ms)
+		db->tune.backoff_base_ms = t->backoff_base_ms;
+	if (t->backoff_cap_ms)
+		db->tune.backoff_cap_ms = t->backoff_cap_ms;
+	if (t->budget_ms)
+		db->tune.budget_ms = t->budget_ms;
+	if (t->single_max)
+		db->tune.single_max = t->single_max;
+	if (t->chunk && t->chunk % (4 * MiB) == 0)
+		db->tune.chunk = t->chunk;
+}

@@ -1,0 +1,224 @@
+"""The whole filesystem on the Dropbox backend, against the fake Dropbox
+server over HTTPS (tests/fakedropbox): the mount is used through ordinary
+file operations, and the fake's store and request counters say what
+reached "Dropbox" and how."""
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hfsutil import LONG_INTERVALS, wait_until
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fakedropbox import FakeDropbox, make_test_ca, content_hash  # noqa: E402
+
+TOKEN = 'fake-static-token'
+ROOT = '/Huracan'
+
+
+@pytest.fixture(scope='module')
+def ca(tmp_path_factory):
+    return make_test_ca(tmp_path_factory.mktemp('ca'))
+
+
+@pytest.fixture(scope='module')
+def server(ca):
+    fd = FakeDropbox(tls=ca).start()
+    yield fd
+    fd.stop()
+
+
+@pytest.fixture
+def fake(server):
+    server.reset(config=True)
+    yield server
+    server.end_outage()
+    server.clear_faults()
+    server.reset(config=True)
+
+
+@pytest.fixture
+def dbx(hfs, fake, ca):
+    """A factory of mounts on the Dropbox backend of the fake."""
+    def make(start=True, intervals=None, hfs_extra=None, dropbox_extra=None,
+             **kw):
+        extra = {'backend': 'dropbox', 'api_url': fake.url,
+                 'content_url': fake.url, 'notify_url': fake.url,
+                 'ca_file': ca[0]}
+        extra.update(hfs_extra or {})
+        dx = {'access_token': TOKEN}
+        dx.update(dropbox_extra or {})
+        return hfs(start=start, intervals=intervals, hfs_extra=extra,
+                   dropbox_extra=dx, **kw)
+    return make
+
+
+def remote(fake, rel):
+    """The bytes of /Huracan/REL on the fake, or None."""
+    try:
+        return fake.get_file(ROOT + '/' + rel)
+    except Exception:
+        return None
+
+
+def count(fake, route):
+    return fake.get_stats()['routes'].get(route, 0)
+
+
+def test_writes_reach_dropbox_per_category(dbx, fake):
+    m = dbx()
+    files = {
+        'logs/engine.log': b'line\n' * 100,
+        'models/training/2026-11-21/SOL-USDT/metrics/training_metrics.json':
+            b'{"sharpe": 1.1}\n',
+        'notes/caf\u00e9 \U0001F600.txt': b'unicode name\n',
+    }
+    for rel, data in files.items():
+        p = m.m(rel)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    for rel, data in files.items():
+        wait_until(lambda: remote(fake, rel) == data, 8,
+                   '%s to reach the fake Dropbox' % rel)
+    meta = fake.metadata(ROOT + '/logs/engine.log')
+    assert meta['content_hash'] == content_hash(files['logs/engine.log'])
+    assert os.getxattr(m.m('logs/engine.log'),
+                       'user.huracanfs.content_hash').decode() == \
+        meta['content_hash']
+
+
+def test_remote_files_listed_and_read_lazily(dbx, fake):
+    big = os.urandom(24 * 1024 * 1024)
+    fake.put_file(ROOT + '/data/candles/BTC-USDT/big.parquet', big)
+    fake.put_file(ROOT + '/data/candles/BTC-USDT/small.json', b'{"a": 1}')
+    m = dbx(dropbox_extra={'restore_data_cache_on_startup': False})
+    assert sorted(os.listdir(m.m('data/candles/BTC-USDT'))) == \
+        ['big.parquet', 'small.json']
+    assert m.m('data/candles/BTC-USDT/small.json').read_bytes() == b'{"a": 1}'
+    fake.reset_stats()
+    with open(m.m('data/candles/BTC-USDT/big.parquet'), 'rb') as f:
+        f.seek(len(big) - 8)
+        assert f.read(8) == big[-8:]
+    st = fake.get_stats()
+    assert st['bytes_downloaded'] < len(big) // 2, \
+        'a footer read fetched %d bytes of a %d-byte file' % (
+            st['bytes_downloaded'], len(big))
+    assert m.m('data/candles/BTC-USDT/big.parquet').read_bytes() == big
+
+
+def test_rename_of_a_folder_is_one_move(dbx, fake):
+    m = dbx()
+    m.m('runs/a').mkdir(parents=True)
+    for i in range(5):
+        m.m('runs/a/f%d.txt' % i).write_bytes(b'%d' % i)
+    m.flush()
+    assert remote(fake, 'runs/a/f4.txt') == b'4'
+    fake.reset_stats()
+    os.rename(m.m('runs/a'), m.m('runs/b'))
+    wait_until(lambda: remote(fake, 'runs/b/f4.txt') == b'4', 5,
+               'the folder move to reach the fake')
+    assert remote(fake, 'runs/a/f0.txt') is None
+    assert count(fake, 'files/move_v2') == 1
+    assert count(fake, 'files/upload') == 0
+    os.unlink(m.m('runs/b/f0.txt'))
+    wait_until(lambda: remote(fake, 'runs/b/f0.txt') is None, 5,
+               'the delete to reach the fake')
+
+
+def test_many_small_files_in_one_batch_commit(dbx, fake):
+    m = dbx(intervals=LONG_INTERVALS)
+    m.m('batch').mkdir()
+    for i in range(30):
+        m.m('batch/f%02d.json' % i).write_bytes(b'{"i": %d}\n' % i)
+    fake.reset_stats()
+    m.flush()
+    for i in range(30):
+        assert remote(fake, 'batch/f%02d.json' % i) == b'{"i": %d}\n' % i
+    assert count(fake, 'files/upload_session/finish_batch_v2') == 1
+    assert count(fake, 'files/upload') == 0
+
+
+def test_outage_then_recovery(dbx, fake):
+    m = dbx()
+    m.m('logs').mkdir()
+    m.flush()
+    fake.outage(30)
+    m.m('logs/during.log').write_bytes(b'written while Dropbox is down\n')
+    assert m.m('logs/during.log').read_bytes() == \
+        b'written while Dropbox is down\n'
+    time.sleep(1.5)  # the logs interval passes during the outage
+    assert remote(fake, 'logs/during.log') is None
+    fake.end_outage()
+    wait_until(lambda: remote(fake, 'logs/during.log') ==
+               b'written while Dropbox is down\n', 30,
+               'the queue to drain after the outage')
+
+
+def test_change_from_another_machine_becomes_visible(dbx, fake):
+    m = dbx()
+    m.m('shared').mkdir()
+    m.m('shared/a.txt').write_bytes(b'version 1\n')
+    wait_until(lambda: remote(fake, 'shared/a.txt') == b'version 1\n', 5,
+               'the first upload')
+    assert m.m('shared/a.txt').read_bytes() == b'version 1\n'
+    fake.put_file(ROOT + '/shared/a.txt', b'version 2 from elsewhere\n')
+    fake.put_file(ROOT + '/shared/new.txt', b'new\n')
+    wait_until(lambda: sorted(os.listdir(m.m('shared'))) ==
+               ['a.txt', 'new.txt'], 20, 'the new remote file to show')
+    wait_until(lambda: m.m('shared/a.txt').read_bytes() ==
+               b'version 2 from elsewhere\n', 20,
+               'the remote change to show')
+
+
+def test_kill9_then_remount_reaches_dropbox(dbx, fake):
+    m = dbx(intervals=LONG_INTERVALS)
+    data = os.urandom(300_000)
+    m.m('models').mkdir()
+    m.m('models/m.pkl').write_bytes(data)
+    m.kill9()
+    m.start()
+    assert m.m('models/m.pkl').read_bytes() == data
+    m.flush()
+    assert remote(fake, 'models/m.pkl') == data
+
+
+@pytest.mark.log_errors_expected()
+def test_bad_token_fails_mount(dbx, fake):
+    m = dbx(start=False, dropbox_extra={'access_token': 'wrong-token'})
+    rc, out, err = m.try_start()
+    assert rc != 0
+    assert 'Verify Dropbox token is valid' in err
+    assert 'wrong-token' not in err + out
+
+
+@pytest.mark.log_errors_expected()
+def test_quota_keeps_files_dirty_and_shows_in_status(dbx, fake):
+    m = dbx()
+    fake.add_fault(route='files/upload', error='insufficient_space')
+    fake.add_fault(route='files/upload_session/finish_batch_v2',
+                   batch_entry_error='insufficient_space')
+    m.m('full.txt').write_bytes(b'no room\n')
+
+    def has_error():
+        c = m.cat_status('other')
+        return c['pending_files'] == 1 and c['last_error']
+    wait_until(has_error, 8, 'status to show the quota error')
+    fake.clear_faults()
+    wait_until(lambda: remote(fake, 'full.txt') == b'no room\n', 20,
+               'the upload once there is room')
+
+
+def test_secrets_never_written(dbx, fake):
+    m = dbx()
+    m.m('a.txt').write_bytes(b'x')
+    m.flush()
+    st = m.run('status', m.mnt, '--json', check=True)
+    assert TOKEN not in st.stdout
+    m.unmount()
+    for p in m.base.rglob('*'):
+        if p.is_file() and p.name != 'config.yaml':
+            assert TOKEN.encode() not in p.read_bytes(), \
+                'the token appears in %s' % p
