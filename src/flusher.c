@@ -239,6 +239,24 @@ static void settle(struct catq *q, struct upload_job *job, int rc,
 	struct flushers *fl = q->fl;
 	struct upload_result *res = &job->res;
 	int64_t now = hfs_now();
+	if (rc == -EINVAL || rc == -ENAMETOOLONG) {
+		/* The remote refuses this name: retrying soon cannot help.
+		 * The file stays dirty (nothing is dropped), shows the error
+		 * in status and its xattr, and is tried again in an hour or
+		 * at the next mount. */
+		bs->failed++;
+		snprintf(err, errlen, "%s: refused by the remote: %s (%s)",
+			 res->path[0] ? res->path : "?", strerror(-rc),
+			 backend_last_error());
+		hlog_err("%s upload of \"%s\" refused by the remote: %s (%s); "
+			 "rename the file",
+			 cat_name(q->cat), res->path, strerror(-rc),
+			 backend_last_error());
+		pthread_mutex_lock(&q->mu);
+		push(q, job->ino, now + 3600);
+		pthread_mutex_unlock(&q->mu);
+		return;
+	}
 	if (rc) {
 		bs->failed++;
 		snprintf(err, errlen, "%s: %s (%s)",
