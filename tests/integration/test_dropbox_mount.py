@@ -222,3 +222,36 @@ def test_secrets_never_written(dbx, fake):
         if p.is_file() and p.name != 'config.yaml':
             assert TOKEN.encode() not in p.read_bytes(), \
                 'the token appears in %s' % p
+
+
+@pytest.mark.log_errors_expected('refused by the remote')
+def test_refused_name_reported_not_retried_in_a_loop(dbx, fake):
+    m = dbx()
+    fake.add_fault(route='files/upload', path=ROOT + '/refused.txt',
+                   status=409, count=None,
+                   body={'error_summary': 'path/disallowed_name/..',
+                         'error': {'.tag': 'path',
+                                   'reason': {'.tag': 'disallowed_name'},
+                                   'upload_session_id': 'x'}})
+    # Alone, so it goes up as a single files/upload (many files would
+    # share one batch commit).
+    m.m('refused.txt').write_bytes(b'kept locally\n')
+
+    def refused():
+        c = m.cat_status('other')
+        return c['last_error'] and 'refused' in c['last_error']
+    wait_until(refused, 8, 'status to report the refused name')
+    m.m('fine.txt').write_bytes(b'uploaded\n')
+    wait_until(lambda: remote(fake, 'fine.txt') == b'uploaded\n', 8,
+               'another file to be uploaded meanwhile')
+    err = os.getxattr(m.m('refused.txt'), 'user.huracanfs.last_error')
+    assert b'upload failed' in err
+    assert m.m('refused.txt').read_bytes() == b'kept locally\n'
+    assert remote(fake, 'refused.txt') is None
+    assert m.cat_status('other')['pending_files'] == 1
+    tries = len([r for r in fake.requests('files/upload')
+                 if 'refused' in str(r)])
+    time.sleep(3)
+    again = len([r for r in fake.requests('files/upload')
+                 if 'refused' in str(r)])
+    assert again == tries, 'a refused name was retried in a loop'
