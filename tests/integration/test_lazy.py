@@ -37,8 +37,8 @@ def test_lazy_listing_and_read(hfs):
     _populate(m.remote, random.Random(11))
     m.start()
     # Another machine adds a tree after the mount, in a directory the
-    # mount has not listed yet.
-    fresh = m.remote / 'data' / 'fresh' / 'ETH-USDT'
+    # mount has not listed yet (not data/: the startup restore lists it).
+    fresh = m.remote / 'logs' / 'fresh' / 'ETH-USDT'
     fresh.mkdir(parents=True)
     (fresh / 'eth.parquet').write_bytes(os.urandom(70_000))
     (fresh / 'notes.txt').write_bytes(b'fresh\n')
@@ -86,7 +86,9 @@ def test_listing_and_cached_files_survive_remote_loss(hfs):
 
 def test_partial_read_of_large_remote_file(hfs):
     """A parquet reader reads the footer first: only a range is fetched."""
-    m = hfs(start=False)
+    # The startup restore would fetch data/candles/** whole: off here.
+    m = hfs(start=False,
+            dropbox_extra={'restore_data_cache_on_startup': False})
     data = os.urandom(48 * 1024 * 1024)
     rel = 'data/candles/big.parquet'
     (m.remote / 'data' / 'candles').mkdir(parents=True)
