@@ -427,6 +427,7 @@ class Handler(BaseHTTPRequestHandler):
                                % name)
         app.stats.count(name)
         entry = {'route': name, 'time': time.time(), 'status': None, 'arg': None, 'fault': None}
+        recorded = False
         try:
             try:
                 resp, rule = self._api(r, entry)
@@ -435,12 +436,18 @@ class Handler(BaseHTTPRequestHandler):
                 resp, rule = Response(e.status, e.body, e.content_type, e.headers), None
             entry['status'] = resp.status
             app.stats.status(name, resp.status)
+            # Recorded before the reply goes out: a client that got the
+            # reply always finds its request in the log (fields of the
+            # entry may still change: it is the same dict).
+            app.stats.record(entry)
+            recorded = True
             self._send(resp, rule, r)
         except _Abort:
             entry['status'] = entry['status'] or 'dropped'
             self.close_connection = True
         finally:
-            app.stats.record(entry)
+            if not recorded:
+                app.stats.record(entry)
 
     def _api(self, r, entry):
         app = self.app
