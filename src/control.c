@@ -58,6 +58,12 @@ void *control_status(struct hfs *fs, bool with_files)
 					 hfs_now()));
 	json_object_set_new(st, "low_space",
 			    json_boolean(atomic_load(&fs->low_space)));
+	json_t *lost = json_array();
+	pthread_mutex_lock(&fs->lost_lock);
+	for (size_t i = 0; i < fs->nlost; i++)
+		json_array_append_new(lost, json_string(fs->lost[i]));
+	pthread_mutex_unlock(&fs->lost_lock);
+	json_object_set_new(st, "lost", lost);
 	json_t *rs = restore_status(fs->restore);
 	if (rs)
 		json_object_set_new(st, "restore", rs);

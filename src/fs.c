@@ -1449,7 +1449,7 @@ static int mark_dirty(struct hfs *fs, struct hnode *hn, uint64_t gen,
 	if (n.r.flags & NODE_PARTIAL)
 		ix_chunks_del(&t, hn->ino);
 	n.r.flags |= NODE_DIRTY | NODE_CACHED;
-	n.r.flags &= ~NODE_PARTIAL;
+	n.r.flags &= ~(NODE_PARTIAL | NODE_LOST);
 	if (!was_dirty)
 		n.r.dirty_since = hfs_now();
 	if (gen > n.r.gen)
@@ -1678,6 +1678,75 @@ out:
 	return rc;
 }
 
+void hfs_note_lost(struct hfs *fs, const char *path)
+{
+	pthread_mutex_lock(&fs->lost_lock);
+	if (fs->nlost < HFS_LOST_MAX) {
+		char **nl = realloc(fs->lost, (fs->nlost + 1) * sizeof(*nl));
+		if (nl) {
+			fs->lost = nl;
+			fs->lost[fs->nlost] = strdup(path);
+			if (fs->lost[fs->nlost])
+				fs->nlost++;
+		}
+	}
+	pthread_mutex_unlock(&fs->lost_lock);
+}
+
+/*
+ * The content file of @hn (node @n, which is updated) was deleted or cut
+ * short behind the daemon's back. A clean file is simply fetched again; a
+ * dirty file's bytes are lost: never served as if good, reported in the
+ * log and by the file's state ("lost"), and no longer queued. hn->mu held.
+ */
+static int content_lost(struct hfs *fs, struct hnode *hn, struct node *n)
+{
+	struct ixtxn t;
+	char path[4096] = "?";
+	bool dirty = n->r.flags & NODE_DIRTY;
+	if (hn->fd >= 0) {
+		close(hn->fd);
+		hn->fd = -1;
+	}
+	hn->complete = false;
+	cache_remove(fs->cache, hn->ino);
+	int rc = ix_begin(fs->ix, true, &t);
+	if (rc)
+		return rc;
+	if (ix_get(&t, hn->ino, n) == 0) {
+		ix_path(&t, hn->ino, path, sizeof(path));
+		n->r.flags &= ~(NODE_CACHED | NODE_PARTIAL);
+		if (dirty) {
+			n->r.flags &= ~NODE_DIRTY;
+			n->r.flags |= NODE_LOST;
+			ix_dirty_del(&t, hn->ino);
+		}
+		ix_put(&t, n);
+		ix_chunks_del(&t, hn->ino);
+	}
+	if (t.err == -ENOENT)
+		t.err = 0;
+	rc = ix_commit(&t);
+	if (rc)
+		return rc;
+	if (dirty) {
+		hn->dirty_persisted = false;
+		hfs_note_lost(fs, path);
+		hlog_err("the cached bytes of \"%s\" were removed behind "
+			 "huracanfs's back before they were uploaded: they are "
+			 "lost; reads fail with EIO until the file is rewritten "
+			 "or deleted",
+			 path);
+		snprintf(hn->last_error, sizeof(hn->last_error),
+			 "local bytes lost before upload");
+	} else {
+		hlog_warn("the cached bytes of \"%s\" were missing; fetching "
+			  "them again",
+			  path);
+	}
+	return 0;
+}
+
 /*
  * Makes bytes [@off, @off + @len) of @hn readable from its content file
  * (@len 0: the whole file), fetching what is missing from the remote.
@@ -1692,10 +1761,24 @@ static int ensure_range(struct hfs *fs, struct hnode *hn, uint64_t off,
 	int rc = fs_get_node(fs, hn->ino, &n);
 	if (rc)
 		return rc;
+	if (n.r.flags & NODE_LOST)
+		return -EIO; /* until rewritten or deleted */
 	if (n.r.flags & (NODE_CACHED | NODE_DIRTY)) {
 		rc = hnode_open_fd(fs, hn, false);
-		hn->complete = rc == 0;
-		return rc;
+		struct stat st;
+		if (rc == 0 && !(n.r.flags & NODE_DIRTY) && !hn->live &&
+		    fstat(hn->fd, &st) == 0 && (uint64_t)st.st_size < n.r.size)
+			rc = -ENOENT; /* cut short behind our back */
+		if (rc == 0 || rc != -ENOENT) {
+			hn->complete = rc == 0;
+			return rc;
+		}
+		/* The content file is gone behind our back. */
+		rc = content_lost(fs, hn, &n);
+		if (rc)
+			return rc;
+		if (n.r.flags & NODE_LOST)
+			return -EIO;
 	}
 	if (!(n.r.flags & NODE_ON_REMOTE)) {
 		/* Nothing remote to fetch: the local bytes are all. */
@@ -2250,6 +2333,8 @@ static const char *state_name(const struct node *n, bool dir)
 {
 	if (dir)
 		return (n->r.flags & NODE_ON_REMOTE) ? "synced" : "local";
+	if (n->r.flags & NODE_LOST)
+		return "lost";
 	if (n->r.flags & NODE_UPLOADING)
 		return "uploading";
 	if (n->r.flags & NODE_DIRTY)
@@ -2492,6 +2577,14 @@ static int recover(struct hfs *fs)
 		cache_path(fs->cache, da[i], path);
 		if (stat(path, &st) < 0) {
 			/* The bytes are gone: never pretend they are good. */
+			char rpath[4096];
+			if (ix_path(&t, da[i], rpath, sizeof(rpath)) == 0) {
+				hfs_note_lost(fs, rpath);
+				hlog_err("the cached bytes of \"%s\" are missing: "
+					 "its changes since the last upload are "
+					 "lost",
+					 rpath);
+			}
 			n.r.flags |= NODE_LOST;
 			n.r.flags &= ~(NODE_DIRTY | NODE_CACHED);
 			ix_dirty_del(&t, da[i]);
@@ -2579,6 +2672,7 @@ int hfs_create(const struct hfs_config *cfg, struct backend *be,
 	pthread_mutex_init(&fs->itab_lock, NULL);
 	pthread_mutex_init(&fs->commit_lock, NULL);
 	pthread_mutex_init(&fs->list_lock, NULL);
+	pthread_mutex_init(&fs->lost_lock, NULL);
 	fs->nbuckets = 1024;
 	fs->buckets = calloc(fs->nbuckets, sizeof(*fs->buckets));
 	fs->mountpoint = strdup(mountpoint);
@@ -2666,6 +2760,10 @@ void hfs_destroy(struct hfs *fs)
 	pthread_mutex_destroy(&fs->itab_lock);
 	pthread_mutex_destroy(&fs->commit_lock);
 	pthread_mutex_destroy(&fs->list_lock);
+	for (size_t i = 0; i < fs->nlost; i++)
+		free(fs->lost[i]);
+	free(fs->lost);
+	pthread_mutex_destroy(&fs->lost_lock);
 	free(fs->mountpoint);
 	free(fs->control_path);
 	free(fs);

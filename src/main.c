@@ -570,6 +570,15 @@ static void print_status(json_t *st)
 		json_string_value(json_object_get(st, "journal_error"));
 	if (jerr)
 		printf("namespace replay error: %s\n", jerr);
+	json_t *lost = json_object_get(st, "lost");
+	if (json_array_size(lost)) {
+		size_t k;
+		json_t *p;
+		printf("LOST: these files' changes since their last upload were "
+		       "removed from the cache behind huracanfs's back:\n");
+		json_array_foreach(lost, k, p)
+			printf("  %s\n", json_string_value(p));
+	}
 	json_t *rs = json_object_get(st, "restore");
 	if (json_is_object(rs))
 		printf("data cache restore: %s, %lld/%lld files, %lld/%lld "

@@ -71,6 +71,12 @@ struct hfs {
 	/* Until then (seconds), the remote is considered unreachable and
 	 * listings are served from the index. */
 	_Atomic int64_t offline_until;
+	/* Files whose dirty bytes were found missing (their content file
+	 * removed behind our back): reported by status. Protected by
+	 * lost_lock; at most HFS_LOST_MAX are kept. */
+	pthread_mutex_t lost_lock;
+	char **lost;
+	size_t nlost;
 	/* Set by the space monitor when free space on the cache filesystem
 	 * is below cache_min_free_bytes: writers slow down. */
 	atomic_bool low_space;
@@ -95,6 +101,11 @@ void hfs_destroy(struct hfs *fs);
 
 /* The inode number of the today link (see hfs_readlink). */
 #define HFS_TODAY_INO UINT64_C(0xFFFFFFFFFFFFFF01)
+
+#define HFS_LOST_MAX 1000
+
+/* Records that the dirty bytes of remote path @path were lost. */
+void hfs_note_lost(struct hfs *fs, const char *path);
 
 struct hfs_file; /* an open file handle */
 struct hfs_dir; /* an open directory handle */

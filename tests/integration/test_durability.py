@@ -2,8 +2,11 @@
 daemon and reaches the remote after the next mount; an open, growing file
 keeps reaching the remote on its interval."""
 
+import errno
 import os
 import time
+
+import pytest
 
 from hfsutil import wait_until, file_equals, is_mounted
 
@@ -109,3 +112,31 @@ def test_open_file_keeps_reaching_remote(mount):
         f.close()
     mount.wait_remote(rel, written, 5, 'the final log after close')
     assert is_mounted(mount.mnt)
+
+
+@pytest.mark.log_errors_expected('lost')
+def test_content_removed_behind_our_back(hfs):
+    """A clean file's cached bytes deleted behind the daemon's back are
+    fetched again; a dirty file's are reported lost, never served."""
+    m = hfs(start=False, intervals={'models': 300})
+    (m.remote / 'clean.txt').write_bytes(b'remote bytes\n')
+    m.start()
+    assert m.m('clean.txt').read_bytes() == b'remote bytes\n'
+    m.m('models').mkdir()
+    m.m('models/d.pkl').write_bytes(b'dirty bytes\n')
+    for p in (m.cache / 'data').rglob('*'):
+        if p.is_file() and p.read_bytes() in (b'remote bytes\n',
+                                              b'dirty bytes\n'):
+            p.unlink()
+    os.sync()
+    with open('/proc/sys/vm/drop_caches', 'w') as f:
+        f.write('3\n')
+    assert m.m('clean.txt').read_bytes() == b'remote bytes\n'
+    with pytest.raises(OSError) as e:
+        m.m('models/d.pkl').read_bytes()
+    assert e.value.errno == errno.EIO
+    assert os.getxattr(m.m('models/d.pkl'), 'user.huracanfs.state') == \
+        b'lost'
+    assert '/models/d.pkl' in m.status()['lost']
+    m.m('models/d.pkl').write_bytes(b'rewritten\n')
+    assert m.m('models/d.pkl').read_bytes() == b'rewritten\n'
