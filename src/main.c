@@ -339,6 +339,14 @@ static int run_mount(struct mount_opts *mo)
 		return 1;
 	}
 
+	if (cfg.backend == BACKEND_LOCAL && !cfg.backend_set)
+		fprintf(stderr,
+			"huracanfs: %s; using the local backend in %s "
+			"(configure Dropbox in %s)\n",
+			cfg.path ? "no Dropbox credentials in the configuration"
+				 : "no configuration and no Dropbox credentials",
+			cfg.remote_dir,
+			cfg.path ? cfg.path : "~/.config/huracanfs/config.yaml");
 	if (!mo->foreground)
 		daemonize();
 	hlog_threshold = cfg.log_level;
