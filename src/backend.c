@@ -15,12 +15,18 @@
 #include <string.h>
 
 #include "hfs/backend.h"
+#include "hfs/http.h"
 #include "hfs/config.h"
 #include "hfs/dropbox.h"
 
 #define BACKEND_ERROR_MAX 512
 
 static __thread char backend_error[BACKEND_ERROR_MAX];
+
+void backend_set_thread_cancel(const atomic_bool *flag)
+{
+	http_set_thread_cancel(flag);
+}
 
 void backend_page_release(struct backend_page *page)
 {

@@ -206,13 +206,19 @@ static uint64_t rand64(void)
 	       (uint64_t)ts.tv_sec;
 }
 
+/* Sleeps @ms, in slices, giving up early if the thread is cancelled
+ * (http_set_thread_cancel). */
 static void sleep_ms(uint64_t ms)
 {
-	struct timespec ts = {.tv_sec = (time_t)(ms / 1000),
-			      .tv_nsec = (long)(ms % 1000) * 1000000};
+	while (ms > 0 && !http_thread_cancelled()) {
+		uint64_t slice = ms < 100 ? ms : 100;
+		struct timespec ts = {.tv_sec = 0,
+				      .tv_nsec = (long)slice * 1000000};
 
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
+		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+			;
+		ms -= slice;
+	}
 }
 
 /* The pause before retry number @n (0-based), with jitter. */

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "hfs/cache.h"
@@ -72,6 +73,16 @@ int cache_open(struct cache *c, uint64_t ino, int create)
 	char path[PATH_MAX];
 	cache_path(c, ino, path);
 	int fd = open(path, O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
+	return fd < 0 ? -errno : fd;
+}
+
+int cache_open_read(struct cache *c, uint64_t ino)
+{
+	char path[PATH_MAX];
+	cache_path(c, ino, path);
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOATIME);
+	if (fd < 0 && errno == EPERM)
+		fd = open(path, O_RDONLY | O_CLOEXEC);
 	return fd < 0 ? -errno : fd;
 }
 
@@ -162,12 +173,30 @@ fallback:;
 	return rc;
 }
 
+/* The time of a use. Not UTIME_NOW: the kernel's coarse clock would give
+ * uses a few milliseconds apart the same time, and eviction would pick
+ * among them at random. */
+static void use_time(struct timespec ts[2])
+{
+	clock_gettime(CLOCK_REALTIME, &ts[0]);
+	ts[1].tv_sec = 0;
+	ts[1].tv_nsec = UTIME_OMIT;
+}
+
 void cache_touch(struct cache *c, uint64_t ino)
 {
 	char path[PATH_MAX];
-	struct timespec ts[2] = {{.tv_nsec = UTIME_NOW}, {.tv_nsec = UTIME_OMIT}};
+	struct timespec ts[2];
+	use_time(ts);
 	cache_path(c, ino, path);
 	utimensat(AT_FDCWD, path, ts, 0); /* absent until fetched: fine */
+}
+
+void cache_touch_fd(int fd)
+{
+	struct timespec ts[2];
+	use_time(ts);
+	futimens(fd, ts);
 }
 
 int64_t cache_free_bytes(struct cache *c)

@@ -1077,6 +1077,7 @@ static int create_reg(struct hfs *fs, uint64_t parent, const char *name,
 		rc = fd;
 		goto fail;
 	}
+	cache_touch_fd(fd);
 	if (fd_out)
 		*fd_out = fd;
 	else
@@ -2416,17 +2417,23 @@ ssize_t hfs_listxattr(struct hfs *fs, uint64_t ino, char *buf, size_t size)
 	int rc = fs_get_node(fs, ino, &n);
 	if (rc)
 		return rc;
-	size_t total = 0;
-	size_t count = S_ISDIR(n.r.mode) ? 1 : sizeof(xattr_names) /
-						       sizeof(xattr_names[0]);
-	for (size_t i = 0; i < count; i++)
-		total += strlen(xattr_names[i]) + 1;
+	/* Only the attributes that have a value now, so that
+	 * `getfattr -d` reads every name it is given. */
+	bool has[sizeof(xattr_names) / sizeof(xattr_names[0])];
+	size_t total = 0, count = sizeof(xattr_names) / sizeof(xattr_names[0]);
+	for (size_t i = 0; i < count; i++) {
+		has[i] = hfs_getxattr(fs, ino, xattr_names[i], NULL, 0) > 0;
+		if (has[i])
+			total += strlen(xattr_names[i]) + 1;
+	}
 	if (size == 0)
 		return (ssize_t)total;
 	if (size < total)
 		return -ERANGE;
 	size_t pos = 0;
 	for (size_t i = 0; i < count; i++) {
+		if (!has[i])
+			continue;
 		size_t l = strlen(xattr_names[i]) + 1;
 		memcpy(buf + pos, xattr_names[i], l);
 		pos += l;

@@ -644,7 +644,21 @@ static void set_base_options(struct http_pool *pool, struct http_handle *h)
 	curl_easy_setopt(c, CURLOPT_UPLOAD_BUFFERSIZE, HTTP_BUFFER_SIZE);
 }
 
-/* Progress callback: aborts a long poll once the pool is interrupted. */
+/* The calling thread's cancel flag (http_set_thread_cancel), or NULL. */
+static _Thread_local const atomic_bool *thread_cancel;
+
+void http_set_thread_cancel(const atomic_bool *flag)
+{
+	thread_cancel = flag;
+}
+
+bool http_thread_cancelled(void)
+{
+	return thread_cancel && atomic_load(thread_cancel);
+}
+
+/* Progress callback: aborts a long poll once the pool is interrupted, and
+ * any transfer of a thread whose cancel flag is set. */
 static int xferinfo_cb(void *arg, curl_off_t dltotal, curl_off_t dlnow,
 		       curl_off_t ultotal, curl_off_t ulnow)
 {
@@ -653,8 +667,9 @@ static int xferinfo_cb(void *arg, curl_off_t dltotal, curl_off_t dlnow,
 	(void)dlnow;
 	(void)ultotal;
 	(void)ulnow;
-	if (x->req->kind == HTTP_LONGPOLL &&
-	    atomic_load(&x->pool->interrupted)) {
+	if ((x->req->kind == HTTP_LONGPOLL &&
+	     atomic_load(&x->pool->interrupted)) ||
+	    http_thread_cancelled()) {
 		x->err = -EINTR;
 		return 1;
 	}
@@ -684,7 +699,8 @@ int http_perform(struct http_pool *pool, const struct http_request *req,
 	x.body_total = req->body_fd >= 0 ? req->body_fd_len : req->body_len;
 	if (req->body_fd < 0 && req->body_len && !req->body)
 		return -EINVAL;
-	if (req->kind == HTTP_LONGPOLL && atomic_load(&pool->interrupted))
+	if ((req->kind == HTTP_LONGPOLL && atomic_load(&pool->interrupted)) ||
+	    http_thread_cancelled())
 		return -EINTR;
 	x.pool = pool;
 
@@ -712,7 +728,7 @@ int http_perform(struct http_pool *pool, const struct http_request *req,
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, &x);
 	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, header_cb);
 	curl_easy_setopt(c, CURLOPT_HEADERDATA, &x);
-	if (req->kind == HTTP_LONGPOLL) {
+	if (req->kind == HTTP_LONGPOLL || thread_cancel) {
 		curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
 		curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, xferinfo_cb);
 		curl_easy_setopt(c, CURLOPT_XFERINFODATA, &x);

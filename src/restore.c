@@ -9,6 +9,7 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,7 @@ struct restore {
 	pthread_mutex_t mu; /* protects everything below */
 	pthread_cond_t cv; /* signals: stop */
 	bool stop;
+	atomic_bool cancel; /* set with stop: cuts backend calls short */
 	const char *state;
 	uint64_t files_total, files_done, bytes_total, bytes_done;
 	uint64_t files_skipped; /* left out: cache_max_bytes */
@@ -161,6 +163,7 @@ static void *restore_thread(void *arg)
 	sigfillset(&set);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	pthread_setname_np(pthread_self(), "hfs-restore");
+	backend_set_thread_cancel(&r->cancel);
 
 	struct walk w = {.r = r};
 	int rc;
@@ -276,6 +279,7 @@ void restore_stop(struct restore *r)
 		return;
 	pthread_mutex_lock(&r->mu);
 	r->stop = true;
+	atomic_store(&r->cancel, true);
 	pthread_cond_broadcast(&r->cv);
 	pthread_mutex_unlock(&r->mu);
 	pthread_join(r->thread, NULL);

@@ -9,12 +9,15 @@
  * completes, once per change.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "fs_i.h"
 #include "hfs/log.h"
@@ -131,6 +134,50 @@ static void mark_pending(struct hfs *fs, const char *run)
 	pthread_mutex_unlock(&r->mu);
 }
 
+/* True if metadata file @mino was written by huracanfs and names another
+ * content hash than @hash. */
+static bool ours_and_stale(struct hfs *fs, uint64_t mino, const char *hash)
+{
+	char buf[8192];
+	if (fs_fetch(fs, mino))
+		return false;
+	int fd = cache_open_read(fs->cache, mino);
+	if (fd < 0)
+		return false;
+	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	json_t *j = json_loads(buf, 0, NULL);
+	const char *by = json_string_value(json_object_get(j, "generated_by"));
+	const char *old = json_string_value(json_object_get(j, "content_hash"));
+	bool stale = by && strcmp(by, "huracanfs") == 0 &&
+		     (!old || strcmp(old, hash) != 0);
+	json_decref(j);
+	return stale;
+}
+
+/* Replaces the bytes of file @ino as a writer would (open O_TRUNC, write,
+ * close), and drops what the kernel cached of it. */
+static int rewrite_file(struct hfs *fs, uint64_t ino, const char *data,
+			size_t len)
+{
+	struct hfs_file *fh;
+	int rc = hfs_open(fs, ino, O_WRONLY | O_TRUNC, &fh);
+	if (rc)
+		return rc;
+	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(len);
+	bv.buf[0].mem = (void *)data;
+	ssize_t w = hfs_write(fs, fh, &bv, 0);
+	rc = hfs_release(fs, fh);
+	if (w < 0)
+		return (int)w;
+	if (fs->se)
+		fuse_lowlevel_notify_inval_inode(fs->se, ino, 0, 0);
+	return rc;
+}
+
 /* Writes and uploads model_metadata.json beside model.bin @ino. */
 static void write_metadata(struct hfs *fs, uint64_t ino, const char *path,
 			   const char *date, const char *symbol)
@@ -147,15 +194,23 @@ static void write_metadata(struct hfs *fs, uint64_t ino, const char *path,
 		return;
 	int rc = ix_lookup(&t, n.r.parent, "model_metadata.json", &mino, NULL);
 	ix_abort(&t);
-	if (rc != -ENOENT)
-		return; /* the trainer's own (or ours already) */
-
 	char hash[CHASH_HEXLEN + 1], when[32], pair[64];
+	chash_to_hex(n.r.remote_hash, hash);
+	bool replace = false;
+	if (rc == 0) {
+		/* One of ours describing an older model is brought up to
+		 * date; the trainer's own is never touched. */
+		if (!ours_and_stale(fs, mino, hash))
+			return;
+		replace = true;
+	} else if (rc != -ENOENT) {
+		return;
+	}
+
 	time_t now = (time_t)hfs_now();
 	struct tm tm;
 	gmtime_r(&now, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	chash_to_hex(n.r.remote_hash, hash);
 	pair_name(symbol, pair, sizeof(pair));
 	json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:s, s:s}",
 			      "symbol", pair, "symbol_folder", symbol, "date",
@@ -170,8 +225,9 @@ static void write_metadata(struct hfs *fs, uint64_t ino, const char *path,
 		return;
 	size_t len = strlen(text);
 	text[len++] = '\n'; /* json_dumps leaves room for the NUL */
-	rc = fs_create_file(fs, n.r.parent, "model_metadata.json", text, len,
-			    &mino);
+	rc = replace ? rewrite_file(fs, mino, text, len)
+		     : fs_create_file(fs, n.r.parent, "model_metadata.json",
+				      text, len, &mino);
 	free(text);
 	if (rc) {
 		hlog_warn("model_metadata for \"%s\" not written: %s", path,

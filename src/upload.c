@@ -231,15 +231,17 @@ int hfs_upload_prepare(struct hfs *fs, uint64_t ino, struct upload_job *job)
 	job->size = hn->live ? hn->size : n.r.size;
 	job->mtime = (hn->live ? hn->mtime_ns : n.r.mtime_ns) / 1000000000LL;
 	bool copy = hn->nwriters > 0 || job->size <= SNAPSHOT_COPY_MAX;
-	int src = hn->fd;
 	pthread_mutex_unlock(&hn->mu);
+	/* Our own reads must not look like uses to the evictor. */
+	int src = rc ? -1 : cache_open_read(fs->cache, ino);
+	if (!rc && src < 0)
+		rc = src;
 	if (!rc && copy) {
 		job->fd = cache_tmpfile(fs->cache);
 		rc = job->fd < 0 ? job->fd : cache_copy(src, job->fd, job->size);
+		close(src);
 	} else if (!rc) {
-		job->fd = dup(src);
-		if (job->fd < 0)
-			rc = -errno;
+		job->fd = src;
 	}
 	pthread_rwlock_unlock(&hn->snap);
 	if (rc)

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,7 @@ struct watcher {
 	pthread_mutex_t mu;
 	pthread_cond_t cv; /* signals: stop */
 	bool stop; /* mu */
+	atomic_bool cancel; /* set with stop: cuts backend calls short */
 };
 
 /* Marks directory @ino as needing a new listing; inside @t. */
@@ -138,6 +140,7 @@ static void *watch_thread(void *arg)
 	sigfillset(&set);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	pthread_setname_np(pthread_self(), "hfs-watcher");
+	backend_set_thread_cancel(&w->cancel);
 
 	while (!stopping(w)) {
 		int rc = 0;
@@ -208,6 +211,7 @@ void watcher_stop(struct watcher *w)
 		return;
 	pthread_mutex_lock(&w->mu);
 	w->stop = true;
+	atomic_store(&w->cancel, true);
 	pthread_cond_broadcast(&w->cv);
 	pthread_mutex_unlock(&w->mu);
 	/* A long poll in flight ends at its timeout, or sooner when the

@@ -41,6 +41,7 @@
 #ifndef HFS_BACKEND_H
 #define HFS_BACKEND_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -214,6 +215,11 @@ int backend_local_create(const char *root, struct backend **out);
  * backend is shared between threads.
  */
 void backend_local_set_page_size(struct backend *be, size_t n);
+
+/* Gives the calling thread a cancel flag: once set, its backend calls in
+ * flight and later ones fail soon with -EINTR (no retries, no waiting).
+ * NULL removes it. */
+void backend_set_thread_cancel(const atomic_bool *flag);
 
 /* Records / reads the calling thread's last error detail. */
 void backend_set_error(const char *fmt, ...)

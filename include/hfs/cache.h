@@ -20,6 +20,10 @@ void cache_destroy(struct cache *c);
 /* Opens the content file of @ino O_RDWR (with O_CREAT if @create).
  * Returns an fd or -errno. */
 int cache_open(struct cache *c, uint64_t ino, int create);
+/* Opens the content file of @ino read-only without touching its atime
+ * (O_NOATIME: the uploader's reads must not count as uses for eviction).
+ * Returns an fd or -errno. */
+int cache_open_read(struct cache *c, uint64_t ino);
 /* Removes the content file of @ino; a missing file is not an error. */
 int cache_remove(struct cache *c, uint64_t ino);
 /* Path of the content file (@buf of PATH_MAX bytes). */
@@ -36,6 +40,8 @@ int cache_commit_tmp(struct cache *c, uint64_t ino);
 int cache_copy(int src, int dst, uint64_t len);
 /* Marks the content file of @ino as used now (its atime; see evict.h). */
 void cache_touch(struct cache *c, uint64_t ino);
+/* The same through an open content file. */
+void cache_touch_fd(int fd);
 /* Free bytes on the cache filesystem, or -errno. */
 int64_t cache_free_bytes(struct cache *c);
 /* The cache directory. */

@@ -42,6 +42,7 @@
 #ifndef HFS_HTTP_H
 #define HFS_HTTP_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -71,6 +72,15 @@ void http_pool_destroy(struct http_pool *pool);
  * (within about a second: curl's progress callback). Other requests are
  * not affected: the shutdown flush still runs. */
 void http_pool_interrupt(struct http_pool *pool);
+
+/*
+ * Gives the calling thread a cancel flag (NULL: none): once it is set, the
+ * thread's requests in flight and later ones fail with -EINTR soon, and
+ * retry loops stop waiting. For background threads (restore, watcher)
+ * that must stop promptly at unmount while the remote is unreachable.
+ */
+void http_set_thread_cancel(const atomic_bool *flag);
+bool http_thread_cancelled(void);
 
 enum http_kind {
 	HTTP_RPC,      /* small exchange: total timeout HTTP_RPC_TIMEOUT */
