@@ -4,9 +4,11 @@
  * The glob matcher works on '/'-separated components without copying or
  * allocating: match_component() handles '*', '?' and classes inside one
  * component (with the usual single-star backtracking, so it is linear in
- * practice), and match_path() walks components and tries every split point
- * for a "**" component. Patterns are short and few, so the recursion depth
- * is bounded by the number of "**" components in a pattern.
+ * practice), and match_path() does the same one level up, with "**" as the
+ * star and whole components as the characters. Trying every split point of
+ * every "**" instead takes exponential time: a pattern of a dozen "**"
+ * components and an "x", against a path of forty components, ran for
+ * minutes (tests/fuzz/corpus/paths/regress-globstar-exponential).
  */
 #include <errno.h>
 #include <stddef.h>
@@ -200,38 +202,51 @@ static bool only_globstars(const char *p)
 	return true;
 }
 
-/* Matches pattern @p against path @s, both at the start of a component. */
+/*
+ * Matches pattern @p against path @s, both at the start of a component.
+ * Like match_component() one level up: a "**" component is remembered, and
+ * on a mismatch only the last one swallows one more path component. Going
+ * back to an earlier "**" cannot help (the last one can absorb whatever the
+ * earlier one would have), so this takes O(components of @p x components
+ * of @s) component matches instead of trying every split of every "**".
+ */
 static bool match_path(const char *p, const char *s)
 {
+	const char *star_p = NULL; /* the pattern after the last "**" */
+	const char *star_s = NULL; /* where that "**" stops in the path */
+
 	for (;;) {
 		const char *pe, *se;
 
 		if (is_globstar(p)) {
-			const char *rest = p[2] == '/' ? p + 3 : p + 2;
-
-			if (*rest == '\0')
+			p = p[2] == '/' ? p + 3 : p + 2;
+			if (*p == '\0')
 				return true;
-			/* Try "**" as zero, one, two ... components. */
-			for (;;) {
-				if (match_path(rest, s))
-					return true;
-				s = strchr(s, '/');
-				if (!s)
-					return false;
-				s++;
-			}
+			star_p = p;
+			star_s = s;
+			continue;
 		}
 
 		pe = component_end(p);
 		se = component_end(s);
-		if (!match_component(p, pe, s, se))
+		if (match_component(p, pe, s, se)) {
+			if (*se == '\0' &&
+			    (*pe == '\0' || only_globstars(pe + 1)))
+				return true;
+			if (*se != '\0' && *pe != '\0') {
+				p = pe + 1;
+				s = se + 1;
+				continue;
+			}
+		}
+		/* Mismatch: let the last "**" swallow one more component. */
+		if (!star_p)
 			return false;
-		if (*se == '\0')
-			return *pe == '\0' || only_globstars(pe + 1);
-		if (*pe == '\0')
+		star_s = strchr(star_s, '/');
+		if (!star_s)
 			return false;
-		p = pe + 1;
-		s = se + 1;
+		p = star_p;
+		s = ++star_s;
 	}
 }
 

@@ -648,7 +648,8 @@ static int load_section(struct loader *l, const char *section,
 		if (k->type != YAML_SCALAR_NODE)
 			return fail(l, k, -EINVAL, "%s: keys must be strings",
 				    section);
-		key = find_key(section, scalar(k));
+		/* A key with a NUL inside is not the key its prefix names. */
+		key = has_nul(k) ? NULL : find_key(section, scalar(k));
 		if (!key)
 			return fail(l, k, -EINVAL, "%s.%.*s: unknown key",
 				    section, KEY_QUOTE_MAX, scalar(k));
