@@ -372,6 +372,11 @@ static int run_mount(struct mount_opts *mo)
 	}
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	signal(SIGPIPE, SIG_IGN);
+	if (cfg.access_token || cfg.refresh_token || cfg.app_secret) {
+		/* A core file would hold the tokens: write none. */
+		struct rlimit core = {0, 0};
+		setrlimit(RLIMIT_CORE, &core);
+	}
 	/* Batched uploads hold a snapshot fd per file: allow what the hard
 	 * limit allows. */
 	struct rlimit rl;
