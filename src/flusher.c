@@ -707,7 +707,7 @@ static json_t *file_status(struct flushers *fl, struct ixtxn *t, uint64_t ino,
 	    ix_path(t, ino, path, sizeof(path)))
 		return NULL;
 	char err[160] = "";
-	struct hnode *hn = hnode_get(fl->fs, ino);
+	struct hnode *hn = hnode_find(fl->fs, ino);
 	if (hn) {
 		pthread_mutex_lock(&hn->mu);
 		snprintf(err, sizeof(err), "%s", hn->last_error);

@@ -164,6 +164,16 @@ struct hnode *hnode_get(struct hfs *fs, uint64_t ino)
 	return h;
 }
 
+struct hnode *hnode_find(struct hfs *fs, uint64_t ino)
+{
+	pthread_mutex_lock(&fs->itab_lock);
+	struct hnode *h = itab_find(fs, ino);
+	if (h)
+		h->refs++;
+	pthread_mutex_unlock(&fs->itab_lock);
+	return h;
+}
+
 /* Removes an unlinked inode's record and content for good. */
 static void purge_node(struct hfs *fs, uint64_t ino)
 {
@@ -379,11 +389,7 @@ void hfs_fill_stat(const struct node *n, struct stat *st)
 /* Overlays what an open inode knows better than the index. */
 static void overlay_live(struct hfs *fs, struct node *n)
 {
-	pthread_mutex_lock(&fs->itab_lock);
-	struct hnode *h = itab_find(fs, n->ino);
-	if (h)
-		h->refs++;
-	pthread_mutex_unlock(&fs->itab_lock);
+	struct hnode *h = hnode_find(fs, n->ino);
 	if (!h)
 		return;
 	pthread_mutex_lock(&h->mu);
@@ -2162,11 +2168,7 @@ int hfs_setattr(struct hfs *fs, uint64_t ino, const struct stat *attr,
 			return rc;
 		if (mtime && S_ISREG(n.r.mode)) {
 			/* An explicit mtime replaces the live one. */
-			pthread_mutex_lock(&fs->itab_lock);
-			struct hnode *h = itab_find(fs, ino);
-			if (h)
-				h->refs++;
-			pthread_mutex_unlock(&fs->itab_lock);
+			struct hnode *h = hnode_find(fs, ino);
 			if (h) {
 				pthread_mutex_lock(&h->mu);
 				h->mtime_ns = n.r.mtime_ns;

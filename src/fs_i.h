@@ -44,6 +44,8 @@ struct hfs_file {
 };
 
 struct hnode *hnode_get(struct hfs *fs, uint64_t ino);
+/* The hnode of @ino with a reference if it is in use, else NULL. */
+struct hnode *hnode_find(struct hfs *fs, uint64_t ino);
 void hnode_put(struct hfs *fs, struct hnode *hn);
 /* Loads size/mtime/gen/dirty from the index if not done yet; hn->mu
  * held. */
