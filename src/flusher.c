@@ -641,6 +641,16 @@ int flushers_flush(struct flushers *fl, int cat, bool wait,
 		   int64_t timeout_s)
 {
 	uint64_t seq[CAT_COUNT] = {0};
+	int journal_rc = 0;
+	if (wait) {
+		/* Renames, deletes and mkdirs first, even with no file to
+		 * upload: "done" means the remote looks like the mount. */
+		pthread_mutex_lock(&fl->fs->commit_lock);
+		journal_rc = hfs_replay_journal(fl->fs);
+		pthread_mutex_unlock(&fl->fs->commit_lock);
+	} else {
+		flushers_kick_journal(fl);
+	}
 	for (int c = 0; c < CAT_COUNT; c++) {
 		if (cat >= 0 && c != cat)
 			continue;
@@ -675,7 +685,7 @@ int flushers_flush(struct flushers *fl, int cat, bool wait,
 	}
 	if (timed_out)
 		return -ETIMEDOUT;
-	return failures ? -EIO : 0;
+	return failures || journal_rc ? -EIO : 0;
 }
 
 int64_t flushers_next_upload(struct flushers *fl, uint64_t ino)

@@ -255,3 +255,18 @@ def test_refused_name_reported_not_retried_in_a_loop(dbx, fake):
     again = len([r for r in fake.requests('files/upload')
                  if 'refused' in str(r)])
     assert again == tries, 'a refused name was retried in a loop'
+
+
+def test_flush_wait_waits_for_namespace_changes(dbx, fake):
+    """flush --wait returns only once a rename reached the remote, even
+    with no file to upload (a slow move on the server side)."""
+    m = dbx(intervals=LONG_INTERVALS)
+    m.m('runs/a').mkdir(parents=True)
+    m.m('runs/a/f.txt').write_bytes(b'f\n')
+    m.flush()
+    assert remote(fake, 'runs/a/f.txt') == b'f\n'
+    fake.add_fault(route='files/move_v2', delay=1.5)
+    os.rename(m.m('runs/a'), m.m('runs/z'))
+    m.flush()
+    assert remote(fake, 'runs/z/f.txt') == b'f\n'
+    assert remote(fake, 'runs/a/f.txt') is None

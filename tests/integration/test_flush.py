@@ -81,3 +81,4 @@ def test_flush_without_wait_and_bad_category(hfs):
     r = m.flush('no_such_category', check=False)
     assert r.returncode != 0
     assert r.stderr.strip(), 'no message for an unknown category'
+
