@@ -2707,14 +2707,37 @@ int hfs_create(const struct hfs_config *cfg, struct backend *be,
 	rc = take_lock(cfg->cache_dir, &fs->lock_fd, err, errlen);
 	if (rc)
 		goto fail;
-	rc = cache_create(cfg->cache_dir, &fs->cache);
-	if (rc) {
-		snprintf(err, errlen, "cannot set up the cache in %s: %s",
-			 cfg->cache_dir, strerror(-rc));
-		goto fail;
-	}
 	snprintf(path, sizeof(path), "%s/index", cfg->cache_dir);
 	rc = index_open(path, &fs->ix);
+	if (rc == -EPROTO) {
+		/* An index of another layout: keep it and its content files
+		 * aside, untouched, and start afresh (the remote has what
+		 * was uploaded; the rest can be recovered by hand). */
+		char old_ix[PATH_MAX + 32], old_data[PATH_MAX + 32];
+		char data[PATH_MAX];
+		long long now = (long long)hfs_now();
+		snprintf(old_ix, sizeof(old_ix), "%s.old-%lld", path, now);
+		snprintf(data, sizeof(data), "%s/data", cfg->cache_dir);
+		snprintf(old_data, sizeof(old_data), "%s.old-%lld", data, now);
+		if (rename(path, old_ix) == 0 &&
+		    (rename(data, old_data) == 0 || errno == ENOENT)) {
+			hlog_err("the index in %s has another layout version: "
+				 "moved aside to %s (its content files to %s); "
+				 "starting a new index, the remote is listed "
+				 "again",
+				 cfg->cache_dir, old_ix, old_data);
+			rc = index_open(path, &fs->ix);
+		}
+	}
+	if (!rc) {
+		rc = cache_create(cfg->cache_dir, &fs->cache);
+		if (rc) {
+			snprintf(err, errlen,
+				 "cannot set up the cache in %s: %s",
+				 cfg->cache_dir, strerror(-rc));
+			goto fail;
+		}
+	}
 	if (rc) {
 		snprintf(err, errlen, "cannot open the index %s: %s", path,
 			 rc == -EPROTO ? "it has another layout version"

@@ -140,3 +140,30 @@ def test_content_removed_behind_our_back(hfs):
     assert '/models/d.pkl' in m.status()['lost']
     m.m('models/d.pkl').write_bytes(b'rewritten\n')
     assert m.m('models/d.pkl').read_bytes() == b'rewritten\n'
+
+
+@pytest.mark.log_errors_expected('another layout version')
+def test_index_of_another_layout_is_set_aside(hfs):
+    """An index of another layout version is detected: kept aside
+    untouched, a new one is built, and the remote is listed again."""
+    import shutil
+    import subprocess
+    if not shutil.which('mdb_dump') or not shutil.which('mdb_load'):
+        pytest.skip('lmdb-utils (mdb_dump, mdb_load) not installed')
+    m = hfs()
+    m.m('a.txt').write_bytes(b'uploaded\n')
+    m.flush()
+    m.unmount()
+    index = str(m.cache / 'index')
+    dump = subprocess.run(['mdb_dump', '-p', '-s', 'meta', index],
+                          check=True, stdout=subprocess.PIPE).stdout
+    assert b' \\01\\00\\00\\00\n' in dump, dump
+    dump = dump.replace(b' \\01\\00\\00\\00\n', b' \\63\\00\\00\\00\n')
+    subprocess.run(['mdb_load', '-s', 'meta', index], input=dump,
+                   check=True, stderr=subprocess.DEVNULL)
+    m.start()
+    assert m.m('a.txt').read_bytes() == b'uploaded\n'
+    aside = [p.name for p in m.cache.iterdir() if p.name.startswith(
+        'index.old-')]
+    assert aside, sorted(p.name for p in m.cache.iterdir())
+    assert 'another layout version' in m.log_text()
