@@ -372,7 +372,8 @@ void hfs_fill_stat(const struct node *n, struct stat *st)
 	memset(st, 0, sizeof(*st));
 	st->st_ino = n->ino;
 	st->st_mode = n->r.mode;
-	st->st_nlink = S_ISDIR(n->r.mode) ? 2 : 1;
+	/* An unlinked file still open (an orphan, parent 0) has no links. */
+	st->st_nlink = S_ISDIR(n->r.mode) ? 2 : n->r.parent == 0 ? 0 : 1;
 	st->st_uid = n->r.uid;
 	st->st_gid = n->r.gid;
 	st->st_size = S_ISDIR(n->r.mode) ? 4096 : (off_t)n->r.size;
@@ -971,6 +972,9 @@ static int make_node(struct hfs *fs, uint64_t parent, const char *name,
 	out->r.mode = mode;
 	out->r.uid = uid;
 	out->r.gid = (p.r.mode & S_ISGID) ? p.r.gid : gid;
+	/* A directory in a set-group-ID directory is set-group-ID too. */
+	if ((p.r.mode & S_ISGID) && S_ISDIR(mode))
+		out->r.mode |= S_ISGID;
 	out->r.atime_ns = out->r.mtime_ns = out->r.ctime_ns = now;
 	p.r.mtime_ns = p.r.ctime_ns = now;
 	ix_put(t, &p);
@@ -2039,6 +2043,11 @@ int hfs_fsync(struct hfs *fs, struct hfs_file *fh, int datasync)
 		rc = persist_live(fs, hn);
 	if (!rc)
 		rc = index_sync(fs->ix);
+	/* With the writeback cache the kernel would keep the size and
+	 * blocks it cached before the data reached us; fsync is where a
+	 * caller expects them right. Attributes only: no pages dropped. */
+	if (!rc && fs->se)
+		fuse_lowlevel_notify_inval_inode(fs->se, hn->ino, -1, 0);
 	return rc;
 }
 
