@@ -572,6 +572,10 @@ static int dbx_call(struct dbx *db, struct call *c)
 	unsigned attempts = 0, gen = 0;
 	unsigned max =
 		c->max_attempts ? c->max_attempts : db->tune.max_attempts;
+	/* A user is waiting (http_set_thread_quick): two tries, short
+	 * pauses; the index answers if Dropbox does not. */
+	if (http_thread_quick() && max > 2)
+		max = 2;
 	bool auth_needed =
 		c->style != STYLE_OAUTH && c->style != STYLE_LONGPOLL;
 	bool refreshed = false, retry;

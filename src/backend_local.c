@@ -1721,6 +1721,12 @@ static int mkdir_p(char *dir)
 
 int backend_local_create(const char *root, struct backend **out)
 {
+	return backend_local_open(root, true, out);
+}
+
+int backend_local_open(const char *root, bool create_root,
+		       struct backend **out)
+{
 	struct local_backend *lb;
 	int rc;
 
@@ -1736,7 +1742,17 @@ int backend_local_create(const char *root, struct backend **out)
 		backend_set_error("remote_dir %s: %s", root, strerror(-rc));
 		goto fail_root;
 	}
-	rc = mkdir_p(lb->root);
+	if (create_root) {
+		rc = mkdir_p(lb->root);
+	} else {
+		/* Missing now (an unmounted share?): do not make an empty
+		 * one, whose listing would say every file is gone. The ops
+		 * report the remote unavailable until it is back. */
+		struct stat st;
+		rc = 0;
+		if (stat(lb->root, &st) == 0 && !S_ISDIR(st.st_mode))
+			rc = -ENOTDIR;
+	}
 	if (rc < 0) {
 		backend_set_error("cannot create %s: %s", lb->root,
 				  strerror(-rc));

@@ -42,6 +42,7 @@
 #include "fs_i.h"
 #include "hfs/category.h"
 #include "hfs/flusher.h"
+#include "hfs/http.h"
 #include "hfs/log.h"
 #include "hfs/runs.h"
 
@@ -770,7 +771,7 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 	struct node d;
 	if (!t.err && ix_get(&t, dir, &d) == 0) {
 		d.r.flags |= NODE_LISTED | NODE_ON_REMOTE;
-		d.r.listed_at = hfs_now();
+		d.r.listed_at = hfs_now_ns();
 		ix_put(&t, &d);
 	}
 	rc = ix_commit(&t);
@@ -797,7 +798,7 @@ static void mark_listed(struct hfs *fs, uint64_t dir)
 		return;
 	if (ix_get(&t, dir, &d) == 0) {
 		d.r.flags |= NODE_LISTED;
-		d.r.listed_at = hfs_now();
+		d.r.listed_at = hfs_now_ns();
 		ix_put(&t, &d);
 	}
 	ix_commit(&t);
@@ -809,6 +810,23 @@ static void mark_listed(struct hfs *fs, uint64_t dir)
  * than dir_cache_seconds. If the remote is unreachable, the index is
  * served as it is (and the listing tried again later).
  */
+/*
+ * True if directory @d's listing can be used as it is. listed_at (ns)
+ * before this mount, or 0 (invalidated: a remote change was seen, or a
+ * conflict), means list again on any access; otherwise, with @refresh, a
+ * listing older than dir_cache_seconds is listed again.
+ */
+static bool listing_fresh(struct hfs *fs, const struct node *d, bool refresh)
+{
+	if (!(d->r.flags & NODE_LISTED))
+		return false;
+	if (d->r.listed_at < fs->mounted_at)
+		return false;
+	return !refresh || !(d->r.flags & NODE_ON_REMOTE) ||
+	       hfs_now_ns() - d->r.listed_at <
+		       fs->cfg->dir_cache_seconds * 1000000000LL;
+}
+
 int fs_ensure_listed(struct hfs *fs, uint64_t dir, bool refresh)
 {
 	struct node d;
@@ -817,25 +835,15 @@ int fs_ensure_listed(struct hfs *fs, uint64_t dir, bool refresh)
 		return rc;
 	if (!S_ISDIR(d.r.mode))
 		return -ENOTDIR;
-	int64_t now = hfs_now();
-	if (d.r.flags & NODE_LISTED) {
-		/* Invalidated (a remote change was seen, or a conflict), or
-		 * listed before this mount (the remote may have changed while
-		 * we were away): list again on any access. */
-		bool stale = d.r.listed_at < fs->mounted_at;
-		if (!stale && (!refresh || !(d.r.flags & NODE_ON_REMOTE) ||
-			       now - d.r.listed_at < fs->cfg->dir_cache_seconds))
-			return 0;
-	}
-	if (atomic_load(&fs->offline_until) > now)
+	if (listing_fresh(fs, &d, refresh) ||
+	    atomic_load(&fs->offline_until) > hfs_now())
 		return 0;
 
 	pthread_mutex_lock(&fs->list_lock);
-	/* Someone may have listed it while we waited. */
-	if (fs_get_node(fs, dir, &d) == 0 && (d.r.flags & NODE_LISTED) &&
-	    d.r.listed_at >= fs->mounted_at &&
-	    (!refresh || hfs_now() - d.r.listed_at <
-				 fs->cfg->dir_cache_seconds)) {
+	/* Someone may have listed it, or found the remote unreachable,
+	 * while we waited. */
+	if (fs_get_node(fs, dir, &d) != 0 || listing_fresh(fs, &d, refresh) ||
+	    atomic_load(&fs->offline_until) > hfs_now()) {
 		pthread_mutex_unlock(&fs->list_lock);
 		return 0;
 	}
@@ -852,12 +860,16 @@ int fs_ensure_listed(struct hfs *fs, uint64_t dir, bool refresh)
 	if (rc)
 		goto out;
 	struct listing l = {0};
+	/* Someone waits on this listing (a lookup, an ls): few retries;
+	 * if the remote is unreachable the index answers. */
+	http_set_thread_quick(true);
 	rc = listing_fetch(fs, path, &l);
 	if (rc == -ESTALE) {
 		/* The cursor expired between pages: start over, once. */
 		l.n = 0;
 		rc = listing_fetch(fs, path, &l);
 	}
+	http_set_thread_quick(false);
 	if (rc == 0) {
 		rc = merge_listing(fs, dir, path, &l, &pend);
 	} else if (rc == -ENOENT || rc == -ENOTDIR) {
@@ -1020,7 +1032,7 @@ static int mkdir_node(struct hfs *fs, uint64_t parent, const char *name,
 		return rc;
 	}
 	n.r.flags = NODE_LISTED;
-	n.r.listed_at = hfs_now();
+	n.r.listed_at = hfs_now_ns();
 	ix_put(&t, &n);
 	rc = ix_path(&t, n.ino, path, sizeof(path));
 	if (rc) {
@@ -2759,7 +2771,7 @@ int hfs_create(const struct hfs_config *cfg, struct backend *be,
 			 strerror(-rc));
 		goto fail;
 	}
-	fs->mounted_at = hfs_now();
+	fs->mounted_at = hfs_now_ns();
 	rc = runs_create(&fs->runs);
 	if (rc) {
 		snprintf(err, errlen, "out of memory");

@@ -647,6 +647,19 @@ static void set_base_options(struct http_pool *pool, struct http_handle *h)
 /* The calling thread's cancel flag (http_set_thread_cancel), or NULL. */
 static _Thread_local const atomic_bool *thread_cancel;
 
+/* The calling thread wants answers soon (http_set_thread_quick). */
+static _Thread_local bool thread_quick;
+
+void http_set_thread_quick(bool quick)
+{
+	thread_quick = quick;
+}
+
+bool http_thread_quick(void)
+{
+	return thread_quick;
+}
+
 void http_set_thread_cancel(const atomic_bool *flag)
 {
 	thread_cancel = flag;
@@ -733,9 +746,12 @@ int http_perform(struct http_pool *pool, const struct http_request *req,
 		curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, xferinfo_cb);
 		curl_easy_setopt(c, CURLOPT_XFERINFODATA, &x);
 	}
+	if (thread_quick && req->kind != HTTP_LONGPOLL)
+		curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 3L);
 	switch (req->kind) {
 	case HTTP_RPC:
-		curl_easy_setopt(c, CURLOPT_TIMEOUT, HTTP_RPC_TIMEOUT);
+		curl_easy_setopt(c, CURLOPT_TIMEOUT,
+				 thread_quick ? 20L : HTTP_RPC_TIMEOUT);
 		break;
 	case HTTP_TRANSFER:
 		curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT,

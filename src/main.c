@@ -398,6 +398,7 @@ static int run_mount(struct mount_opts *mo)
 		backend_destroy(be);
 		goto out;
 	}
+	bool probe_failed = rc != 0;
 	if (rc)
 		hlog_warn("remote not reachable (%s): starting offline; "
 			  "uploads wait until it is back",
@@ -408,6 +409,8 @@ static int run_mount(struct mount_opts *mo)
 		report("%s", err);
 		goto out;
 	}
+	if (probe_failed) /* serve listings from the index for a while */
+		atomic_store(&fs->offline_until, hfs_now() + 5);
 	rc = flushers_create(fs, &fs->fl);
 	if (rc) {
 		report("cannot create the flushers: %s", strerror(-rc));

@@ -209,6 +209,11 @@ void backend_destroy(struct backend *be);
  * it is never re-created behind the caller's back.
  */
 int backend_local_create(const char *root, struct backend **out);
+/* The same; @create_root false leaves a missing @root missing (every op is
+ * then "unavailable", -EAGAIN, until it appears): used once the cache has
+ * an index, so an absent remote never looks like an empty one. */
+int backend_local_open(const char *root, bool create_root,
+		       struct backend **out);
 /*
  * Sets the number of entries per list() page of a local backend @be (1 to
  * 1000; 0 restores the default, 1000). For tests; call it before the

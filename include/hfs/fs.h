@@ -65,7 +65,7 @@ struct hfs {
 	 * at once. */
 	pthread_mutex_t list_lock;
 
-	/* When this mount started (seconds): listings older than that are
+	/* When this mount started (ns): listings older than that are
 	 * refreshed when next used. */
 	int64_t mounted_at;
 	/* Until then (seconds), the remote is considered unreachable and

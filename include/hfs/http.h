@@ -82,6 +82,14 @@ void http_pool_interrupt(struct http_pool *pool);
 void http_set_thread_cancel(const atomic_bool *flag);
 bool http_thread_cancelled(void);
 
+/*
+ * Marks the calling thread's requests as awaited by a user (a lookup, an
+ * ls): callers with retry loops retry little and wait little, and leave
+ * the rest to the index. Off by default.
+ */
+void http_set_thread_quick(bool quick);
+bool http_thread_quick(void);
+
 enum http_kind {
 	HTTP_RPC,      /* small exchange: total timeout HTTP_RPC_TIMEOUT */
 	HTTP_TRANSFER, /* upload/download: low-speed limits, no total limit */

@@ -65,7 +65,7 @@ struct node_rec {
 	uint64_t size;
 	int64_t atime_ns, mtime_ns, ctime_ns;
 	int64_t dirty_since; /* seconds since the epoch, 0 when clean */
-	int64_t listed_at; /* dir: when the listing was merged (seconds) */
+	int64_t listed_at; /* dir: when the listing was merged (ns) */
 	int64_t last_upload; /* seconds; 0 = never uploaded */
 	uint64_t gen; /* bumped on clean->dirty and on close/fsync */
 	uint32_t mode; /* type and permission bits */
