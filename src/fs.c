@@ -388,20 +388,56 @@ void hfs_fill_stat(const struct node *n, struct stat *st)
 	st->st_ctim.tv_nsec = n->r.ctime_ns % 1000000000LL;
 }
 
-/* Overlays what an open inode knows better than the index. */
-static void overlay_live(struct hfs *fs, struct node *n)
+/*
+ * What an inode in use knows better than the index: its size and times
+ * while writes have not been persisted (hnode.live). live is cleared only
+ * after the txn that persists them commits, so a reader that saw live
+ * false and then reads the index gets the persisted values; one that read
+ * the index first must look at the hnode again (overlay_live).
+ */
+struct live {
+	bool inuse, live;
+	uint64_t size;
+	int64_t mtime_ns, ctime_ns;
+};
+
+static void live_take(struct hfs *fs, uint64_t ino, struct live *l)
 {
-	struct hnode *h = hnode_find(fs, n->ino);
+	memset(l, 0, sizeof(*l));
+	struct hnode *h = hnode_find(fs, ino);
 	if (!h)
 		return;
+	l->inuse = true;
 	pthread_mutex_lock(&h->mu);
 	if (h->live) {
-		n->r.size = h->size;
-		n->r.mtime_ns = h->mtime_ns;
-		n->r.ctime_ns = h->ctime_ns;
+		l->live = true;
+		l->size = h->size;
+		l->mtime_ns = h->mtime_ns;
+		l->ctime_ns = h->ctime_ns;
 	}
 	pthread_mutex_unlock(&h->mu);
 	hnode_put(fs, h);
+}
+
+static void live_apply(const struct live *l, struct node *n)
+{
+	if (!l->live)
+		return;
+	n->r.size = l->size;
+	n->r.mtime_ns = l->mtime_ns;
+	n->r.ctime_ns = l->ctime_ns;
+}
+
+/* For a node read from the index (maybe in an older txn): the live values
+ * if any, else, for an inode in use, the index as it is now. */
+static void overlay_live(struct hfs *fs, struct node *n)
+{
+	struct live l;
+	live_take(fs, n->ino, &l);
+	if (l.live)
+		live_apply(&l, n);
+	else if (l.inuse)
+		fs_get_node(fs, n->ino, n); /* persisted since our read */
 }
 
 int fs_get_node(struct hfs *fs, uint64_t ino, struct node *n)
@@ -422,11 +458,13 @@ int hfs_getattr(struct hfs *fs, uint64_t ino, struct stat *st)
 		today_stat(st);
 		return 0;
 	}
+	struct live l;
+	live_take(fs, ino, &l); /* before the index: see struct live */
 	int rc = fs_get_node(fs, ino, &n);
 	if (rc)
 		return rc;
 	if (S_ISREG(n.r.mode))
-		overlay_live(fs, &n);
+		live_apply(&l, &n);
 	hfs_fill_stat(&n, st);
 	return 0;
 }
