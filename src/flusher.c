@@ -19,6 +19,7 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +73,13 @@ struct flushers {
 	pthread_cond_t jcv; /* signals: journal kicked, stop */
 	bool jkick; /* jmu */
 	char jerror[256]; /* jmu */
+	uint64_t jpasses; /* jmu: replay passes finished */
+	bool jrunning; /* jmu: a pass is under way */
+	int jlast_rc; /* jmu: the result of the last pass */
+	pthread_cond_t jdone; /* signals: a replay pass finished */
+	/* Set when the shutdown flush is over: every flusher thread's
+	 * backend calls then end at once (http_set_thread_cancel). */
+	atomic_bool cancel;
 };
 
 static void block_signals(void)
@@ -436,6 +444,7 @@ static void *cat_thread(void *arg)
 	snprintf(name, sizeof(name), "hfs-%s", cat_name(q->cat));
 	pthread_setname_np(pthread_self(), name);
 	block_signals();
+	backend_set_thread_cancel(&fl->cancel);
 
 	pthread_mutex_lock(&q->mu);
 	while (!fl->stop) {
@@ -498,6 +507,7 @@ static void *journal_thread(void *arg)
 	int failures = 0;
 	pthread_setname_np(pthread_self(), "hfs-journal");
 	block_signals();
+	backend_set_thread_cancel(&fl->cancel);
 
 	pthread_mutex_lock(&fl->jmu);
 	while (!fl->stop) {
@@ -510,6 +520,7 @@ static void *journal_thread(void *arg)
 			continue;
 		}
 		fl->jkick = false;
+		fl->jrunning = true;
 		pthread_mutex_unlock(&fl->jmu);
 
 		pthread_mutex_lock(&fs->commit_lock);
@@ -517,6 +528,10 @@ static void *journal_thread(void *arg)
 		pthread_mutex_unlock(&fs->commit_lock);
 
 		pthread_mutex_lock(&fl->jmu);
+		fl->jpasses++;
+		fl->jrunning = false;
+		fl->jlast_rc = rc;
+		pthread_cond_broadcast(&fl->jdone);
 		if (rc) {
 			if (!failures)
 				hlog_warn("journal replay stopped: %s (%s); "
@@ -555,6 +570,7 @@ int flushers_create(struct hfs *fs, struct flushers **out)
 	}
 	pthread_mutex_init(&fl->jmu, NULL);
 	pthread_cond_init(&fl->jcv, NULL);
+	pthread_cond_init(&fl->jdone, NULL);
 	*out = fl;
 	return 0;
 }
@@ -609,6 +625,8 @@ void flushers_destroy(struct flushers *fl)
 {
 	if (!fl)
 		return;
+	/* Uploads in flight end at once: what is left stays queued. */
+	atomic_store(&fl->cancel, true);
 	for (int c = 0; c < CAT_COUNT; c++) {
 		struct catq *q = &fl->cq[c];
 		pthread_mutex_lock(&q->mu);
@@ -634,6 +652,7 @@ void flushers_destroy(struct flushers *fl)
 		pthread_join(fl->jthread, NULL);
 	pthread_mutex_destroy(&fl->jmu);
 	pthread_cond_destroy(&fl->jcv);
+	pthread_cond_destroy(&fl->jdone);
 	free(fl);
 }
 
@@ -642,15 +661,22 @@ int flushers_flush(struct flushers *fl, int cat, bool wait,
 {
 	uint64_t seq[CAT_COUNT] = {0};
 	int journal_rc = 0;
-	if (wait) {
-		/* Renames, deletes and mkdirs first, even with no file to
-		 * upload: "done" means the remote looks like the mount. */
-		pthread_mutex_lock(&fl->fs->commit_lock);
-		journal_rc = hfs_replay_journal(fl->fs);
-		pthread_mutex_unlock(&fl->fs->commit_lock);
-	} else {
-		flushers_kick_journal(fl);
-	}
+	int64_t deadline = hfs_now() + (timeout_s > 0 ? timeout_s : 1);
+	/* Renames, deletes and mkdirs too, even with no file to upload:
+	 * "done" means the remote looks like the mount. The journal thread
+	 * replays; we wait for one full pass, within the timeout. */
+	pthread_mutex_lock(&fl->jmu);
+	/* A pass under way may have looked at the journal before the
+	 * latest changes: then the next one is the one to wait for. */
+	uint64_t need = fl->jpasses + (fl->jrunning ? 2 : 1);
+	fl->jkick = true;
+	pthread_cond_signal(&fl->jcv);
+	while (wait && fl->jpasses < need && !fl->stop &&
+	       hfs_now() < deadline)
+		wait_until(&fl->jdone, &fl->jmu, deadline);
+	if (wait)
+		journal_rc = fl->jpasses >= need ? fl->jlast_rc : -ETIMEDOUT;
+	pthread_mutex_unlock(&fl->jmu);
 	for (int c = 0; c < CAT_COUNT; c++) {
 		if (cat >= 0 && c != cat)
 			continue;
@@ -664,7 +690,6 @@ int flushers_flush(struct flushers *fl, int cat, bool wait,
 	}
 	if (!wait)
 		return 0;
-	int64_t deadline = hfs_now() + (timeout_s > 0 ? timeout_s : 1);
 	int failures = 0;
 	bool timed_out = false;
 	for (int c = 0; c < CAT_COUNT; c++) {
@@ -683,7 +708,7 @@ int flushers_flush(struct flushers *fl, int cat, bool wait,
 			failures += q->last_failures;
 		pthread_mutex_unlock(&q->mu);
 	}
-	if (timed_out)
+	if (timed_out || journal_rc == -ETIMEDOUT)
 		return -ETIMEDOUT;
 	return failures || journal_rc ? -EIO : 0;
 }
