@@ -1297,18 +1297,97 @@ fail:
 	return rc;
 }
 
+/*
+ * The reserve: a file of RESERVE_BYTES in the cache directory, given up
+ * when the cache filesystem is so full that the index cannot record a
+ * delete (LMDB writes new pages even to remove): deleting must always be
+ * possible, since it is how a user makes room. Made again by
+ * hfs_keep_reserve() once there is space.
+ */
+#define RESERVE_MAX ((off_t)8 << 20)
+#define RESERVE_MIN ((off_t)256 << 10)
+
+static void reserve_path(struct hfs *fs, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/reserve", cache_dir(fs->cache));
+}
+
+/* 8 MiB, or a 32nd of a small cache filesystem. */
+static off_t reserve_bytes(struct hfs *fs)
+{
+	struct statvfs v;
+	if (statvfs(cache_dir(fs->cache), &v) < 0)
+		return RESERVE_MIN;
+	off_t total = (off_t)v.f_blocks * (off_t)v.f_frsize;
+	off_t r = total / 32;
+	return r > RESERVE_MAX ? RESERVE_MAX : r < RESERVE_MIN ? RESERVE_MIN : r;
+}
+
+/* Below this much free space files opened for writing bypass the page
+ * cache (fuse_ops.c), whatever cache_min_free_bytes says. */
+#define SHORT_SPACE ((uint64_t)64 << 20)
+
+int64_t hfs_check_space(struct hfs *fs)
+{
+	int64_t free_b = cache_free_bytes(fs->cache);
+	uint64_t min = fs->cfg->cache_min_free_bytes;
+	bool low = free_b >= 0 && (uint64_t)free_b < min;
+	bool shrt = free_b >= 0 &&
+		    (uint64_t)free_b < (min > SHORT_SPACE ? min : SHORT_SPACE);
+	atomic_store(&fs->low_space, low);
+	atomic_store(&fs->short_space, shrt);
+	return free_b;
+}
+
+void hfs_keep_reserve(struct hfs *fs)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	off_t want = reserve_bytes(fs);
+	reserve_path(fs, path, sizeof(path));
+	if (stat(path, &st) == 0 && st.st_size >= want)
+		return;
+	int64_t free_b = cache_free_bytes(fs->cache);
+	if (free_b < 0 || free_b < 2 * want)
+		return;
+	int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return;
+	if (posix_fallocate(fd, 0, want) != 0)
+		unlink(path);
+	close(fd);
+}
+
+/* Gives the reserve up; true if there was one. */
+static bool free_reserve(struct hfs *fs)
+{
+	char path[PATH_MAX];
+	reserve_path(fs, path, sizeof(path));
+	if (unlink(path) != 0)
+		return false;
+	hlog_warn("cache filesystem full: gave up the reserve so the index "
+		  "can record deletes");
+	return true;
+}
+
 int hfs_unlink(struct hfs *fs, uint64_t parent, const char *name)
 {
 	if (is_today(fs, parent, name))
 		return -EPERM;
-	return do_remove(fs, parent, name, false);
+	int rc = do_remove(fs, parent, name, false);
+	if (rc == -ENOSPC && free_reserve(fs))
+		rc = do_remove(fs, parent, name, false);
+	return rc;
 }
 
 int hfs_rmdir(struct hfs *fs, uint64_t parent, const char *name)
 {
 	if (is_today(fs, parent, name))
 		return -ENOTDIR;
-	return do_remove(fs, parent, name, true);
+	int rc = do_remove(fs, parent, name, true);
+	if (rc == -ENOSPC && free_reserve(fs))
+		rc = do_remove(fs, parent, name, true);
+	return rc;
 }
 
 /* True if @ancestor is @ino or one of its ancestors. */
@@ -2810,6 +2889,8 @@ int hfs_create(const struct hfs_config *cfg, struct backend *be,
 		goto fail;
 	}
 	fs->mounted_at = hfs_now_ns();
+	hfs_keep_reserve(fs);
+	hfs_check_space(fs);
 	rc = runs_create(&fs->runs);
 	if (rc) {
 		snprintf(err, errlen, "out of memory");

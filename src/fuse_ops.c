@@ -172,6 +172,21 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 					newname, flags));
 }
 
+/*
+ * While the cache filesystem is short of space, files opened for writing
+ * bypass the kernel's page cache: with the writeback cache the kernel would
+ * accept writes we may not be able to store, and lose them at writeback;
+ * written through, every write that fails says so to its writer (ENOSPC).
+ */
+static void direct_when_short(struct hfs *fs, struct fuse_file_info *fi)
+{
+	if ((fi->flags & O_ACCMODE) != O_RDONLY &&
+	    atomic_load(&fs->short_space)) {
+		fi->direct_io = 1;
+		fi->keep_cache = 0;
+	}
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct hfs_file *fh;
@@ -182,6 +197,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	fi->fh = (uintptr_t)fh;
 	fi->keep_cache = 1;
+	direct_when_short(hfs_of(req), fi);
 	if (fuse_reply_open(req, fi) == -ENOENT)
 		hfs_release(hfs_of(req), fh); /* interrupted */
 }
@@ -205,6 +221,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	e.attr_timeout = TIMEOUT;
 	e.entry_timeout = TIMEOUT;
 	fi->fh = (uintptr_t)fh;
+	direct_when_short(hfs_of(req), fi);
 	if (fuse_reply_create(req, &e, fi) == -ENOENT)
 		hfs_release(hfs_of(req), fh);
 }

@@ -236,17 +236,18 @@ static void *keeper_thread(void *arg)
 		if (k->stop)
 			break;
 		pthread_mutex_unlock(&k->mu);
-		int64_t free_b = cache_free_bytes(k->fs->cache);
-		bool low = free_b >= 0 &&
-			   (uint64_t)free_b < k->fs->cfg->cache_min_free_bytes;
-		if (low != atomic_load(&k->fs->low_space))
+		bool was_low = atomic_load(&k->fs->low_space);
+		int64_t free_b = hfs_check_space(k->fs);
+		bool low = atomic_load(&k->fs->low_space);
+		if (low != was_low)
 			hlog_warn("cache filesystem %s: %lld MiB free%s",
 				  low ? "nearly full" : "has room again",
 				  (long long)(free_b >> 20),
 				  low ? "; slowing writers down" : "");
-		atomic_store(&k->fs->low_space, low);
-		if (++tick % 5 == 0)
+		if (++tick % 5 == 0) {
 			index_sync(k->fs->ix);
+			hfs_keep_reserve(k->fs);
+		}
 		if (tick >= next_evict || low) {
 			/* Measure and evict; often while the cache is near
 			 * its limit or the disk is full, seldom otherwise. */

@@ -80,6 +80,9 @@ struct hfs {
 	/* Set by the space monitor when free space on the cache filesystem
 	 * is below cache_min_free_bytes: writers slow down. */
 	atomic_bool low_space;
+	/* Free space is short (below cache_min_free_bytes or 64 MiB): files
+	 * opened for writing then bypass the kernel's page cache. */
+	atomic_bool short_space;
 };
 
 /* The clock, seconds since the epoch. HURACANFS_FAKE_TIME_OFFSET (seconds,
@@ -90,6 +93,12 @@ int64_t hfs_now_ns(void);
 /* mkdir -p: creates @dir (mode @mode) and its missing parents (0700).
  * Returns 0 or -errno. */
 int hfs_mkdir_p(const char *dir, mode_t mode);
+
+/* Makes the cache directory's reserve file again if it was given up and
+ * there is room (see fs.c). */
+void hfs_keep_reserve(struct hfs *fs);
+/* Updates low_space and short_space; returns the free bytes or -errno. */
+int64_t hfs_check_space(struct hfs *fs);
 
 /* Builds the context: opens the cache and index under cfg->cache_dir
  * (taking the single-daemon lock), and recovers from a crash (orphans,
