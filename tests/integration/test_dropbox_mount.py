@@ -3,6 +3,7 @@ server over HTTPS (tests/fakedropbox): the mount is used through ordinary
 file operations, and the fake's store and request counters say what
 reached "Dropbox" and how."""
 
+import json
 import os
 import sys
 import time
@@ -270,3 +271,63 @@ def test_flush_wait_waits_for_namespace_changes(dbx, fake):
     m.flush()
     assert remote(fake, 'runs/z/f.txt') == b'f\n'
     assert remote(fake, 'runs/a/f.txt') is None
+
+
+def _walk(root):
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for f in files:
+            p = Path(dirpath) / f
+            out[str(p.relative_to(root))] = p.read_bytes()
+    return out
+
+
+def test_trainer_run_and_new_machine_on_dropbox(dbx, fake, hfs):
+    """The example trainer against the fake Dropbox; the metadata and the
+    shared candle copies are made without uploading their bytes again;
+    a second machine (empty cache) reads everything back and restores
+    the candles in the background."""
+    import subprocess
+    trainer = Path(__file__).resolve().parents[2] / 'examples' / 'trainer.py'
+    m = dbx(intervals=LONG_INTERVALS)
+    r = subprocess.run([sys.executable, str(trainer), str(m.mnt), '--small',
+                        '--seed', '7', '--date', '2026-11-20',
+                        '--symbols', 'SOL-USDT,BTC-USDT'],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr.decode()
+    written = _walk(m.mnt)
+    fake.reset_stats()
+    m.flush()
+    st = fake.get_stats()
+    uploaded = st['bytes_uploaded']
+    run = 'models/training/2026-11-20/%s'
+    for sym in ('SOL-USDT', 'BTC-USDT'):
+        meta = json.loads(remote(fake, (run % sym) + '/model/model_metadata.json'))
+        model = remote(fake, (run % sym) + '/model/model.bin')
+        assert meta['content_hash'] == content_hash(model)
+        assert meta['size'] == len(model)
+        candles = [n for n in written if n.startswith((run % sym) + '/data/')
+                   and n.endswith('.parquet')]
+        assert candles
+        for c in candles:
+            shared = 'data/candles/%s/%s' % (sym, c.rsplit('/', 1)[1])
+            assert remote(fake, shared) == written[c], shared
+    assert st['routes'].get('files/copy_v2', 0) == 2
+    # Every byte went up once: what the trainer wrote plus the two small
+    # metadata files; the candle copies cost no upload.
+    total = sum(len(v) for v in written.values())
+    assert uploaded < total + 64 * 1024, (uploaded, total)
+    for rel, data in written.items():
+        assert remote(fake, rel) == data, rel
+    m.unmount()
+
+    # A new machine: empty cache, same Dropbox.
+    m2 = dbx(name='machine2')
+    def restored():
+        rs = m2.status().get('restore', {})
+        return rs.get('state') == 'done' and rs.get('files_done') == 2
+    wait_until(restored, 20, 'the candles to be restored in the background')
+    got = _walk(m2.mnt)
+    for rel, data in written.items():
+        assert got.get(rel) == data, rel
