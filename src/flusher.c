@@ -331,7 +331,8 @@ static void commit_batch(struct catq *q, struct upload_job **jobs, size_t n,
  * when the backend can, the others one by one.
  */
 static void upload_all(struct catq *q, struct qent *batch, size_t n,
-		       struct batch_stats *bs, char *err, size_t errlen)
+		       bool flushing, struct batch_stats *bs, char *err,
+		       size_t errlen)
 {
 	struct flushers *fl = q->fl;
 	struct hfs *fs = fl->fs;
@@ -355,9 +356,10 @@ static void upload_all(struct catq *q, struct qent *batch, size_t n,
 			int cat = hfs_classify(fs, ino);
 			if (cat == -ENOENT)
 				continue; /* deleted */
-			if (cat >= 0 && cat != q->cat) {
+			if (cat >= 0 && cat != q->cat && !flushing) {
 				/* Renamed into another category: its
-				 * schedule applies. */
+				 * schedule applies (but a flush request
+				 * uploads it now, wherever it belongs). */
 				flushers_schedule(fl, ino, cat, now, false);
 				continue;
 			}
@@ -392,7 +394,7 @@ static void upload_all(struct catq *q, struct qent *batch, size_t n,
 }
 
 static void run_batch(struct catq *q, struct qent *batch, size_t n,
-		      struct batch_stats *bs)
+		      bool flushing, struct batch_stats *bs)
 {
 	struct hfs *fs = q->fl->fs;
 	char err[256] = "";
@@ -412,7 +414,7 @@ static void run_batch(struct catq *q, struct qent *batch, size_t n,
 		pthread_mutex_unlock(&q->mu);
 		bs->failed += (int)n;
 	} else {
-		upload_all(q, batch, n, bs, err, sizeof(err));
+		upload_all(q, batch, n, flushing, bs, err, sizeof(err));
 		runs_report(fs);
 	}
 	pthread_mutex_unlock(&fs->commit_lock);
@@ -485,7 +487,7 @@ static void *cat_thread(void *arg)
 		pthread_mutex_unlock(&q->mu);
 		struct batch_stats bs = {0};
 		if (nb)
-			run_batch(q, batch, nb, &bs);
+			run_batch(q, batch, nb, flush_all, &bs);
 		free(batch);
 		pthread_mutex_lock(&q->mu);
 		q->busy_since = 0;

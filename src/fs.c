@@ -195,7 +195,9 @@ static void purge_node(struct hfs *fs, uint64_t ino)
  * node must be purged (the caller does it after unlocking). */
 static bool itab_maybe_free(struct hfs *fs, struct hnode *h)
 {
-	if (h->refs > 0 || h->nlookup > 0)
+	/* An upload error is kept (for status and the last_error xattr)
+	 * until the upload succeeds or the file goes. */
+	if (h->refs > 0 || h->nlookup > 0 || (h->last_error[0] && !h->unlinked))
 		return false;
 	struct hnode **pp = &fs->buckets[bucket_of(fs, h->ino)];
 	while (*pp != h)
@@ -756,6 +758,15 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 		if (strcmp(n.r.rev, e->rev) == 0 &&
 		    (n.r.flags & NODE_ON_REMOTE))
 			continue;
+		if ((n.r.flags & NODE_ON_REMOTE) && (n.r.flags & NODE_HAS_HASH) &&
+		    e->has_hash &&
+		    memcmp(n.r.remote_hash, e->hash, CHASH_LEN) == 0) {
+			/* Same bytes, new revision (a move gives one): keep
+			 * the inode and what is cached. */
+			snprintf(n.r.rev, sizeof(n.r.rev), "%s", e->rev);
+			ix_put(&t, &n);
+			continue;
+		}
 		if (inode_busy(fs, ino))
 			continue;
 		if (!(n.r.flags & (NODE_CACHED | NODE_PARTIAL)) &&

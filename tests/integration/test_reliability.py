@@ -359,6 +359,56 @@ def test_unmount_during_outage_is_bounded(dbx, fake):
     assert fake.get_file(ROOT + '/notes/new/b.txt') == b'pending\n'
 
 
+def test_renamed_folder_stays_cached_for_an_outage(dbx, fake):
+    """Renaming a folder (one move on Dropbox, which gives its files new
+    revisions) must not cost the cached bytes of its files: after the
+    move and a new listing they are still served from the cache, with no
+    download, and so still readable when Dropbox goes down."""
+    m = dbx(hfs_extra={'dir_cache_seconds': 1})
+    m.m('runs/a').mkdir(parents=True)
+    data = os.urandom(5 * MiB)
+    put(m.m('runs/a/btc_candles.parquet'), data)
+    m.flush()
+    os.rename(m.m('runs/a'), m.m('runs/b'))
+    m.flush()
+    assert fake.metadata(ROOT + '/runs/b/btc_candles.parquet')['size'] == \
+        len(data)
+    time.sleep(1.5)                  # the listing of runs/b is stale
+    os.listdir(m.m('runs/b'))        # listed again: new revisions
+    assert state(m.m('runs/b/btc_candles.parquet')) == 'cached', \
+        'the renamed folder\'s file lost its cached bytes'
+    fake.reset_stats()
+    fake.outage(300)
+    try:
+        same(bounded(lambda: m.m('runs/b/btc_candles.parquet').read_bytes(),
+                     OFFLINE_OP_S, 'reading a file of the renamed folder'
+                     ' (Dropbox down)'), data, 'runs/b/btc_candles.parquet')
+    finally:
+        fake.end_outage()
+    assert fake.get_stats()['bytes_downloaded'] == 0
+
+
+def test_flush_wait_covers_a_file_renamed_into_another_category(hfs):
+    """The trainer's atomic save: written as model.bin.tmp (category
+    other), renamed to model.bin (models). `flush --wait` returns only
+    once it is uploaded, whichever flusher sees the rename first."""
+    m = hfs(intervals=LONG_INTERVALS, hfs_extra={'today_link': ''})
+    m.m('run').mkdir()
+    # A large file of the same category (other) queued first, so that
+    # its flusher reaches the renamed file after the models flusher has
+    # finished its part of the flush.
+    put(m.m('run/big.dat'), os.urandom(64 * MiB))
+    put(m.m('run/model.bin.tmp'), b'weights' * 1000)
+    os.rename(m.m('run/model.bin.tmp'), m.m('run/model.bin'))
+    m.flush()
+    assert file_equals(m.r('run/model.bin'), b'weights' * 1000), (
+        'flush --wait exited 0 but run/model.bin is not on the remote;'
+        ' pending: %s' % {c['name']: c['pending_files']
+                          for c in m.status()['categories']
+                          if c['pending_files']})
+    assert nothing_pending(m), m.status()
+
+
 # ----------------------------------------------------- full cache disk
 
 @pytest.fixture
