@@ -181,3 +181,30 @@ bool backend_name_ok(const char *name)
 	}
 	return true;
 }
+
+bool backend_path_ok(const char *path, bool allow_root,
+		     bool (*name_ok)(const char *name))
+{
+	char comp[BACKEND_NAME_MAX + 1];
+	const char *p, *end;
+	size_t len;
+
+	if (!path)
+		return false;
+	if (path[0] == '\0')
+		return allow_root;
+	if (path[0] != '/')
+		return false;
+	for (p = path + 1;; p = end + 1) {
+		end = strchr(p, '/');
+		len = end ? (size_t)(end - p) : strlen(p);
+		if (len == 0 || len > BACKEND_NAME_MAX)
+			return false;
+		memcpy(comp, p, len);
+		comp[len] = '\0';
+		if (!name_ok(comp))
+			return false;
+		if (!end)
+			return true;
+	}
+}

@@ -693,31 +693,10 @@ static int dbx_call(struct dbx *db, struct call *c)
 
 /* ---- paths and arguments ---- */
 
-/* True if @path is "" (when @allow_root) or "/c1/c2..." of good names. */
+/* "" (with @allow_root) or "/c1/c2..." of names Dropbox accepts. */
 static bool path_ok(const char *path, bool allow_root)
 {
-	char comp[BACKEND_NAME_MAX + 1];
-	const char *p, *end;
-	size_t len;
-
-	if (!path)
-		return false;
-	if (path[0] == '\0')
-		return allow_root;
-	if (path[0] != '/')
-		return false;
-	for (p = path + 1;; p = end + 1) {
-		end = strchr(p, '/');
-		len = end ? (size_t)(end - p) : strlen(p);
-		if (len == 0 || len > BACKEND_NAME_MAX)
-			return false;
-		memcpy(comp, p, len);
-		comp[len] = '\0';
-		if (!backend_name_ok(comp))
-			return false;
-		if (!end)
-			return true;
-	}
+	return backend_path_ok(path, allow_root, backend_name_ok);
 }
 
 /* The Dropbox path of backend path @path, malloc'd, in *@out. */

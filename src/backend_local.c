@@ -166,32 +166,6 @@ static bool local_name_ok(const char *name)
 	return backend_name_ok(name) && !is_tmp_name(name);
 }
 
-/* True if @path is "" (when @allow_root) or "/c1/c2..." of good names. */
-static bool path_ok(const char *path, bool allow_root)
-{
-	char comp[BACKEND_NAME_MAX + 1];
-	const char *p, *end;
-	size_t len;
-
-	if (!path)
-		return false;
-	if (path[0] == '\0')
-		return allow_root;
-	if (path[0] != '/')
-		return false;
-	for (p = path + 1;; p = end + 1) {
-		end = strchr(p, '/');
-		len = end ? (size_t)(end - p) : strlen(p);
-		if (len == 0 || len > BACKEND_NAME_MAX)
-			return false;
-		memcpy(comp, p, len);
-		comp[len] = '\0';
-		if (!local_name_ok(comp))
-			return false;
-		if (!end)
-			return true;
-	}
-}
 
 /* The last component of a valid remote path. */
 static const char *path_base(const char *path)
@@ -217,6 +191,12 @@ static int join(const char *a, const char *b, char **out)
 	memcpy(s + la + 1, b, lb + 1);
 	*out = s;
 	return 0;
+}
+
+/* "" (with @allow_root) or "/c1/c2..." of names this backend accepts. */
+static bool path_ok(const char *path, bool allow_root)
+{
+	return backend_path_ok(path, allow_root, local_name_ok);
 }
 
 /* Returns the local path of remote @path (malloc'd) in *@out. */

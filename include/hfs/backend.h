@@ -233,5 +233,9 @@ const char *backend_last_error(void);
 
 /* True if @name is acceptable as one remote path component. */
 bool backend_name_ok(const char *name);
+/* True if @path is "" (only if @allow_root) or "/c1/c2..." with every
+ * component accepted by @name_ok. */
+bool backend_path_ok(const char *path, bool allow_root,
+		     bool (*name_ok)(const char *name));
 
 #endif
