@@ -1303,8 +1303,11 @@ class Soak:
         else:
             self.workdir = tempfile.mkdtemp(prefix='hfs-soak-')
         base = Path(self.workdir)
+        # The daemon's own bound on flush --wait matches the harness's:
+        # after a storm of renames the journal takes a while to replay.
         hfs_extra = {'dir_cache_seconds': a.dir_cache_seconds,
-                     'log_level': a.log_level}
+                     'log_level': a.log_level,
+                     'flush_timeout_seconds': a.flush_timeout}
         dropbox_extra = {}
         if a.backend == 'dropbox':
             from fakedropbox import FakeDropbox, make_test_ca
