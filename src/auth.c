@@ -67,7 +67,7 @@ static void wipe_free(char *s)
 static int make_verifier(char out[AUTH_VERIFIER_LEN + 1])
 {
 	const size_t nchars = sizeof(verifier_chars) - 1; /* 66 */
-	const unsigned limit = 256 - 256 % nchars;	  /* 198 */
+	const unsigned limit = 256 - 256 % nchars; /* 198 */
 	unsigned char buf[128];
 	size_t n = 0, i;
 

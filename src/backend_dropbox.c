@@ -92,23 +92,23 @@ static const struct dbx_tuning dbx_defaults = {
 struct dbx {
 	struct backend base; /* first, so a struct backend * converts */
 	struct http_pool *pool;
-	char *api_url;		/* owned, no trailing slash */
-	char *content_url;	/* owned */
-	char *notify_url;	/* owned */
-	char *root;		/* owned: "/Huracan", or "" */
+	char *api_url; /* owned, no trailing slash */
+	char *content_url; /* owned */
+	char *notify_url; /* owned */
+	char *root; /* owned: "/Huracan", or "" */
 	struct dbx_tuning tune; /* set before the backend is shared */
 
 	/* Credentials. refresh_token, app_key, app_secret are constant. */
 	char *refresh_token; /* owned, secret; NULL: no refresh */
-	char *app_key;	     /* owned */
-	char *app_secret;    /* owned, secret; may be NULL */
+	char *app_key; /* owned */
+	char *app_secret; /* owned, secret; may be NULL */
 	pthread_mutex_t tok_lock;
 	pthread_cond_t tok_cond; /* signals: a refresh finished */
-	char *token;		 /* protected by tok_lock; secret */
-	int64_t expiry;		 /* protected by tok_lock; monotonic s, 0:
-				    unknown */
-	unsigned tok_gen;	 /* protected by tok_lock */
-	bool refreshing;	 /* protected by tok_lock */
+	char *token; /* protected by tok_lock; secret */
+	int64_t expiry; /* protected by tok_lock; monotonic s, 0:
+			   unknown */
+	unsigned tok_gen; /* protected by tok_lock */
+	bool refreshing; /* protected by tok_lock */
 
 	/* Rate limiting shared by all threads. */
 	pthread_mutex_t hold_lock;
@@ -117,7 +117,7 @@ struct dbx {
 	/* Batch commits run one at a time. */
 	pthread_mutex_t batch_lock;
 	pthread_cond_t batch_cond; /* signals: batch_busy went false */
-	bool batch_busy;	   /* protected by batch_lock */
+	bool batch_busy; /* protected by batch_lock */
 
 	bool locks_ok;
 };
@@ -128,7 +128,7 @@ enum dbx_style {
 	STYLE_UPLOAD,
 	STYLE_DOWNLOAD,
 	STYLE_LONGPOLL, /* RPC on the notify host, no Authorization */
-	STYLE_OAUTH,	/* form POST to /oauth2/token, no Authorization */
+	STYLE_OAUTH, /* form POST to /oauth2/token, no Authorization */
 };
 
 /* One API call: what to send, and what came back. */
@@ -137,7 +137,7 @@ struct call {
 	enum dbx_host host;
 	enum dbx_style style;
 	const char *what; /* the path concerned, for messages; may be NULL */
-	const char *arg;  /* JSON: the RPC body or the Dropbox-API-Arg */
+	const char *arg; /* JSON: the RPC body or the Dropbox-API-Arg */
 	const char *form; /* STYLE_OAUTH body (secret) */
 	/* Upload body: @len bytes of @fd at @off (fd < 0: empty). */
 	int fd;
@@ -152,11 +152,11 @@ struct call {
 	 * the rest is asked for; may change @arg. Returns 0 or -errno. */
 	int (*resume)(struct call *c, void *ud);
 	void *resume_ud;
-	long timeout_s;		    /* STYLE_LONGPOLL */
-	unsigned max_attempts;	    /* 0: the backend's */
+	long timeout_s; /* STYLE_LONGPOLL */
+	unsigned max_attempts; /* 0: the backend's */
 	unsigned transport_retries; /* out: attempts lost to the network */
-	struct http_response resp;  /* out: the last reply */
-	struct dbx_error err;	    /* out: the translated error */
+	struct http_response resp; /* out: the last reply */
+	struct dbx_error err; /* out: the translated error */
 };
 
 static const struct backend_ops dbx_ops;
@@ -935,7 +935,7 @@ static int dbx_stat(struct backend *be, const char *path,
 struct dl_state {
 	const char *what;
 	char rev[BACKEND_REV_MAX + 1]; /* pinned after the first reply */
-	char *arg;		       /* owned: the current header arg */
+	char *arg; /* owned: the current header arg */
 };
 
 /* Pins the rest of a broken download to the revision it started with. */
@@ -1462,8 +1462,8 @@ static int batch_start(struct dbx *db, const struct backend_upload *up,
 }
 
 struct batch_item {
-	size_t i;   /* index in the caller's arrays */
-	char *sid;  /* owned */
+	size_t i; /* index in the caller's arrays */
+	char *sid; /* owned */
 	char *full; /* owned */
 	uint8_t hash[CHASH_LEN];
 	bool has_hash;

@@ -77,8 +77,8 @@
 
 struct local_backend {
 	struct backend base; /* first, so a struct backend * converts */
-	char *root;	     /* owned; absolute, no trailing slash */
-	size_t page_size;    /* set before the backend is shared */
+	char *root; /* owned; absolute, no trailing slash */
+	size_t page_size; /* set before the backend is shared */
 	/* Serializes the compare-and-rename of conditional uploads. */
 	pthread_mutex_t commit_lock;
 };
@@ -165,7 +165,6 @@ static bool local_name_ok(const char *name)
 {
 	return backend_name_ok(name) && !is_tmp_name(name);
 }
-
 
 /* The last component of a valid remote path. */
 static const char *path_base(const char *path)
@@ -1704,8 +1703,7 @@ int backend_local_create(const char *root, struct backend **out)
 	return backend_local_open(root, true, out);
 }
 
-int backend_local_open(const char *root, bool create_root,
-		       struct backend **out)
+int backend_local_open(const char *root, bool create_root, struct backend **out)
 {
 	struct local_backend *lb;
 	int rc;

@@ -44,31 +44,31 @@
 #define KEY_QUOTE_MAX 80
 
 enum ctype {
-	CT_STRING,   /* char *, owned */
-	CT_SECRET,   /* char *, owned, never printed */
-	CT_INT,	     /* int64_t, >= min */
-	CT_BOOL,     /* bool */
-	CT_SIZE,     /* uint64_t, >= min, via config_parse_size() */
-	CT_BACKEND,  /* int, enum hfs_backend_kind; sets backend_set */
+	CT_STRING, /* char *, owned */
+	CT_SECRET, /* char *, owned, never printed */
+	CT_INT, /* int64_t, >= min */
+	CT_BOOL, /* bool */
+	CT_SIZE, /* uint64_t, >= min, via config_parse_size() */
+	CT_BACKEND, /* int, enum hfs_backend_kind; sets backend_set */
 	CT_LOGLEVEL, /* int, syslog level via hlog_parse_level() */
-	CT_RULES,    /* rules + n_rules, a YAML sequence */
+	CT_RULES, /* rules + n_rules, a YAML sequence */
 };
 
 /* Flags of a table entry. */
-#define CF_PATH 0x1	/* expand a leading "~" with $HOME after loading */
+#define CF_PATH 0x1 /* expand a leading "~" with $HOME after loading */
 #define CF_NONEMPTY 0x2 /* an empty string is an error */
 #define CF_NULLABLE 0x4 /* null (and "" without CF_NONEMPTY) means unset */
-#define CF_MIRROR 0x8	/* also store the value at ->mirror */
+#define CF_MIRROR 0x8 /* also store the value at ->mirror */
 
 struct ckey {
 	const char *section;
 	const char *key;
 	enum ctype type;
 	unsigned int flags;
-	int64_t min;	 /* CT_INT and CT_SIZE */
+	int64_t min; /* CT_INT and CT_SIZE */
 	const char *def; /* default as it would be written in the file */
-	size_t offset;	 /* of the field in struct hfs_config */
-	size_t mirror;	 /* second field, with CF_MIRROR */
+	size_t offset; /* of the field in struct hfs_config */
+	size_t mirror; /* second field, with CF_MIRROR */
 };
 
 #define F(field) offsetof(struct hfs_config, field)

@@ -50,12 +50,11 @@ void *control_status(struct hfs *fs, bool with_files)
 		return NULL;
 	json_object_set_new(st, "backend", json_string(fs->be->ops->name));
 	json_object_set_new(st, "mountpoint", json_string(fs->mountpoint));
-	json_object_set_new(st, "cache_dir",
-			    json_string(cache_dir(fs->cache)));
+	json_object_set_new(st, "cache_dir", json_string(cache_dir(fs->cache)));
 	json_object_set_new(st, "pid", json_integer(getpid()));
-	json_object_set_new(st, "offline",
-			    json_boolean(atomic_load(&fs->offline_until) >
-					 hfs_now()));
+	json_object_set_new(
+		st, "offline",
+		json_boolean(atomic_load(&fs->offline_until) > hfs_now()));
 	json_object_set_new(st, "low_space",
 			    json_boolean(atomic_load(&fs->low_space)));
 	json_t *lost = json_array();
@@ -168,8 +167,9 @@ static void *accept_thread(void *arg)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	pthread_setname_np(pthread_self(), "hfs-ctl-accept");
 	for (;;) {
-		struct pollfd p[2] = {{.fd = c->sock, .events = POLLIN},
-				      {.fd = c->stop_pipe[0], .events = POLLIN}};
+		struct pollfd p[2] = {
+			{.fd = c->sock, .events = POLLIN},
+			{.fd = c->stop_pipe[0], .events = POLLIN}};
 		if (poll(p, 2, -1) < 0) {
 			if (errno == EINTR)
 				continue;
@@ -293,8 +293,8 @@ int control_call(const char *mountpoint, void *req, void **reply, char *err,
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		int e = errno;
-		snprintf(err, errlen, "cannot reach the daemon at %s: %s",
-			 path, strerror(e));
+		snprintf(err, errlen, "cannot reach the daemon at %s: %s", path,
+			 strerror(e));
 		if (fd >= 0)
 			close(fd);
 		return -e;

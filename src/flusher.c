@@ -80,6 +80,10 @@ struct flushers {
 	/* Set when the shutdown flush is over: every flusher thread's
 	 * backend calls then end at once (http_set_thread_cancel). */
 	atomic_bool cancel;
+	/* Files a flusher found renamed into another category and handed
+	 * to that category's queue: a flush request that queue already
+	 * answered has not seen them (flushers_flush goes round again). */
+	atomic_uint_fast64_t handed_over;
 };
 
 static void block_signals(void)
@@ -361,6 +365,7 @@ static void upload_all(struct catq *q, struct qent *batch, size_t n,
 				 * schedule applies (but a flush request
 				 * uploads it now, wherever it belongs). */
 				flushers_schedule(fl, ino, cat, now, false);
+				atomic_fetch_add(&fl->handed_over, 1);
 				continue;
 			}
 			struct upload_job *job = &jobs[used++];
@@ -658,10 +663,52 @@ void flushers_destroy(struct flushers *fl)
 	free(fl);
 }
 
-int flushers_flush(struct flushers *fl, int cat, bool wait,
-		   int64_t timeout_s)
+/* Asks each flusher concerned for a flush pass; returns their sequence
+ * numbers in @seq (0: not asked). */
+static void request_round(struct flushers *fl, int cat, uint64_t seq[CAT_COUNT])
 {
-	uint64_t seq[CAT_COUNT] = {0};
+	for (int c = 0; c < CAT_COUNT; c++) {
+		seq[c] = 0;
+		if (cat >= 0 && c != cat)
+			continue;
+		if (cat < 0 && !fl->fs->cfg->enabled[c])
+			continue; /* sync switched off: only on request */
+		struct catq *q = &fl->cq[c];
+		pthread_mutex_lock(&q->mu);
+		seq[c] = ++q->req_seq;
+		pthread_cond_signal(&q->cv);
+		pthread_mutex_unlock(&q->mu);
+	}
+}
+
+/* Waits for the passes of request_round(); adds their failed files to
+ * *failures. Returns -ETIMEDOUT if @deadline came first. */
+static int wait_round(struct flushers *fl, const uint64_t seq[CAT_COUNT],
+		      int64_t deadline, int *failures)
+{
+	int rc = 0;
+	for (int c = 0; c < CAT_COUNT && !rc; c++) {
+		if (!seq[c])
+			continue;
+		struct catq *q = &fl->cq[c];
+		pthread_mutex_lock(&q->mu);
+		while (q->done_seq < seq[c] && !fl->stop) {
+			if (hfs_now() >= deadline) {
+				rc = -ETIMEDOUT;
+				break;
+			}
+			wait_until(&q->done_cv, &q->mu, deadline);
+		}
+		if (q->done_seq >= seq[c])
+			*failures += q->last_failures;
+		pthread_mutex_unlock(&q->mu);
+	}
+	return rc;
+}
+
+int flushers_flush(struct flushers *fl, int cat, bool wait, int64_t timeout_s)
+{
+	uint64_t seq[CAT_COUNT];
 	int journal_rc = 0;
 	int64_t deadline = hfs_now() + (timeout_s > 0 ? timeout_s : 1);
 	/* Renames, deletes and mkdirs too, even with no file to upload:
@@ -673,45 +720,34 @@ int flushers_flush(struct flushers *fl, int cat, bool wait,
 	uint64_t need = fl->jpasses + (fl->jrunning ? 2 : 1);
 	fl->jkick = true;
 	pthread_cond_signal(&fl->jcv);
-	while (wait && fl->jpasses < need && !fl->stop &&
-	       hfs_now() < deadline)
+	while (wait && fl->jpasses < need && !fl->stop && hfs_now() < deadline)
 		wait_until(&fl->jdone, &fl->jmu, deadline);
 	if (wait)
 		journal_rc = fl->jpasses >= need ? fl->jlast_rc : -ETIMEDOUT;
 	pthread_mutex_unlock(&fl->jmu);
-	for (int c = 0; c < CAT_COUNT; c++) {
-		if (cat >= 0 && c != cat)
-			continue;
-		if (cat < 0 && !fl->fs->cfg->enabled[c])
-			continue; /* sync switched off: only on request */
-		struct catq *q = &fl->cq[c];
-		pthread_mutex_lock(&q->mu);
-		seq[c] = ++q->req_seq;
-		pthread_cond_signal(&q->cv);
-		pthread_mutex_unlock(&q->mu);
-	}
-	if (!wait)
+	if (!wait) {
+		request_round(fl, cat, seq);
 		return 0;
-	int failures = 0;
-	bool timed_out = false;
-	for (int c = 0; c < CAT_COUNT; c++) {
-		if (!seq[c])
-			continue;
-		struct catq *q = &fl->cq[c];
-		pthread_mutex_lock(&q->mu);
-		while (q->done_seq < seq[c] && !fl->stop) {
-			if (hfs_now() >= deadline) {
-				timed_out = true;
-				break;
-			}
-			wait_until(&q->done_cv, &q->mu, deadline);
-		}
-		if (q->done_seq >= seq[c])
-			failures += q->last_failures;
-		pthread_mutex_unlock(&q->mu);
 	}
-	if (timed_out || journal_rc == -ETIMEDOUT)
+	if (journal_rc == -ETIMEDOUT) {
+		request_round(fl, cat, seq); /* the uploads go on anyway */
 		return -ETIMEDOUT;
+	}
+	/*
+	 * A flusher busy with a scheduled batch when the request came may
+	 * hand a renamed file to another category whose pass is already
+	 * over; while that happens, go round again.
+	 */
+	int failures = 0;
+	for (;;) {
+		uint64_t handed = atomic_load(&fl->handed_over);
+		request_round(fl, cat, seq);
+		int rc = wait_round(fl, seq, deadline, &failures);
+		if (rc)
+			return rc;
+		if (fl->stop || atomic_load(&fl->handed_over) == handed)
+			break;
+	}
 	return failures || journal_rc ? -EIO : 0;
 }
 
@@ -792,9 +828,9 @@ void *flushers_status(struct flushers *fl, bool with_files)
 				bytes += nd.r.size;
 				if (list)
 					json_array_append_new(
-						list, file_status(fl, &t,
-								  ents[i].ino,
-								  ents[i].due));
+						list,
+						file_status(fl, &t, ents[i].ino,
+							    ents[i].due));
 			}
 		}
 		free(ents);

@@ -591,6 +591,12 @@ static bool inode_busy(struct hfs *fs, uint64_t ino)
 	return busy;
 }
 
+/* A node a listing merge dropped. */
+struct freed {
+	uint64_t ino;
+	bool known; /* to the kernel: orphaned, not deleted */
+};
+
 struct merge_ctx {
 	struct hfs *fs;
 	struct ixtxn *t;
@@ -600,10 +606,8 @@ struct merge_ctx {
 	struct pending *pend;
 	uint64_t *doomed;
 	size_t ndoomed, capdoomed;
-	struct freed {
-		uint64_t ino;
-		bool known; /* to the kernel: orphaned, not deleted */
-	} *freed; /* nodes dropped; their content goes after commit */
+	/* Nodes dropped; their content goes after commit. */
+	struct freed *freed;
 	size_t nfreed, capfreed;
 };
 
@@ -725,8 +729,8 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 	for (size_t i = 0; i < l->n && !t.err; i++) {
 		const struct backend_entry *e = &l->e[i];
 		char path[4096], folded[4096];
-		int pl = snprintf(path, sizeof(path), "%s/%s", dirpath,
-				  e->name);
+		int pl =
+			snprintf(path, sizeof(path), "%s/%s", dirpath, e->name);
 		if (pl < 0 || (size_t)pl >= sizeof(path))
 			continue;
 		ix_fold(path, folded, (size_t)pl + 1);
@@ -758,8 +762,8 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 		if (strcmp(n.r.rev, e->rev) == 0 &&
 		    (n.r.flags & NODE_ON_REMOTE))
 			continue;
-		if ((n.r.flags & NODE_ON_REMOTE) && (n.r.flags & NODE_HAS_HASH) &&
-		    e->has_hash &&
+		if ((n.r.flags & NODE_ON_REMOTE) &&
+		    (n.r.flags & NODE_HAS_HASH) && e->has_hash &&
 		    memcmp(n.r.remote_hash, e->hash, CHASH_LEN) == 0) {
 			/* Same bytes, new revision (a move gives one): keep
 			 * the inode and what is cached. */
@@ -807,8 +811,7 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 		if (S_ISDIR(n.r.mode) || !(n.r.flags & NODE_ON_REMOTE) ||
 		    (n.r.flags & (NODE_DIRTY | NODE_UPLOADING)))
 			continue;
-		int pl = snprintf(path, sizeof(path), "%s/%s", dirpath,
-				  n.name);
+		int pl = snprintf(path, sizeof(path), "%s/%s", dirpath, n.name);
 		if (pl < 0 || (size_t)pl >= sizeof(path))
 			continue;
 		ix_fold(path, folded, (size_t)pl + 1);
@@ -1074,8 +1077,8 @@ static int mkdir_node(struct hfs *fs, uint64_t parent, const char *name,
 	rc = ix_begin(fs->ix, true, &t);
 	if (rc)
 		return rc;
-	rc = make_node(fs, parent, name, S_IFDIR | (mode & 07777), uid, gid,
-		       &n, &t);
+	rc = make_node(fs, parent, name, S_IFDIR | (mode & 07777), uid, gid, &n,
+		       &t);
 	if (rc) {
 		ix_abort(&t);
 		return rc;
@@ -1135,8 +1138,8 @@ static int create_reg(struct hfs *fs, uint64_t parent, const char *name,
 	rc = ix_begin(fs->ix, true, &t);
 	if (rc)
 		return rc;
-	rc = make_node(fs, parent, name, S_IFREG | (mode & 07777), uid, gid,
-		       n, &t);
+	rc = make_node(fs, parent, name, S_IFREG | (mode & 07777), uid, gid, n,
+		       &t);
 	if (rc)
 		goto fail;
 	ix_put(&t, n);
@@ -1331,7 +1334,9 @@ static off_t reserve_bytes(struct hfs *fs)
 		return RESERVE_MIN;
 	off_t total = (off_t)v.f_blocks * (off_t)v.f_frsize;
 	off_t r = total / 32;
-	return r > RESERVE_MAX ? RESERVE_MAX : r < RESERVE_MIN ? RESERVE_MIN : r;
+	if (r > RESERVE_MAX)
+		return RESERVE_MAX;
+	return r < RESERVE_MIN ? RESERVE_MIN : r;
 }
 
 /* Below this much free space files opened for writing bypass the page
@@ -1529,8 +1534,8 @@ int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
 		if (rc)
 			goto fail;
 		remove_entry(fs, &t, newparent, &dst, &purge_now);
-		ix_journal_append(&t, S_ISDIR(dst.r.mode) ? JOP_RMDIR
-							  : JOP_UNLINK,
+		ix_journal_append(&t,
+				  S_ISDIR(dst.r.mode) ? JOP_RMDIR : JOP_UNLINK,
 				  to, NULL);
 	}
 	int64_t now = hfs_now_ns();
@@ -1576,8 +1581,8 @@ fail:
  * Called without hn->mu; @gen is the write generation that made the file
  * dirty.
  */
-static int mark_dirty(struct hfs *fs, struct hnode *hn, uint64_t gen,
-		      uint64_t size, int64_t mtime_ns)
+static int mark_dirty_txn(struct hfs *fs, struct hnode *hn, uint64_t gen,
+			  uint64_t size, int64_t mtime_ns)
 {
 	struct ixtxn t;
 	struct node n;
@@ -1619,8 +1624,16 @@ static int mark_dirty(struct hfs *fs, struct hnode *hn, uint64_t gen,
 	return 0;
 }
 
+static int mark_dirty(struct hfs *fs, struct hnode *hn, uint64_t gen,
+		      uint64_t size, int64_t mtime_ns)
+{
+	int rc;
+	IX_RETRY_FULL(fs->ix, rc, mark_dirty_txn(fs, hn, gen, size, mtime_ns));
+	return rc;
+}
+
 /* Persists what hn knows better than the index (size, times, gen). */
-static int persist_live(struct hfs *fs, struct hnode *hn)
+static int persist_live_txn(struct hfs *fs, struct hnode *hn)
 {
 	pthread_mutex_lock(&hn->mu);
 	if (!hn->live || hn->unlinked) {
@@ -1655,6 +1668,13 @@ static int persist_live(struct hfs *fs, struct hnode *hn)
 		hn->live = false;
 	pthread_mutex_unlock(&hn->mu);
 	return 0;
+}
+
+static int persist_live(struct hfs *fs, struct hnode *hn)
+{
+	int rc;
+	IX_RETRY_FULL(fs->ix, rc, persist_live_txn(fs, hn));
+	return rc;
 }
 
 /* ---- Fetching remote bytes ---- */
@@ -1883,11 +1903,12 @@ static int content_lost(struct hfs *fs, struct hnode *hn, struct node *n)
 	if (dirty) {
 		hn->dirty_persisted = false;
 		hfs_note_lost(fs, path);
-		hlog_err("the cached bytes of \"%s\" were removed behind "
-			 "huracanfs's back before they were uploaded: they are "
-			 "lost; reads fail with EIO until the file is rewritten "
-			 "or deleted",
-			 path);
+		hlog_err(
+			"the cached bytes of \"%s\" were removed behind "
+			"huracanfs's back before they were uploaded: they are "
+			"lost; reads fail with EIO until the file is rewritten "
+			"or deleted",
+			path);
 		snprintf(hn->last_error, sizeof(hn->last_error),
 			 "local bytes lost before upload");
 	} else {
@@ -2086,8 +2107,7 @@ int hfs_create_file(struct hfs *fs, uint64_t parent, const char *name,
 	return 0;
 }
 
-int hfs_read_fd(struct hfs *fs, struct hfs_file *fh, uint64_t off,
-		size_t size)
+int hfs_read_fd(struct hfs *fs, struct hfs_file *fh, uint64_t off, size_t size)
 {
 	struct hnode *hn = fh->hn;
 	pthread_mutex_lock(&hn->mu);
@@ -2111,8 +2131,8 @@ static void throttle(struct hfs *fs)
 	nanosleep(&ts, NULL);
 }
 
-ssize_t hfs_write(struct hfs *fs, struct hfs_file *fh,
-		  struct fuse_bufvec *buf, uint64_t off)
+ssize_t hfs_write(struct hfs *fs, struct hfs_file *fh, struct fuse_bufvec *buf,
+		  uint64_t off)
 {
 	struct hnode *hn = fh->hn;
 	throttle(fs);
@@ -2165,6 +2185,55 @@ ssize_t hfs_write(struct hfs *fs, struct hfs_file *fh,
 		}
 	}
 	return n;
+}
+
+int hfs_fallocate(struct hfs *fs, struct hfs_file *fh, int mode, uint64_t off,
+		  uint64_t len)
+{
+	struct hnode *hn = fh->hn;
+	if ((fh->flags & O_ACCMODE) == O_RDONLY)
+		return -EBADF;
+	if (off > INT64_MAX || len > INT64_MAX - off)
+		return -EFBIG;
+	pthread_mutex_lock(&hn->mu);
+	int rc = 0;
+	if (hn->fd < 0 || hn->fetching || !hn->complete)
+		rc = ensure_cached(fs, hn);
+	if (!rc && hn->fd < 0)
+		rc = hnode_open_fd(fs, hn, false);
+	pthread_mutex_unlock(&hn->mu);
+	if (rc)
+		return rc;
+
+	pthread_rwlock_rdlock(&hn->snap);
+	pthread_mutex_lock(&hn->mu);
+	struct stat st;
+	if (fallocate(hn->fd, mode, (off_t)off, (off_t)len) < 0 ||
+	    fstat(hn->fd, &st) < 0)
+		rc = -errno;
+	/* Only a change of size or of bytes makes the file dirty; space
+	 * reserved inside it does not. */
+	bool changed = !rc && ((uint64_t)st.st_size != hn->size ||
+			       (mode & ~FALLOC_FL_KEEP_SIZE) != 0);
+	uint64_t gen = 0, size = 0;
+	int64_t mt = 0;
+	if (changed) {
+		hn->size = (uint64_t)st.st_size;
+		hn->mtime_ns = hn->ctime_ns = hfs_now_ns();
+		hn->gen++;
+		hn->live = true;
+		hn->dirty_persisted = true;
+		gen = hn->gen;
+		size = hn->size;
+		mt = hn->mtime_ns;
+	}
+	pthread_mutex_unlock(&hn->mu);
+	pthread_rwlock_unlock(&hn->snap);
+	if (changed)
+		rc = mark_dirty(fs, hn, gen, size, mt);
+	if (!rc && changed)
+		rc = persist_live(fs, hn);
+	return rc;
 }
 
 int hfs_fsync(struct hfs *fs, struct hfs_file *fh, int datasync)
@@ -2234,9 +2303,7 @@ int hfs_setattr(struct hfs *fs, uint64_t ino, const struct stat *attr,
 			if (attr->st_size == 0) {
 				rc = hnode_open_fd(fs, hn, true);
 				hn->complete = rc == 0;
-			}
-			else if (hn->fd < 0 || hn->fetching ||
-				 !hn->complete)
+			} else if (hn->fd < 0 || hn->fetching || !hn->complete)
 				rc = ensure_cached(fs, hn);
 			if (!rc && hn->fd < 0)
 				rc = hnode_open_fd(fs, hn, false);
@@ -2287,7 +2354,8 @@ int hfs_setattr(struct hfs *fs, uint64_t ino, const struct stat *attr,
 			return rc;
 		}
 		if (to_set & FUSE_SET_ATTR_MODE)
-			n.r.mode = (n.r.mode & S_IFMT) | (attr->st_mode & 07777);
+			n.r.mode =
+				(n.r.mode & S_IFMT) | (attr->st_mode & 07777);
 		if (to_set & FUSE_SET_ATTR_UID)
 			n.r.uid = attr->st_uid;
 		if (to_set & FUSE_SET_ATTR_GID)
@@ -2403,8 +2471,8 @@ fail:
 	return rc;
 }
 
-ssize_t hfs_readdir(struct hfs *fs, void *req, struct hfs_dir *dh,
-		    uint64_t off, bool plus, char *buf, size_t size)
+ssize_t hfs_readdir(struct hfs *fs, void *req, struct hfs_dir *dh, uint64_t off,
+		    bool plus, char *buf, size_t size)
 {
 	fuse_req_t r = req;
 	size_t used = 0;
@@ -2476,8 +2544,8 @@ int hfs_statfs(struct hfs *fs, struct statvfs *st)
 #define XA_PREFIX "user.huracanfs."
 
 static const char *const xattr_names[] = {
-	XA_PREFIX "state",	  XA_PREFIX "category",
-	XA_PREFIX "rev",	  XA_PREFIX "content_hash",
+	XA_PREFIX "state",	 XA_PREFIX "category",
+	XA_PREFIX "rev",	 XA_PREFIX "content_hash",
 	XA_PREFIX "next_upload", XA_PREFIX "last_error",
 };
 
@@ -2498,8 +2566,8 @@ static const char *state_name(const struct node *n, bool dir)
 	return "remote";
 }
 
-ssize_t hfs_getxattr(struct hfs *fs, uint64_t ino, const char *name,
-		     char *buf, size_t size)
+ssize_t hfs_getxattr(struct hfs *fs, uint64_t ino, const char *name, char *buf,
+		     size_t size)
 {
 	char val[256];
 	struct node n;
@@ -2634,8 +2702,8 @@ int fs_create_file(struct hfs *fs, uint64_t parent, const char *name,
 {
 	struct node n;
 	int fd = -1;
-	int rc = create_reg(fs, parent, name, 0644, getuid(), getgid(), &n,
-			    &fd);
+	int rc =
+		create_reg(fs, parent, name, 0644, getuid(), getgid(), &n, &fd);
 	if (rc)
 		return rc;
 	size_t off = 0;
@@ -2738,10 +2806,12 @@ static int recover(struct hfs *fs)
 			char rpath[4096];
 			if (ix_path(&t, da[i], rpath, sizeof(rpath)) == 0) {
 				hfs_note_lost(fs, rpath);
-				hlog_err("the cached bytes of \"%s\" are missing: "
-					 "its changes since the last upload are "
-					 "lost",
-					 rpath);
+				hlog_err(
+					"the cached bytes of \"%s\" are "
+					"missing: "
+					"its changes since the last upload are "
+					"lost",
+					rpath);
 			}
 			n.r.flags |= NODE_LOST;
 			n.r.flags &= ~(NODE_DIRTY | NODE_CACHED);

@@ -12,6 +12,7 @@
 #include "hfs/config.h"
 #include "hfs/fs.h"
 #include "hfs/fuse_ops.h"
+#include "hfs/index.h"
 #include "hfs/log.h"
 
 #define TIMEOUT 1.0
@@ -98,7 +99,9 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 {
 	struct stat st;
 	struct hfs_file *fh = fi ? (struct hfs_file *)(uintptr_t)fi->fh : NULL;
-	int rc = hfs_setattr(hfs_of(req), ino, attr, to_set, fh, &st);
+	int rc;
+	IX_RETRY_FULL(hfs_of(req)->ix, rc,
+		      hfs_setattr(hfs_of(req), ino, attr, to_set, fh, &st));
 	reply_attr(req, rc, &st);
 }
 
@@ -108,8 +111,10 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 	(void)rdev;
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct stat st;
-	int rc = hfs_mknod(hfs_of(req), parent, name, mode, ctx->uid, ctx->gid,
-			   &st);
+	int rc;
+	IX_RETRY_FULL(hfs_of(req)->ix, rc,
+		      hfs_mknod(hfs_of(req), parent, name, mode, ctx->uid,
+				ctx->gid, &st));
 	reply_entry(req, rc, &st);
 }
 
@@ -118,19 +123,27 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct stat st;
-	int rc = hfs_mkdir(hfs_of(req), parent, name, mode, ctx->uid, ctx->gid,
-			   &st);
+	int rc;
+	IX_RETRY_FULL(hfs_of(req)->ix, rc,
+		      hfs_mkdir(hfs_of(req), parent, name, mode, ctx->uid,
+				ctx->gid, &st));
 	reply_entry(req, rc, &st);
 }
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	fuse_reply_err(req, -hfs_unlink(hfs_of(req), parent, name));
+	int rc;
+	IX_RETRY_FULL(hfs_of(req)->ix, rc,
+		      hfs_unlink(hfs_of(req), parent, name));
+	fuse_reply_err(req, -rc);
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	fuse_reply_err(req, -hfs_rmdir(hfs_of(req), parent, name));
+	int rc;
+	IX_RETRY_FULL(hfs_of(req)->ix, rc,
+		      hfs_rmdir(hfs_of(req), parent, name));
+	fuse_reply_err(req, -rc);
 }
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
@@ -168,8 +181,11 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      fuse_ino_t newparent, const char *newname,
 		      unsigned int flags)
 {
-	fuse_reply_err(req, -hfs_rename(hfs_of(req), parent, name, newparent,
-					newname, flags));
+	int rc;
+	IX_RETRY_FULL(hfs_of(req)->ix, rc,
+		      hfs_rename(hfs_of(req), parent, name, newparent, newname,
+				 flags));
+	fuse_reply_err(req, -rc);
 }
 
 /*
@@ -208,8 +224,10 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct hfs_file *fh;
 	struct stat st;
-	int rc = hfs_create_file(hfs_of(req), parent, name, mode, fi->flags,
-				 ctx->uid, ctx->gid, &st, &fh);
+	int rc;
+	IX_RETRY_FULL(hfs_of(req)->ix, rc,
+		      hfs_create_file(hfs_of(req), parent, name, mode,
+				      fi->flags, ctx->uid, ctx->gid, &st, &fh));
 	if (rc) {
 		fuse_reply_err(req, -rc);
 		return;
@@ -268,6 +286,19 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	(void)ino;
 	(void)fi;
 	fuse_reply_err(req, ENOSYS);
+}
+
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
+			 off_t length, struct fuse_file_info *fi)
+{
+	(void)ino;
+	struct hfs_file *fh = (struct hfs_file *)(uintptr_t)fi->fh;
+	if (offset < 0 || length <= 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	fuse_reply_err(req, -hfs_fallocate(hfs_of(req), fh, mode,
+					   (uint64_t)offset, (uint64_t)length));
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino,
@@ -433,6 +464,7 @@ const struct fuse_lowlevel_ops hfs_fuse_ops = {
 	.create = op_create,
 	.read = op_read,
 	.write_buf = op_write_buf,
+	.fallocate = op_fallocate,
 	.flush = op_flush,
 	.release = op_release,
 	.fsync = op_fsync,

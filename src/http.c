@@ -46,17 +46,17 @@
 struct http_handle {
 	CURL *curl;
 	char errbuf[CURL_ERROR_SIZE]; /* CURLOPT_ERRORBUFFER of @curl */
-	struct http_handle *next;     /* free list link */
+	struct http_handle *next; /* free list link */
 };
 
 struct http_pool {
 	pthread_mutex_t lock;
-	pthread_cond_t cond;	  /* signals: a handle went back to @idle */
+	pthread_cond_t cond; /* signals: a handle went back to @idle */
 	struct http_handle *idle; /* protected by lock */
-	size_t created;		  /* protected by lock */
-	size_t size;		  /* constant */
-	char *ca_file;		  /* owned, constant; may be NULL */
-	CURLSH *share;		  /* DNS and TLS session caches */
+	size_t created; /* protected by lock */
+	size_t size; /* constant */
+	char *ca_file; /* owned, constant; may be NULL */
+	CURLSH *share; /* DNS and TLS session caches */
 	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST]; /* for @share */
 	bool share_locks_ok;
 	atomic_bool interrupted; /* http_pool_interrupt: no more long polls */
@@ -77,7 +77,7 @@ struct xfer {
 	size_t mem_cap;
 	uint64_t skip; /* sink: bytes still to skip before writing */
 	bool done_early;
-	bool range_ok;	      /* Content-Range seen */
+	bool range_ok; /* Content-Range seen */
 	uint64_t range_first; /* its first byte */
 };
 

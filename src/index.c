@@ -9,11 +9,13 @@
  *   survives kill -9 of the daemon. index_sync() (fsync(2) from a user,
  *   the periodic syncer, unmount) makes it durable against power loss.
  * - The map is reserved large (address space only; the file grows as it
- *   is used), so MDB_MAP_FULL is an exceptional -ENOSPC.
+ *   is used) and grown before it fills (see "Map growth" below).
  */
 #include <endian.h>
 #include <errno.h>
 #include <lmdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,13 +24,32 @@
 #include <unistd.h>
 
 #include "hfs/index.h"
+#include "hfs/log.h"
 
 #define INDEX_MAP_SIZE ((size_t)64 << 30)
+/* Smallest map accepted from HURACANFS_INDEX_MAP_SIZE (tests). */
+#define INDEX_MAP_MIN ((size_t)64 << 10)
 
 struct hfs_index {
 	MDB_env *env;
 	MDB_dbi meta, nodes, dirents, dirty, journal, orphans, chunks;
+	/*
+	 * Map growth. mdb_env_set_mapsize() may only run while no txn of
+	 * this process is open, so every txn holds @maplock for reading and
+	 * a resize takes it for writing. @mapsize is the current size;
+	 * @grow_wanted is set when a txn found the map full.
+	 */
+	pthread_rwlock_t maplock;
+	bool maplock_init;
+	atomic_size_t mapsize;
+	atomic_bool grow_wanted;
+	atomic_uint growths;
 };
+
+/* Txns this thread holds open (a resize must wait for none). */
+static _Thread_local int txn_depth;
+/* This thread's last txn step failed with MDB_MAP_FULL. */
+static _Thread_local bool tl_map_full;
 
 /* Translates an LMDB return code to a negative errno, once, here. */
 static int mdb_to_errno(int rc)
@@ -39,6 +60,7 @@ static int mdb_to_errno(int rc)
 	case MDB_NOTFOUND:
 		return -ENOENT;
 	case MDB_MAP_FULL:
+		tl_map_full = true;
 		return -ENOSPC;
 	case MDB_READERS_FULL:
 		return -EAGAIN;
@@ -153,14 +175,28 @@ int index_open(const char *dir, struct hfs_index **out)
 		goto fail;
 	mdb_env_set_maxdbs(ix->env, 8);
 	mdb_env_set_maxreaders(ix->env, 512);
-	rc = mdb_to_errno(mdb_env_set_mapsize(ix->env, INDEX_MAP_SIZE));
+	rc = -pthread_rwlock_init(&ix->maplock, NULL);
 	if (rc)
 		goto fail;
-	rc = mdb_to_errno(mdb_env_open(ix->env, dir,
-				       MDB_NOTLS | MDB_NOSYNC | MDB_NORDAHEAD,
-				       0600));
+	ix->maplock_init = true;
+	size_t map = INDEX_MAP_SIZE;
+	const char *env = getenv("HURACANFS_INDEX_MAP_SIZE");
+	if (env && *env) {
+		/* Tests start small to watch the map grow. */
+		unsigned long long v = strtoull(env, NULL, 10);
+		map = v < INDEX_MAP_MIN ? INDEX_MAP_MIN : (size_t)v;
+	}
+	rc = mdb_to_errno(mdb_env_set_mapsize(ix->env, map));
 	if (rc)
 		goto fail;
+	rc = mdb_to_errno(mdb_env_open(
+		ix->env, dir, MDB_NOTLS | MDB_NOSYNC | MDB_NORDAHEAD, 0600));
+	if (rc)
+		goto fail;
+	/* An existing index may be larger than asked: LMDB took its size. */
+	MDB_envinfo info;
+	mdb_env_info(ix->env, &info);
+	atomic_store(&ix->mapsize, info.me_mapsize);
 	int dead;
 	mdb_reader_check(ix->env, &dead);
 	rc = open_dbis(ix);
@@ -184,6 +220,8 @@ void index_close(struct hfs_index *ix)
 		mdb_env_sync(ix->env, 1);
 		mdb_env_close(ix->env);
 	}
+	if (ix->maplock_init)
+		pthread_rwlock_destroy(&ix->maplock);
 	free(ix);
 }
 
@@ -192,17 +230,104 @@ int index_sync(struct hfs_index *ix)
 	return mdb_to_errno(mdb_env_sync(ix->env, 1));
 }
 
+/*
+ * Map growth.
+ *
+ * Before a txn begins on a thread that holds no other txn, the map is
+ * doubled if the data in it passed half of it, or if a txn found it full.
+ * Growing waits (a bounded time) for the txns of other threads to end.
+ * A txn that still hits MDB_MAP_FULL fails with -ENOSPC; the map grows
+ * before the next txn, and index_retry_full() tells a caller that
+ * repeating the operation will find room.
+ */
+static size_t map_used(struct hfs_index *ix)
+{
+	MDB_envinfo info;
+	MDB_stat st;
+	if (mdb_env_info(ix->env, &info) || mdb_env_stat(ix->env, &st))
+		return 0;
+	return (info.me_last_pgno + 1) * (size_t)st.ms_psize;
+}
+
+static void maybe_grow(struct hfs_index *ix)
+{
+	bool wanted = atomic_load(&ix->grow_wanted);
+	size_t map = atomic_load(&ix->mapsize);
+	if (txn_depth > 0 || (!wanted && map_used(ix) <= map / 2))
+		return;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 2;
+	if (pthread_rwlock_timedwrlock(&ix->maplock, &ts) != 0)
+		return; /* busy: the next txn tries again */
+	size_t used = map_used(ix);
+	size_t old = atomic_load(&ix->mapsize), size = old;
+	if (map != old) {
+		/* Another thread grew it while we waited. */
+		wanted = false;
+	}
+	while (used > size / 2)
+		size *= 2;
+	if (wanted && size == old)
+		size *= 2;
+	int rc = 0;
+	if (size != old) {
+		rc = mdb_env_set_mapsize(ix->env, size);
+		if (!rc) {
+			atomic_store(&ix->mapsize, size);
+			atomic_fetch_add(&ix->growths, 1);
+		}
+	}
+	atomic_store(&ix->grow_wanted, false);
+	pthread_rwlock_unlock(&ix->maplock);
+	if (rc)
+		hlog_err("index map could not grow to %zu bytes: %s", size,
+			 mdb_strerror(rc));
+	else if (size != old)
+		hlog_info("index_map_grown bytes=%zu used=%zu", size, used);
+}
+
+static void txn_end(struct ixtxn *t)
+{
+	t->txn = NULL;
+	if (tl_map_full)
+		atomic_store(&t->ix->grow_wanted, true);
+	pthread_rwlock_unlock(&t->ix->maplock);
+	txn_depth--;
+}
+
+bool index_retry_full(struct hfs_index *ix)
+{
+	if (!tl_map_full)
+		return false;
+	tl_map_full = false;
+	atomic_store(&ix->grow_wanted, true);
+	maybe_grow(ix);
+	return true;
+}
+
+size_t index_map_size(struct hfs_index *ix)
+{
+	return atomic_load(&ix->mapsize);
+}
+
 int ix_begin(struct hfs_index *ix, bool write, struct ixtxn *t)
 {
 	MDB_txn *txn = NULL;
+	maybe_grow(ix);
+	pthread_rwlock_rdlock(&ix->maplock);
+	txn_depth++;
 	int rc = mdb_txn_begin(ix->env, NULL, write ? 0 : MDB_RDONLY, &txn);
 	if (rc == MDB_READERS_FULL) {
 		int dead;
 		mdb_reader_check(ix->env, &dead);
 		rc = mdb_txn_begin(ix->env, NULL, write ? 0 : MDB_RDONLY, &txn);
 	}
-	if (rc)
+	if (rc) {
+		pthread_rwlock_unlock(&ix->maplock);
+		txn_depth--;
 		return mdb_to_errno(rc);
+	}
 	t->ix = ix;
 	t->txn = txn;
 	t->err = 0;
@@ -221,15 +346,16 @@ int ix_commit(struct ixtxn *t)
 	} else {
 		rc = mdb_to_errno(mdb_txn_commit(t->txn));
 	}
-	t->txn = NULL;
+	txn_end(t);
 	return rc;
 }
 
 void ix_abort(struct ixtxn *t)
 {
-	if (t->txn)
-		mdb_txn_abort(t->txn);
-	t->txn = NULL;
+	if (!t->txn)
+		return;
+	mdb_txn_abort(t->txn);
+	txn_end(t);
 }
 
 /* Records @rc as the sticky error of @t if it is the first one, except
@@ -280,8 +406,8 @@ int ix_put(struct ixtxn *t, const struct node *n)
 	uint64_t ino = n->ino;
 	MDB_val k = u64_val(&ino);
 	MDB_val v = {.mv_size = sizeof(r) + nl, .mv_data = buf};
-	return sticky(t, mdb_to_errno(mdb_put(t->txn, t->ix->nodes, &k, &v,
-					      0)));
+	return sticky(t,
+		      mdb_to_errno(mdb_put(t->txn, t->ix->nodes, &k, &v, 0)));
 }
 
 int ix_del(struct ixtxn *t, uint64_t ino)
@@ -323,8 +449,8 @@ static size_t dirent_key(char *buf, uint64_t parent, const char *name)
 	return 8 + nl;
 }
 
-int ix_lookup(struct ixtxn *t, uint64_t parent, const char *name,
-	      uint64_t *ino, char *exact)
+int ix_lookup(struct ixtxn *t, uint64_t parent, const char *name, uint64_t *ino,
+	      char *exact)
 {
 	if (t->err)
 		return t->err;
@@ -359,8 +485,8 @@ int ix_link(struct ixtxn *t, uint64_t parent, const char *name, uint64_t ino)
 	memcpy(vb, &ino, 8);
 	memcpy(vb + 8, name, nl);
 	MDB_val v = {.mv_size = 8 + nl, .mv_data = vb};
-	return sticky(t, mdb_to_errno(mdb_put(t->txn, t->ix->dirents, &k, &v,
-					      0)));
+	return sticky(t,
+		      mdb_to_errno(mdb_put(t->txn, t->ix->dirents, &k, &v, 0)));
 }
 
 int ix_unlink(struct ixtxn *t, uint64_t parent, const char *name)
@@ -371,8 +497,8 @@ int ix_unlink(struct ixtxn *t, uint64_t parent, const char *name)
 	if (strlen(name) > BACKEND_NAME_MAX)
 		return -ENOENT;
 	MDB_val k = {.mv_size = dirent_key(kb, parent, name), .mv_data = kb};
-	return sticky(t, mdb_to_errno(mdb_del(t->txn, t->ix->dirents, &k,
-					      NULL)));
+	return sticky(t,
+		      mdb_to_errno(mdb_del(t->txn, t->ix->dirents, &k, NULL)));
 }
 
 int ix_foreach_child(struct ixtxn *t, uint64_t parent,
@@ -551,15 +677,14 @@ int64_t ix_chunks_get(struct ixtxn *t, uint64_t ino, uint8_t *buf, size_t cap)
 	return (int64_t)v.mv_size;
 }
 
-int ix_chunks_put(struct ixtxn *t, uint64_t ino, const uint8_t *buf,
-		  size_t len)
+int ix_chunks_put(struct ixtxn *t, uint64_t ino, const uint8_t *buf, size_t len)
 {
 	if (t->err)
 		return t->err;
 	MDB_val k = u64_val(&ino);
 	MDB_val v = {.mv_size = len, .mv_data = (void *)buf};
-	return sticky(t, mdb_to_errno(mdb_put(t->txn, t->ix->chunks, &k, &v,
-					      0)));
+	return sticky(t,
+		      mdb_to_errno(mdb_put(t->txn, t->ix->chunks, &k, &v, 0)));
 }
 
 int ix_chunks_del(struct ixtxn *t, uint64_t ino)

@@ -48,15 +48,14 @@
 
 static void usage(FILE *out)
 {
-	fprintf(out,
-		"usage: huracanfs mount MOUNTPOINT [--config FILE] "
-		"[--foreground] [-o OPTION[,OPTION...]]\n"
-		"       huracanfs status MOUNTPOINT [--json] [--files]\n"
-		"       huracanfs flush MOUNTPOINT [--category NAME] "
-		"[--wait]\n"
-		"       huracanfs check-config [--config FILE]\n"
-		"       huracanfs auth [--config FILE]\n"
-		"       huracanfs --version\n");
+	fprintf(out, "usage: huracanfs mount MOUNTPOINT [--config FILE] "
+		     "[--foreground] [-o OPTION[,OPTION...]]\n"
+		     "       huracanfs status MOUNTPOINT [--json] [--files]\n"
+		     "       huracanfs flush MOUNTPOINT [--category NAME] "
+		     "[--wait]\n"
+		     "       huracanfs check-config [--config FILE]\n"
+		     "       huracanfs auth [--config FILE]\n"
+		     "       huracanfs --version\n");
 }
 
 /* ---- mount ---- */
@@ -146,7 +145,8 @@ static void daemonize(void)
 		size_t len = 0;
 		ssize_t n;
 		while (len < sizeof(msg) - 1 &&
-		       (n = read(p[0], msg + len, sizeof(msg) - 1 - len)) != 0) {
+		       (n = read(p[0], msg + len, sizeof(msg) - 1 - len)) !=
+			       0) {
 			if (n < 0) {
 				if (errno == EINTR)
 					continue;
@@ -186,7 +186,8 @@ static void banner(const struct hfs *fs, const struct hfs_config *cfg)
 			  "backend in %s",
 			  cfg->remote_dir);
 	static const char *const label[CAT_COUNT] = {
-		"Learning data", "Logs", "Monitoring", "Models",
+		"Learning data",   "Logs",
+		"Monitoring",	   "Models",
 		"Historical data", "Other (metrics, features, results)"};
 	hlog_info("sync_intervals learning=%llds logs=%llds monitoring=%llds "
 		  "models=%llds data_cache=%llds data_cache_new=%llds "
@@ -254,8 +255,9 @@ static void *keeper_thread(void *arg)
 			uint64_t limit = k->fs->cfg->cache_max_bytes, used = 0;
 			if (evict_run(k->fs, limit, &used, NULL) == 0 && low &&
 			    free_b >= 0) {
-				uint64_t need = k->fs->cfg->cache_min_free_bytes -
-						(uint64_t)free_b;
+				uint64_t need =
+					k->fs->cfg->cache_min_free_bytes -
+					(uint64_t)free_b;
 				evict_run(k->fs, used > need ? used - need : 0,
 					  &used, NULL);
 			}
@@ -344,10 +346,12 @@ static int run_mount(struct mount_opts *mo)
 		fprintf(stderr,
 			"huracanfs: %s; using the local backend in %s "
 			"(configure Dropbox in %s)\n",
-			cfg.path ? "no Dropbox credentials in the configuration"
-				 : "no configuration and no Dropbox credentials",
+			cfg.path
+				? "no Dropbox credentials in the configuration"
+				: "no configuration and no Dropbox credentials",
 			cfg.remote_dir,
-			cfg.path ? cfg.path : "~/.config/huracanfs/config.yaml");
+			cfg.path ? cfg.path
+				 : "~/.config/huracanfs/config.yaml");
 	if (!mo->foreground)
 		daemonize();
 	hlog_threshold = cfg.log_level;
@@ -427,14 +431,15 @@ static int run_mount(struct mount_opts *mo)
 	char optbuf[4200];
 	bool others = has_option(mo->fuse_opts, "allow_other") ||
 		      has_option(mo->fuse_opts, "allow_root");
-	snprintf(optbuf, sizeof(optbuf), "fsname=huracanfs,subtype=huracanfs%s%s%s",
+	snprintf(optbuf, sizeof(optbuf),
+		 "fsname=huracanfs,subtype=huracanfs%s%s%s",
 		 others && !has_option(mo->fuse_opts, "default_permissions")
 			 ? ",default_permissions"
 			 : "",
 		 mo->fuse_opts[0] ? "," : "", mo->fuse_opts);
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
-	if (fuse_opt_add_arg(&args, "huracanfs") || fuse_opt_add_arg(&args, "-o") ||
-	    fuse_opt_add_arg(&args, optbuf)) {
+	if (fuse_opt_add_arg(&args, "huracanfs") ||
+	    fuse_opt_add_arg(&args, "-o") || fuse_opt_add_arg(&args, optbuf)) {
 		report("out of memory");
 		goto out;
 	}
@@ -472,8 +477,7 @@ static int run_mount(struct mount_opts *mo)
 	keeper.fs = fs;
 	pthread_mutex_init(&keeper.mu, NULL);
 	pthread_cond_init(&keeper.cv, NULL);
-	if (pthread_create(&keeper.thread, NULL, keeper_thread, &keeper) ==
-	    0)
+	if (pthread_create(&keeper.thread, NULL, keeper_thread, &keeper) == 0)
 		keeper_started = true;
 
 	banner(fs, &cfg);
@@ -499,10 +503,12 @@ static int run_mount(struct mount_opts *mo)
 	 * left stays queued in the index for the next mount. */
 	int64_t t0 = hfs_now_ns();
 	rc = flushers_flush(fs->fl, -1, true, cfg.flush_timeout);
-	hlog_info("shutdown_flush result=%s ms=%lld",
-		  rc == 0		? "ok"
-		  : rc == -ETIMEDOUT	? "timeout (the rest stays queued)"
-					: "some uploads failed (they stay queued)",
+	const char *result = "ok";
+	if (rc == -ETIMEDOUT)
+		result = "timeout (the rest stays queued)";
+	else if (rc)
+		result = "some uploads failed (they stay queued)";
+	hlog_info("shutdown_flush result=%s ms=%lld", result,
 		  (long long)((hfs_now_ns() - t0) / 1000000));
 	status = 0;
 out:
@@ -591,7 +597,8 @@ static void print_status(json_t *st)
 	if (json_array_size(lost)) {
 		size_t k;
 		json_t *p;
-		printf("LOST: these files' changes since their last upload were "
+		printf("LOST: these files' changes since their last upload "
+		       "were "
 		       "removed from the cache behind huracanfs's back:\n");
 		json_array_foreach(lost, k, p)
 			printf("  %s\n", json_string_value(p));

@@ -86,8 +86,7 @@ static int collect(void *arg, const char *name, uint64_t ino)
 		w->dirs[w->ndirs++] = ino;
 		return 0;
 	}
-	if (!S_ISREG(n.r.mode) ||
-	    (n.r.flags & (NODE_CACHED | NODE_DIRTY)) ||
+	if (!S_ISREG(n.r.mode) || (n.r.flags & (NODE_CACHED | NODE_DIRTY)) ||
 	    !(n.r.flags & NODE_ON_REMOTE))
 		return 0;
 	if (w->n == w->cap) {
@@ -188,11 +187,13 @@ static void *restore_thread(void *arg)
 	}
 	if (rc || stopping(r)) {
 		if (rc)
-			hlog_warn("data cache restore stopped: %s", strerror(-rc));
+			hlog_warn("data cache restore stopped: %s",
+				  strerror(-rc));
 		pthread_mutex_lock(&r->mu);
 		r->state = "stopped";
 		if (rc)
-			snprintf(r->error, sizeof(r->error), "%s", strerror(-rc));
+			snprintf(r->error, sizeof(r->error), "%s",
+				 strerror(-rc));
 		pthread_mutex_unlock(&r->mu);
 		goto out;
 	}
@@ -219,7 +220,8 @@ static void *restore_thread(void *arg)
 		rc = fs_fetch(fs, w.v[i].ino);
 		if (rc) {
 			hlog_warn("data cache restore: inode %llu: %s",
-				  (unsigned long long)w.v[i].ino, strerror(-rc));
+				  (unsigned long long)w.v[i].ino,
+				  strerror(-rc));
 			skipped++;
 			continue;
 		}

@@ -212,14 +212,14 @@ static void write_metadata(struct hfs *fs, uint64_t ino, const char *path,
 	gmtime_r(&now, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
 	pair_name(symbol, pair, sizeof(pair));
-	json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:s, s:s}",
-			      "symbol", pair, "symbol_folder", symbol, "date",
-			      date, "model_path", path, "size",
-			      (json_int_t)n.r.size, "content_hash", hash,
-			      "upload_timestamp", when, "remote_rev", n.r.rev,
-			      "generated_by", "huracanfs");
-	char *text = j ? json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER)
-		       : NULL;
+	json_t *j =
+		json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:s, s:s}",
+			  "symbol", pair, "symbol_folder", symbol, "date", date,
+			  "model_path", path, "size", (json_int_t)n.r.size,
+			  "content_hash", hash, "upload_timestamp", when,
+			  "remote_rev", n.r.rev, "generated_by", "huracanfs");
+	char *text =
+		j ? json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
 	json_decref(j);
 	if (!text)
 		return;
@@ -246,8 +246,7 @@ static void write_metadata(struct hfs *fs, uint64_t ino, const char *path,
 }
 
 /* Copies run candles @path to data/candles/{symbol}/ on the remote. */
-static void share_candles(struct hfs *fs, const char *path,
-			  const char *symbol)
+static void share_candles(struct hfs *fs, const char *path, const char *symbol)
 {
 	const char *base = strrchr(path, '/');
 	char to[4096];
@@ -260,8 +259,9 @@ static void share_candles(struct hfs *fs, const char *path,
 		return;
 	}
 	if (rc) {
-		hlog_warn("shared candles copy \"%s\" -> \"%s\" failed: %s (%s)",
-			  path, to, strerror(-rc), backend_last_error());
+		hlog_warn(
+			"shared candles copy \"%s\" -> \"%s\" failed: %s (%s)",
+			path, to, strerror(-rc), backend_last_error());
 		return;
 	}
 	watcher_apply(fs, to); /* list that folder again when next used */
@@ -278,8 +278,8 @@ void runs_uploaded(struct hfs *fs, uint64_t ino, const char *path)
 {
 	char date[BACKEND_NAME_MAX + 1], symbol[BACKEND_NAME_MAX + 1];
 	char part[BACKEND_NAME_MAX + 1];
-	size_t prefix = runs_parse(path, date, sizeof(date), symbol,
-				   sizeof(symbol));
+	size_t prefix =
+		runs_parse(path, date, sizeof(date), symbol, sizeof(symbol));
 	if (!prefix || !component(path, 4, part, sizeof(part)))
 		return;
 	char run[4096];
@@ -352,8 +352,7 @@ static bool has_uploaded(struct ixtxn *t, uint64_t run, const char *dir,
 		return false;
 	if (name)
 		return ix_lookup(t, d, name, &f, NULL) == 0 &&
-		       ix_get(t, f, &n) == 0 &&
-		       (n.r.flags & NODE_ON_REMOTE) &&
+		       ix_get(t, f, &n) == 0 && (n.r.flags & NODE_ON_REMOTE) &&
 		       !(n.r.flags & NODE_DIRTY);
 	struct finder fd = {t, suffix, false};
 	ix_foreach_child(t, d, find_uploaded, &fd);
@@ -416,8 +415,8 @@ void runs_report(struct hfs *fs)
 		bool same = i < r->n && strcmp(r->v[i].path, run) == 0 &&
 			    strcmp(r->v[i].results, results) == 0;
 		if (!same && i < r->n && strcmp(r->v[i].path, run) == 0)
-			snprintf(r->v[i].results, sizeof(r->v[i].results),
-				 "%s", results);
+			snprintf(r->v[i].results, sizeof(r->v[i].results), "%s",
+				 results);
 		pthread_mutex_unlock(&r->mu);
 		if (same)
 			continue;

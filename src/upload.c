@@ -59,7 +59,8 @@ static int set_uploading(struct hfs *fs, uint64_t ino, bool on)
  * with remote metadata @meta. */
 static int finish_upload(struct hfs *fs, struct hnode *hn, uint64_t gen,
 			 const struct backend_entry *meta,
-			 const uint8_t hash[CHASH_LEN], struct upload_result *res)
+			 const uint8_t hash[CHASH_LEN],
+			 struct upload_result *res)
 {
 	bool clean = false;
 	pthread_mutex_lock(&hn->mu);
@@ -144,8 +145,8 @@ static int finish_conflict(struct hfs *fs, struct upload_job *job,
 		ix_abort(&t);
 		return rc == -ENOENT ? 0 : rc;
 	}
-	if (n.r.parent && ix_lookup(&t, n.r.parent, meta->name, &other,
-				    NULL) == -ENOENT) {
+	if (n.r.parent &&
+	    ix_lookup(&t, n.r.parent, meta->name, &other, NULL) == -ENOENT) {
 		ix_unlink(&t, n.r.parent, n.name);
 		snprintf(n.name, sizeof(n.name), "%s", meta->name);
 		ix_link(&t, n.r.parent, n.name, job->ino);
@@ -218,8 +219,8 @@ int hfs_upload_prepare(struct hfs *fs, uint64_t ino, struct upload_job *job)
 	}
 	if (rc)
 		return rc;
-	res->cat = cat_classify(fs->cfg->rules, fs->cfg->n_rules,
-				res->path + 1);
+	res->cat =
+		cat_classify(fs->cfg->rules, fs->cfg->n_rules, res->path + 1);
 
 	/* The snapshot. */
 	pthread_rwlock_wrlock(&hn->snap);
@@ -238,7 +239,8 @@ int hfs_upload_prepare(struct hfs *fs, uint64_t ino, struct upload_job *job)
 		rc = src;
 	if (!rc && copy) {
 		job->fd = cache_tmpfile(fs->cache);
-		rc = job->fd < 0 ? job->fd : cache_copy(src, job->fd, job->size);
+		rc = job->fd < 0 ? job->fd
+				 : cache_copy(src, job->fd, job->size);
 		close(src);
 	} else if (!rc) {
 		job->fd = src;
@@ -391,6 +393,18 @@ int hfs_upload(struct hfs *fs, uint64_t ino, struct upload_result *res)
 	return rc;
 }
 
+static const char *jop_name(int op)
+{
+	switch (op) {
+	case JOP_MKDIR:
+		return "mkdir";
+	case JOP_RENAME:
+		return "rename";
+	default:
+		return "delete";
+	}
+}
+
 /* Replays one journal entry. Returns 0 when the entry is done with (also
  * when it is moot or refused for good), or a transient -errno. */
 static int replay_one(struct hfs *fs, const struct journal_entry *e)
@@ -428,10 +442,8 @@ static int replay_one(struct hfs *fs, const struct journal_entry *e)
 		return rc;
 	if (rc)
 		hlog_warn("remote refused %s of \"%s\": %s (%s); dropped",
-			  e->op == JOP_MKDIR    ? "mkdir"
-			  : e->op == JOP_RENAME ? "rename"
-						: "delete",
-			  e->path, strerror(-rc), backend_last_error());
+			  jop_name(e->op), e->path, strerror(-rc),
+			  backend_last_error());
 	return 0;
 }
 

@@ -149,8 +149,8 @@ static void *watch_thread(void *arg)
 		bool changes = false;
 		int wait = 0;
 		if (!rc)
-			rc = be->ops->longpoll(be, cursor, POLL_TIMEOUT, &changes,
-					       &wait);
+			rc = be->ops->longpoll(be, cursor, POLL_TIMEOUT,
+					       &changes, &wait);
 		if (!rc && changes)
 			rc = drain(w, &cursor);
 		if (rc == -ESTALE) {

@@ -156,8 +156,9 @@ struct backend_ops {
 	 * upload()). Returns 0 if the batch as a whole was processed (look
 	 * at @rcs), or -errno if none was committed.
 	 */
-	int (*upload_batch)(struct backend *be, const struct backend_upload *ups,
-			    size_t n, struct backend_entry *outs, int *rcs);
+	int (*upload_batch)(struct backend *be,
+			    const struct backend_upload *ups, size_t n,
+			    struct backend_entry *outs, int *rcs);
 
 	/*
 	 * Optional, for watching remote changes (NULL: not supported).

@@ -57,20 +57,20 @@ enum dbx_kind { DBX_FILE, DBX_FOLDER, DBX_DELETED, DBX_OTHER };
 
 /* What the JSON must look like. */
 enum dbx_shape {
-	DBX_TAGGED,	 /* Metadata union: ".tag" file/folder/deleted */
-	DBX_FILE_ONLY,	 /* FileMetadata: no tag needed (any ignored) */
+	DBX_TAGGED, /* Metadata union: ".tag" file/folder/deleted */
+	DBX_FILE_ONLY, /* FileMetadata: no tag needed (any ignored) */
 	DBX_FOLDER_ONLY, /* FolderMetadata: no tag needed */
 };
 
 struct dbx_meta {
 	enum dbx_kind kind; /* DBX_OTHER: an unknown tag, to be skipped */
 	char name[BACKEND_NAME_MAX + 1]; /* "" unless name_ok */
-	bool name_ok;	  /* the name fits and passes backend_name_ok() */
+	bool name_ok; /* the name fits and passes backend_name_ok() */
 	char *path_lower; /* owned; NULL if absent */
-	char id[DBX_ID_MAX + 1];       /* "" if absent */
+	char id[DBX_ID_MAX + 1]; /* "" if absent */
 	char rev[BACKEND_REV_MAX + 1]; /* files */
-	uint64_t size;		       /* files */
-	int64_t mtime;		       /* files: client_modified */
+	uint64_t size; /* files */
+	int64_t mtime; /* files: client_modified */
 	bool has_hash;
 	uint8_t hash[CHASH_LEN];
 	bool downloadable; /* files: is_downloadable (default true) */
@@ -143,9 +143,9 @@ int dbx_parse_token(const char *body, size_t len, char **access,
 
 /* A Dropbox error reply, translated. */
 struct dbx_error {
-	int err;	  /* negative errno */
-	bool retry;	  /* too_many_requests / too_many_write_operations */
-	bool expired;	  /* 401 expired_access_token */
+	int err; /* negative errno */
+	bool retry; /* too_many_requests / too_many_write_operations */
+	bool expired; /* 401 expired_access_token */
 	long retry_after; /* seconds from the body, or -1 */
 	bool has_correct_offset; /* incorrect_offset */
 	uint64_t correct_offset;

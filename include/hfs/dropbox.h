@@ -35,12 +35,12 @@ int backend_dropbox_create(const struct hfs_config *cfg, struct backend **out,
 
 /* Retry and size policy; the defaults are in backend_dropbox.c. */
 struct dbx_tuning {
-	unsigned max_attempts;	  /* per call, default 6 */
+	unsigned max_attempts; /* per call, default 6 */
 	unsigned backoff_base_ms; /* first backoff, default 1000 */
-	unsigned backoff_cap_ms;  /* largest backoff, default 16000 */
-	unsigned budget_ms;	  /* total sleep per call, default 60000 */
+	unsigned backoff_cap_ms; /* largest backoff, default 16000 */
+	unsigned budget_ms; /* total sleep per call, default 60000 */
 	uint64_t single_max; /* largest files/upload body, default 16 MiB */
-	uint64_t chunk;	     /* session chunk, multiple of 4 MiB, 32 MiB */
+	uint64_t chunk; /* session chunk, multiple of 4 MiB, 32 MiB */
 };
 
 /*

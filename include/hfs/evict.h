@@ -23,7 +23,6 @@ struct hfs;
  * the bytes in use after the pass in *@used (may be NULL), or -errno.
  * Runs in the calling thread; takes no lock across I/O.
  */
-int evict_run(struct hfs *fs, uint64_t limit, uint64_t *used,
-	      uint64_t *freed);
+int evict_run(struct hfs *fs, uint64_t limit, uint64_t *used, uint64_t *freed);
 
 #endif

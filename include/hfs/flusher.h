@@ -38,8 +38,7 @@ void flushers_kick_journal(struct flushers *fl);
  * replaying the journal. With @wait, returns when done: 0, or -EIO if any
  * upload failed, or -ETIMEDOUT after @timeout_s seconds.
  */
-int flushers_flush(struct flushers *fl, int cat, bool wait,
-		   int64_t timeout_s);
+int flushers_flush(struct flushers *fl, int cat, bool wait, int64_t timeout_s);
 
 /* The next upload time of @ino, or 0 if it is not queued. */
 int64_t flushers_next_upload(struct flushers *fl, uint64_t ino);

@@ -140,11 +140,14 @@ int hfs_create_file(struct hfs *fs, uint64_t parent, const char *name,
 int hfs_open(struct hfs *fs, uint64_t ino, int flags, struct hfs_file **fh);
 /* Makes [@off, @off + @size) readable from the content file and returns
  * its fd (borrowed; valid until the handle is released). */
-int hfs_read_fd(struct hfs *fs, struct hfs_file *fh, uint64_t off,
-		size_t size);
+int hfs_read_fd(struct hfs *fs, struct hfs_file *fh, uint64_t off, size_t size);
 /* Writes @buf at @off; returns the number of bytes written. */
-ssize_t hfs_write(struct hfs *fs, struct hfs_file *fh,
-		  struct fuse_bufvec *buf, uint64_t off);
+ssize_t hfs_write(struct hfs *fs, struct hfs_file *fh, struct fuse_bufvec *buf,
+		  uint64_t off);
+/* fallocate(2) on an open file: done on its content file (every mode the
+ * cache filesystem supports); the size follows it. */
+int hfs_fallocate(struct hfs *fs, struct hfs_file *fh, int mode, uint64_t off,
+		  uint64_t len);
 int hfs_fsync(struct hfs *fs, struct hfs_file *fh, int datasync);
 int hfs_release(struct hfs *fs, struct hfs_file *fh);
 
@@ -154,8 +157,8 @@ int hfs_opendir(struct hfs *fs, uint64_t ino, struct hfs_dir **dh);
  * of fuse_add_direntry (or _plus if @plus, which counts as a lookup of
  * each entry). Returns the number of bytes used.
  */
-ssize_t hfs_readdir(struct hfs *fs, void *req, struct hfs_dir *dh,
-		    uint64_t off, bool plus, char *buf, size_t size);
+ssize_t hfs_readdir(struct hfs *fs, void *req, struct hfs_dir *dh, uint64_t off,
+		    bool plus, char *buf, size_t size);
 void hfs_releasedir(struct hfs *fs, struct hfs_dir *dh);
 
 /* The target of a symbolic link: only the today link exists, whose
@@ -166,8 +169,8 @@ ssize_t hfs_readlink(struct hfs *fs, uint64_t ino, char *buf, size_t size);
 int hfs_statfs(struct hfs *fs, struct statvfs *st);
 /* Extended attributes user.huracanfs.*: the value's length, or -errno
  * (-ERANGE if @size is too small and non-zero, -ENODATA if absent). */
-ssize_t hfs_getxattr(struct hfs *fs, uint64_t ino, const char *name,
-		     char *buf, size_t size);
+ssize_t hfs_getxattr(struct hfs *fs, uint64_t ino, const char *name, char *buf,
+		     size_t size);
 ssize_t hfs_listxattr(struct hfs *fs, uint64_t ino, char *buf, size_t size);
 
 /* Fills @st for a node. */

@@ -91,7 +91,7 @@ void http_set_thread_quick(bool quick);
 bool http_thread_quick(void);
 
 enum http_kind {
-	HTTP_RPC,      /* small exchange: total timeout HTTP_RPC_TIMEOUT */
+	HTTP_RPC, /* small exchange: total timeout HTTP_RPC_TIMEOUT */
 	HTTP_TRANSFER, /* upload/download: low-speed limits, no total limit */
 	HTTP_LONGPOLL, /* total timeout @timeout_s */
 };
@@ -139,15 +139,15 @@ struct http_request {
 void http_request_init(struct http_request *req);
 
 struct http_response {
-	long status;	      /* HTTP status, 0 if none was received */
-	char *body;	      /* owned; NUL-terminated; NULL if empty */
-	size_t body_len;      /* excluding the NUL */
-	uint64_t written;     /* bytes written to sink_fd */
-	char *api_result;     /* owned; Dropbox-API-Result value, or NULL */
-	long retry_after;     /* Retry-After seconds, or -1 */
-	bool has_range;	      /* a Content-Range header came */
+	long status; /* HTTP status, 0 if none was received */
+	char *body; /* owned; NUL-terminated; NULL if empty */
+	size_t body_len; /* excluding the NUL */
+	uint64_t written; /* bytes written to sink_fd */
+	char *api_result; /* owned; Dropbox-API-Result value, or NULL */
+	long retry_after; /* Retry-After seconds, or -1 */
+	bool has_range; /* a Content-Range header came */
 	uint64_t range_total; /* its total size, if known (else 0) */
-	char error[256];      /* detail of a failure (never a secret) */
+	char error[256]; /* detail of a failure (never a secret) */
 };
 
 /* Releases what @resp owns and zeroes it; safe on a zeroed struct. */

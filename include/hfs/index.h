@@ -28,8 +28,11 @@
  * the daemon (its pages are in the kernel's page cache); index_sync() makes
  * it survive a crash of the machine and is called on fsync(2) and
  * periodically. The map is reserved at 64 GiB of address space (the file
- * grows only as it is used: about 300 bytes a node), so MDB_MAP_FULL is an
- * exceptional -ENOSPC.
+ * grows only as it is used: about 300 bytes a node) and doubled before a
+ * txn begins whenever the data passed half of it (HURACANFS_INDEX_MAP_SIZE
+ * sets a smaller start, for tests). A txn that still finds the map full
+ * fails with -ENOSPC and the map grows before the next one:
+ * index_retry_full() says when repeating the operation will succeed.
  *
  * Errors: negative errno. MDB_NOTFOUND is -ENOENT, MDB_MAP_FULL -ENOSPC,
  * MDB_READERS_FULL -EAGAIN, a system error its own errno, anything else
@@ -39,6 +42,7 @@
 #define HFS_INDEX_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "hfs/backend.h"
@@ -120,6 +124,20 @@ int index_open(const char *dir, struct hfs_index **out);
 void index_close(struct hfs_index *ix);
 /* Flushes committed txns to stable storage. */
 int index_sync(struct hfs_index *ix);
+/* After an operation failed with -ENOSPC: true if a txn of this thread
+ * found the map full (it has been grown since; do the operation again). */
+bool index_retry_full(struct hfs_index *ix);
+/* The current map size, bytes. */
+size_t index_map_size(struct hfs_index *ix);
+/* Sets @rc to the result of @call, made once more if it failed because the
+ * map was full (and has grown since). @call must begin and end its own
+ * txns and be safe to repeat after a failure. */
+#define IX_RETRY_FULL(ix, rc, call)                          \
+	do {                                                 \
+		(rc) = (call);                               \
+		if ((rc) == -ENOSPC && index_retry_full(ix)) \
+			(rc) = (call);                       \
+	} while (0)
 
 int ix_begin(struct hfs_index *ix, bool write, struct ixtxn *t);
 /* Commits (or aborts after an error). Returns the sticky error or the
@@ -138,8 +156,8 @@ int ix_alloc_ino(struct ixtxn *t, uint64_t *ino);
  * @name's; *@ino and @exact (BACKEND_NAME_MAX + 1 bytes, may be NULL) get
  * the stored entry, whose exact name may differ from @name in case.
  */
-int ix_lookup(struct ixtxn *t, uint64_t parent, const char *name,
-	      uint64_t *ino, char *exact);
+int ix_lookup(struct ixtxn *t, uint64_t parent, const char *name, uint64_t *ino,
+	      char *exact);
 int ix_link(struct ixtxn *t, uint64_t parent, const char *name, uint64_t ino);
 int ix_unlink(struct ixtxn *t, uint64_t parent, const char *name);
 /* Calls @fn for each entry of @parent in key order, until it returns

@@ -24,10 +24,10 @@ int hlog_parse_level(const char *name);
 void hlog_write(int level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
-#define hlog(level, ...)                                                       \
-	do {                                                                   \
-		if ((level) <= hlog_threshold)                                 \
-			hlog_write((level), __VA_ARGS__);                      \
+#define hlog(level, ...)                                  \
+	do {                                              \
+		if ((level) <= hlog_threshold)            \
+			hlog_write((level), __VA_ARGS__); \
 	} while (0)
 
 #define hlog_err(...) hlog(LOG_ERR, __VA_ARGS__)

@@ -629,6 +629,64 @@ def test_fsync_fdatasync_fallocate(wmount):
     assert p.read_bytes() == b'abc' + b'\0' * 9997
 
 
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+FALLOC_FL_ZERO_RANGE = 0x10
+
+
+def fallocate(fd, mode, off, length):
+    """fallocate(2) through glibc; raises OSError."""
+    f = _libc.fallocate
+    f.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+    if f(fd, mode, off, length) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
+def test_fallocate_modes(wmount):
+    """fallocate(2) itself (not glibc's emulation): mode 0 extends with
+    zeros, KEEP_SIZE reserves without growing, PUNCH_HOLE and ZERO_RANGE
+    zero a range; the remote gets the same bytes."""
+    m = wmount
+    p = m.m('alloc.bin')
+    data = bytes(range(256)) * 64  # 16 KiB
+    fd = os.open(p, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        os.write(fd, data)
+        fallocate(fd, 0, 0, 40000)
+        assert os.fstat(fd).st_size == 40000
+        want = bytearray(data + b'\0' * (40000 - len(data)))
+        assert os.pread(fd, 50000, 0) == want
+        fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, 1 << 20)
+        assert os.fstat(fd).st_size == 40000
+        fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 4096, 8192)
+        want[4096:12288] = b'\0' * 8192
+        assert os.fstat(fd).st_size == 40000
+        assert os.pread(fd, 50000, 0) == want
+        try:
+            fallocate(fd, FALLOC_FL_ZERO_RANGE, 100, 200)
+            want[100:300] = b'\0' * 200
+        except OSError as e:
+            # As the cache filesystem does (tmpfs has no ZERO_RANGE).
+            assert e.errno == errno.EOPNOTSUPP
+        # Writes after it land as usual.
+        os.pwrite(fd, b'tail', 39996)
+        want[39996:40000] = b'tail'
+        assert os.pread(fd, 50000, 0) == want
+        assert errno_of(fallocate, fd, 0, -1, 10) == errno.EINVAL
+        assert errno_of(fallocate, fd, 0, 0, 0) == errno.EINVAL
+    finally:
+        os.close(fd)
+    ro = os.open(p, os.O_RDONLY)
+    try:
+        assert errno_of(fallocate, ro, 0, 0, 100) == errno.EBADF
+    finally:
+        os.close(ro)
+    assert p.read_bytes() == want
+    m.flush()
+    assert m.r('alloc.bin').read_bytes() == want
+
+
 def test_flock(mount):
     p = mount.m('lock')
     p.write_bytes(b'')

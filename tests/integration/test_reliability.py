@@ -409,6 +409,49 @@ def test_flush_wait_covers_a_file_renamed_into_another_category(hfs):
     assert nothing_pending(m), m.status()
 
 
+# ------------------------------------------------------ index map growth
+
+def test_index_map_grows_as_the_index_fills(hfs, monkeypatch):
+    """The LMDB map starts tiny (HURACANFS_INDEX_MAP_SIZE, a test knob);
+    thousands of creates, writes and renames through the mount all
+    succeed while the map is doubled again and again, the index survives
+    kill -9, and everything reaches the remote."""
+    monkeypatch.setenv('HURACANFS_INDEX_MAP_SIZE', str(128 * 1024))
+    m = hfs(intervals=LONG_INTERVALS, hfs_extra={'today_link': ''})
+    want = {}
+    for d in range(10):
+        m.m('runs/r%d' % d).mkdir(parents=True)
+        for i in range(300):
+            rel = 'runs/r%d/metrics_%03d.json' % (d, i)
+            data = (b'{"run": %d, "step": %d}\n' % (d, i)) * (i % 5 + 1)
+            put(m.m(rel), data)
+            want[rel] = data
+    for i in range(0, 300, 3):
+        src = 'runs/r0/metrics_%03d.json' % i
+        dst = 'runs/r0/moved_%03d.json' % i
+        os.rename(m.m(src), m.m(dst))
+        want[dst] = want.pop(src)
+    grown = m.log_text().count('index_map_grown')
+    assert grown >= 4, 'the map grew %d times from 128 KiB' % grown
+    for rel, data in want.items():
+        assert file_equals(m.m(rel), data), rel
+
+    m.kill9()
+    monkeypatch.delenv('HURACANFS_INDEX_MAP_SIZE')
+    m.start()
+    got = {str(p.relative_to(m.mnt)) for p in m.m('runs').rglob('*')
+           if p.is_file()}
+    assert got == set(want), ('lost: %s; extra: %s'
+                              % (sorted(set(want) - got)[:5],
+                                 sorted(got - set(want))[:5]))
+    for rel, data in want.items():
+        assert file_equals(m.m(rel), data), rel
+    m.flush(timeout=120)
+    for rel, data in want.items():
+        assert file_equals(m.r(rel), data), 'remote ' + rel
+    assert nothing_pending(m), m.status()
+
+
 # ----------------------------------------------------- full cache disk
 
 @pytest.fixture
@@ -634,13 +677,10 @@ FIO = shutil.which('fio')
 
 
 def fio(args, directory, timeout=120):
-    # overwrite=1: fio writes each file whole before its random writes.
-    # Without it fio sizes new files with fallocate(), which FUSE refuses
-    # (EOPNOTSUPP): they would end at their last random write, and the
-    # verification run would lay them out again (deleting the data).
+    # fio lays new files out with fallocate(), as on a native
+    # filesystem (the mount supports it), then writes at random.
     cmd = [FIO, '--name=hfs', '--directory=%s' % directory,
            '--nrfiles=4', '--size=50M', '--numjobs=2', '--rw=randwrite',
-           '--overwrite=1',
            '--bsrange=1k-256k', '--bs_unaligned=1', '--ioengine=psync',
            '--verify=crc32c', '--verify_fatal=1', '--randseed=4242',
            '--verify_state_save=0', '--group_reporting'] + args

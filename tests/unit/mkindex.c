@@ -55,10 +55,10 @@
 #include "hfs/index.h"
 
 static const char *const symbols[] = {
-	"BTC-USDT",  "ETH-USDT",  "SOL-USDT", "BNB-USDT",
+	"BTC-USDT",  "ETH-USDT",  "SOL-USDT",  "BNB-USDT",
 	"XRP-USDT",  "ADA-USDT",  "DOGE-USDT", "AVAX-USDT",
-	"DOT-USDT",  "LINK-USDT", "LTC-USDT", "TRX-USDT",
-	"ATOM-USDT", "NEAR-USDT", "UNI-USDT", "OP-USDT",
+	"DOT-USDT",  "LINK-USDT", "LTC-USDT",  "TRX-USDT",
+	"ATOM-USDT", "NEAR-USDT", "UNI-USDT",  "OP-USDT",
 };
 #define NSYMBOLS (sizeof(symbols) / sizeof(symbols[0]))
 
@@ -252,9 +252,8 @@ static uint64_t parse_count(const char *s, const char *what)
 
 static void usage(void)
 {
-	fprintf(stderr,
-		"usage: mkindex CACHE_DIR NODES [--files-per-dir N] "
-		"[--big-dir N] [--dirty N] [--txn N]\n");
+	fprintf(stderr, "usage: mkindex CACHE_DIR NODES [--files-per-dir N] "
+			"[--big-dir N] [--dirty N] [--txn N]\n");
 	exit(2);
 }
 
@@ -343,22 +342,22 @@ int main(int argc, char **argv)
 	}
 
 	g.made = 1; /* the root */
-	uint64_t logs = add_dir(&g, INDEX_ROOT_INO, "", "logs", path,
-				sizeof(path));
-	uint64_t archive = add_dir(&g, logs, "/logs", "archive", sub,
-				   sizeof(sub));
+	uint64_t logs =
+		add_dir(&g, INDEX_ROOT_INO, "", "logs", path, sizeof(path));
+	uint64_t archive =
+		add_dir(&g, logs, "/logs", "archive", sub, sizeof(sub));
 	add_archive(&g, archive, "/logs/archive", big);
-	uint64_t learning = add_dir(&g, INDEX_ROOT_INO, "", "learning", path,
-				    sizeof(path));
-	uint64_t notes = add_dir(&g, learning, "/learning", "notes", sub,
-				 sizeof(sub));
+	uint64_t learning =
+		add_dir(&g, INDEX_ROOT_INO, "", "learning", path, sizeof(path));
+	uint64_t notes =
+		add_dir(&g, learning, "/learning", "notes", sub, sizeof(sub));
 	if (notes)
 		add_files(&g, notes, "/learning/notes", "note-", ".md", ndirty,
 			  true);
-	uint64_t models = add_dir(&g, INDEX_ROOT_INO, "", "models", path,
-				  sizeof(path));
-	uint64_t training = add_dir(&g, models, "/models", "training", sub,
-				    sizeof(sub));
+	uint64_t models =
+		add_dir(&g, INDEX_ROOT_INO, "", "models", path, sizeof(path));
+	uint64_t training =
+		add_dir(&g, models, "/models", "training", sub, sizeof(sub));
 	char dpath[4096], rpath[4096], lpath[4096];
 	time_t day = 1767225600; /* 2026-01-01 */
 	while (training && !full(&g)) {
@@ -379,9 +378,9 @@ int main(int argc, char **argv)
 			const size_t order[] = {1, 3, 0, 99, 2};
 			for (size_t k = 0; k < 5 && !full(&g); k++) {
 				if (order[k] == 99) {
-					uint64_t m = add_dir(&g, run, rpath,
-							     "model", lpath,
-							     sizeof(lpath));
+					uint64_t m =
+						add_dir(&g, run, rpath, "model",
+							lpath, sizeof(lpath));
 					if (m && !full(&g)) {
 						char fp[4096];
 						snprintf(fp, sizeof(fp),
@@ -392,9 +391,9 @@ int main(int argc, char **argv)
 					continue;
 				}
 				size_t l = order[k];
-				uint64_t leaf = add_dir(&g, run, rpath,
-							leaves[l].dir, lpath,
-							sizeof(lpath));
+				uint64_t leaf =
+					add_dir(&g, run, rpath, leaves[l].dir,
+						lpath, sizeof(lpath));
 				if (leaf)
 					add_files(&g, leaf, lpath,
 						  leaves[l].prefix,
@@ -423,8 +422,7 @@ int main(int argc, char **argv)
 	       (unsigned long long)g.files, (unsigned long long)g.dirty);
 	printf("big_dir=/logs/archive\nbig_dir_entries=%llu\n",
 	       (unsigned long long)g.archived);
-	printf("deep_file=%s\nindex_bytes=%lld\nseconds=%.3f\n", g.deep,
-	       ibytes,
+	printf("deep_file=%s\nindex_bytes=%lld\nseconds=%.3f\n", g.deep, ibytes,
 	       (double)(t1.tv_sec - t0.tv_sec) +
 		       (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 	return 0;

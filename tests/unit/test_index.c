@@ -1291,6 +1291,76 @@ static void test_readers(void)
 	index_close(ix);
 }
 
+/* Inserts nodes @first..@first+@count-1 under the root in one txn. */
+static int put_many(struct hfs_index *ix, uint64_t first, unsigned count)
+{
+	struct ixtxn t;
+	struct node n;
+	char name[32];
+	int rc = ix_begin(ix, true, &t);
+	if (rc)
+		return rc;
+	for (unsigned i = 0; i < count; i++) {
+		snprintf(name, sizeof(name), "g%llu",
+			 (unsigned long long)(first + i));
+		fill_node(&n, first + i, INDEX_ROOT_INO, name, i);
+		ix_put(&t, &n);
+		ix_link(&t, INDEX_ROOT_INO, name, first + i);
+	}
+	return ix_commit(&t);
+}
+
+/*
+ * Map growth: an index started with a tiny map grows as it fills, through
+ * many small txns (grown before they begin) and one txn too large for the
+ * map (fails with -ENOSPC, index_retry_full() says so, and it fits once
+ * repeated); everything committed reads back after a reopen.
+ */
+static void test_map_growth(void)
+{
+	char dir[256];
+	struct ixtxn t;
+	struct node got;
+	ix_dir("growth", dir, sizeof(dir));
+	CHECK(setenv("HURACANFS_INDEX_MAP_SIZE", "131072", 1) == 0);
+	struct hfs_index *ix = open_ix(dir);
+	size_t start = index_map_size(ix);
+	CHECK(start == 131072);
+
+	uint64_t next = 1000;
+	for (int i = 0; i < 400; i++, next += 10)
+		CHECK(put_many(ix, next, 10) == 0);
+	CHECK(index_map_size(ix) > start);
+
+	/* About 4 MiB of nodes in one txn, into a map with less room. */
+	size_t before = index_map_size(ix);
+	int rc = put_many(ix, next, 12000);
+	CHECK(rc == -ENOSPC);
+	CHECK(index_retry_full(ix));
+	CHECK(!index_retry_full(ix)); /* answered once */
+	int tries = 1;
+	while ((rc = put_many(ix, next, 12000)) == -ENOSPC && tries < 16) {
+		CHECK(index_retry_full(ix));
+		tries++;
+	}
+	CHECK(rc == 0);
+	CHECK(index_map_size(ix) > before);
+	next += 12000;
+	index_close(ix);
+	CHECK(unsetenv("HURACANFS_INDEX_MAP_SIZE") == 0);
+
+	/* Reopened with the default map: every node is there. */
+	ix = open_ix(dir);
+	rbegin(ix, &t);
+	for (uint64_t ino = 1000; ino < next; ino += 7) {
+		CHECK(ix_get(&t, ino, &got) == 0);
+		CHECK(got.r.parent == INDEX_ROOT_INO);
+	}
+	CHECK(ix_get(&t, next - 1, &got) == 0);
+	CHECK(ix_commit(&t) == 0);
+	index_close(ix);
+}
+
 static int rm_cb(const char *p, const struct stat *sb, int flag,
 		 struct FTW *ftw)
 {
@@ -1316,6 +1386,7 @@ int main(void)
 	test_sticky();
 	test_read_only();
 	test_readers();
+	test_map_growth();
 
 	CHECK(nftw(tmpdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS) == 0);
 	printf("test_index: all checks passed\n");
