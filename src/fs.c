@@ -41,6 +41,7 @@
 
 #include "fs_i.h"
 #include "hfs/category.h"
+#include "hfs/evict.h"
 #include "hfs/flusher.h"
 #include "hfs/http.h"
 #include "hfs/log.h"
@@ -1355,6 +1356,31 @@ int64_t hfs_check_space(struct hfs *fs)
 	return free_b;
 }
 
+/* Free space a full cache filesystem is given back by eviction. */
+#define ROOM_WANTED ((uint64_t)8 << 20)
+
+bool hfs_room_again(struct hfs *fs)
+{
+	if (index_retry_full(fs->ix))
+		return true;
+	pthread_mutex_lock(&fs->room_lock);
+	int64_t free_b = cache_free_bytes(fs->cache);
+	uint64_t used = 0, freed = 0;
+	bool again = free_b >= (int64_t)ROOM_WANTED; /* made meanwhile */
+	if (!again && free_b >= 0 &&
+	    evict_run(fs, UINT64_MAX, &used, NULL) == 0) {
+		uint64_t need = ROOM_WANTED - (uint64_t)free_b;
+		evict_run(fs, used > need ? used - need : 0, &used, &freed);
+		again = freed > 0;
+	}
+	pthread_mutex_unlock(&fs->room_lock);
+	if (freed)
+		hlog_info("cache filesystem full: evicted %llu KiB of clean "
+			  "files to make room",
+			  (unsigned long long)(freed >> 10));
+	return again;
+}
+
 void hfs_keep_reserve(struct hfs *fs)
 {
 	char path[PATH_MAX];
@@ -1628,7 +1654,7 @@ static int mark_dirty(struct hfs *fs, struct hnode *hn, uint64_t gen,
 		      uint64_t size, int64_t mtime_ns)
 {
 	int rc;
-	IX_RETRY_FULL(fs->ix, rc, mark_dirty_txn(fs, hn, gen, size, mtime_ns));
+	HFS_RETRY_NOSPC(fs, rc, mark_dirty_txn(fs, hn, gen, size, mtime_ns));
 	return rc;
 }
 
@@ -1673,7 +1699,7 @@ static int persist_live_txn(struct hfs *fs, struct hnode *hn)
 static int persist_live(struct hfs *fs, struct hnode *hn)
 {
 	int rc;
-	IX_RETRY_FULL(fs->ix, rc, persist_live_txn(fs, hn));
+	HFS_RETRY_NOSPC(fs, rc, persist_live_txn(fs, hn));
 	return rc;
 }
 
@@ -2132,7 +2158,7 @@ static void throttle(struct hfs *fs)
 }
 
 ssize_t hfs_write(struct hfs *fs, struct hfs_file *fh, struct fuse_bufvec *buf,
-		  uint64_t off)
+		  uint64_t off, bool writepage)
 {
 	struct hnode *hn = fh->hn;
 	throttle(fs);
@@ -2153,8 +2179,37 @@ ssize_t hfs_write(struct hfs *fs, struct hfs_file *fh, struct fuse_bufvec *buf,
 	dst.buf[0].fd = fd;
 	dst.buf[0].pos = (off_t)off;
 
+	/*
+	 * Write it all: a full disk is made room on once (clean files
+	 * evicted). What still does not fit ends the write short, which a
+	 * writer is told (write(2) returns the count) -- except for the
+	 * kernel's writeback of cached pages, which takes a short count for
+	 * a whole one and would drop the rest: that fails with the error
+	 * (fsync(2) reports it).
+	 */
 	pthread_rwlock_rdlock(&hn->snap);
-	ssize_t n = fuse_buf_copy(&dst, buf, 0);
+	ssize_t n = 0, r;
+	bool made_room = false;
+	while ((size_t)n < len) {
+		r = fuse_buf_copy(&dst, buf, 0);
+		if (r > 0) {
+			n += r;
+			continue;
+		}
+		if (r == 0)
+			r = -EIO; /* the source ran dry: never expected */
+		if (r == -ENOSPC && !made_room) {
+			made_room = true;
+			pthread_rwlock_unlock(&hn->snap);
+			bool again = hfs_room_again(fs);
+			pthread_rwlock_rdlock(&hn->snap);
+			if (again)
+				continue;
+		}
+		if (n == 0 || writepage)
+			n = r;
+		break;
+	}
 	pthread_mutex_lock(&hn->mu);
 	bool transition = false;
 	uint64_t gen = 0, size = 0;
@@ -2901,6 +2956,7 @@ int hfs_create(const struct hfs_config *cfg, struct backend *be,
 	pthread_mutex_init(&fs->commit_lock, NULL);
 	pthread_mutex_init(&fs->list_lock, NULL);
 	pthread_mutex_init(&fs->lost_lock, NULL);
+	pthread_mutex_init(&fs->room_lock, NULL);
 	fs->nbuckets = 1024;
 	fs->buckets = calloc(fs->nbuckets, sizeof(*fs->buckets));
 	fs->mountpoint = strdup(mountpoint);
@@ -3017,6 +3073,7 @@ void hfs_destroy(struct hfs *fs)
 		free(fs->lost[i]);
 	free(fs->lost);
 	pthread_mutex_destroy(&fs->lost_lock);
+	pthread_mutex_destroy(&fs->room_lock);
 	free(fs->mountpoint);
 	free(fs->control_path);
 	free(fs);

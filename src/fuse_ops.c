@@ -100,8 +100,8 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	struct stat st;
 	struct hfs_file *fh = fi ? (struct hfs_file *)(uintptr_t)fi->fh : NULL;
 	int rc;
-	IX_RETRY_FULL(hfs_of(req)->ix, rc,
-		      hfs_setattr(hfs_of(req), ino, attr, to_set, fh, &st));
+	HFS_RETRY_NOSPC(hfs_of(req), rc,
+			hfs_setattr(hfs_of(req), ino, attr, to_set, fh, &st));
 	reply_attr(req, rc, &st);
 }
 
@@ -112,9 +112,9 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct stat st;
 	int rc;
-	IX_RETRY_FULL(hfs_of(req)->ix, rc,
-		      hfs_mknod(hfs_of(req), parent, name, mode, ctx->uid,
-				ctx->gid, &st));
+	HFS_RETRY_NOSPC(hfs_of(req), rc,
+			hfs_mknod(hfs_of(req), parent, name, mode, ctx->uid,
+				  ctx->gid, &st));
 	reply_entry(req, rc, &st);
 }
 
@@ -124,25 +124,23 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct stat st;
 	int rc;
-	IX_RETRY_FULL(hfs_of(req)->ix, rc,
-		      hfs_mkdir(hfs_of(req), parent, name, mode, ctx->uid,
-				ctx->gid, &st));
+	HFS_RETRY_NOSPC(hfs_of(req), rc,
+			hfs_mkdir(hfs_of(req), parent, name, mode, ctx->uid,
+				  ctx->gid, &st));
 	reply_entry(req, rc, &st);
 }
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	int rc;
-	IX_RETRY_FULL(hfs_of(req)->ix, rc,
-		      hfs_unlink(hfs_of(req), parent, name));
+	HFS_RETRY_NOSPC(hfs_of(req), rc, hfs_unlink(hfs_of(req), parent, name));
 	fuse_reply_err(req, -rc);
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	int rc;
-	IX_RETRY_FULL(hfs_of(req)->ix, rc,
-		      hfs_rmdir(hfs_of(req), parent, name));
+	HFS_RETRY_NOSPC(hfs_of(req), rc, hfs_rmdir(hfs_of(req), parent, name));
 	fuse_reply_err(req, -rc);
 }
 
@@ -182,9 +180,9 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      unsigned int flags)
 {
 	int rc;
-	IX_RETRY_FULL(hfs_of(req)->ix, rc,
-		      hfs_rename(hfs_of(req), parent, name, newparent, newname,
-				 flags));
+	HFS_RETRY_NOSPC(hfs_of(req), rc,
+			hfs_rename(hfs_of(req), parent, name, newparent,
+				   newname, flags));
 	fuse_reply_err(req, -rc);
 }
 
@@ -225,9 +223,10 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct hfs_file *fh;
 	struct stat st;
 	int rc;
-	IX_RETRY_FULL(hfs_of(req)->ix, rc,
-		      hfs_create_file(hfs_of(req), parent, name, mode,
-				      fi->flags, ctx->uid, ctx->gid, &st, &fh));
+	HFS_RETRY_NOSPC(hfs_of(req), rc,
+			hfs_create_file(hfs_of(req), parent, name, mode,
+					fi->flags, ctx->uid, ctx->gid, &st,
+					&fh));
 	if (rc) {
 		fuse_reply_err(req, -rc);
 		return;
@@ -267,7 +266,8 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino,
 {
 	(void)ino;
 	struct hfs_file *fh = (struct hfs_file *)(uintptr_t)fi->fh;
-	ssize_t n = hfs_write(hfs_of(req), fh, in_buf, (uint64_t)off);
+	ssize_t n = hfs_write(hfs_of(req), fh, in_buf, (uint64_t)off,
+			      fi->writepage);
 	if (n < 0)
 		fuse_reply_err(req, (int)-n);
 	else
@@ -297,8 +297,11 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	fuse_reply_err(req, -hfs_fallocate(hfs_of(req), fh, mode,
-					   (uint64_t)offset, (uint64_t)length));
+	int rc;
+	HFS_RETRY_NOSPC(hfs_of(req), rc,
+			hfs_fallocate(hfs_of(req), fh, mode, (uint64_t)offset,
+				      (uint64_t)length));
+	fuse_reply_err(req, -rc);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino,

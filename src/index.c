@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -335,6 +336,16 @@ int ix_begin(struct hfs_index *ix, bool write, struct ixtxn *t)
 	return 0;
 }
 
+/* True if the index's filesystem has (next to) no room left. */
+static bool disk_full(struct hfs_index *ix)
+{
+	int fd;
+	struct statvfs v;
+	if (mdb_env_get_fd(ix->env, &fd) || fstatvfs(fd, &v) < 0)
+		return false;
+	return (uint64_t)v.f_bavail * v.f_frsize < ((uint64_t)1 << 20);
+}
+
 int ix_commit(struct ixtxn *t)
 {
 	int rc;
@@ -345,6 +356,8 @@ int ix_commit(struct ixtxn *t)
 		rc = t->err;
 	} else {
 		rc = mdb_to_errno(mdb_txn_commit(t->txn));
+		if (rc == -EIO && disk_full(t->ix))
+			rc = -ENOSPC; /* LMDB's word for a short write */
 	}
 	txn_end(t);
 	return rc;

@@ -169,7 +169,7 @@ static int rewrite_file(struct hfs *fs, uint64_t ino, const char *data,
 		return rc;
 	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(len);
 	bv.buf[0].mem = (void *)data;
-	ssize_t w = hfs_write(fs, fh, &bv, 0);
+	ssize_t w = hfs_write(fs, fh, &bv, 0, true); /* all or nothing */
 	rc = hfs_release(fs, fh);
 	if (w < 0)
 		return (int)w;

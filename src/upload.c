@@ -238,10 +238,22 @@ int hfs_upload_prepare(struct hfs *fs, uint64_t ino, struct upload_job *job)
 	if (!rc && src < 0)
 		rc = src;
 	if (!rc && copy) {
-		job->fd = cache_tmpfile(fs->cache);
-		rc = job->fd < 0 ? job->fd
-				 : cache_copy(src, job->fd, job->size);
-		close(src);
+		int tmp = cache_tmpfile(fs->cache);
+		rc = tmp < 0 ? tmp : cache_copy(src, tmp, job->size);
+		if (rc == -ENOSPC || rc == -EDQUOT) {
+			/* The cache disk is full, and uploads are what
+			 * makes room: send the content file itself. A
+			 * change meanwhile cannot slip through: the
+			 * content hash sent with the bytes would not match,
+			 * and the write generation keeps the file dirty. */
+			if (tmp >= 0)
+				close(tmp);
+			job->fd = src;
+			rc = 0;
+		} else {
+			job->fd = tmp;
+			close(src);
+		}
 	} else if (!rc) {
 		job->fd = src;
 	}

@@ -83,6 +83,8 @@ struct hfs {
 	/* Free space is short (below cache_min_free_bytes or 64 MiB): files
 	 * opened for writing then bypass the kernel's page cache. */
 	atomic_bool short_space;
+	/* One thread at a time makes room on a full cache filesystem. */
+	pthread_mutex_t room_lock;
 };
 
 /* The clock, seconds since the epoch. HURACANFS_FAKE_TIME_OFFSET (seconds,
@@ -97,6 +99,21 @@ int hfs_mkdir_p(const char *dir, mode_t mode);
 /* Makes the cache directory's reserve file again if it was given up and
  * there is room (see fs.c). */
 void hfs_keep_reserve(struct hfs *fs);
+/*
+ * After an operation failed with -ENOSPC: true if repeating it may succeed
+ * because the index map has grown or clean files were evicted to make room
+ * on the cache filesystem (at most one thread evicts at a time).
+ */
+bool hfs_room_again(struct hfs *fs);
+/* Sets @rc to the result of @call, made once more if it failed with
+ * -ENOSPC and hfs_room_again() made room. @call must begin and end its own
+ * index txns and be safe to repeat after a failure. */
+#define HFS_RETRY_NOSPC(fs, rc, call)                      \
+	do {                                               \
+		(rc) = (call);                             \
+		if ((rc) == -ENOSPC && hfs_room_again(fs)) \
+			(rc) = (call);                     \
+	} while (0)
 /* Updates low_space and short_space; returns the free bytes or -errno. */
 int64_t hfs_check_space(struct hfs *fs);
 
@@ -141,9 +158,11 @@ int hfs_open(struct hfs *fs, uint64_t ino, int flags, struct hfs_file **fh);
 /* Makes [@off, @off + @size) readable from the content file and returns
  * its fd (borrowed; valid until the handle is released). */
 int hfs_read_fd(struct hfs *fs, struct hfs_file *fh, uint64_t off, size_t size);
-/* Writes @buf at @off; returns the number of bytes written. */
+/* Writes @buf at @off; returns the number of bytes written (short only if
+ * the disk is full, and never for @writepage: the kernel writing back its
+ * cached pages), or -errno. */
 ssize_t hfs_write(struct hfs *fs, struct hfs_file *fh, struct fuse_bufvec *buf,
-		  uint64_t off);
+		  uint64_t off, bool writepage);
 /* fallocate(2) on an open file: done on its content file (every mode the
  * cache filesystem supports); the size follows it. */
 int hfs_fallocate(struct hfs *fs, struct hfs_file *fh, int mode, uint64_t off,

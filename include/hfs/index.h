@@ -33,6 +33,8 @@
  * sets a smaller start, for tests). A txn that still finds the map full
  * fails with -ENOSPC and the map grows before the next one:
  * index_retry_full() says when repeating the operation will succeed.
+ * A commit cut short by a full disk (LMDB reports a short write as EIO)
+ * is -ENOSPC too.
  *
  * Errors: negative errno. MDB_NOTFOUND is -ENOENT, MDB_MAP_FULL -ENOSPC,
  * MDB_READERS_FULL -EAGAIN, a system error its own errno, anything else
@@ -129,15 +131,6 @@ int index_sync(struct hfs_index *ix);
 bool index_retry_full(struct hfs_index *ix);
 /* The current map size, bytes. */
 size_t index_map_size(struct hfs_index *ix);
-/* Sets @rc to the result of @call, made once more if it failed because the
- * map was full (and has grown since). @call must begin and end its own
- * txns and be safe to repeat after a failure. */
-#define IX_RETRY_FULL(ix, rc, call)                          \
-	do {                                                 \
-		(rc) = (call);                               \
-		if ((rc) == -ENOSPC && index_retry_full(ix)) \
-			(rc) = (call);                       \
-	} while (0)
 
 int ix_begin(struct hfs_index *ix, bool write, struct ixtxn *t);
 /* Commits (or aborts after an error). Returns the sticky error or the

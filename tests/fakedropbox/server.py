@@ -159,6 +159,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def setup(self):
         app = self.server.app
+        # Headers and body go out in separate writes: without NODELAY,
+        # Nagle holds the second until the client's delayed ACK (40 ms
+        # a reply), as no real server does.
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if app.ssl_ctx is not None:
             self.request.settimeout(10)
             self.request = app.ssl_ctx.wrap_socket(self.request, server_side=True)

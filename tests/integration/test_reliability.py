@@ -507,7 +507,9 @@ def test_full_cache_disk(small_tmpfs, hfs):
             f = open(m.m(name), 'wb', buffering=0)
             try:
                 for off in range(0, len(big), MiB):
-                    f.write(big[off:off + MiB])
+                    chunk = memoryview(big[off:off + MiB])
+                    while chunk:   # a short write: the rest again
+                        chunk = chunk[f.write(chunk):]
                     time.sleep(pause)
                 os.fsync(f.fileno())
             except OSError as e:
@@ -542,26 +544,12 @@ def test_full_cache_disk(small_tmpfs, hfs):
 
     fill('big.bin', 0)
 
-    # Space is freed by evicting clean (uploaded) files first: writing
-    # goes on without the user deleting anything.
-    try:
-        wait_until(lambda: free_bytes(small_tmpfs) >= 3 * MiB // 2 and any(
-            state(m.m(rel)) == 'remote' for rel in clean), 15,
-            'eviction')
-    except AssertionError:
-        raise AssertionError(
-            'the cache disk stayed full (%d KiB free) while clean files'
-            ' held space: %s' % (free_bytes(small_tmpfs) // 1024, {
-                rel: state(m.m(rel)) for rel in clean}))
-    small = os.urandom(MiB)
-
-    def write_small():
-        with open(m.m('after/small.bin'), 'wb') as f:
-            f.write(small)
-            os.fsync(f.fileno())
-    m.m('after').mkdir()
-    bounded(write_small, 30, 'writing 1 MiB once clean files were evicted')
-    same(m.m('after/small.bin').read_bytes(), small, 'after/small.bin')
+    # The writer got ENOSPC only once nothing was left to evict: the
+    # clean (uploaded) files made room for it, the dirty ones stayed.
+    assert all(state(m.m(rel)) == 'remote' for rel in clean), {
+        rel: state(m.m(rel)) for rel in clean}
+    for rel in dirty:
+        assert state(m.m(rel)) != 'remote', rel
 
     def user_deletes(name):
         """Deleting a file is how a user frees space: it must work on a
@@ -578,9 +566,19 @@ def test_full_cache_disk(small_tmpfs, hfs):
                    'the space of the deleted %s to be freed (%d KiB free)'
                    % (name, free_bytes(small_tmpfs) // 1024))
 
+    user_deletes('big.bin')
+    small = os.urandom(MiB)
+
+    def write_small():
+        with open(m.m('after/small.bin'), 'wb') as f:
+            f.write(small)
+            os.fsync(f.fileno())
+    m.m('after').mkdir()
+    bounded(write_small, 30, 'writing 1 MiB once space was freed')
+    same(m.m('after/small.bin').read_bytes(), small, 'after/small.bin')
+
     # The disk fills up again, twice, each time after the user deleted
     # the partial file (a gradual writer too: eviction runs meanwhile).
-    user_deletes('big.bin')
     fill('big2.bin', 0.03)
     user_deletes('big2.bin')
     fill('big3.bin', 0)
@@ -669,6 +667,42 @@ def test_delete_on_a_completely_full_cache_disk(small_tmpfs, hfs):
     assert sorted(os.listdir(m.r('d'))) == \
         ['after.txt', 'f1.txt', 'f2.txt', 'f3.txt', 'f4.txt']
     assert not m.r('fill.bin').exists()
+
+
+def test_dirty_files_filling_the_cache_disk_still_upload(small_tmpfs, hfs):
+    """Dirty files alone fill the cache disk (nothing is evictable, not
+    a byte free): flush --wait still uploads every one of them (uploads
+    are what make room), and once clean they are evicted so that
+    writing goes on."""
+    m = hfs(start=False, intervals=LONG_INTERVALS, hfs_extra={
+        'cache_dir': str(small_tmpfs / 'cache'), 'cache_max_bytes': '1G',
+        'cache_min_free_bytes': '0', 'today_link': ''})
+    m.start()
+    m.m('d').mkdir()
+    files = {}
+    for i in range(64):   # more than the 16 MiB disk holds
+        rel = 'd/f%02d.bin' % i
+        data = os.urandom(MiB // 2 + i)
+        try:
+            bounded(lambda: put(m.m(rel), data), 30, 'writing ' + rel)
+        except OSError as e:
+            assert e.errno == errno.ENOSPC, e
+            break
+        files[rel] = data
+    else:
+        raise AssertionError('64 files of 512 KiB fit on a 16 MiB disk')
+    # The file cut short by ENOSPC holds a prefix; keep what it has.
+    files[rel] = m.m(rel).read_bytes()
+    assert free_bytes(small_tmpfs) < MiB, free_bytes(small_tmpfs)
+    bounded(lambda: m.flush(timeout=90), 100, 'flush --wait on a full disk')
+    for rel, data in files.items():
+        same(m.r(rel).read_bytes(), data, 'remote ' + rel)
+    assert nothing_pending(m), m.status()
+    # Clean now, so evictable: writing goes on.
+    more = os.urandom(2 * MiB)
+    bounded(lambda: put(m.m('d/after.bin'), more), 30,
+            'writing once the dirty files were uploaded')
+    same(m.m('d/after.bin').read_bytes(), more, 'd/after.bin')
 
 
 # ------------------------------------------------- integrity under load
