@@ -28,6 +28,9 @@
 #include "hfs/log.h"
 
 #define INDEX_MAP_SIZE ((size_t)64 << 30)
+/* Never larger: address space is plenty, but not endless (a failed resize
+ * would leave LMDB without a map). */
+#define INDEX_MAP_MAX ((size_t)1 << 40)
 /* Smallest map accepted from HURACANFS_INDEX_MAP_SIZE (tests). */
 #define INDEX_MAP_MIN ((size_t)64 << 10)
 
@@ -49,8 +52,10 @@ struct hfs_index {
 
 /* Txns this thread holds open (a resize must wait for none). */
 static _Thread_local int txn_depth;
-/* This thread's last txn step failed with MDB_MAP_FULL. */
-static _Thread_local bool tl_map_full;
+/* A txn step of this thread failed with MDB_MAP_FULL: since the last
+ * index_retry_full() (tl_map_full), and since its txn ended (tl_full_new,
+ * which asks for growth once). */
+static _Thread_local bool tl_map_full, tl_full_new;
 
 /* Translates an LMDB return code to a negative errno, once, here. */
 static int mdb_to_errno(int rc)
@@ -61,7 +66,7 @@ static int mdb_to_errno(int rc)
 	case MDB_NOTFOUND:
 		return -ENOENT;
 	case MDB_MAP_FULL:
-		tl_map_full = true;
+		tl_map_full = tl_full_new = true;
 		return -ENOSPC;
 	case MDB_READERS_FULL:
 		return -EAGAIN;
@@ -237,6 +242,8 @@ int index_sync(struct hfs_index *ix)
  * Before a txn begins on a thread that holds no other txn, the map is
  * doubled if the data in it passed half of it, or if a txn found it full.
  * Growing waits (a bounded time) for the txns of other threads to end.
+ * Everything that reads the map (map_used() too: LMDB's meta pages live
+ * in it) holds maplock, so a resize never pulls it from under a reader.
  * A txn that still hits MDB_MAP_FULL fails with -ENOSPC; the map grows
  * before the next txn, and index_retry_full() tells a caller that
  * repeating the operation will find room.
@@ -250,49 +257,59 @@ static size_t map_used(struct hfs_index *ix)
 	return (info.me_last_pgno + 1) * (size_t)st.ms_psize;
 }
 
-static void maybe_grow(struct hfs_index *ix)
+/* True if the map should grow: the data passed half of it, or a txn found
+ * it full. Reads the map: call with maplock held (either way). */
+static bool wants_growth(struct hfs_index *ix)
 {
-	bool wanted = atomic_load(&ix->grow_wanted);
-	size_t map = atomic_load(&ix->mapsize);
-	if (txn_depth > 0 || (!wanted && map_used(ix) <= map / 2))
-		return;
+	return atomic_load(&ix->grow_wanted) ||
+	       map_used(ix) > atomic_load(&ix->mapsize) / 2;
+}
+
+/* Grows the map if it should; call holding neither maplock nor a txn. */
+static void grow(struct hfs_index *ix)
+{
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	ts.tv_sec += 2;
 	if (pthread_rwlock_timedwrlock(&ix->maplock, &ts) != 0)
 		return; /* busy: the next txn tries again */
+	if (!wants_growth(ix)) {
+		/* Another thread grew it while we waited. */
+		pthread_rwlock_unlock(&ix->maplock);
+		return;
+	}
 	size_t used = map_used(ix);
 	size_t old = atomic_load(&ix->mapsize), size = old;
-	if (map != old) {
-		/* Another thread grew it while we waited. */
-		wanted = false;
-	}
-	while (used > size / 2)
+	while (used > size / 2 && size < INDEX_MAP_MAX)
 		size *= 2;
-	if (wanted && size == old)
-		size *= 2;
-	int rc = 0;
-	if (size != old) {
-		rc = mdb_env_set_mapsize(ix->env, size);
-		if (!rc) {
-			atomic_store(&ix->mapsize, size);
-			atomic_fetch_add(&ix->growths, 1);
-		}
-	}
+	if (size == old && size < INDEX_MAP_MAX)
+		size *= 2; /* a txn found it full */
+	if (size > INDEX_MAP_MAX)
+		size = INDEX_MAP_MAX;
 	atomic_store(&ix->grow_wanted, false);
+	if (size == old) {
+		pthread_rwlock_unlock(&ix->maplock);
+		return; /* as large as it gets: MDB_MAP_FULL stays ENOSPC */
+	}
+	int rc = mdb_env_set_mapsize(ix->env, size);
+	if (!rc) {
+		atomic_store(&ix->mapsize, size);
+		atomic_fetch_add(&ix->growths, 1);
+	}
 	pthread_rwlock_unlock(&ix->maplock);
 	if (rc)
 		hlog_err("index map could not grow to %zu bytes: %s", size,
 			 mdb_strerror(rc));
-	else if (size != old)
+	else
 		hlog_info("index_map_grown bytes=%zu used=%zu", size, used);
 }
 
 static void txn_end(struct ixtxn *t)
 {
 	t->txn = NULL;
-	if (tl_map_full)
+	if (tl_full_new)
 		atomic_store(&t->ix->grow_wanted, true);
+	tl_full_new = false;
 	pthread_rwlock_unlock(&t->ix->maplock);
 	txn_depth--;
 }
@@ -303,7 +320,8 @@ bool index_retry_full(struct hfs_index *ix)
 		return false;
 	tl_map_full = false;
 	atomic_store(&ix->grow_wanted, true);
-	maybe_grow(ix);
+	if (txn_depth == 0)
+		grow(ix);
 	return true;
 }
 
@@ -315,8 +333,14 @@ size_t index_map_size(struct hfs_index *ix)
 int ix_begin(struct hfs_index *ix, bool write, struct ixtxn *t)
 {
 	MDB_txn *txn = NULL;
-	maybe_grow(ix);
 	pthread_rwlock_rdlock(&ix->maplock);
+	if (txn_depth == 0 && (write || atomic_load(&ix->grow_wanted)) &&
+	    wants_growth(ix)) {
+		/* The outermost txn of this thread: grow the map first. */
+		pthread_rwlock_unlock(&ix->maplock);
+		grow(ix);
+		pthread_rwlock_rdlock(&ix->maplock);
+	}
 	txn_depth++;
 	int rc = mdb_txn_begin(ix->env, NULL, write ? 0 : MDB_RDONLY, &txn);
 	if (rc == MDB_READERS_FULL) {

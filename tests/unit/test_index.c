@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <ftw.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1361,6 +1362,78 @@ static void test_map_growth(void)
 	index_close(ix);
 }
 
+/* One thread of test_map_growth_threads: small write txns of its own
+ * range of inodes, each read back in a read txn of its own. In a map this
+ * small one txn may need more than the half left free: such a txn fails
+ * with -ENOSPC and is repeated, as fs.c does (HFS_RETRY_NOSPC). */
+struct grower {
+	struct hfs_index *ix;
+	uint64_t first;
+	int failures;
+};
+
+#define GROWER_TXNS 300
+#define GROWER_BATCH 8
+
+static void *grower_main(void *arg)
+{
+	struct grower *g = arg;
+	struct ixtxn t;
+	struct node got;
+	for (int i = 0; i < GROWER_TXNS; i++) {
+		uint64_t first = g->first + (uint64_t)i * GROWER_BATCH;
+		/* As the filesystem does: again once the map has grown. */
+		int rc = put_many(g->ix, first, GROWER_BATCH);
+		for (int tries = 1; rc == -ENOSPC && tries < 3; tries++) {
+			if (!index_retry_full(g->ix))
+				break;
+			rc = put_many(g->ix, first, GROWER_BATCH);
+		}
+		if (rc != 0) {
+			fprintf(stderr, "grower: put_many: %s\n",
+				strerror(-rc));
+			g->failures++;
+			continue;
+		}
+		if (ix_begin(g->ix, false, &t) != 0) {
+			g->failures++;
+			continue;
+		}
+		for (uint64_t k = 0; k < GROWER_BATCH; k++)
+			if (ix_get(&t, first + k, &got) != 0)
+				g->failures++;
+		ix_abort(&t);
+	}
+	return NULL;
+}
+
+/* Map growth while other threads read and write: every txn succeeds and
+ * sees its data (a resize under a reader would crash, under ASan at
+ * least). */
+static void test_map_growth_threads(void)
+{
+	char dir[256];
+	enum { NTHREADS = 4 };
+	pthread_t th[NTHREADS];
+	struct grower g[NTHREADS];
+	ix_dir("growth-threads", dir, sizeof(dir));
+	CHECK(setenv("HURACANFS_INDEX_MAP_SIZE", "65536", 1) == 0);
+	struct hfs_index *ix = open_ix(dir);
+	CHECK(unsetenv("HURACANFS_INDEX_MAP_SIZE") == 0);
+	for (int i = 0; i < NTHREADS; i++) {
+		g[i] = (struct grower){.ix = ix, .first = 100000 * (i + 1)};
+		CHECK(pthread_create(&th[i], NULL, grower_main, &g[i]) == 0);
+	}
+	for (int i = 0; i < NTHREADS; i++) {
+		CHECK(pthread_join(th[i], NULL) == 0);
+		CHECK(g[i].failures == 0);
+	}
+	CHECK(index_map_size(ix) >= 4 * 65536);
+	/* Grown as needed, not run away (about 4 MiB of data). */
+	CHECK(index_map_size(ix) <= (size_t)64 << 20);
+	index_close(ix);
+}
+
 static int rm_cb(const char *p, const struct stat *sb, int flag,
 		 struct FTW *ftw)
 {
@@ -1387,6 +1460,7 @@ int main(void)
 	test_read_only();
 	test_readers();
 	test_map_growth();
+	test_map_growth_threads();
 
 	CHECK(nftw(tmpdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS) == 0);
 	printf("test_index: all checks passed\n");
