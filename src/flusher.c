@@ -351,25 +351,40 @@ static void upload_all(struct catq *q, struct qent *batch, size_t n,
 		bs->failed += (int)n;
 		return;
 	}
-	for (size_t start = 0; start < n; start += BATCH_MAX) {
-		size_t count = n - start < BATCH_MAX ? n - start : BATCH_MAX;
+	size_t next = 0; /* the next file of @batch to look at */
+	int stale = 0; /* times in a row it found the journal not replayed */
+	while (next < n) {
 		size_t nsmall = 0, used = 0;
-		for (size_t i = 0; i < count; i++) {
-			uint64_t ino = batch[start + i].ino;
+		bool replay = false;
+		while (next < n && used < BATCH_MAX) {
+			uint64_t ino = batch[next].ino;
 			int64_t now = hfs_now();
 			int cat = hfs_classify(fs, ino);
-			if (cat == -ENOENT)
+			if (cat == -ENOENT) {
+				next++;
 				continue; /* deleted */
+			}
 			if (cat >= 0 && cat != q->cat && !flushing) {
 				/* Renamed into another category: its
 				 * schedule applies (but a flush request
 				 * uploads it now, wherever it belongs). */
 				flushers_schedule(fl, ino, cat, now, false);
 				atomic_fetch_add(&fl->handed_over, 1);
+				next++;
 				continue;
 			}
 			struct upload_job *job = &jobs[used++];
 			int rc = hfs_upload_prepare(fs, ino, job);
+			if (rc == -ESTALE && stale < 3) {
+				/* Namespace changes the remote has not seen:
+				 * commit what is prepared, replay them, then
+				 * this file again. */
+				stale++;
+				replay = true;
+				break;
+			}
+			next++;
+			stale = 0;
 			if (rc || !job->ready) {
 				settle(q, job, rc, bs, err, errlen);
 				continue;
@@ -393,6 +408,15 @@ static void upload_all(struct catq *q, struct qent *batch, size_t n,
 		}
 		for (size_t i = 0; i < used; i++)
 			hfs_upload_release(fs, &jobs[i]);
+		int rc = replay ? hfs_replay_journal(fs) : 0;
+		if (rc) {
+			snprintf(err, errlen, "journal replay: %s (%s)",
+				 strerror(-rc), backend_last_error());
+			for (; next < n; next++) {
+				retry_later(q, batch[next].ino, hfs_now());
+				bs->failed++;
+			}
+		}
 	}
 	free(jobs);
 	free(small);

@@ -1232,6 +1232,21 @@ static void remove_entry(struct hfs *fs, struct ixtxn *t, uint64_t parent,
 	}
 }
 
+/*
+ * True if the remote may hold file @n at its path: it was listed there or
+ * an upload of it was ever sent (start_upload() in upload.c sets
+ * NODE_ON_REMOTE, as a lost answer may hide a stored upload). Only then does a
+ * rename or a delete of it go into the journal: a file that never reached the
+ * remote has nothing there to move or delete (its upload reads its path when it
+ * starts, see start_upload() in upload.c), and a same-named file there
+ * belongs to someone else. Directories are always journaled (their mkdir
+ * may be queued).
+ */
+static bool maybe_remote(const struct node *n)
+{
+	return n->r.flags & NODE_ON_REMOTE;
+}
+
 static int do_remove(struct hfs *fs, uint64_t parent, const char *name,
 		     bool dir)
 {
@@ -1297,7 +1312,8 @@ static int do_remove(struct hfs *fs, uint64_t parent, const char *name,
 		p.r.mtime_ns = p.r.ctime_ns = hfs_now_ns();
 		ix_put(&t, &p);
 	}
-	ix_journal_append(&t, dir ? JOP_RMDIR : JOP_UNLINK, path, NULL);
+	if (dir || maybe_remote(&n))
+		ix_journal_append(&t, dir ? JOP_RMDIR : JOP_UNLINK, path, NULL);
 	rc = ix_commit(&t);
 	if (rc)
 		return rc;
@@ -1560,9 +1576,10 @@ int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
 		if (rc)
 			goto fail;
 		remove_entry(fs, &t, newparent, &dst, &purge_now);
-		ix_journal_append(&t,
-				  S_ISDIR(dst.r.mode) ? JOP_RMDIR : JOP_UNLINK,
-				  to, NULL);
+		if (S_ISDIR(dst.r.mode))
+			ix_journal_append(&t, JOP_RMDIR, to, NULL);
+		else if (maybe_remote(&dst))
+			ix_journal_append(&t, JOP_UNLINK, to, NULL);
 	}
 	int64_t now = hfs_now_ns();
 	ix_unlink(&t, parent, exact);
@@ -1583,7 +1600,8 @@ int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
 	rc = ix_path(&t, sino, to, sizeof(to));
 	if (rc)
 		goto fail;
-	ix_journal_append(&t, JOP_RENAME, from, to);
+	if (S_ISDIR(src.r.mode) || maybe_remote(&src))
+		ix_journal_append(&t, JOP_RENAME, from, to);
 	rc = ix_commit(&t);
 	if (rc)
 		return rc;

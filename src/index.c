@@ -36,7 +36,7 @@
 
 struct hfs_index {
 	MDB_env *env;
-	MDB_dbi meta, nodes, dirents, dirty, journal, orphans, chunks;
+	MDB_dbi meta, nodes, dirents, dirty, journal, orphans, chunks, attempts;
 	/*
 	 * Map growth. mdb_env_set_mapsize() may only run while no txn of
 	 * this process is open, so every txn holds @maplock for reading and
@@ -109,6 +109,10 @@ static int open_dbis(struct hfs_index *ix)
 	if (!rc)
 		rc = mdb_dbi_open(txn, "chunks", MDB_CREATE | MDB_INTEGERKEY,
 				  &ix->chunks);
+	/* Added after layout 1 shipped: created in older indexes too. */
+	if (!rc)
+		rc = mdb_dbi_open(txn, "attempts", MDB_CREATE | MDB_INTEGERKEY,
+				  &ix->attempts);
 	if (rc) {
 		mdb_txn_abort(txn);
 		return mdb_to_errno(rc);
@@ -452,7 +456,10 @@ int ix_del(struct ixtxn *t, uint64_t ino)
 	if (t->err)
 		return t->err;
 	MDB_val k = u64_val(&ino);
-	return sticky(t, mdb_to_errno(mdb_del(t->txn, t->ix->nodes, &k, NULL)));
+	int rc = mdb_to_errno(mdb_del(t->txn, t->ix->nodes, &k, NULL));
+	if (rc)
+		return sticky(t, rc);
+	return ix_attempts_del(t, ino);
 }
 
 int ix_alloc_ino(struct ixtxn *t, uint64_t *ino)
@@ -700,12 +707,15 @@ int ix_foreach_orphan(struct ixtxn *t, int (*fn)(void *arg, uint64_t ino),
 	return set_foreach(t, t->ix->orphans, fn, arg);
 }
 
-int64_t ix_chunks_get(struct ixtxn *t, uint64_t ino, uint8_t *buf, size_t cap)
+/* A value per inode in @dbi: copies at most @cap bytes into @buf and
+ * returns the stored length (0 if none). */
+static int64_t blob_get(struct ixtxn *t, MDB_dbi dbi, uint64_t ino,
+			uint8_t *buf, size_t cap)
 {
 	if (t->err)
 		return t->err;
 	MDB_val k = u64_val(&ino), v;
-	int rc = mdb_to_errno(mdb_get(t->txn, t->ix->chunks, &k, &v));
+	int rc = mdb_to_errno(mdb_get(t->txn, dbi, &k, &v));
 	if (rc == -ENOENT)
 		return 0;
 	if (rc)
@@ -714,19 +724,59 @@ int64_t ix_chunks_get(struct ixtxn *t, uint64_t ino, uint8_t *buf, size_t cap)
 	return (int64_t)v.mv_size;
 }
 
-int ix_chunks_put(struct ixtxn *t, uint64_t ino, const uint8_t *buf, size_t len)
+static int blob_put(struct ixtxn *t, MDB_dbi dbi, uint64_t ino,
+		    const uint8_t *buf, size_t len)
 {
 	if (t->err)
 		return t->err;
 	MDB_val k = u64_val(&ino);
 	MDB_val v = {.mv_size = len, .mv_data = (void *)buf};
-	return sticky(t,
-		      mdb_to_errno(mdb_put(t->txn, t->ix->chunks, &k, &v, 0)));
+	return sticky(t, mdb_to_errno(mdb_put(t->txn, dbi, &k, &v, 0)));
+}
+
+int64_t ix_chunks_get(struct ixtxn *t, uint64_t ino, uint8_t *buf, size_t cap)
+{
+	return blob_get(t, t->ix->chunks, ino, buf, cap);
+}
+
+int ix_chunks_put(struct ixtxn *t, uint64_t ino, const uint8_t *buf, size_t len)
+{
+	return blob_put(t, t->ix->chunks, ino, buf, len);
 }
 
 int ix_chunks_del(struct ixtxn *t, uint64_t ino)
 {
 	return set_del(t, t->ix->chunks, ino);
+}
+
+int ix_attempts_get(struct ixtxn *t, uint64_t ino,
+		    uint8_t out[IX_ATTEMPTS][CHASH_LEN])
+{
+	int64_t len = blob_get(t, t->ix->attempts, ino, &out[0][0],
+			       IX_ATTEMPTS * CHASH_LEN);
+	if (len < 0)
+		return (int)len;
+	len /= CHASH_LEN;
+	return (int)(len < IX_ATTEMPTS ? len : IX_ATTEMPTS);
+}
+
+int ix_attempt_add(struct ixtxn *t, uint64_t ino, const uint8_t hash[CHASH_LEN])
+{
+	uint8_t h[IX_ATTEMPTS][CHASH_LEN];
+	int n = ix_attempts_get(t, ino, h);
+	if (n < 0)
+		return n;
+	if (n == IX_ATTEMPTS)
+		n--; /* the oldest goes */
+	memmove(h[1], h[0], (size_t)n * CHASH_LEN);
+	memcpy(h[0], hash, CHASH_LEN);
+	return blob_put(t, t->ix->attempts, ino, &h[0][0],
+			(size_t)(n + 1) * CHASH_LEN);
+}
+
+int ix_attempts_del(struct ixtxn *t, uint64_t ino)
+{
+	return set_del(t, t->ix->attempts, ino);
 }
 
 /*

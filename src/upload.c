@@ -55,6 +55,51 @@ static int set_uploading(struct hfs *fs, uint64_t ino, bool on)
 	return ix_commit(&t);
 }
 
+/*
+ * Marks @job's file as uploading and fixes the path it goes to, in one
+ * txn. The path must be where the file is once the remote has caught up
+ * with the journal: namespace changes made after this point are replayed
+ * after the upload (both hold fs->commit_lock), and move it along; but
+ * changes made before and not yet replayed would land after the bytes.
+ * So with the journal not empty this gives -ESTALE: replay, then prepare
+ * again. A file that never reached the remote is renamed without a
+ * journal entry, so its path is read here, not taken from the prepare.
+ */
+static int start_upload(struct hfs *fs, struct upload_job *job)
+{
+	struct ixtxn t;
+	struct node n;
+	char path[sizeof(job->res.path)];
+	int rc = ix_begin(fs->ix, true, &t);
+	if (rc)
+		return rc;
+	int64_t pending = ix_journal_count(&t);
+	rc = pending < 0 ? (int)pending : pending > 0 ? -ESTALE : 0;
+	if (!rc)
+		rc = ix_get(&t, job->ino, &n);
+	if (!rc && (!(n.r.flags & NODE_DIRTY) || n.r.parent == 0))
+		rc = -ESTALE; /* deleted or cleaned meanwhile: look again */
+	if (!rc)
+		rc = ix_path(&t, job->ino, path, sizeof(path));
+	if (rc) {
+		ix_abort(&t);
+		return rc;
+	}
+	/* From now on the remote may hold it (even if the upload seems to
+	 * fail: its answer may be what got lost), so renames and deletes of
+	 * it are journaled. */
+	n.r.flags |= NODE_UPLOADING | NODE_ON_REMOTE;
+	ix_put(&t, &n);
+	ix_attempt_add(&t, job->ino, job->hash);
+	rc = ix_commit(&t);
+	if (!rc && strcmp(path, job->res.path) != 0) {
+		memcpy(job->res.path, path, sizeof(path));
+		job->res.cat = cat_classify(fs->cfg->rules, fs->cfg->n_rules,
+					    path + 1);
+	}
+	return rc;
+}
+
 /* Records a successful upload (or a smart-sync match) of generation @gen
  * with remote metadata @meta. */
 static int finish_upload(struct hfs *fs, struct hnode *hn, uint64_t gen,
@@ -84,6 +129,7 @@ static int finish_upload(struct hfs *fs, struct hnode *hn, uint64_t gen,
 	n.r.flags &= ~NODE_UPLOADING;
 	n.r.flags |= NODE_ON_REMOTE | NODE_HAS_HASH;
 	memcpy(n.r.remote_hash, hash, CHASH_LEN);
+	ix_attempts_del(&t, hn->ino);
 	if (meta && meta->rev[0])
 		snprintf(n.r.rev, sizeof(n.r.rev), "%s", meta->rev);
 	n.r.last_upload = hfs_now();
@@ -296,7 +342,7 @@ int hfs_upload_prepare(struct hfs *fs, uint64_t ino, struct upload_job *job)
 		res->skipped = true;
 		return hfs_upload_finish(fs, job, 0, NULL);
 	}
-	rc = set_uploading(fs, ino, true);
+	rc = start_upload(fs, job);
 	if (rc)
 		return rc;
 	job->ready = true;
@@ -315,6 +361,23 @@ void hfs_upload_args(const struct upload_job *job, struct backend_upload *up)
 	up->autorename = false;
 }
 
+/* True if an upload of @ino we sent without hearing the answer carried
+ * bytes with content hash @hash. */
+static bool sent_before(struct hfs *fs, uint64_t ino,
+			const uint8_t hash[CHASH_LEN])
+{
+	uint8_t h[IX_ATTEMPTS][CHASH_LEN];
+	struct ixtxn t;
+	if (ix_begin(fs->ix, false, &t))
+		return false;
+	int n = ix_attempts_get(&t, ino, h);
+	ix_abort(&t);
+	for (int i = 0; i < n; i++)
+		if (memcmp(h[i], hash, CHASH_LEN) == 0)
+			return true;
+	return false;
+}
+
 int hfs_upload_commit(struct hfs *fs, struct upload_job *job,
 		      struct backend_entry *meta)
 {
@@ -326,9 +389,10 @@ int hfs_upload_commit(struct hfs *fs, struct upload_job *job,
 		return rc;
 	/*
 	 * The remote revision is not the one we replace. If its bytes are
-	 * still those we knew (a move gave it a new revision, say), replace
-	 * it; otherwise another machine changed the file: keep both, ours as
-	 * a conflicted copy.
+	 * ours already, there is nothing to do. If they are those we knew
+	 * (a move gave it a new revision, say) or those of an upload of
+	 * ours whose answer we never heard, replace it. Otherwise another
+	 * machine changed the file: keep both, ours as a conflicted copy.
 	 */
 	struct backend_entry cur;
 	int src = fs->be->ops->stat(fs->be, up.path, &cur);
@@ -340,8 +404,15 @@ int hfs_upload_commit(struct hfs *fs, struct upload_job *job,
 		return src;
 	if (cur.is_dir)
 		return -EISDIR;
-	if (cur.has_hash && job->has_known_hash &&
-	    memcmp(cur.hash, job->known_hash, CHASH_LEN) == 0) {
+	if (cur.has_hash && memcmp(cur.hash, job->hash, CHASH_LEN) == 0) {
+		/* Our bytes are there already (a reply was lost). */
+		*meta = cur;
+		return 0;
+	}
+	if (cur.has_hash &&
+	    ((job->has_known_hash &&
+	      memcmp(cur.hash, job->known_hash, CHASH_LEN) == 0) ||
+	     sent_before(fs, job->ino, cur.hash))) {
 		up.parent_rev = cur.rev;
 		return fs->be->ops->upload(fs->be, &up, meta);
 	}
@@ -396,6 +467,14 @@ int hfs_upload(struct hfs *fs, uint64_t ino, struct upload_result *res)
 	struct upload_job job;
 	struct backend_entry meta;
 	int rc = hfs_upload_prepare(fs, ino, &job);
+	for (int tries = 1; rc == -ESTALE && tries < 4; tries++) {
+		/* The journal holds changes the remote has not seen. */
+		rc = hfs_replay_journal(fs);
+		if (rc)
+			break;
+		hfs_upload_release(fs, &job);
+		rc = hfs_upload_prepare(fs, ino, &job);
+	}
 	if (!rc && job.ready) {
 		rc = hfs_upload_commit(fs, &job, &meta);
 		rc = hfs_upload_finish(fs, &job, rc, &meta);

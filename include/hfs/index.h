@@ -16,6 +16,7 @@
  *   orphans  ino -> nothing: unlinked while open; purged at mount
  *   chunks   ino -> bitmap: which 4 MiB chunks of a partially cached file
  *            are in its content file (bit i = bytes [i*4MiB, (i+1)*4MiB))
+ *   attempts ino -> content hashes of uploads sent but not confirmed
  *
  * Transactions: struct ixtxn wraps an MDB_txn with a sticky error (after a
  * failed step every further step is a no-op returning the same error, and
@@ -183,6 +184,17 @@ int64_t ix_chunks_get(struct ixtxn *t, uint64_t ino, uint8_t *buf, size_t cap);
 int ix_chunks_put(struct ixtxn *t, uint64_t ino, const uint8_t *buf,
 		  size_t len);
 int ix_chunks_del(struct ixtxn *t, uint64_t ino);
+
+/* Uploads sent and not confirmed (a lost reply, a crash meanwhile): the
+ * content hashes of the last IX_ATTEMPTS, newest first, so that a remote
+ * revision holding one of them is known for our own, not another
+ * machine's. ix_attempts_get returns how many there are. */
+#define IX_ATTEMPTS 2
+int ix_attempts_get(struct ixtxn *t, uint64_t ino,
+		    uint8_t out[IX_ATTEMPTS][CHASH_LEN]);
+int ix_attempt_add(struct ixtxn *t, uint64_t ino,
+		   const uint8_t hash[CHASH_LEN]);
+int ix_attempts_del(struct ixtxn *t, uint64_t ino);
 
 /* The namespace journal. */
 int ix_journal_append(struct ixtxn *t, int op, const char *path,

@@ -409,6 +409,85 @@ def test_flush_wait_covers_a_file_renamed_into_another_category(hfs):
     assert nothing_pending(m), m.status()
 
 
+# --------------------------------------------- what the journal sends
+
+def test_files_that_never_reached_dropbox_cost_no_requests(dbx, fake):
+    """The trainer's saves (write model.bin.tmp, rename it over model.bin)
+    and scratch files deleted before their upload send no move or delete
+    to Dropbox: only the final bytes are uploaded, where they end up.
+    Files that are on Dropbox are moved and deleted there, and folders
+    always are."""
+    m = dbx(intervals=LONG_INTERVALS)
+    fake.reset_stats()
+    m.m('run').mkdir()
+    for i in range(5):
+        put(m.m('run/model.bin.tmp'), b'weights %d' % i)
+        os.rename(m.m('run/model.bin.tmp'), m.m('run/model.bin'))
+        put(m.m('run/scratch_%d.tmp' % i), b'scratch')
+        os.unlink(m.m('run/scratch_%d.tmp' % i))
+    m.m('d').mkdir()
+    put(m.m('d/a.txt'), b'a')
+    os.rename(m.m('d'), m.m('e'))
+    m.flush()
+    assert fake.get_file(ROOT + '/run/model.bin') == b'weights 4'
+    assert fake.get_file(ROOT + '/e/a.txt') == b'a'
+    tree = remote_tree(fake)
+    assert 'run/model.bin.tmp' not in tree and 'd/a.txt' not in tree, tree
+    assert not [p for p in tree if 'scratch' in p], tree
+    assert len(fake.requests('files/delete_v2')) == 0, \
+        fake.requests('files/delete_v2')
+    moves = [r['arg'] for r in fake.requests('files/move_v2')]
+    assert [(a['from_path'], a['to_path']) for a in moves] == \
+        [(ROOT + '/d', ROOT + '/e')], moves
+
+    # On Dropbox now: renames and deletes go there.
+    fake.reset_stats()
+    os.rename(m.m('run/model.bin'), m.m('run/model2.bin'))
+    os.unlink(m.m('e/a.txt'))
+    put(m.m('run/model.bin.tmp'), b'weights 5')
+    os.rename(m.m('run/model.bin.tmp'), m.m('run/model2.bin'))
+    m.flush()
+    assert fake.get_file(ROOT + '/run/model2.bin') == b'weights 5'
+    tree = remote_tree(fake)
+    assert 'run/model.bin' not in tree and 'e/a.txt' not in tree, tree
+    assert len(fake.requests('files/move_v2')) == 1
+    assert len(fake.requests('files/delete_v2')) == 2  # a.txt, model2.bin
+    assert nothing_pending(m), m.status()
+
+
+def test_our_own_upload_with_a_lost_answer_is_no_conflict(dbx, fake):
+    """An upload Dropbox stored but whose answer we never saw (here: it
+    answers insufficient_space after storing the bytes) leaves a revision
+    we did not hear of. It is ours: the next upload replaces it, whether
+    or not the file changed meanwhile, and no conflicted copy appears."""
+    m = dbx(intervals=LONG_INTERVALS)
+    m.m('models').mkdir()
+    put(m.m('models/agent.pkl'), b'v1' * 1000)
+    m.flush()
+    def send_unheard(data):
+        put(m.m('models/agent.pkl'), data)
+        fake.add_fault(route='files/upload', path='*agent.pkl', count=1,
+                       process=True, status=409, error='insufficient_space')
+        r = m.flush(check=False)
+        assert r.returncode != 0, 'the upload did not fail'
+        assert fake.get_file(ROOT + '/models/agent.pkl') == data
+
+    # Changed meanwhile: ours replaces our unheard revision.
+    send_unheard(b'v2' * 1000)
+    put(m.m('models/agent.pkl'), b'v3' * 1000)
+    m.flush()
+    assert fake.get_file(ROOT + '/models/agent.pkl') == b'v3' * 1000
+    # Unchanged since: its bytes are there already.
+    send_unheard(b'v4' * 1000)
+    m.flush()
+    assert fake.get_file(ROOT + '/models/agent.pkl') == b'v4' * 1000
+    assert sorted(os.listdir(m.m('models'))) == ['agent.pkl']
+    assert list(remote_tree(fake)) == ['models', 'models/agent.pkl'], \
+        remote_tree(fake)
+    assert 'conflict' not in m.log_text()
+    assert nothing_pending(m), m.status()
+
+
 # ------------------------------------------------------ index map growth
 
 def test_index_map_grows_as_the_index_fills(hfs, monkeypatch):

@@ -1292,6 +1292,51 @@ static void test_readers(void)
 	index_close(ix);
 }
 
+/* The hashes of unconfirmed uploads: newest first, two kept, gone with
+ * ix_attempts_del and with the node. */
+static void test_attempts(void)
+{
+	char dir[256];
+	struct ixtxn t;
+	struct node n;
+	uint8_t h[3][CHASH_LEN], got[IX_ATTEMPTS][CHASH_LEN];
+	for (int i = 0; i < 3; i++)
+		memset(h[i], 0x11 * (i + 1), CHASH_LEN);
+	ix_dir("attempts", dir, sizeof(dir));
+	struct hfs_index *ix = open_ix(dir);
+	uint64_t ino = alloc_ino(ix);
+	fill_node(&n, ino, INDEX_ROOT_INO, "a", 3);
+
+	wbegin(ix, &t);
+	CHECK(ix_put(&t, &n) == 0);
+	CHECK(ix_attempts_get(&t, ino, got) == 0);
+	CHECK(ix_attempt_add(&t, ino, h[0]) == 0);
+	CHECK(ix_attempts_get(&t, ino, got) == 1);
+	CHECK(memcmp(got[0], h[0], CHASH_LEN) == 0);
+	CHECK(ix_attempt_add(&t, ino, h[1]) == 0);
+	CHECK(ix_attempt_add(&t, ino, h[2]) == 0);
+	commit_ok(&t);
+
+	/* After a reopen: the newest two, newest first. */
+	index_close(ix);
+	ix = open_ix(dir);
+	rbegin(ix, &t);
+	CHECK(ix_attempts_get(&t, ino, got) == 2);
+	CHECK(memcmp(got[0], h[2], CHASH_LEN) == 0);
+	CHECK(memcmp(got[1], h[1], CHASH_LEN) == 0);
+	CHECK(ix_commit(&t) == 0);
+
+	wbegin(ix, &t);
+	CHECK(ix_attempts_del(&t, ino) == 0);
+	CHECK(ix_attempts_get(&t, ino, got) == 0);
+	CHECK(ix_attempts_del(&t, ino) == 0); /* none: fine */
+	CHECK(ix_attempt_add(&t, ino, h[0]) == 0);
+	CHECK(ix_del(&t, ino) == 0); /* the node takes them along */
+	CHECK(ix_attempts_get(&t, ino, got) == 0);
+	commit_ok(&t);
+	index_close(ix);
+}
+
 /* Inserts nodes @first..@first+@count-1 under the root in one txn. */
 static int put_many(struct hfs_index *ix, uint64_t first, unsigned count)
 {
@@ -1459,6 +1504,7 @@ int main(void)
 	test_sticky();
 	test_read_only();
 	test_readers();
+	test_attempts();
 	test_map_growth();
 	test_map_growth_threads();
 
