@@ -312,9 +312,9 @@ int hfs_upload_prepare(struct hfs *fs, uint64_t ino, struct upload_job *job)
 	if (rc)
 		return rc;
 	if (hashed != job->size) {
-		/* A large file changed under us: try again later. */
-		res->still_dirty = true;
-		return 0;
+		/* A large file changed under us: the caller takes another
+		 * snapshot (as when the journal moved on). */
+		return -ESTALE;
 	}
 	res->bytes = job->size;
 	if ((n.r.flags & NODE_ON_REMOTE) && !(n.r.flags & NODE_HAS_HASH)) {

@@ -226,8 +226,10 @@ struct upload_job {
 	struct upload_result res;
 };
 
-/* Prepares @job for @ino. Returns 0 (look at job->ready and job->res) or
- * -errno. The job must be released whatever the result. */
+/* Prepares @job for @ino; fs->commit_lock held. Returns 0 (look at
+ * job->ready and job->res) or -errno; -ESTALE: namespace changes are not
+ * replayed yet, or the file changed while it was read: replay the journal
+ * and prepare again. The job must be released whatever the result. */
 int hfs_upload_prepare(struct hfs *fs, uint64_t ino, struct upload_job *job);
 /* Uploads one prepared job, with the conflict policy: the upload names the
  * revision it replaces; if the remote changed meanwhile, ours is kept as a
