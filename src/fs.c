@@ -1062,9 +1062,14 @@ int hfs_mkdir(struct hfs *fs, uint64_t parent, const char *name, mode_t mode,
 	return 0;
 }
 
-/* Creates directory @name in @parent (journaled for the remote). */
-static int mkdir_node(struct hfs *fs, uint64_t parent, const char *name,
-		      mode_t mode, uid_t uid, gid_t gid, struct node *out)
+/*
+ * The start of every creation: checks @name, makes sure @parent's remote
+ * listing is merged, begins a write txn and adds node @n (stored, linked,
+ * its remote path in @path). On failure the txn is over.
+ */
+static int begin_create(struct hfs *fs, uint64_t parent, const char *name,
+			mode_t mode, uid_t uid, gid_t gid, struct node *n,
+			struct ixtxn *t, char path[4096])
 {
 	int rc = check_name(name);
 	if (rc)
@@ -1072,26 +1077,33 @@ static int mkdir_node(struct hfs *fs, uint64_t parent, const char *name,
 	rc = fs_ensure_listed(fs, parent, false);
 	if (rc)
 		return rc;
+	rc = ix_begin(fs->ix, true, t);
+	if (rc)
+		return rc;
+	rc = make_node(fs, parent, name, mode, uid, gid, n, t);
+	if (!rc)
+		rc = ix_put(t, n);
+	if (!rc)
+		rc = ix_path(t, n->ino, path, 4096);
+	if (rc)
+		ix_abort(t);
+	return rc;
+}
+
+/* Creates directory @name in @parent (journaled for the remote). */
+static int mkdir_node(struct hfs *fs, uint64_t parent, const char *name,
+		      mode_t mode, uid_t uid, gid_t gid, struct node *out)
+{
 	struct ixtxn t;
 	struct node n;
 	char path[4096];
-	rc = ix_begin(fs->ix, true, &t);
+	int rc = begin_create(fs, parent, name, S_IFDIR | (mode & 07777), uid,
+			      gid, &n, &t, path);
 	if (rc)
 		return rc;
-	rc = make_node(fs, parent, name, S_IFDIR | (mode & 07777), uid, gid, &n,
-		       &t);
-	if (rc) {
-		ix_abort(&t);
-		return rc;
-	}
 	n.r.flags = NODE_LISTED;
 	n.r.listed_at = hfs_now_ns();
 	ix_put(&t, &n);
-	rc = ix_path(&t, n.ino, path, sizeof(path));
-	if (rc) {
-		ix_abort(&t);
-		return rc;
-	}
 	ix_journal_append(&t, JOP_MKDIR, path, NULL);
 	rc = ix_commit(&t);
 	if (rc)
@@ -1128,25 +1140,12 @@ static int create_reg(struct hfs *fs, uint64_t parent, const char *name,
 {
 	if (is_today(fs, parent, name))
 		return -EEXIST;
-	int rc = check_name(name);
-	if (rc)
-		return rc;
-	rc = fs_ensure_listed(fs, parent, false);
-	if (rc)
-		return rc;
 	struct ixtxn t;
 	char path[4096];
-	rc = ix_begin(fs->ix, true, &t);
+	int rc = begin_create(fs, parent, name, S_IFREG | (mode & 07777), uid,
+			      gid, n, &t, path);
 	if (rc)
 		return rc;
-	rc = make_node(fs, parent, name, S_IFREG | (mode & 07777), uid, gid, n,
-		       &t);
-	if (rc)
-		goto fail;
-	ix_put(&t, n);
-	rc = ix_path(&t, n->ino, path, sizeof(path));
-	if (rc)
-		goto fail;
 	int fd = cache_open(fs->cache, n->ino, 1);
 	if (fd < 0) {
 		rc = fd;

@@ -545,33 +545,32 @@ int ix_unlink(struct ixtxn *t, uint64_t parent, const char *name)
 		      mdb_to_errno(mdb_del(t->txn, t->ix->dirents, &k, NULL)));
 }
 
-int ix_foreach_child(struct ixtxn *t, uint64_t parent,
-		     int (*fn)(void *arg, const char *name, uint64_t ino),
-		     void *arg)
+/* A step of walk() that ends the walk without an error. */
+#define WALK_END 0x7fff0001
+
+/*
+ * Walks @dbi in key order from the first key (@from NULL) or the first key
+ * >= @from, calling @step for each record until it returns non-zero:
+ * WALK_END ends the walk with 0, anything else is returned (and a negative
+ * errno also becomes @t's sticky error).
+ */
+static int walk(struct ixtxn *t, MDB_dbi dbi, const MDB_val *from,
+		int (*step)(void *ctx, const MDB_val *k, const MDB_val *v),
+		void *ctx)
 {
 	if (t->err)
 		return t->err;
 	MDB_cursor *c;
-	int rc = mdb_to_errno(mdb_cursor_open(t->txn, t->ix->dirents, &c));
+	int rc = mdb_to_errno(mdb_cursor_open(t->txn, dbi, &c));
 	if (rc)
 		return sticky(t, rc);
-	uint64_t be = htobe64(parent);
-	MDB_val k = {.mv_size = 8, .mv_data = &be}, v;
-	int mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+	MDB_val k = {0}, v;
+	if (from)
+		k = *from;
+	int mrc = mdb_cursor_get(c, &k, &v, from ? MDB_SET_RANGE : MDB_FIRST);
 	rc = 0;
 	while (mrc == MDB_SUCCESS) {
-		if (k.mv_size < 8 || memcmp(k.mv_data, &be, 8) != 0)
-			break;
-		if (v.mv_size < 8 || v.mv_size > 8 + BACKEND_NAME_MAX) {
-			rc = -EIO;
-			break;
-		}
-		char name[BACKEND_NAME_MAX + 1];
-		uint64_t ino;
-		memcpy(&ino, v.mv_data, 8);
-		memcpy(name, (char *)v.mv_data + 8, v.mv_size - 8);
-		name[v.mv_size - 8] = '\0';
-		rc = fn(arg, name, ino);
+		rc = step(ctx, &k, &v);
 		if (rc)
 			break;
 		mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
@@ -579,9 +578,41 @@ int ix_foreach_child(struct ixtxn *t, uint64_t parent,
 	if (!rc && mrc != MDB_SUCCESS && mrc != MDB_NOTFOUND)
 		rc = mdb_to_errno(mrc);
 	mdb_cursor_close(c);
+	if (rc == WALK_END)
+		rc = 0;
 	if (rc < 0)
 		sticky(t, rc);
 	return rc;
+}
+
+struct child_walk {
+	int (*fn)(void *arg, const char *name, uint64_t ino);
+	void *arg;
+	uint64_t be; /* the parent, big-endian: the key prefix */
+};
+
+static int child_step(void *ctx, const MDB_val *k, const MDB_val *v)
+{
+	struct child_walk *w = ctx;
+	if (k->mv_size < 8 || memcmp(k->mv_data, &w->be, 8) != 0)
+		return WALK_END; /* past the parent's entries */
+	if (v->mv_size < 8 || v->mv_size > 8 + BACKEND_NAME_MAX)
+		return -EIO;
+	char name[BACKEND_NAME_MAX + 1];
+	uint64_t ino;
+	memcpy(&ino, v->mv_data, 8);
+	memcpy(name, (char *)v->mv_data + 8, v->mv_size - 8);
+	name[v->mv_size - 8] = '\0';
+	return w->fn(w->arg, name, ino);
+}
+
+int ix_foreach_child(struct ixtxn *t, uint64_t parent,
+		     int (*fn)(void *arg, const char *name, uint64_t ino),
+		     void *arg)
+{
+	struct child_walk w = {fn, arg, htobe64(parent)};
+	MDB_val from = {.mv_size = 8, .mv_data = &w.be};
+	return walk(t, t->ix->dirents, &from, child_step, &w);
 }
 
 static int stop_at_first(void *arg, const char *name, uint64_t ino)
@@ -643,36 +674,27 @@ static int set_del(struct ixtxn *t, MDB_dbi dbi, uint64_t ino)
 	return rc == -ENOENT ? 0 : sticky(t, rc);
 }
 
+struct set_walk {
+	int (*fn)(void *arg, uint64_t ino);
+	void *arg;
+};
+
+static int set_step(void *ctx, const MDB_val *k, const MDB_val *v)
+{
+	struct set_walk *w = ctx;
+	uint64_t ino;
+	(void)v;
+	if (k->mv_size != 8)
+		return -EIO;
+	memcpy(&ino, k->mv_data, 8);
+	return w->fn(w->arg, ino);
+}
+
 static int set_foreach(struct ixtxn *t, MDB_dbi dbi,
 		       int (*fn)(void *arg, uint64_t ino), void *arg)
 {
-	if (t->err)
-		return t->err;
-	MDB_cursor *c;
-	int rc = mdb_to_errno(mdb_cursor_open(t->txn, dbi, &c));
-	if (rc)
-		return sticky(t, rc);
-	MDB_val k, v;
-	int mrc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
-	rc = 0;
-	while (mrc == MDB_SUCCESS) {
-		uint64_t ino;
-		if (k.mv_size != 8) {
-			rc = -EIO;
-			break;
-		}
-		memcpy(&ino, k.mv_data, 8);
-		rc = fn(arg, ino);
-		if (rc)
-			break;
-		mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
-	}
-	if (!rc && mrc != MDB_SUCCESS && mrc != MDB_NOTFOUND)
-		rc = mdb_to_errno(mrc);
-	mdb_cursor_close(c);
-	if (rc < 0)
-		sticky(t, rc);
-	return rc;
+	struct set_walk w = {fn, arg};
+	return walk(t, dbi, NULL, set_step, &w);
 }
 
 int ix_dirty_add(struct ixtxn *t, uint64_t ino)
@@ -871,38 +893,30 @@ int ix_journal_first(struct ixtxn *t, struct journal_entry *out)
 	return sticky(t, rc);
 }
 
+struct journal_walk {
+	int (*fn)(void *arg, const struct journal_entry *e);
+	void *arg;
+	struct journal_entry *e;
+};
+
+static int journal_step(void *ctx, const MDB_val *k, const MDB_val *v)
+{
+	struct journal_walk *w = ctx;
+	int rc = decode_journal(k, v, w->e);
+	return rc ? rc : w->fn(w->arg, w->e);
+}
+
 int ix_foreach_journal(struct ixtxn *t,
 		       int (*fn)(void *arg, const struct journal_entry *e),
 		       void *arg)
 {
 	if (t->err)
 		return t->err;
-	struct journal_entry *e = malloc(sizeof(*e));
-	MDB_cursor *c;
-	if (!e)
+	struct journal_walk w = {fn, arg, malloc(sizeof(*w.e))};
+	if (!w.e)
 		return sticky(t, -ENOMEM);
-	int rc = mdb_to_errno(mdb_cursor_open(t->txn, t->ix->journal, &c));
-	if (rc) {
-		free(e);
-		return sticky(t, rc);
-	}
-	MDB_val k, v;
-	int mrc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
-	rc = 0;
-	while (mrc == MDB_SUCCESS) {
-		rc = decode_journal(&k, &v, e);
-		if (!rc)
-			rc = fn(arg, e);
-		if (rc)
-			break;
-		mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
-	}
-	if (!rc && mrc != MDB_SUCCESS && mrc != MDB_NOTFOUND)
-		rc = mdb_to_errno(mrc);
-	mdb_cursor_close(c);
-	free(e);
-	if (rc < 0)
-		sticky(t, rc);
+	int rc = walk(t, t->ix->journal, NULL, journal_step, &w);
+	free(w.e);
 	return rc;
 }
 
