@@ -15,6 +15,12 @@ must hold no "[error]" line and no sanitizer report; a test that expects
 errors says so with @pytest.mark.log_errors_expected(regex, ...) (no
 argument: any [error] line). Sanitizer reports always fail.
 
+The fake Dropbox (tests/fakedropbox) comes as `server` (one per test
+module, HTTPS with a throw-away CA `ca`), `fake` (the same server, reset
+around each test) and `dbx`, a factory like `hfs` whose mounts use the
+Dropbox backend against it; a module that needs other defaults builds its
+own with dropbox_mounts().
+
 The binary is $HURACANFS_BIN, else build/src/huracanfs of this checkout.
 Tests are skipped when /dev/fuse or fusermount3 is missing. Run them with
 
@@ -28,6 +34,7 @@ seconds.
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,6 +42,11 @@ import pytest
 from hfsutil import HfsMount
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / 'tests'))
+from fakedropbox import FakeDropbox, make_test_ca  # noqa: E402
+
+# The static token the fake Dropbox accepts.
+FAKE_TOKEN = 'fake-static-token'
 
 
 def pytest_configure(config):
@@ -87,3 +99,50 @@ def hfs(request, tmp_path, hfs_bin):
 @pytest.fixture
 def mount(hfs):
     return hfs()
+
+
+# -- the fake Dropbox ---------------------------------------------------
+
+@pytest.fixture(scope='module')
+def ca(tmp_path_factory):
+    return make_test_ca(tmp_path_factory.mktemp('ca'))
+
+
+@pytest.fixture(scope='module')
+def server(ca):
+    fd = FakeDropbox(tls=ca).start()
+    yield fd
+    fd.stop()
+
+
+@pytest.fixture
+def fake(server):
+    server.reset(config=True)
+    yield server
+    server.end_outage()
+    server.clear_faults()
+    server.reset(config=True)
+
+
+def dropbox_mounts(hfs, fake, ca, hfs_defaults=None, dropbox_defaults=None):
+    """A factory of mounts (see `hfs`) on the Dropbox backend of @fake;
+    the defaults go under the test's own hfs_extra / dropbox_extra."""
+    def make(start=True, intervals=None, hfs_extra=None, dropbox_extra=None,
+             **kw):
+        extra = {'backend': 'dropbox', 'api_url': fake.url,
+                 'content_url': fake.url, 'notify_url': fake.url,
+                 'ca_file': ca[0]}
+        extra.update(hfs_defaults or {})
+        extra.update(hfs_extra or {})
+        dx = {'access_token': FAKE_TOKEN}
+        dx.update(dropbox_defaults or {})
+        dx.update(dropbox_extra or {})
+        return hfs(start=start, intervals=intervals, hfs_extra=extra,
+                   dropbox_extra=dx, **kw)
+    return make
+
+
+@pytest.fixture
+def dbx(hfs, fake, ca):
+    """A factory of mounts on the Dropbox backend of the fake."""
+    return dropbox_mounts(hfs, fake, ca)

@@ -11,50 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import FAKE_TOKEN as TOKEN
+from fakedropbox import content_hash
 from hfsutil import LONG_INTERVALS, wait_until
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fakedropbox import FakeDropbox, make_test_ca, content_hash  # noqa: E402
-
-TOKEN = 'fake-static-token'
 ROOT = '/Huracan'
-
-
-@pytest.fixture(scope='module')
-def ca(tmp_path_factory):
-    return make_test_ca(tmp_path_factory.mktemp('ca'))
-
-
-@pytest.fixture(scope='module')
-def server(ca):
-    fd = FakeDropbox(tls=ca).start()
-    yield fd
-    fd.stop()
-
-
-@pytest.fixture
-def fake(server):
-    server.reset(config=True)
-    yield server
-    server.end_outage()
-    server.clear_faults()
-    server.reset(config=True)
-
-
-@pytest.fixture
-def dbx(hfs, fake, ca):
-    """A factory of mounts on the Dropbox backend of the fake."""
-    def make(start=True, intervals=None, hfs_extra=None, dropbox_extra=None,
-             **kw):
-        extra = {'backend': 'dropbox', 'api_url': fake.url,
-                 'content_url': fake.url, 'notify_url': fake.url,
-                 'ca_file': ca[0]}
-        extra.update(hfs_extra or {})
-        dx = {'access_token': TOKEN}
-        dx.update(dropbox_extra or {})
-        return hfs(start=start, intervals=intervals, hfs_extra=extra,
-                   dropbox_extra=dx, **kw)
-    return make
 
 
 def remote(fake, rel):

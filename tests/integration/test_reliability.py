@@ -21,13 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import dropbox_mounts
 from hfsutil import LONG_INTERVALS, describe_diff, file_equals, \
     is_mounted, snapshot, wait_until
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fakedropbox import FakeDropbox, make_test_ca  # noqa: E402
-
-TOKEN = 'fake-static-token'
 ROOT = '/Huracan'
 MiB = 1024 * 1024
 # How long an operation on cached data may take while Dropbox is down:
@@ -145,18 +142,6 @@ def put(path, data):
 
 # ------------------------------------------------------------- fixtures
 
-@pytest.fixture(scope='module')
-def ca(tmp_path_factory):
-    return make_test_ca(tmp_path_factory.mktemp('ca'))
-
-
-@pytest.fixture(scope='module')
-def server(ca):
-    fd = FakeDropbox(tls=ca).start()
-    yield fd
-    fd.stop()
-
-
 @pytest.fixture
 def fake(server):
     server.reset(config=True)
@@ -171,17 +156,7 @@ def fake(server):
 @pytest.fixture
 def dbx(hfs, fake, ca):
     """A factory of mounts on the Dropbox backend of the fake."""
-    def make(start=True, intervals=None, hfs_extra=None, dropbox_extra=None,
-             **kw):
-        extra = {'backend': 'dropbox', 'api_url': fake.url,
-                 'content_url': fake.url, 'notify_url': fake.url,
-                 'ca_file': ca[0], 'today_link': ''}
-        extra.update(hfs_extra or {})
-        dx = {'access_token': TOKEN}
-        dx.update(dropbox_extra or {})
-        return hfs(start=start, intervals=intervals, hfs_extra=extra,
-                   dropbox_extra=dx, **kw)
-    return make
+    return dropbox_mounts(hfs, fake, ca, hfs_defaults={'today_link': ''})
 
 
 # --------------------------------------------------------------- outage

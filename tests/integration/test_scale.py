@@ -16,18 +16,14 @@
 import os
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from conftest import dropbox_mounts
 from hfsutil import LONG_INTERVALS, find_daemon_pids, is_mounted, wait_until
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fakedropbox import FakeDropbox, make_test_ca  # noqa: E402
-
-TOKEN = 'fake-static-token'
 ROOT = '/Huracan'
 ENTRIES = int(os.environ.get('HFS_SCALE_ENTRIES', '20000'))
 # The page size the Dropbox backend asks for (DBX_LIST_LIMIT).
@@ -91,40 +87,10 @@ def timed(fn, *args):
 
 # -- the Dropbox backend, against the fake server ------------------------
 
-@pytest.fixture(scope='module')
-def ca(tmp_path_factory):
-    return make_test_ca(tmp_path_factory.mktemp('ca'))
-
-
-@pytest.fixture(scope='module')
-def server(ca):
-    fd = FakeDropbox(tls=ca).start()
-    yield fd
-    fd.stop()
-
-
-@pytest.fixture
-def fake(server):
-    server.reset(config=True)
-    yield server
-    server.end_outage()
-    server.clear_faults()
-    server.reset(config=True)
-
-
 @pytest.fixture
 def dbx(hfs, fake, ca):
-    def make(start=True, intervals=None, hfs_extra=None, dropbox_extra=None,
-             **kw):
-        extra = {'backend': 'dropbox', 'api_url': fake.url,
-                 'content_url': fake.url, 'notify_url': fake.url,
-                 'ca_file': ca[0]}
-        extra.update(hfs_extra or {})
-        dx = {'access_token': TOKEN, 'restore_data_cache_on_startup': False}
-        dx.update(dropbox_extra or {})
-        return hfs(start=start, intervals=intervals, hfs_extra=extra,
-                   dropbox_extra=dx, **kw)
-    return make
+    return dropbox_mounts(hfs, fake, ca, dropbox_defaults={
+        'restore_data_cache_on_startup': False})
 
 
 def routes(fake):
