@@ -10,7 +10,6 @@ The driver sits beside the huracanfs binary's build: $DBX_DRIVER, else
 else build/tests/unit/dbx_driver of this checkout.
 """
 
-import hashlib
 import json
 import os
 import re
@@ -25,7 +24,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / 'tests'))
 
-from fakedropbox import FakeDropbox, make_test_ca, content_hash  # noqa: E402
+from fakedropbox import content_hash  # noqa: E402
 
 MiB = 1024 * 1024
 SANITIZER = re.compile(r'AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer'
@@ -51,26 +50,6 @@ def hfs_path():
     if not os.access(b, os.X_OK):
         pytest.skip('huracanfs is not built (%s)' % b)
     return b
-
-
-@pytest.fixture(scope='module')
-def ca(tmp_path_factory):
-    return make_test_ca(tmp_path_factory.mktemp('ca'))
-
-
-@pytest.fixture(scope='module')
-def server(ca):
-    fd = FakeDropbox(tls=ca).start()
-    yield fd
-    fd.stop()
-
-
-@pytest.fixture
-def fake(server):
-    server.reset(config=True)
-    yield server
-    server.end_outage()
-    server.reset(config=True)
 
 
 def write_config(path, fake, ca, **dropbox):

@@ -143,14 +143,14 @@ def put(path, data):
 # ------------------------------------------------------------- fixtures
 
 @pytest.fixture
-def fake(server):
-    server.reset(config=True)
-    yield server
-    server.end_outage()
-    server.clear_faults()
+def fake(fake):
+    """conftest's fake, and the threads of bounded() calls that did not
+    return are waited for once the outage is over."""
+    yield fake
+    fake.end_outage()
+    fake.clear_faults()
     while LEFT_BEHIND:
         LEFT_BEHIND.pop().join(90)
-    server.reset(config=True)
 
 
 @pytest.fixture
