@@ -610,6 +610,7 @@ struct merge_ctx {
 	/* Nodes dropped; their content goes after commit. */
 	struct freed *freed;
 	size_t nfreed, capfreed;
+	size_t late; /* late uploads of ours found and deleted again */
 };
 
 static void mark_unlinked(struct hfs *fs, uint64_t ino);
@@ -694,14 +695,34 @@ static int collect_absent(void *arg, const char *name, uint64_t ino)
 	return 0;
 }
 
+/* True if remote file @e at @folded is an upload of ours that landed
+ * after its file was deleted or renamed away (a tombstone matches). */
+static bool late_upload(struct ixtxn *t, const char *folded,
+			const struct backend_entry *e)
+{
+	uint8_t h[IX_ATTEMPTS][CHASH_LEN];
+	int64_t expires = 0;
+	int n = ix_tomb_get(t, folded, &expires, h);
+	if (n > 0 && expires < hfs_now()) {
+		ix_tomb_del(t, folded);
+		return false;
+	}
+	for (int i = 0; i < n; i++)
+		if (memcmp(h[i], e->hash, CHASH_LEN) == 0)
+			return true;
+	return false;
+}
+
 /*
  * Merges a complete remote listing of directory @dir into the index.
  * Local changes win: dirty, uploading or journaled entries are kept as
  * they are. Clean entries take the remote's attributes; clean files the
- * remote no longer has are removed.
+ * remote no longer has are removed. -ECANCELED, and nothing merged, if
+ * fs->ns_gen moved from @gen (read before the listing was fetched): it
+ * may predate a change of ours.
  */
 static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
-			 struct listing *l, struct pending *pend)
+			 struct listing *l, struct pending *pend, uint64_t gen)
 {
 	struct merge_ctx m = {.fs = fs, .dirpath = dirpath, .pend = pend};
 	struct ixtxn t;
@@ -726,6 +747,19 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 	rc = ix_begin(fs->ix, true, &t);
 	if (rc)
 		goto out;
+	if (atomic_load(&fs->ns_gen) != gen) {
+		/* We changed something meanwhile: the listing may predate
+		 * it. */
+		ix_abort(&t);
+		rc = -ECANCELED;
+		goto out;
+	}
+	/* What is pending now, not only when the fetch began. */
+	rc = ix_foreach_journal(&t, pending_collect, pend);
+	if (rc) {
+		ix_abort(&t);
+		goto out;
+	}
 	m.t = &t;
 	for (size_t i = 0; i < l->n && !t.err; i++) {
 		const struct backend_entry *e = &l->e[i];
@@ -737,6 +771,16 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 		ix_fold(path, folded, (size_t)pl + 1);
 		if (pending_hit(pend, folded))
 			continue;
+		if (!e->is_dir && e->has_hash && late_upload(&t, folded, e)) {
+			/* An upload of a file since deleted or renamed away
+			 * landed after that: it goes again. */
+			hlog_info("late upload of \"%s\" (deleted or renamed "
+				  "since) found; deleting it again",
+				  path);
+			ix_journal_append(&t, JOP_UNLINK, path, NULL);
+			m.late++;
+			continue;
+		}
 		uint64_t ino;
 		char exact[BACKEND_NAME_MAX + 1];
 		struct node n;
@@ -828,6 +872,8 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 		ix_put(&t, &d);
 	}
 	rc = ix_commit(&t);
+	if (rc == 0 && m.late)
+		flushers_kick_journal(fs->fl);
 	for (size_t i = 0; i < m.nfreed; i++) {
 		if (rc == 0 && m.freed[i].known)
 			mark_unlinked(fs, m.freed[i].ino);
@@ -903,28 +949,48 @@ int fs_ensure_listed(struct hfs *fs, uint64_t dir, bool refresh)
 	char path[4096];
 	struct ixtxn t;
 	struct pending pend = {0};
-	rc = ix_begin(fs->ix, false, &t);
-	if (!rc) {
-		rc = ix_path(&t, dir, path, sizeof(path));
-		if (!rc)
-			rc = ix_foreach_journal(&t, pending_collect, &pend);
-		ix_abort(&t);
-	}
-	if (rc)
-		goto out;
 	struct listing l = {0};
-	/* Someone waits on this listing (a lookup, an ls): few retries;
-	 * if the remote is unreachable the index answers. */
-	http_set_thread_quick(true);
-	rc = listing_fetch(fs, path, &l);
-	if (rc == -ESTALE) {
-		/* The cursor expired between pages: start over, once. */
+	for (int tries = 0;; tries++) {
+		/* A listing is merged only if nothing of ours changed the
+		 * namespace or the remote while it was fetched. */
+		uint64_t gen = atomic_load(&fs->ns_gen);
+		rc = ix_begin(fs->ix, false, &t);
+		if (!rc) {
+			rc = ix_path(&t, dir, path, sizeof(path));
+			if (!rc)
+				rc = ix_foreach_journal(&t, pending_collect,
+							&pend);
+			ix_abort(&t);
+		}
+		if (rc)
+			goto out;
+		/* Someone waits on this listing (a lookup, an ls): few
+		 * retries; if the remote is unreachable the index answers. */
+		http_set_thread_quick(true);
 		l.n = 0;
 		rc = listing_fetch(fs, path, &l);
+		if (rc == -ESTALE) {
+			/* The cursor expired between pages: start over. */
+			l.n = 0;
+			rc = listing_fetch(fs, path, &l);
+		}
+		http_set_thread_quick(false);
+		if (rc == 0)
+			rc = merge_listing(fs, dir, path, &l, &pend, gen);
+		if (rc != -ECANCELED) /* not merged: the listing is stale */
+			break;
+		pending_release(&pend);
+		if (tries == 2) {
+			/* Busy: the index answers; listed again next time. */
+			hlog_debug("listing of \"%s\" not merged: the "
+				   "namespace kept changing",
+				   path[0] ? path : "/");
+			rc = 0;
+			goto out;
+		}
 	}
-	http_set_thread_quick(false);
 	if (rc == 0) {
-		rc = merge_listing(fs, dir, path, &l, &pend);
+		/* merged */
 	} else if (rc == -ENOENT || rc == -ENOTDIR) {
 		/* Not on the remote (yet): what we have is all there is. */
 		mark_listed(fs, dir);
@@ -937,11 +1003,16 @@ int fs_ensure_listed(struct hfs *fs, uint64_t dir, bool refresh)
 		atomic_store(&fs->offline_until, hfs_now() + OFFLINE_BACKOFF);
 		rc = 0;
 	}
-	free(l.e);
 out:
+	free(l.e);
 	pending_release(&pend);
 	pthread_mutex_unlock(&fs->list_lock);
 	return rc;
+}
+
+void hfs_ns_changed(struct hfs *fs)
+{
+	atomic_fetch_add(&fs->ns_gen, 1);
 }
 
 /* ---- Lookup ---- */
@@ -1105,6 +1176,7 @@ static int mkdir_node(struct hfs *fs, uint64_t parent, const char *name,
 	n.r.listed_at = hfs_now_ns();
 	ix_put(&t, &n);
 	ix_journal_append(&t, JOP_MKDIR, path, NULL);
+	hfs_ns_changed(fs);
 	rc = ix_commit(&t);
 	if (rc)
 		return rc;
@@ -1246,6 +1318,26 @@ static bool maybe_remote(const struct node *n)
 	return n->r.flags & NODE_ON_REMOTE;
 }
 
+/* How long a late upload is looked out for (seconds). */
+#define TOMB_SECONDS 3600
+
+/* File @n leaves @path (deleted, renamed, replaced): if an upload of it
+ * may still land there, leave a tombstone (see index.h). */
+static void leave_tombstone(struct ixtxn *t, const struct node *n,
+			    const char *path)
+{
+	uint8_t h[IX_ATTEMPTS][CHASH_LEN];
+	char folded[4096];
+	if (S_ISDIR(n->r.mode))
+		return;
+	int k = ix_attempts_get(t, n->ino, h);
+	size_t len = strlen(path);
+	if (k <= 0 || len >= sizeof(folded))
+		return;
+	ix_fold(path, folded, len + 1);
+	ix_tomb_put(t, folded, hfs_now() + TOMB_SECONDS, h, k);
+}
+
 static int do_remove(struct hfs *fs, uint64_t parent, const char *name,
 		     bool dir)
 {
@@ -1305,6 +1397,7 @@ static int do_remove(struct hfs *fs, uint64_t parent, const char *name,
 	rc = ix_path(&t, ino, path, sizeof(path));
 	if (rc)
 		goto fail;
+	leave_tombstone(&t, &n, path);
 	bool purge_now = false;
 	remove_entry(fs, &t, parent, &n, &purge_now);
 	if (ix_get(&t, parent, &p) == 0) {
@@ -1313,6 +1406,7 @@ static int do_remove(struct hfs *fs, uint64_t parent, const char *name,
 	}
 	if (dir || maybe_remote(&n))
 		ix_journal_append(&t, dir ? JOP_RMDIR : JOP_UNLINK, path, NULL);
+	hfs_ns_changed(fs);
 	rc = ix_commit(&t);
 	if (rc)
 		return rc;
@@ -1570,10 +1664,12 @@ int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
 	rc = ix_path(&t, sino, from, sizeof(from));
 	if (rc)
 		goto fail;
+	leave_tombstone(&t, &src, from);
 	if (have_dst) {
 		rc = ix_path(&t, dino, to, sizeof(to));
 		if (rc)
 			goto fail;
+		leave_tombstone(&t, &dst, to);
 		remove_entry(fs, &t, newparent, &dst, &purge_now);
 		if (S_ISDIR(dst.r.mode))
 			ix_journal_append(&t, JOP_RMDIR, to, NULL);
@@ -1601,6 +1697,7 @@ int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
 		goto fail;
 	if (S_ISDIR(src.r.mode) || maybe_remote(&src))
 		ix_journal_append(&t, JOP_RENAME, from, to);
+	hfs_ns_changed(fs);
 	rc = ix_commit(&t);
 	if (rc)
 		return rc;

@@ -36,7 +36,8 @@
 
 struct hfs_index {
 	MDB_env *env;
-	MDB_dbi meta, nodes, dirents, dirty, journal, orphans, chunks, attempts;
+	MDB_dbi meta, nodes, dirents, dirty, journal, orphans, chunks, attempts,
+		tombs;
 	/*
 	 * Map growth. mdb_env_set_mapsize() may only run while no txn of
 	 * this process is open, so every txn holds @maplock for reading and
@@ -113,6 +114,8 @@ static int open_dbis(struct hfs_index *ix)
 	if (!rc)
 		rc = mdb_dbi_open(txn, "attempts", MDB_CREATE | MDB_INTEGERKEY,
 				  &ix->attempts);
+	if (!rc)
+		rc = mdb_dbi_open(txn, "tombstones", MDB_CREATE, &ix->tombs);
 	if (rc) {
 		mdb_txn_abort(txn);
 		return mdb_to_errno(rc);
@@ -183,7 +186,7 @@ int index_open(const char *dir, struct hfs_index **out)
 	rc = mdb_to_errno(mdb_env_create(&ix->env));
 	if (rc)
 		goto fail;
-	mdb_env_set_maxdbs(ix->env, 8);
+	mdb_env_set_maxdbs(ix->env, 16);
 	mdb_env_set_maxreaders(ix->env, 512);
 	rc = -pthread_rwlock_init(&ix->maplock, NULL);
 	if (rc)
@@ -799,6 +802,70 @@ int ix_attempt_add(struct ixtxn *t, uint64_t ino, const uint8_t hash[CHASH_LEN])
 int ix_attempts_del(struct ixtxn *t, uint64_t ino)
 {
 	return set_del(t, t->ix->attempts, ino);
+}
+
+/* Tombstone keys: the content hash of the folded path (paths may be
+ * longer than an LMDB key). Values: i64 expiry, then the hashes. */
+static int tomb_key(const char *folded, uint8_t key[CHASH_LEN])
+{
+	return chash_buf(folded, strlen(folded), key);
+}
+
+int ix_tomb_put(struct ixtxn *t, const char *folded, int64_t expires,
+		const uint8_t h[][CHASH_LEN], int n)
+{
+	uint8_t key[CHASH_LEN], val[8 + IX_ATTEMPTS * CHASH_LEN];
+	if (t->err)
+		return t->err;
+	if (n < 1 || n > IX_ATTEMPTS)
+		return -EINVAL;
+	int rc = tomb_key(folded, key);
+	if (rc)
+		return sticky(t, rc);
+	memcpy(val, &expires, 8);
+	memcpy(val + 8, h, (size_t)n * CHASH_LEN);
+	MDB_val k = {.mv_size = CHASH_LEN, .mv_data = key};
+	MDB_val v = {.mv_size = 8 + (size_t)n * CHASH_LEN, .mv_data = val};
+	return sticky(t,
+		      mdb_to_errno(mdb_put(t->txn, t->ix->tombs, &k, &v, 0)));
+}
+
+int ix_tomb_get(struct ixtxn *t, const char *folded, int64_t *expires,
+		uint8_t h[IX_ATTEMPTS][CHASH_LEN])
+{
+	uint8_t key[CHASH_LEN];
+	if (t->err)
+		return t->err;
+	int rc = tomb_key(folded, key);
+	if (rc)
+		return sticky(t, rc);
+	MDB_val k = {.mv_size = CHASH_LEN, .mv_data = key}, v;
+	rc = mdb_to_errno(mdb_get(t->txn, t->ix->tombs, &k, &v));
+	if (rc == -ENOENT)
+		return 0;
+	if (rc)
+		return sticky(t, rc);
+	if (v.mv_size < 8 + CHASH_LEN)
+		return sticky(t, -EIO);
+	size_t n = (v.mv_size - 8) / CHASH_LEN;
+	if (n > IX_ATTEMPTS)
+		n = IX_ATTEMPTS;
+	memcpy(expires, v.mv_data, 8);
+	memcpy(h, (uint8_t *)v.mv_data + 8, n * CHASH_LEN);
+	return (int)n;
+}
+
+int ix_tomb_del(struct ixtxn *t, const char *folded)
+{
+	uint8_t key[CHASH_LEN];
+	if (t->err)
+		return t->err;
+	int rc = tomb_key(folded, key);
+	if (rc)
+		return sticky(t, rc);
+	MDB_val k = {.mv_size = CHASH_LEN, .mv_data = key};
+	rc = mdb_to_errno(mdb_del(t->txn, t->ix->tombs, &k, NULL));
+	return rc == -ENOENT ? 0 : sticky(t, rc);
 }
 
 /*

@@ -151,6 +151,7 @@ static int finish_upload(struct hfs *fs, struct hnode *hn, uint64_t gen,
 		clean = false;
 	}
 	ix_put(&t, &n);
+	hfs_ns_changed(fs);
 	rc = ix_commit(&t);
 	if (rc)
 		return rc;
@@ -215,6 +216,7 @@ static int finish_conflict(struct hfs *fs, struct upload_job *job,
 		d.r.flags |= NODE_ON_REMOTE;
 		ix_put(&t, &d);
 	}
+	hfs_ns_changed(fs);
 	rc = ix_commit(&t);
 	if (!rc && job->res.still_dirty) {
 		pthread_mutex_lock(&job->hn->mu);
@@ -566,6 +568,7 @@ int hfs_replay_journal(struct hfs *fs)
 		if (rc)
 			break;
 		ix_journal_del(&t, e->seq);
+		hfs_ns_changed(fs);
 		rc = ix_commit(&t);
 		if (rc)
 			break;

@@ -85,7 +85,15 @@ struct hfs {
 	atomic_bool short_space;
 	/* One thread at a time makes room on a full cache filesystem. */
 	pthread_mutex_t room_lock;
+	/* Bumped (before their index txn commits) by our own namespace
+	 * changes, their replay on the remote and finished uploads: a remote
+	 * listing fetched across a bump may predate one of them and is not
+	 * merged (see fs_ensure_listed). */
+	atomic_uint_fast64_t ns_gen;
 };
+
+/* Bumps fs->ns_gen: call before committing the change. */
+void hfs_ns_changed(struct hfs *fs);
 
 /* The clock, seconds since the epoch. HURACANFS_FAKE_TIME_OFFSET (seconds,
  * test builds and tests only) shifts it. */

@@ -17,6 +17,9 @@
  *   chunks   ino -> bitmap: which 4 MiB chunks of a partially cached file
  *            are in its content file (bit i = bytes [i*4MiB, (i+1)*4MiB))
  *   attempts ino -> content hashes of uploads sent but not confirmed
+ *   tombstones  hash of a folded remote path -> expiry + content hashes:
+ *            where an unconfirmed upload of a file since deleted or
+ *            renamed may still land
  *
  * Transactions: struct ixtxn wraps an MDB_txn with a sticky error (after a
  * failed step every further step is a no-op returning the same error, and
@@ -195,6 +198,17 @@ int ix_attempts_get(struct ixtxn *t, uint64_t ino,
 int ix_attempt_add(struct ixtxn *t, uint64_t ino,
 		   const uint8_t hash[CHASH_LEN]);
 int ix_attempts_del(struct ixtxn *t, uint64_t ino);
+
+/* Tombstones: the remote path (folded) of a file deleted or renamed away
+ * while an upload of it may still land there (sent, answer never heard),
+ * with the content hashes that upload may carry and an expiry (seconds).
+ * A listing showing such bytes there shows our late upload, not a new
+ * file. ix_tomb_get returns how many hashes there are (0: none). */
+int ix_tomb_put(struct ixtxn *t, const char *folded, int64_t expires,
+		const uint8_t h[][CHASH_LEN], int n);
+int ix_tomb_get(struct ixtxn *t, const char *folded, int64_t *expires,
+		uint8_t h[IX_ATTEMPTS][CHASH_LEN]);
+int ix_tomb_del(struct ixtxn *t, const char *folded);
 
 /* The namespace journal. */
 int ix_journal_append(struct ixtxn *t, int op, const char *path,

@@ -463,6 +463,44 @@ def test_our_own_upload_with_a_lost_answer_is_no_conflict(dbx, fake):
     assert nothing_pending(m), m.status()
 
 
+def test_a_late_upload_of_a_deleted_file_does_not_bring_it_back(dbx, fake):
+    """The server holds an upload while the daemon is killed and stores
+    it only after the next daemon has deleted the file there: that is
+    our own late upload (the tombstone the delete left says so), deleted
+    again, not a new file to show."""
+    m = dbx(intervals=LONG_INTERVALS)
+    m.m('logs').mkdir()
+    m.flush()
+    data = b'line\n' * 100
+    put(m.m('logs/x.log'), data)
+    fake.add_fault(route='files/upload', path='*x.log', delay=3, count=1)
+    m.flush(wait=False)
+    time.sleep(1)  # the upload is sent; the server holds it for 3 s
+    m.kill9()
+    m.start()
+    os.unlink(m.m('logs/x.log'))
+    m.flush()
+    wait_until(lambda: fake_has(fake, 'logs/x.log'), 15,
+               'the held upload to land')
+    assert fake.get_file(ROOT + '/logs/x.log') == data
+    # The listing shows it: ours, late.
+    wait_until(lambda: 'x.log' not in os.listdir(m.m('logs')) and
+               not fake_has(fake, 'logs/x.log'), 20,
+               'the late upload to be deleted again', interval=0.2)
+    m.flush()
+    assert 'x.log' not in os.listdir(m.m('logs'))
+    assert not fake_has(fake, 'logs/x.log')
+    assert 'late upload of "/logs/x.log"' in m.log_text()
+
+
+def fake_has(fake, rel):
+    try:
+        fake.get_file(ROOT + '/' + rel)
+        return True
+    except Exception:
+        return False
+
+
 # ------------------------------------------------------ index map growth
 
 def test_index_map_grows_as_the_index_fills(hfs, monkeypatch):

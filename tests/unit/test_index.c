@@ -1337,6 +1337,46 @@ static void test_attempts(void)
 	index_close(ix);
 }
 
+/* Tombstones: by folded path (any length), with their expiry and up to
+ * IX_ATTEMPTS hashes. */
+static void test_tombstones(void)
+{
+	char dir[256], longpath[3000];
+	struct ixtxn t;
+	uint8_t h[2][CHASH_LEN], got[IX_ATTEMPTS][CHASH_LEN];
+	int64_t exp = 0;
+	memset(h[0], 0xaa, CHASH_LEN);
+	memset(h[1], 0xbb, CHASH_LEN);
+	memset(longpath, 'x', sizeof(longpath) - 1);
+	longpath[0] = '/';
+	longpath[sizeof(longpath) - 1] = '\0';
+	ix_dir("tombs", dir, sizeof(dir));
+	struct hfs_index *ix = open_ix(dir);
+
+	wbegin(ix, &t);
+	CHECK(ix_tomb_get(&t, "/a/b.log", &exp, got) == 0);
+	CHECK(ix_tomb_put(&t, "/a/b.log", 1234, h, 2) == 0);
+	CHECK(ix_tomb_put(&t, longpath, 99, h, 1) == 0);
+	CHECK(ix_tomb_put(&t, "/bad", 1, h, 0) == -EINVAL);
+	commit_ok(&t);
+
+	rbegin(ix, &t);
+	CHECK(ix_tomb_get(&t, "/a/b.log", &exp, got) == 2);
+	CHECK(exp == 1234);
+	CHECK(memcmp(got[0], h[0], CHASH_LEN) == 0);
+	CHECK(memcmp(got[1], h[1], CHASH_LEN) == 0);
+	CHECK(ix_tomb_get(&t, longpath, &exp, got) == 1 && exp == 99);
+	CHECK(ix_tomb_get(&t, "/a/b.lo", &exp, got) == 0);
+	CHECK(ix_commit(&t) == 0);
+
+	wbegin(ix, &t);
+	CHECK(ix_tomb_del(&t, "/a/b.log") == 0);
+	CHECK(ix_tomb_del(&t, "/a/b.log") == 0); /* none: fine */
+	CHECK(ix_tomb_get(&t, "/a/b.log", &exp, got) == 0);
+	commit_ok(&t);
+	index_close(ix);
+}
+
 /* Inserts nodes @first..@first+@count-1 under the root in one txn. */
 static int put_many(struct hfs_index *ix, uint64_t first, unsigned count)
 {
@@ -1505,6 +1545,7 @@ int main(void)
 	test_read_only();
 	test_readers();
 	test_attempts();
+	test_tombstones();
 	test_map_growth();
 	test_map_growth_threads();
 
