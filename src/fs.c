@@ -1306,12 +1306,11 @@ static void remove_entry(struct hfs *fs, struct ixtxn *t, uint64_t parent,
 /*
  * True if the remote may hold file @n at its path: it was listed there or
  * an upload of it was ever sent (start_upload() in upload.c sets
- * NODE_ON_REMOTE, as a lost answer may hide a stored upload). Only then does a
- * rename or a delete of it go into the journal: a file that never reached the
- * remote has nothing there to move or delete (its upload reads its path when it
- * starts, see start_upload() in upload.c), and a same-named file there
- * belongs to someone else. Directories are always journaled (their mkdir
- * may be queued).
+ * NODE_ON_REMOTE, as a lost answer may hide a stored upload). Only then
+ * does a rename or a delete of it go into the journal: a file that never
+ * reached the remote has nothing there to move or delete (its upload reads
+ * its path when it starts), and a same-named file there belongs to someone
+ * else. Directories are always journaled (their mkdir may be queued).
  */
 static bool maybe_remote(const struct node *n)
 {

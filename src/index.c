@@ -805,26 +805,33 @@ int ix_attempts_del(struct ixtxn *t, uint64_t ino)
 }
 
 /* Tombstone keys: the content hash of the folded path (paths may be
- * longer than an LMDB key). Values: i64 expiry, then the hashes. */
-static int tomb_key(const char *folded, uint8_t key[CHASH_LEN])
+ * longer than an LMDB key), in @key, described by @k. Values: i64 expiry,
+ * then the hashes. */
+static int tomb_key(struct ixtxn *t, const char *folded, uint8_t key[CHASH_LEN],
+		    MDB_val *k)
 {
-	return chash_buf(folded, strlen(folded), key);
+	if (t->err)
+		return t->err;
+	int rc = chash_buf(folded, strlen(folded), key);
+	if (rc)
+		return sticky(t, rc);
+	k->mv_size = CHASH_LEN;
+	k->mv_data = key;
+	return 0;
 }
 
 int ix_tomb_put(struct ixtxn *t, const char *folded, int64_t expires,
 		const uint8_t h[][CHASH_LEN], int n)
 {
 	uint8_t key[CHASH_LEN], val[8 + IX_ATTEMPTS * CHASH_LEN];
-	if (t->err)
-		return t->err;
+	MDB_val k;
 	if (n < 1 || n > IX_ATTEMPTS)
 		return -EINVAL;
-	int rc = tomb_key(folded, key);
+	int rc = tomb_key(t, folded, key, &k);
 	if (rc)
-		return sticky(t, rc);
+		return rc;
 	memcpy(val, &expires, 8);
 	memcpy(val + 8, h, (size_t)n * CHASH_LEN);
-	MDB_val k = {.mv_size = CHASH_LEN, .mv_data = key};
 	MDB_val v = {.mv_size = 8 + (size_t)n * CHASH_LEN, .mv_data = val};
 	return sticky(t,
 		      mdb_to_errno(mdb_put(t->txn, t->ix->tombs, &k, &v, 0)));
@@ -834,12 +841,10 @@ int ix_tomb_get(struct ixtxn *t, const char *folded, int64_t *expires,
 		uint8_t h[IX_ATTEMPTS][CHASH_LEN])
 {
 	uint8_t key[CHASH_LEN];
-	if (t->err)
-		return t->err;
-	int rc = tomb_key(folded, key);
+	MDB_val k, v;
+	int rc = tomb_key(t, folded, key, &k);
 	if (rc)
-		return sticky(t, rc);
-	MDB_val k = {.mv_size = CHASH_LEN, .mv_data = key}, v;
+		return rc;
 	rc = mdb_to_errno(mdb_get(t->txn, t->ix->tombs, &k, &v));
 	if (rc == -ENOENT)
 		return 0;
@@ -858,12 +863,10 @@ int ix_tomb_get(struct ixtxn *t, const char *folded, int64_t *expires,
 int ix_tomb_del(struct ixtxn *t, const char *folded)
 {
 	uint8_t key[CHASH_LEN];
-	if (t->err)
-		return t->err;
-	int rc = tomb_key(folded, key);
+	MDB_val k;
+	int rc = tomb_key(t, folded, key, &k);
 	if (rc)
-		return sticky(t, rc);
-	MDB_val k = {.mv_size = CHASH_LEN, .mv_data = key};
+		return rc;
 	rc = mdb_to_errno(mdb_del(t->txn, t->ix->tombs, &k, NULL));
 	return rc == -ENOENT ? 0 : sticky(t, rc);
 }
