@@ -228,6 +228,9 @@ struct batch_stats {
 #define BATCH_FILE_MAX ((uint64_t)16 << 20)
 /* At most this many files in one batch commit (each holds a snapshot fd). */
 #define BATCH_MAX 200
+/* Times a file is prepared again because the journal moved on (or the
+ * file changed while read) before it counts as failed for now. */
+#define STALE_MAX 10
 
 /* Queues @ino again after a failure, with a capped doubling delay. */
 static void retry_later(struct catq *q, uint64_t ino, int64_t now)
@@ -375,7 +378,7 @@ static void upload_all(struct catq *q, struct qent *batch, size_t n,
 			}
 			struct upload_job *job = &jobs[used++];
 			int rc = hfs_upload_prepare(fs, ino, job);
-			if (rc == -ESTALE && stale < 3) {
+			if (rc == -ESTALE && stale < STALE_MAX) {
 				/* Namespace changes the remote has not seen:
 				 * commit what is prepared, replay them, then
 				 * this file again. */

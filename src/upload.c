@@ -469,7 +469,7 @@ int hfs_upload(struct hfs *fs, uint64_t ino, struct upload_result *res)
 	struct upload_job job;
 	struct backend_entry meta;
 	int rc = hfs_upload_prepare(fs, ino, &job);
-	for (int tries = 1; rc == -ESTALE && tries < 4; tries++) {
+	for (int tries = 1; rc == -ESTALE && tries < 10; tries++) {
 		/* The journal holds changes the remote has not seen. */
 		rc = hfs_replay_journal(fs);
 		if (rc)
