@@ -799,6 +799,24 @@ int ix_attempt_add(struct ixtxn *t, uint64_t ino, const uint8_t hash[CHASH_LEN])
 			(size_t)(n + 1) * CHASH_LEN);
 }
 
+int ix_attempt_answered(struct ixtxn *t, uint64_t ino,
+			const uint8_t hash[CHASH_LEN])
+{
+	uint8_t h[IX_ATTEMPTS][CHASH_LEN];
+	int n = ix_attempts_get(t, ino, h), kept = 0;
+	if (n <= 0)
+		return n;
+	for (int i = 0; i < n; i++)
+		if (memcmp(h[i], hash, CHASH_LEN) != 0)
+			memmove(h[kept++], h[i], CHASH_LEN);
+	if (kept == n)
+		return 0;
+	if (kept == 0)
+		return ix_attempts_del(t, ino);
+	return blob_put(t, t->ix->attempts, ino, &h[0][0],
+			(size_t)kept * CHASH_LEN);
+}
+
 int ix_attempts_del(struct ixtxn *t, uint64_t ino)
 {
 	return set_del(t, t->ix->attempts, ino);

@@ -129,7 +129,7 @@ static int finish_upload(struct hfs *fs, struct hnode *hn, uint64_t gen,
 	n.r.flags &= ~NODE_UPLOADING;
 	n.r.flags |= NODE_ON_REMOTE | NODE_HAS_HASH;
 	memcpy(n.r.remote_hash, hash, CHASH_LEN);
-	ix_attempts_del(&t, hn->ino);
+	ix_attempt_answered(&t, hn->ino, hash);
 	if (meta && meta->rev[0])
 		snprintf(n.r.rev, sizeof(n.r.rev), "%s", meta->rev);
 	n.r.last_upload = hfs_now();

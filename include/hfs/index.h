@@ -188,15 +188,20 @@ int ix_chunks_put(struct ixtxn *t, uint64_t ino, const uint8_t *buf,
 		  size_t len);
 int ix_chunks_del(struct ixtxn *t, uint64_t ino);
 
-/* Uploads sent and not confirmed (a lost reply, a crash meanwhile): the
- * content hashes of the last IX_ATTEMPTS, newest first, so that a remote
- * revision holding one of them is known for our own, not another
- * machine's. ix_attempts_get returns how many there are. */
-#define IX_ATTEMPTS 2
+/* Uploads sent and not confirmed (a lost reply, a crash meanwhile, a
+ * request the server may still be holding): the content hashes of the
+ * last IX_ATTEMPTS, newest first, so that a remote revision holding one
+ * of them is known for our own, not another machine's, however late it
+ * lands. An answered upload takes its own hash out
+ * (ix_attempt_answered); the others stay. ix_attempts_get returns how
+ * many there are. */
+#define IX_ATTEMPTS 4
 int ix_attempts_get(struct ixtxn *t, uint64_t ino,
 		    uint8_t out[IX_ATTEMPTS][CHASH_LEN]);
 int ix_attempt_add(struct ixtxn *t, uint64_t ino,
 		   const uint8_t hash[CHASH_LEN]);
+int ix_attempt_answered(struct ixtxn *t, uint64_t ino,
+			const uint8_t hash[CHASH_LEN]);
 int ix_attempts_del(struct ixtxn *t, uint64_t ino);
 
 /* Tombstones: the remote path (folded) of a file deleted or renamed away

@@ -1292,15 +1292,17 @@ static void test_readers(void)
 	index_close(ix);
 }
 
-/* The hashes of unconfirmed uploads: newest first, two kept, gone with
- * ix_attempts_del and with the node. */
+/* The hashes of unconfirmed uploads: newest first, IX_ATTEMPTS kept; an
+ * answered one leaves the others; all gone with ix_attempts_del and with
+ * the node. */
 static void test_attempts(void)
 {
 	char dir[256];
 	struct ixtxn t;
 	struct node n;
-	uint8_t h[3][CHASH_LEN], got[IX_ATTEMPTS][CHASH_LEN];
-	for (int i = 0; i < 3; i++)
+	enum { N = IX_ATTEMPTS + 1 };
+	uint8_t h[N][CHASH_LEN], got[IX_ATTEMPTS][CHASH_LEN];
+	for (int i = 0; i < N; i++)
 		memset(h[i], 0x11 * (i + 1), CHASH_LEN);
 	ix_dir("attempts", dir, sizeof(dir));
 	struct hfs_index *ix = open_ix(dir);
@@ -1313,23 +1315,33 @@ static void test_attempts(void)
 	CHECK(ix_attempt_add(&t, ino, h[0]) == 0);
 	CHECK(ix_attempts_get(&t, ino, got) == 1);
 	CHECK(memcmp(got[0], h[0], CHASH_LEN) == 0);
-	CHECK(ix_attempt_add(&t, ino, h[1]) == 0);
-	CHECK(ix_attempt_add(&t, ino, h[2]) == 0);
+	for (int i = 1; i < N; i++)
+		CHECK(ix_attempt_add(&t, ino, h[i]) == 0);
 	commit_ok(&t);
 
-	/* After a reopen: the newest two, newest first. */
+	/* After a reopen: the newest IX_ATTEMPTS, newest first. */
 	index_close(ix);
 	ix = open_ix(dir);
 	rbegin(ix, &t);
-	CHECK(ix_attempts_get(&t, ino, got) == 2);
-	CHECK(memcmp(got[0], h[2], CHASH_LEN) == 0);
-	CHECK(memcmp(got[1], h[1], CHASH_LEN) == 0);
+	CHECK(ix_attempts_get(&t, ino, got) == IX_ATTEMPTS);
+	for (int i = 0; i < IX_ATTEMPTS; i++)
+		CHECK(memcmp(got[i], h[N - 1 - i], CHASH_LEN) == 0);
 	CHECK(ix_commit(&t) == 0);
 
+	/* An answer takes its own hash out, the others stay in order. */
 	wbegin(ix, &t);
+	CHECK(ix_attempt_answered(&t, ino, h[N - 2]) == 0);
+	CHECK(ix_attempts_get(&t, ino, got) == IX_ATTEMPTS - 1);
+	CHECK(memcmp(got[0], h[N - 1], CHASH_LEN) == 0);
+	CHECK(memcmp(got[1], h[N - 3], CHASH_LEN) == 0);
+	CHECK(ix_attempt_answered(&t, ino, h[0]) == 0); /* not there */
+	CHECK(ix_attempts_get(&t, ino, got) == IX_ATTEMPTS - 1);
 	CHECK(ix_attempts_del(&t, ino) == 0);
 	CHECK(ix_attempts_get(&t, ino, got) == 0);
 	CHECK(ix_attempts_del(&t, ino) == 0); /* none: fine */
+	CHECK(ix_attempt_add(&t, ino, h[0]) == 0);
+	CHECK(ix_attempt_answered(&t, ino, h[0]) == 0); /* the last one */
+	CHECK(ix_attempts_get(&t, ino, got) == 0);
 	CHECK(ix_attempt_add(&t, ino, h[0]) == 0);
 	CHECK(ix_del(&t, ino) == 0); /* the node takes them along */
 	CHECK(ix_attempts_get(&t, ino, got) == 0);
