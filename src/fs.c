@@ -774,9 +774,15 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 		ix_fold(path, folded, (size_t)pl + 1);
 		if (pending_hit(pend, folded))
 			continue;
-		if (!e->is_dir && e->has_hash && late_upload(&t, folded, e)) {
-			/* An upload of a file since deleted or renamed away
-			 * landed after that: it goes again. */
+		uint64_t ino;
+		char exact[BACKEND_NAME_MAX + 1];
+		struct node n;
+		int lrc = ix_lookup(&t, dir, e->name, &ino, exact);
+		if (lrc == -ENOENT && !e->is_dir && e->has_hash &&
+		    late_upload(&t, folded, e)) {
+			/* Nothing of ours is there, but an upload of a file
+			 * since deleted or renamed away landed after that:
+			 * it goes again. */
 			hlog_info("late upload of \"%s\" (deleted or renamed "
 				  "since) found; deleting it again",
 				  path);
@@ -784,10 +790,6 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 			m.late++;
 			continue;
 		}
-		uint64_t ino;
-		char exact[BACKEND_NAME_MAX + 1];
-		struct node n;
-		int lrc = ix_lookup(&t, dir, e->name, &ino, exact);
 		if (lrc == -ENOENT) {
 			add_remote_node(&t, dir, e, now_ns);
 			continue;

@@ -468,7 +468,7 @@ def test_a_late_upload_of_a_deleted_file_does_not_bring_it_back(dbx, fake):
     it only after the next daemon has deleted the file there: that is
     our own late upload (the tombstone the delete left says so), deleted
     again, not a new file to show."""
-    m = dbx(intervals=LONG_INTERVALS)
+    m = dbx(intervals=LONG_INTERVALS, hfs_extra={'dir_cache_seconds': 1})
     m.m('logs').mkdir()
     m.flush()
     data = b'line\n' * 100
@@ -491,6 +491,17 @@ def test_a_late_upload_of_a_deleted_file_does_not_bring_it_back(dbx, fake):
     assert 'x.log' not in os.listdir(m.m('logs'))
     assert not fake_has(fake, 'logs/x.log')
     assert 'late upload of "/logs/x.log"' in m.log_text()
+    # The same bytes written there again are a file of ours, not a late
+    # upload: they stay (the tombstone is for paths we have nothing at).
+    put(m.m('logs/x.log'), data)
+    m.flush()
+    fake.reset_stats()
+    for _ in range(3):
+        assert 'x.log' in os.listdir(m.m('logs'))
+        time.sleep(1.5)  # past dir_cache_seconds: listed again
+    m.flush()
+    assert fake.get_file(ROOT + '/logs/x.log') == data
+    assert not fake.requests('files/delete_v2')
 
 
 def fake_has(fake, rel):
