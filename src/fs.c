@@ -695,9 +695,6 @@ static int collect_absent(void *arg, const char *name, uint64_t ino)
 	return 0;
 }
 
-/* For merge_listing's @gen: merge whatever ns_gen says. */
-#define MERGE_ANYWAY UINT64_MAX
-
 /* True if remote file @e at @folded is an upload of ours that landed
  * after its file was deleted or renamed away (a tombstone matches). */
 static bool late_upload(struct ixtxn *t, const char *folded,
@@ -722,7 +719,7 @@ static bool late_upload(struct ixtxn *t, const char *folded,
  * they are. Clean entries take the remote's attributes; clean files the
  * remote no longer has are removed. -ECANCELED, and nothing merged, if
  * fs->ns_gen moved from @gen (read before the listing was fetched): it
- * may predate a change of ours (MERGE_ANYWAY: merge all the same).
+ * may predate a change of ours.
  */
 static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 			 struct listing *l, struct pending *pend, uint64_t gen)
@@ -750,7 +747,7 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 	rc = ix_begin(fs->ix, true, &t);
 	if (rc)
 		goto out;
-	if (gen != MERGE_ANYWAY && atomic_load(&fs->ns_gen) != gen) {
+	if (atomic_load(&fs->ns_gen) != gen) {
 		/* We changed something meanwhile: the listing may predate
 		 * it. */
 		ix_abort(&t);
@@ -980,9 +977,6 @@ int fs_ensure_listed(struct hfs *fs, uint64_t dir, bool refresh)
 			rc = listing_fetch(fs, path, &l);
 		}
 		http_set_thread_quick(false);
-		if (rc == 0 && tries == 2 && !(d.r.flags & NODE_LISTED))
-			gen = MERGE_ANYWAY; /* never listed: better than empty
-					     */
 		if (rc == 0)
 			rc = merge_listing(fs, dir, path, &l, &pend, gen);
 		if (rc != -ECANCELED) /* not merged: the listing is stale */
