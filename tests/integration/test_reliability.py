@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import dropbox_mounts
+from fakedropbox.store import Lookup
 from hfsutil import LONG_INTERVALS, describe_diff, file_equals, \
     is_mounted, snapshot, wait_until
 
@@ -69,15 +70,22 @@ def bounded(fn, timeout, what):
 
 
 def remote_tree(fake):
-    """{rel: bytes | 'DIR'} of everything under /Huracan on the fake."""
-    out = {}
-    for e in fake.tree():
-        if not e['path_lower'].startswith(ROOT.lower() + '/'):
-            continue
-        rel = e['path_display'][len(ROOT) + 1:]
-        out[rel] = 'DIR' if e['.tag'] == 'folder' else \
-            fake.get_file(e['path_display'])
-    return out
+    """{rel: bytes | 'DIR'} of everything under /Huracan on the fake. The
+    daemon may move or delete a file between the listing and the read:
+    the read is then tried again on a fresh listing."""
+    for _ in range(20):
+        out = {}
+        try:
+            for e in fake.tree():
+                if not e['path_lower'].startswith(ROOT.lower() + '/'):
+                    continue
+                rel = e['path_display'][len(ROOT) + 1:]
+                out[rel] = 'DIR' if e['.tag'] == 'folder' else \
+                    fake.get_file(e['path_display'])
+            return out
+        except Lookup:
+            time.sleep(0.05)
+    raise AssertionError('the remote tree kept changing while read')
 
 
 def first_difference(a, b):
