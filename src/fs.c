@@ -2272,11 +2272,10 @@ static void throttle(struct hfs *fs)
 	nanosleep(&ts, NULL);
 }
 
-ssize_t hfs_write(struct hfs *fs, struct hfs_file *fh, struct fuse_bufvec *buf,
-		  uint64_t off, bool writepage)
+/* The content file of @hn with every byte in it (fetched if need be):
+ * its fd, or -errno. */
+static int whole_fd(struct hfs *fs, struct hnode *hn)
 {
-	struct hnode *hn = fh->hn;
-	throttle(fs);
 	pthread_mutex_lock(&hn->mu);
 	int rc = 0;
 	if (hn->fd < 0 || hn->fetching || !hn->complete)
@@ -2285,8 +2284,18 @@ ssize_t hfs_write(struct hfs *fs, struct hfs_file *fh, struct fuse_bufvec *buf,
 		rc = hnode_open_fd(fs, hn, false);
 	int fd = hn->fd;
 	pthread_mutex_unlock(&hn->mu);
-	if (rc)
-		return rc;
+	return rc ? rc : fd;
+}
+
+ssize_t hfs_write(struct hfs *fs, struct hfs_file *fh, struct fuse_bufvec *buf,
+		  uint64_t off, bool writepage)
+{
+	struct hnode *hn = fh->hn;
+	throttle(fs);
+	int fd = whole_fd(fs, hn);
+	if (fd < 0)
+		return fd;
+	int rc;
 
 	size_t len = fuse_buf_size(buf);
 	struct fuse_bufvec dst = FUSE_BUFVEC_INIT(len);
@@ -2365,15 +2374,10 @@ int hfs_fallocate(struct hfs *fs, struct hfs_file *fh, int mode, uint64_t off,
 		return -EBADF;
 	if (off > INT64_MAX || len > INT64_MAX - off)
 		return -EFBIG;
-	pthread_mutex_lock(&hn->mu);
-	int rc = 0;
-	if (hn->fd < 0 || hn->fetching || !hn->complete)
-		rc = ensure_cached(fs, hn);
-	if (!rc && hn->fd < 0)
-		rc = hnode_open_fd(fs, hn, false);
-	pthread_mutex_unlock(&hn->mu);
-	if (rc)
+	int rc = whole_fd(fs, hn);
+	if (rc < 0)
 		return rc;
+	rc = 0;
 
 	pthread_rwlock_rdlock(&hn->snap);
 	pthread_mutex_lock(&hn->mu);
