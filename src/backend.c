@@ -20,8 +20,6 @@
 #include "hfs/config.h"
 #include "hfs/dropbox.h"
 
-#define BACKEND_ERROR_MAX 512
-
 static __thread char backend_error[BACKEND_ERROR_MAX];
 
 void backend_set_thread_cancel(const atomic_bool *flag)

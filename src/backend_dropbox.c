@@ -46,8 +46,15 @@
  *
  * Tokens: the current access token, its expiry and a generation number
  * live under tok_lock. One thread refreshes at a time (refreshing); the
- * others wait on tok_cond. After a 401 expired_access_token a caller asks
- * for a refresh only if the token it used is still the current one.
+ * others wait on tok_cond. After a 401 expired_access_token (or
+ * invalid_access_token, with a refresh token at hand) a caller asks for a
+ * refresh only if the token it used is still the current one. A token is
+ * refreshed ahead of its expiry by 300 s, or by half its lifetime if that
+ * is shorter, and never twice within DBX_REFRESH_SPACING seconds (a token
+ * that dies sooner waits). Refused credentials (invalid_grant, a 401 for
+ * a token we cannot replace) will not pass by themselves: every call then
+ * fails at once with the same message, without a request, until a retry
+ * time that doubles from 1 min to 1 h (auth_retry_at).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -74,11 +81,22 @@
 #define DBX_LIST_LIMIT 2000
 #define DBX_BATCH_MAX 1000
 #define DBX_REFRESH_MARGIN 300
+#define DBX_REFRESH_SPACING 5
+#define DBX_AUTH_BACKOFF_MIN 60
+#define DBX_AUTH_BACKOFF_MAX 3600
 #define DBX_LONGPOLL_MIN 30
 #define DBX_LONGPOLL_MAX 480
 #define DBX_LONGPOLL_SLACK (90 + 30)
 #define DBX_OFFSET_RECOVERIES 64
 #define DBX_HOLD_MAX_MS 3600000u
+/* Upload sessions kept for a later finish (see "Kept sessions"). */
+#define DBX_KEPT_MAX 256
+#define DBX_KEPT_TTL_S (6 * 86400) /* Dropbox keeps them 7 days */
+/* While Dropbox is out of space: get_space_usage at most this often, and
+ * a retry regardless of it after a pause doubling between these. */
+#define DBX_SPACE_POLL_MS 10000
+#define DBX_SPACE_BACKOFF_MIN_S 60
+#define DBX_SPACE_BACKOFF_MAX_S 3600
 
 static const struct dbx_tuning dbx_defaults = {
 	.max_attempts = 6,
@@ -87,6 +105,26 @@ static const struct dbx_tuning dbx_defaults = {
 	.budget_ms = 60000,
 	.single_max = 16 * MiB,
 	.chunk = 32 * MiB,
+};
+
+/* An upload session whose bytes the server holds but never committed. */
+struct kept_session {
+	char *sid; /* owned; NULL: a free slot */
+	uint8_t hash[CHASH_LEN]; /* content hash of its bytes */
+	uint64_t size;
+	bool closed; /* finish_batch_v2 can commit it */
+	int64_t since; /* monotonic s */
+};
+
+/* What we know of the remote's free space since an upload was refused for
+ * the lack of it. */
+struct space_state {
+	bool short_of_space; /* an upload was refused with ENOSPC */
+	uint64_t free_at_refusal; /* UINT64_MAX: unknown */
+	uint64_t free_now; /* the last get_space_usage; UINT64_MAX: unknown */
+	uint64_t checked_ms; /* monotonic ms of free_now; 0: never */
+	unsigned refusals; /* in a row */
+	uint64_t retry_at_ms; /* monotonic: try regardless of the space */
 };
 
 struct dbx {
@@ -107,12 +145,25 @@ struct dbx {
 	char *token; /* protected by tok_lock; secret */
 	int64_t expiry; /* protected by tok_lock; monotonic s, 0:
 			   unknown */
+	int64_t refresh_at; /* protected by tok_lock; monotonic s when to
+			       refresh ahead, 0: never */
+	int64_t last_refresh; /* protected by tok_lock; monotonic s, 0:
+				 none yet */
 	unsigned tok_gen; /* protected by tok_lock */
 	bool refreshing; /* protected by tok_lock */
+	/* Refused credentials (see the top of the file); tok_lock. */
+	int64_t auth_retry_at; /* monotonic s; 0: not refused */
+	unsigned auth_fails;
+	char auth_msg[256];
 
 	/* Rate limiting shared by all threads. */
 	pthread_mutex_t hold_lock;
 	uint64_t hold_until; /* protected by hold_lock; monotonic ms */
+
+	/* Kept upload sessions and the space state. */
+	pthread_mutex_t kept_lock;
+	struct kept_session kept[DBX_KEPT_MAX]; /* protected by kept_lock */
+	struct space_state space; /* protected by kept_lock */
 
 	/* Batch commits run one at a time. */
 	pthread_mutex_t batch_lock;
@@ -155,6 +206,8 @@ struct call {
 	long timeout_s; /* STYLE_LONGPOLL */
 	unsigned max_attempts; /* 0: the backend's */
 	unsigned transport_retries; /* out: attempts lost to the network */
+	int transport_rc; /* out: http_perform's error of a call that
+			     failed without a reply, else 0 */
 	struct http_response resp; /* out: the last reply */
 	struct dbx_error err; /* out: the translated error */
 };
@@ -344,35 +397,87 @@ out:
 }
 
 /*
+ * Credentials were refused (tok_lock held): no call gets a token before
+ * a retry time that doubles from DBX_AUTH_BACKOFF_MIN to
+ * DBX_AUTH_BACKOFF_MAX; until then they fail with @msg.
+ */
+static void auth_refused_locked(struct dbx *db, const char *msg)
+{
+	int64_t d = DBX_AUTH_BACKOFF_MIN;
+
+	for (unsigned i = 0; i < db->auth_fails && d < DBX_AUTH_BACKOFF_MAX;
+	     i++)
+		d *= 2;
+	if (d > DBX_AUTH_BACKOFF_MAX)
+		d = DBX_AUTH_BACKOFF_MAX;
+	db->auth_fails++;
+	db->auth_retry_at = now_s() + d;
+	snprintf(db->auth_msg, sizeof(db->auth_msg), "%s", msg);
+}
+
+/* A call was refused with token generation @gen, which cannot be
+ * replaced: see auth_refused_locked. */
+static void auth_refused(struct dbx *db, unsigned gen, const char *msg)
+{
+	pthread_mutex_lock(&db->tok_lock);
+	if (db->tok_gen == gen && !db->refreshing)
+		auth_refused_locked(db, msg);
+	pthread_mutex_unlock(&db->tok_lock);
+}
+
+/*
  * Copies the current access token to *@out (malloc'd, secret) and its
- * generation to *@gen, refreshing it first if it is missing, about to
- * expire, or (@force) still the generation @stale_gen that was refused.
+ * generation to *@gen, refreshing it first if it is missing, due for an
+ * early refresh, expired, or (@force) still the generation @stale_gen
+ * that was refused. While credentials are refused (auth_retry_at) it
+ * fails at once with -EACCES.
  */
 static int get_token(struct dbx *db, bool force, unsigned stale_gen, char **out,
 		     unsigned *gen)
 {
 	char *fresh = NULL;
-	int64_t expires_in = 0;
-	bool need;
+	int64_t expires_in = 0, now, wait, margin;
+	bool need, usable;
 	int rc = 0;
 
 	pthread_mutex_lock(&db->tok_lock);
 	for (;;) {
 		while (db->refreshing)
 			pthread_cond_wait(&db->tok_cond, &db->tok_lock);
-		need = !db->token || (force && db->tok_gen == stale_gen) ||
-		       (db->expiry &&
-			now_s() >= db->expiry - DBX_REFRESH_MARGIN);
+		now = now_s();
+		if (db->auth_retry_at && now < db->auth_retry_at) {
+			backend_set_error("%s", db->auth_msg);
+			rc = -EACCES;
+			break;
+		}
+		if (force && db->tok_gen != stale_gen)
+			force = false; /* another thread replaced it */
+		usable = db->token && !force &&
+			 (!db->expiry || now < db->expiry);
+		need = !usable || (db->refresh_at && now >= db->refresh_at);
 		if (!need || !db->refresh_token)
 			break;
+		wait = db->last_refresh
+			       ? db->last_refresh + DBX_REFRESH_SPACING - now
+			       : 0;
+		if (wait > 0 && usable)
+			break; /* refreshed a moment ago; this one still works
+				*/
 		db->refreshing = true;
 		pthread_mutex_unlock(&db->tok_lock);
+		if (wait > 0)
+			sleep_ms((uint64_t)wait * 1000);
 		rc = do_refresh(db, &fresh, &expires_in);
 		pthread_mutex_lock(&db->tok_lock);
 		db->refreshing = false;
+		now = now_s();
+		db->last_refresh = now;
 		pthread_cond_broadcast(&db->tok_cond);
-		if (rc < 0 && rc != -EACCES && !force && db->token &&
-		    now_s() < db->expiry) {
+		if (rc == -EACCES) {
+			auth_refused_locked(db, backend_last_error());
+			break;
+		}
+		if (rc < 0 && usable) {
 			/* An early refresh failed for a passing reason:
 			 * the current token is still good for a while. */
 			rc = 0;
@@ -386,15 +491,21 @@ static int get_token(struct dbx *db, bool force, unsigned stale_gen, char **out,
 		}
 		db->token = fresh;
 		fresh = NULL;
-		db->expiry = expires_in > 0 ? now_s() + expires_in : 0;
+		margin = expires_in / 2 < DBX_REFRESH_MARGIN
+				 ? expires_in / 2
+				 : DBX_REFRESH_MARGIN;
+		db->expiry = expires_in > 0 ? now + expires_in : 0;
+		db->refresh_at = expires_in > 0 ? now + expires_in - margin : 0;
 		db->tok_gen++;
+		db->auth_fails = 0;
+		db->auth_retry_at = 0;
 		force = false;
 	}
 	if (rc == 0 && !db->token) {
 		backend_set_error("no Dropbox access token");
 		rc = -EACCES;
 	}
-	if (rc == 0 && force && db->tok_gen == stale_gen) {
+	if (rc == 0 && force) {
 		/* Refused, and nothing to refresh it with. */
 		rc = -EACCES;
 	}
@@ -605,6 +716,7 @@ static int dbx_call(struct dbx *db, struct call *c)
 		attempts++;
 
 		if (rc < 0) {
+			c->transport_rc = rc;
 			if (!http_transient(rc)) {
 				backend_set_error("%s %s: %s", c->route,
 						  what_of(c), c->resp.error);
@@ -637,7 +749,13 @@ static int dbx_call(struct dbx *db, struct call *c)
 		    status != 429)
 			return -EACCES;
 		if (status == 401) {
-			if (c->err.expired && db->refresh_token && !refreshed) {
+			/* The token itself (not a scope or a route) was
+			 * refused: a fresh one may do. */
+			bool token_bad = c->err.expired ||
+					 strcmp(c->err.summary,
+						"invalid_access_token") == 0;
+
+			if (token_bad && db->refresh_token && !refreshed) {
 				refreshed = true;
 				rc = get_token(db, true, gen, &token, &gen);
 				free_secret(&token);
@@ -649,6 +767,8 @@ static int dbx_call(struct dbx *db, struct call *c)
 			backend_set_error("Dropbox refused the access token "
 					  "(%s)",
 					  c->err.summary);
+			if (token_bad)
+				auth_refused(db, gen, backend_last_error());
 			return -EACCES;
 		}
 		retry = c->err.retry;
@@ -788,6 +908,19 @@ static int dbx_probe(struct backend *be)
 	if (rc == -EACCES) {
 		snprintf(detail, sizeof(detail), "%s", backend_last_error());
 		backend_set_error("Verify Dropbox token is valid: %s", detail);
+	} else if (rc < 0 && c.transport_rc == -ECONNABORTED) {
+		/* Not a network that is down: a server we do not trust, or a
+		 * CA file we cannot use. That will not pass by itself. */
+		const char *host = db->api_url + 8; /* after "https://" */
+		size_t hlen = strcspn(host, "/");
+
+		snprintf(detail, sizeof(detail), "%s", c.resp.error);
+		backend_set_error(
+			"TLS certificate of %.*s failed verification: "
+			"%s; check huracanfs.ca_file and "
+			"huracanfs.api_url",
+			(int)hlen, host, detail);
+		rc = -ECONNABORTED;
 	}
 	call_release(&c);
 	return rc;
@@ -1181,8 +1314,245 @@ static int check_upload(struct dbx *db, const struct backend_upload *up,
 	return 0;
 }
 
+/* ---- kept sessions and the remote's space ---- */
+
+/*
+ * Kept sessions. When a commit fails (insufficient_space, a conflict, a
+ * name refused, a lost reply...), Dropbox still holds the uploaded bytes
+ * in the upload session (files/upload names it in its error) for 7 days.
+ * We keep the session id with the content hash and size of its bytes;
+ * a later upload of the same bytes (same hash and size: the file did not
+ * change, wherever it now goes) only finishes that session. A session is
+ * taken out of the table while it is used, so two threads never finish
+ * the same one, and is kept again if that finish fails too. The table is
+ * small (DBX_KEPT_MAX, the oldest goes first) and forgets sessions after
+ * DBX_KEPT_TTL_S; a session the server no longer knows
+ * (lookup_failed/not_found) means sending the bytes again.
+ */
+
+/* Keeps session @sid (stolen) of @size bytes with hash @hash. */
+static void kept_put(struct dbx *db, char *sid, const uint8_t *hash,
+		     uint64_t size, bool closed)
+{
+	struct kept_session *k, *slot = NULL;
+	size_t i;
+
+	if (!sid)
+		return;
+	if (!hash) {
+		free(sid);
+		return;
+	}
+	pthread_mutex_lock(&db->kept_lock);
+	for (i = 0; i < DBX_KEPT_MAX; i++) {
+		k = &db->kept[i];
+		if (k->sid && k->size == size &&
+		    memcmp(k->hash, hash, CHASH_LEN) == 0) {
+			slot = k; /* the newer session of the same bytes */
+			break;
+		}
+		if (!slot || (slot->sid && (!k->sid || k->since < slot->since)))
+			slot = k;
+	}
+	free(slot->sid);
+	slot->sid = sid;
+	memcpy(slot->hash, hash, CHASH_LEN);
+	slot->size = size;
+	slot->closed = closed;
+	slot->since = now_s();
+	pthread_mutex_unlock(&db->kept_lock);
+}
+
+/* Takes out a kept session of the bytes @hash/@size (closed ones only if
+ * @closed_only): *@sid (owned by the caller) and *@closed, or NULL. */
+static void kept_take(struct dbx *db, const uint8_t *hash, uint64_t size,
+		      bool closed_only, char **sid, bool *closed)
+{
+	int64_t now = now_s();
+	size_t i;
+
+	*sid = NULL;
+	*closed = false;
+	if (!hash)
+		return;
+	pthread_mutex_lock(&db->kept_lock);
+	for (i = 0; i < DBX_KEPT_MAX; i++) {
+		struct kept_session *k = &db->kept[i];
+
+		if (k->sid && now - k->since > DBX_KEPT_TTL_S) {
+			free(k->sid);
+			k->sid = NULL;
+		}
+		if (!k->sid || k->size != size ||
+		    memcmp(k->hash, hash, CHASH_LEN) != 0 ||
+		    (closed_only && !k->closed))
+			continue;
+		*sid = k->sid;
+		*closed = k->closed;
+		k->sid = NULL;
+		break;
+	}
+	pthread_mutex_unlock(&db->kept_lock);
+}
+
+/* True if a finish that failed with @e left its session usable for
+ * another try. */
+static bool session_survives(const struct dbx_error *e)
+{
+	return !e->has_correct_offset &&
+	       strncmp(e->summary, "lookup_failed", 13) != 0;
+}
+
+/*
+ * Space. Once an upload is refused with insufficient_space, sending it (or
+ * any other) again cannot help until space is freed. From then on, before
+ * each upload, the free space is read with users/get_space_usage (at
+ * most every DBX_SPACE_POLL_MS; one cheap call shared by every upload),
+ * and an upload goes ahead only if the free space grew since the refusal
+ * (and, if its bytes must be sent, is at least its size), or once a pause
+ * that doubles with each refusal (1 min to 1 h) has passed; otherwise it
+ * fails at once with -ENOSPC. A successful upload ends the state.
+ */
+
+/* users/get_space_usage: used and allocated bytes. */
+static int space_call(struct dbx *db, unsigned max_attempts, uint64_t *used,
+		      uint64_t *total)
+{
+	struct call c;
+	int rc;
+
+	call_init(&c, "users/get_space_usage", HOST_API, STYLE_RPC, NULL);
+	c.max_attempts = max_attempts;
+	rc = dbx_call(db, &c);
+	if (rc == 0) {
+		rc = dbx_parse_space(c.resp.body, c.resp.body_len, used, total);
+		if (rc == -EIO)
+			backend_set_error("get_space_usage: malformed reply");
+	}
+	call_release(&c);
+	return rc;
+}
+
+/* The free space now (UINT64_MAX if the allocation is unknown). */
+static int space_free(struct dbx *db, uint64_t *free_bytes)
+{
+	uint64_t used = 0, total = 0;
+	int rc = space_call(db, 2, &used, &total);
+
+	if (rc == 0)
+		*free_bytes = total == 0     ? UINT64_MAX
+			      : total > used ? total - used
+					     : 0;
+	return rc;
+}
+
+/* An upload was refused for the lack of space. Keeps the caller's error
+ * detail. */
+static void space_refused(struct dbx *db)
+{
+	char saved[BACKEND_ERROR_MAX];
+	uint64_t f = UINT64_MAX, d = DBX_SPACE_BACKOFF_MIN_S;
+	int rc;
+
+	snprintf(saved, sizeof(saved), "%s", backend_last_error());
+	rc = space_free(db, &f);
+	backend_set_error("%s", saved);
+	pthread_mutex_lock(&db->kept_lock);
+	for (unsigned i = 0;
+	     i < db->space.refusals && d < DBX_SPACE_BACKOFF_MAX_S; i++)
+		d *= 2;
+	if (d > DBX_SPACE_BACKOFF_MAX_S)
+		d = DBX_SPACE_BACKOFF_MAX_S;
+	db->space.short_of_space = true;
+	db->space.refusals++;
+	db->space.retry_at_ms = now_ms() + d * 1000;
+	db->space.free_at_refusal = rc == 0 ? f : UINT64_MAX;
+	db->space.free_now = rc == 0 ? f : UINT64_MAX;
+	db->space.checked_ms = rc == 0 ? now_ms() : 0;
+	pthread_mutex_unlock(&db->kept_lock);
+}
+
+static void space_fine(struct dbx *db)
+{
+	pthread_mutex_lock(&db->kept_lock);
+	db->space.short_of_space = false;
+	db->space.refusals = 0;
+	pthread_mutex_unlock(&db->kept_lock);
+}
+
+/*
+ * Before an upload of @up (@send: its bytes must be sent, no kept
+ * session): 0 to go ahead, -ENOSPC while Dropbox is still out of space,
+ * or the -errno of get_space_usage.
+ */
+static int space_gate(struct dbx *db, const struct backend_upload *up,
+		      bool send)
+{
+	uint64_t f = 0, now = now_ms();
+	bool poll, grew, ok;
+	int rc;
+
+	pthread_mutex_lock(&db->kept_lock);
+	if (!db->space.short_of_space) {
+		pthread_mutex_unlock(&db->kept_lock);
+		return 0;
+	}
+	poll = !db->space.checked_ms ||
+	       now - db->space.checked_ms >= DBX_SPACE_POLL_MS;
+	pthread_mutex_unlock(&db->kept_lock);
+	if (poll) {
+		rc = space_free(db, &f);
+		if (rc < 0)
+			return rc;
+	}
+	pthread_mutex_lock(&db->kept_lock);
+	if (poll) {
+		db->space.free_now = f;
+		db->space.checked_ms = now_ms();
+	}
+	f = db->space.free_now;
+	grew = f != UINT64_MAX && db->space.free_at_refusal != UINT64_MAX &&
+	       f > db->space.free_at_refusal;
+	ok = now >= db->space.retry_at_ms || (grew && (!send || f >= up->size));
+	pthread_mutex_unlock(&db->kept_lock);
+	if (ok)
+		return 0;
+	if (f == UINT64_MAX)
+		backend_set_error("upload %s: Dropbox is out of space; "
+				  "waiting for space to be freed",
+				  up->path);
+	else
+		backend_set_error("upload %s: Dropbox is out of space (%" PRIu64
+				  " bytes free, the file has %" PRIu64
+				  "); waiting for space to be freed",
+				  up->path, f, up->size);
+	return -ENOSPC;
+}
+
+/* The upload_session_id a files/upload error names, or NULL. */
+static char *error_session(const struct call *c)
+{
+	json_t *root, *e, *sid;
+	char *out = NULL;
+
+	if (c->resp.status != 409 || !c->resp.body)
+		return NULL;
+	root = json_loadb(c->resp.body, c->resp.body_len, 0, NULL);
+	e = json_is_object(root) ? json_object_get(root, "error") : NULL;
+	sid = json_is_object(e) ? json_object_get(e, "upload_session_id")
+				: NULL;
+	if (json_is_string(sid) && json_string_length(sid) > 0 &&
+	    json_string_length(sid) <= 256)
+		out = strdup(json_string_value(sid));
+	json_decref(root);
+	return out;
+}
+
+/* ---- single uploads and sessions ---- */
+
 static int upload_single(struct dbx *db, const struct backend_upload *up,
-			 const char *full, struct backend_entry *out)
+			 const char *full, const uint8_t *hash,
+			 struct backend_entry *out)
 {
 	char hex[CHASH_HEXLEN + 1];
 	struct dbx_meta m;
@@ -1192,8 +1562,8 @@ static int upload_single(struct dbx *db, const struct backend_upload *up,
 	int rc;
 
 	ci = commit_info(full, up);
-	if (ci && up->hash) {
-		chash_to_hex(up->hash, hex);
+	if (ci && hash) {
+		chash_to_hex(hash, hex);
 		json_object_set_new(ci, "content_hash", json_string(hex));
 	}
 	arg = encode(ci, true);
@@ -1209,12 +1579,15 @@ static int upload_single(struct dbx *db, const struct backend_upload *up,
 		rc = dbx_meta_parse_text(c.resp.body, c.resp.body_len,
 					 DBX_FILE_ONLY, &m);
 		if (rc == 0) {
-			rc = upload_result(up, &m, up->hash, out);
+			rc = upload_result(up, &m, hash, out);
 			dbx_meta_release(&m);
 		} else {
 			backend_set_error("files/upload %s: malformed reply",
 					  up->path);
 		}
+	} else {
+		/* The bytes wait in a session: a retry only finishes it. */
+		kept_put(db, error_session(&c), hash, up->size, false);
 	}
 	call_release(&c);
 	free(arg);
@@ -1291,27 +1664,24 @@ static int finish_lost(struct dbx *db, const struct backend_upload *up,
 	return rc;
 }
 
+/*
+ * Uploads @up through an upload session: a new one, or @sid (stolen: a
+ * kept session that already holds the bytes, which is then only
+ * finished; if the server no longer knows it, the bytes are sent once
+ * more in a new session).
+ */
 static int upload_session(struct dbx *db, const struct backend_upload *up,
-			  const char *full, struct backend_entry *out)
+			  const char *full, const uint8_t *hash, char *sid,
+			  bool closed, struct backend_entry *out)
 {
-	uint64_t off = 0, end, chunk = db->tune.chunk;
-	uint8_t hash[CHASH_LEN];
+	uint64_t off = sid ? up->size : 0, end, chunk = db->tune.chunk;
+	bool kept = sid != NULL;
 	unsigned recoveries = 0;
 	struct dbx_meta m;
-	char *sid = NULL, *arg = NULL;
+	char *arg = NULL;
 	struct call c;
 	int rc;
 
-	if (up->hash) {
-		memcpy(hash, up->hash, CHASH_LEN);
-	} else {
-		rc = hash_range(up->fd, up->size, hash);
-		if (rc < 0) {
-			backend_set_error("upload %s: reading the file: %s",
-					  up->path, strerror(-rc));
-			return rc;
-		}
-	}
 	for (;;) {
 		/* Send data until the server has all of it. */
 		while (!sid || off < up->size) {
@@ -1376,15 +1746,66 @@ static int upload_session(struct dbx *db, const struct backend_upload *up,
 			continue;
 		}
 		if (rc == -EAGAIN &&
-		    strncmp(c.err.summary, "lookup_failed/not_found", 23) == 0)
+		    strncmp(c.err.summary, "lookup_failed/not_found", 23) ==
+			    0) {
 			rc = finish_lost(db, up, full, hash, out);
-		else if (c.err.has_correct_offset)
+			if (rc == -EAGAIN && kept) {
+				/* The kept session is gone: send again. */
+				kept = false;
+				closed = false;
+				free(sid);
+				sid = NULL;
+				off = 0;
+				call_release(&c);
+				continue;
+			}
+		} else if (c.err.has_correct_offset) {
 			rc = -EIO;
+		} else if (session_survives(&c.err)) {
+			kept_put(db, sid, hash, up->size, closed);
+			sid = NULL;
+		}
 		call_release(&c);
 		goto out;
 	}
 out:
 	free(sid);
+	return rc;
+}
+
+/* An upload of @up to Dropbox path @full (checked by check_upload). */
+static int upload_one(struct dbx *db, const struct backend_upload *up,
+		      const char *full, struct backend_entry *out)
+{
+	uint8_t hash[CHASH_LEN];
+	char *sid = NULL;
+	bool closed = false;
+	int rc;
+
+	if (up->hash) {
+		memcpy(hash, up->hash, CHASH_LEN);
+	} else {
+		rc = hash_range(up->fd, up->size, hash);
+		if (rc < 0) {
+			backend_set_error("upload %s: reading the file: %s",
+					  up->path, strerror(-rc));
+			return rc;
+		}
+	}
+	kept_take(db, hash, up->size, false, &sid, &closed);
+	rc = space_gate(db, up, sid == NULL);
+	if (rc < 0) {
+		kept_put(db, sid, hash, up->size, closed);
+		return rc;
+	}
+	if (sid || up->size > db->tune.single_max)
+		rc = upload_session(db, up, full, hash, sid, closed, out);
+	else
+		rc = upload_single(db, up, full, hash, out);
+	if (rc == -ENOSPC)
+		space_refused(db);
+	else if (rc == 0)
+		space_fine(db);
 	return rc;
 }
 
@@ -1398,10 +1819,7 @@ static int dbx_upload(struct backend *be, const struct backend_upload *up,
 	rc = check_upload(db, up, &full);
 	if (rc < 0)
 		return rc;
-	if (up->size <= db->tune.single_max)
-		rc = upload_single(db, up, full, out);
-	else
-		rc = upload_session(db, up, full, out);
+	rc = upload_one(db, up, full, out);
 	free(full);
 	return rc;
 }
@@ -1461,6 +1879,18 @@ static int batch_start(struct dbx *db, const struct backend_upload *up,
 	return rc;
 }
 
+/* Closes kept session @sid holding all of @up (an empty append_v2 with
+ * close: true), so that finish_batch_v2 can commit it. */
+static int batch_close(struct dbx *db, const struct backend_upload *up,
+		       char **sid)
+{
+	struct call c;
+	int rc = session_send(db, up, sid, up->size, up->size, true, &c);
+
+	call_release(&c);
+	return rc;
+}
+
 struct batch_item {
 	size_t i; /* index in the caller's arrays */
 	char *sid; /* owned */
@@ -1469,15 +1899,49 @@ struct batch_item {
 	bool has_hash;
 };
 
+/* The per-file results of a batch: rcs[i], and the failure's detail in
+ * errs[i] (if @errs) and in the thread's last error. */
+struct batch_out {
+	struct backend_entry *outs;
+	int *rcs;
+	char (*errs)[BACKEND_ERROR_MAX];
+	size_t no_space; /* commits refused with insufficient_space */
+};
+
+/* File @i failed with @rc; its detail is the thread's last error. */
+static void item_failed(struct batch_out *bo, size_t i, int rc)
+{
+	bo->rcs[i] = rc;
+	if (bo->errs)
+		snprintf(bo->errs[i], BACKEND_ERROR_MAX, "%s",
+			 backend_last_error());
+}
+
+/* Done with @it: its session is kept for another try if the server may
+ * still hold it (@keep), else forgotten. */
+static void item_release(struct dbx *db, const struct backend_upload *up,
+			 struct batch_item *it, bool keep)
+{
+	if (keep && it->has_hash)
+		kept_put(db, it->sid, it->hash, up->size, true);
+	else
+		free(it->sid);
+	it->sid = NULL;
+	free(it->full);
+	it->full = NULL;
+}
+
 /*
- * Commits @n items with one finish_batch_v2. Results go to outs/rcs;
- * items to retry are moved to the front of @items and their number
- * returned in *@again. Returns 0 or the call's -errno (then every item
- * got it in rcs).
+ * Commits @n items with one finish_batch_v2. Each entry is judged on its
+ * own: results go to @bo; items to retry (too_many_write_operations) are
+ * moved to the front of @items and their number returned in *@again. An
+ * entry whose session is gone (lookup_failed/not_found: a lost reply
+ * committed it) succeeds if the file now has our bytes. Returns 0 or the
+ * call's -errno (then every item got it).
  */
 static int batch_finish(struct dbx *db, const struct backend_upload *ups,
 			struct batch_item *items, size_t n,
-			struct backend_entry *outs, int *rcs, size_t *again)
+			struct batch_out *bo, size_t *again)
 {
 	struct dbx_meta *metas = NULL;
 	struct dbx_error *errs = NULL;
@@ -1524,35 +1988,52 @@ static int batch_finish(struct dbx *db, const struct backend_upload *ups,
 	if (rc < 0)
 		goto fail;
 	for (k = 0; k < n; k++) {
-		size_t i = items[k].i;
+		struct batch_item *it = &items[k];
+		const struct backend_upload *up = &ups[it->i];
+		size_t i = it->i;
+		int r;
 
 		if (ok[k]) {
-			rcs[i] = upload_result(&ups[i], &metas[k],
-					       items[k].has_hash ? items[k].hash
-								 : NULL,
-					       &outs[i]);
+			r = upload_result(up, &metas[k],
+					  it->has_hash ? it->hash : NULL,
+					  &bo->outs[i]);
 			dbx_meta_release(&metas[k]);
-			free(items[k].sid);
-			free(items[k].full);
-		} else if (errs[k].retry) {
-			rcs[i] = -EAGAIN;
-			items[keep++] = items[k];
-		} else {
-			rcs[i] = errs[k].err;
-			backend_set_error("upload %s: %s", ups[i].path,
-					  errs[k].summary);
-			free(items[k].sid);
-			free(items[k].full);
+			if (r < 0)
+				item_failed(bo, i, r);
+			else
+				bo->rcs[i] = 0;
+			item_release(db, up, it, false);
+			continue;
 		}
+		if (errs[k].retry) {
+			bo->rcs[i] = -EAGAIN;
+			items[keep++] = *it;
+			continue;
+		}
+		r = errs[k].err;
+		backend_set_error("upload %s: %s", up->path, errs[k].summary);
+		if (r == -EAGAIN && it->has_hash &&
+		    strncmp(errs[k].summary, "lookup_failed/not_found", 23) ==
+			    0)
+			r = finish_lost(db, up, it->full, it->hash,
+					&bo->outs[i]);
+		if (r == 0)
+			bo->rcs[i] = 0;
+		else
+			item_failed(bo, i, r);
+		if (r == -ENOSPC)
+			bo->no_space++;
+		item_release(db, up, it, r != 0 && session_survives(&errs[k]));
 	}
 	*again = keep;
 	rc = 0;
 	goto out;
 fail:
+	/* The sessions are still open unless a lost reply committed them;
+	 * a later finish tells (finish_lost). */
 	for (k = 0; k < n; k++) {
-		rcs[items[k].i] = rc;
-		free(items[k].sid);
-		free(items[k].full);
+		item_failed(bo, items[k].i, rc);
+		item_release(db, &ups[items[k].i], &items[k], rc != -ENOMEM);
 	}
 out:
 	free(arg);
@@ -1564,17 +2045,22 @@ out:
 
 static int dbx_upload_batch(struct backend *be,
 			    const struct backend_upload *ups, size_t n,
-			    struct backend_entry *outs, int *rcs)
+			    struct backend_entry *outs, int *rcs,
+			    char (*errs)[BACKEND_ERROR_MAX])
 {
 	struct dbx *db = db_of(be);
+	struct batch_out bo = {.outs = outs, .rcs = rcs, .errs = errs};
 	struct batch_item *items;
-	size_t i, m = 0, done, again, chunk_n, k, first_err = n;
+	size_t i, m = 0, done, again, chunk_n, k;
 	unsigned round = 0;
+	bool closed, committed = false;
 	int rc;
 
 	for (i = 0; i < n; i++) {
 		rcs[i] = -EIO;
 		memset(&outs[i], 0, sizeof(outs[i]));
+		if (errs)
+			errs[i][0] = '\0';
 	}
 	if (n == 0)
 		return 0;
@@ -1588,11 +2074,15 @@ static int dbx_upload_batch(struct backend *be,
 		memset(it, 0, sizeof(*it));
 		rc = check_upload(db, up, &it->full);
 		if (rc < 0) {
-			rcs[i] = rc;
+			item_failed(&bo, i, rc);
 			continue;
 		}
 		if (up->size > db->tune.single_max) {
-			rcs[i] = upload_session(db, up, it->full, &outs[i]);
+			rc = upload_one(db, up, it->full, &outs[i]);
+			if (rc < 0)
+				item_failed(&bo, i, rc);
+			else
+				rcs[i] = 0;
 			free(it->full);
 			it->full = NULL;
 			continue;
@@ -1603,12 +2093,20 @@ static int dbx_upload_batch(struct backend *be,
 		} else if (hash_range(up->fd, up->size, it->hash) == 0) {
 			it->has_hash = true;
 		}
-		rc = batch_start(db, up, it->has_hash ? it->hash : NULL,
-				 &it->sid);
+		/* Bytes the server holds already are only committed. */
+		kept_take(db, it->has_hash ? it->hash : NULL, up->size, false,
+			  &it->sid, &closed);
+		if (it->sid && !closed && batch_close(db, up, &it->sid) < 0) {
+			free(it->sid);
+			it->sid = NULL;
+		}
+		rc = space_gate(db, up, it->sid == NULL);
+		if (rc == 0 && !it->sid)
+			rc = batch_start(db, up, it->has_hash ? it->hash : NULL,
+					 &it->sid);
 		if (rc < 0) {
-			rcs[i] = rc;
-			free(it->full);
-			it->full = NULL;
+			item_failed(&bo, i, rc);
+			item_release(db, up, it, true);
 			continue;
 		}
 		it->i = i;
@@ -1624,7 +2122,7 @@ static int dbx_upload_batch(struct backend *be,
 		while (done < m) {
 			chunk_n = m - done < DBX_BATCH_MAX ? m - done
 							   : DBX_BATCH_MAX;
-			batch_finish(db, ups, items + done, chunk_n, outs, rcs,
+			batch_finish(db, ups, items + done, chunk_n, &bo,
 				     &again);
 			memmove(items + k, items + done,
 				again * sizeof(*items));
@@ -1636,12 +2134,12 @@ static int dbx_upload_batch(struct backend *be,
 			break;
 		if (++round >= db->tune.max_attempts) {
 			for (k = 0; k < m; k++) {
-				rcs[items[k].i] = -EAGAIN;
 				backend_set_error(
 					"upload %s: too_many_write_operations",
 					ups[items[k].i].path);
-				free(items[k].sid);
-				free(items[k].full);
+				item_failed(&bo, items[k].i, -EAGAIN);
+				item_release(db, &ups[items[k].i], &items[k],
+					     true);
 			}
 			break;
 		}
@@ -1650,13 +2148,14 @@ static int dbx_upload_batch(struct backend *be,
 	batch_leave(db);
 	free(items);
 
-	for (i = 0; i < n; i++) {
+	for (i = 0; i < n; i++)
 		if (rcs[i] == 0)
-			return 0;
-		if (first_err == n)
-			first_err = i;
-	}
-	return rcs[first_err];
+			committed = true;
+	if (bo.no_space)
+		space_refused(db);
+	else if (committed)
+		space_fine(db);
+	return 0;
 }
 
 /* ---- namespace operations ---- */
@@ -1991,19 +2490,7 @@ static int dbx_list_changes(struct backend *be, const char *cursor,
 
 static int dbx_space(struct backend *be, uint64_t *used, uint64_t *total)
 {
-	struct dbx *db = db_of(be);
-	struct call c;
-	int rc;
-
-	call_init(&c, "users/get_space_usage", HOST_API, STYLE_RPC, NULL);
-	rc = dbx_call(db, &c);
-	if (rc == 0) {
-		rc = dbx_parse_space(c.resp.body, c.resp.body_len, used, total);
-		if (rc == -EIO)
-			backend_set_error("get_space_usage: malformed reply");
-	}
-	call_release(&c);
-	return rc;
+	return space_call(db_of(be), 0, used, total);
 }
 
 /* ---- lifecycle ---- */
@@ -2023,10 +2510,13 @@ static void dbx_destroy(struct backend *be)
 	free(db->content_url);
 	free(db->notify_url);
 	free(db->root);
+	for (size_t i = 0; i < DBX_KEPT_MAX; i++)
+		free(db->kept[i].sid);
 	if (db->locks_ok) {
 		pthread_mutex_destroy(&db->tok_lock);
 		pthread_cond_destroy(&db->tok_cond);
 		pthread_mutex_destroy(&db->hold_lock);
+		pthread_mutex_destroy(&db->kept_lock);
 		pthread_mutex_destroy(&db->batch_lock);
 		pthread_cond_destroy(&db->batch_cond);
 	}
@@ -2159,6 +2649,7 @@ int backend_dropbox_create(const struct hfs_config *cfg, struct backend **out,
 	}
 	pthread_cond_init(&db->tok_cond, NULL);
 	pthread_mutex_init(&db->hold_lock, NULL);
+	pthread_mutex_init(&db->kept_lock, NULL);
 	pthread_mutex_init(&db->batch_lock, NULL);
 	pthread_cond_init(&db->batch_cond, NULL);
 	db->locks_ok = true;

@@ -306,7 +306,12 @@ static void settle(struct catq *q, struct upload_job *job, int rc,
 		flushers_schedule(fl, job->ino, q->cat, now, false);
 }
 
-/* Commits prepared small jobs in one backend batch. */
+/*
+ * Commits prepared small jobs in one backend batch. Each file is then
+ * handled on its own, as if it had been uploaded alone: a conflict takes
+ * the careful single path, a refused name its own retry, and the error
+ * detail every message shows is that file's own.
+ */
 static void commit_batch(struct catq *q, struct upload_job **jobs, size_t n,
 			 struct batch_stats *bs, char *err, size_t errlen)
 {
@@ -314,14 +319,19 @@ static void commit_batch(struct catq *q, struct upload_job **jobs, size_t n,
 	struct backend_upload *ups = calloc(n, sizeof(*ups));
 	struct backend_entry *outs = calloc(n, sizeof(*outs));
 	int *rcs = calloc(n, sizeof(*rcs));
-	int rc = (!ups || !outs || !rcs) ? -ENOMEM : 0;
+	char(*errs)[BACKEND_ERROR_MAX] = calloc(n, sizeof(*errs));
+	int rc = (!ups || !outs || !rcs || !errs) ? -ENOMEM : 0;
 	if (!rc) {
 		for (size_t i = 0; i < n; i++)
 			hfs_upload_args(jobs[i], &ups[i]);
-		rc = fs->be->ops->upload_batch(fs->be, ups, n, outs, rcs);
+		rc = fs->be->ops->upload_batch(fs->be, ups, n, outs, rcs, errs);
 	}
+	char detail[BACKEND_ERROR_MAX];
+	snprintf(detail, sizeof(detail), "%s", backend_last_error());
 	for (size_t i = 0; i < n; i++) {
 		int r = rc ? rc : rcs[i];
+		/* The messages below read the thread's last error. */
+		backend_set_error("%s", rc ? detail : errs[i]);
 		if (r == -EEXIST) /* a conflict: the careful single path */
 			r = hfs_upload_commit(fs, jobs[i], &outs[i]);
 		r = hfs_upload_finish(fs, jobs[i], r, &outs[i]);
@@ -330,6 +340,7 @@ static void commit_batch(struct catq *q, struct upload_job **jobs, size_t n,
 	free(ups);
 	free(outs);
 	free(rcs);
+	free(errs);
 }
 
 /*

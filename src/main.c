@@ -403,6 +403,13 @@ static int run_mount(struct mount_opts *mo)
 		backend_destroy(be);
 		goto out;
 	}
+	if (rc == -ECONNABORTED) {
+		/* An untrusted certificate is a configuration error, not an
+		 * outage: starting offline would hide it. */
+		report("%s", backend_last_error());
+		backend_destroy(be);
+		goto out;
+	}
 	bool probe_failed = rc != 0;
 	if (rc)
 		hlog_warn("remote not reachable (%s): starting offline; "

@@ -50,6 +50,8 @@
 
 #define BACKEND_REV_MAX 64
 #define BACKEND_NAME_MAX 255
+/* Size of an error detail, with its NUL (backend_last_error). */
+#define BACKEND_ERROR_MAX 512
 
 struct hfs_config;
 
@@ -102,8 +104,10 @@ struct backend_ops {
 
 	/*
 	 * Checks that the remote is usable (credentials valid, root reachable)
-	 * at mount time. Returns 0, -EACCES (bad credentials), -EAGAIN
-	 * (unreachable: the mount may still start offline) or -errno.
+	 * at mount time. Returns 0, -EACCES (bad credentials), -ECONNABORTED
+	 * (the server's TLS certificate failed verification: a configuration
+	 * error), -EAGAIN (unreachable: the mount may still start offline)
+	 * or -errno.
 	 */
 	int (*probe)(struct backend *be);
 
@@ -152,13 +156,17 @@ struct backend_ops {
 	 * Optional (NULL: the caller calls upload() for each file). Uploads
 	 * @n files and commits them together (Dropbox: one finish_batch for
 	 * many upload sessions, so the namespace lock is taken once). Each
-	 * file's result goes to @outs[i] and @rcs[i] (0 or -errno as for
-	 * upload()). Returns 0 if the batch as a whole was processed (look
-	 * at @rcs), or -errno if none was committed.
+	 * file is judged on its own: its result goes to @outs[i] and
+	 * @rcs[i] (0 or -errno as for upload()), and the detail of its
+	 * failure to @errs[i] (if @errs is not NULL), which names that
+	 * file. Returns 0 once every file has its result (whether or not
+	 * any was committed), or -errno if the batch could not be tried at
+	 * all (then @rcs and @errs say nothing).
 	 */
 	int (*upload_batch)(struct backend *be,
 			    const struct backend_upload *ups, size_t n,
-			    struct backend_entry *outs, int *rcs);
+			    struct backend_entry *outs, int *rcs,
+			    char (*errs)[BACKEND_ERROR_MAX]);
 
 	/*
 	 * Optional, for watching remote changes (NULL: not supported).

@@ -633,9 +633,15 @@ def test_untrusted_certificate(fake, ca, tmp_path):
     cfg = write_config(tmp_path / 'c.yaml', fake, ca)
     cfg.write_text(re.sub(r'  ca_file: .*\n', '', cfg.read_text()))
     fake.reset_stats()
-    r = Driver(driver_path(), cfg)('probe')
-    assert r['errno'] == 'EAGAIN'
-    assert 'certificate' in r['error'].lower()
+    d = Driver(driver_path(), cfg)
+    # At mount (probe): a configuration error of its own, not an outage.
+    r = d('probe')
+    assert r['errno'] == 'ECONNABORTED'
+    assert r['error'].startswith('TLS certificate of 127.0.0.1:%d failed'
+                                 ' verification: ' % fake.port), r
+    assert 'ca_file' in r['error'] and 'api_url' in r['error']
+    # Later calls take it as the network failing: retried, EAGAIN.
+    assert d('stat', '/x')['errno'] == 'EAGAIN'
     assert fake.get_stats()['requests'] == 0
 
 

@@ -262,10 +262,11 @@ static int run(struct backend *be, int argc, char **argv, json_t *res)
 		struct backend_upload *ups = calloc(n, sizeof(*ups));
 		struct backend_entry *outs = calloc(n, sizeof(*outs));
 		int *rcs = calloc(n, sizeof(*rcs));
+		char(*errs)[BACKEND_ERROR_MAX] = calloc(n, sizeof(*errs));
 		char **paths = calloc(n, sizeof(*paths));
 		json_t *arr = json_array();
 
-		if (!ups || !outs || !rcs || !paths)
+		if (!ups || !outs || !rcs || !errs || !paths)
 			return -ENOMEM;
 		for (k = 0; k < n; k++) {
 			const char *f = argv[k + 2], *b = strrchr(f, '/');
@@ -277,12 +278,15 @@ static int run(struct backend *be, int argc, char **argv, json_t *res)
 			ups[k].fd = open_in(f, &ups[k].size);
 			ups[k].mtime = 1700000000;
 		}
-		rc = be->ops->upload_batch(be, ups, n, outs, rcs);
+		rc = be->ops->upload_batch(be, ups, n, outs, rcs, errs);
 		for (k = 0; k < n; k++) {
 			json_t *o = rcs[k] == 0 ? entry_json(&outs[k])
 						: json_object();
 
 			json_object_set_new(o, "rc", json_integer(rcs[k]));
+			if (rcs[k])
+				json_object_set_new(o, "error",
+						    json_string(errs[k]));
 			json_array_append_new(arr, o);
 			close(ups[k].fd);
 			free(paths[k]);
@@ -291,6 +295,7 @@ static int run(struct backend *be, int argc, char **argv, json_t *res)
 		free(ups);
 		free(outs);
 		free(rcs);
+		free(errs);
 		free(paths);
 	} else if (strcmp(cmd, "mkdir") == 0 && argc == 2) {
 		rc = be->ops->mkdir(be, argv[1]);
