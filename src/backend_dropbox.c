@@ -1408,10 +1408,11 @@ static bool session_survives(const struct dbx_error *e)
  * any other) again cannot help until space is freed. From then on, before
  * each upload, the free space is read with users/get_space_usage (at
  * most every DBX_SPACE_POLL_MS; one cheap call shared by every upload),
- * and an upload goes ahead only if the free space grew since the refusal
- * (and, if its bytes must be sent, is at least its size), or once a pause
- * that doubles with each refusal (1 min to 1 h) has passed; otherwise it
- * fails at once with -ENOSPC. A successful upload ends the state.
+ * and an upload goes ahead only if the free space is at least its size,
+ * or grew since the refusal and its bytes wait in a kept session (a file
+ * replacing another needs less), or once a pause that doubles with each
+ * refusal (1 min to 1 h) has passed; otherwise it fails at once with
+ * -ENOSPC, without a request. A successful upload ends the state.
  */
 
 /* users/get_space_usage: used and allocated bytes. */
@@ -1513,7 +1514,8 @@ static int space_gate(struct dbx *db, const struct backend_upload *up,
 	f = db->space.free_now;
 	grew = f != UINT64_MAX && db->space.free_at_refusal != UINT64_MAX &&
 	       f > db->space.free_at_refusal;
-	ok = now >= db->space.retry_at_ms || (grew && (!send || f >= up->size));
+	ok = now >= db->space.retry_at_ms ||
+	     (f != UINT64_MAX && f >= up->size) || (grew && !send);
 	pthread_mutex_unlock(&db->kept_lock);
 	if (ok)
 		return 0;

@@ -447,14 +447,13 @@ static void run_batch(struct catq *q, struct qent *batch, size_t n,
 	int rc = hfs_replay_journal(fs);
 	if (rc) {
 		/* The remote is not taking namespace changes: uploads now
-		 * could land out of order. Retry the whole batch later. */
+		 * could land out of order. Retry the whole batch later,
+		 * backing off as for a failed upload. */
 		snprintf(err, sizeof(err), "journal replay: %s (%s)",
 			 strerror(-rc), backend_last_error());
 		int64_t now = hfs_now();
-		pthread_mutex_lock(&q->mu);
 		for (size_t i = 0; i < n; i++)
-			push(q, batch[i].ino, now + 2);
-		pthread_mutex_unlock(&q->mu);
+			retry_later(q, batch[i].ino, now);
 		bs->failed += (int)n;
 	} else {
 		upload_all(q, batch, n, flushing, bs, err, sizeof(err));

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,6 +134,57 @@ static size_t format_line(char *buf, size_t size, const char *prefix,
 	return len + 1;
 }
 
+size_t hlog_escape(char *out, size_t outlen, const char *in, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = (const unsigned char *)in;
+	char tmp[8];
+	size_t n = 0, i, k, tl;
+
+	for (i = 0; i < len; i++) {
+		unsigned char c = p[i];
+
+		tl = 0;
+		if (c == '\t' || c == '\n' || c == '\r') {
+			tmp[tl++] = '\\';
+			tmp[tl++] = c == '\t' ? 't' : c == '\n' ? 'n' : 'r';
+		} else if (c < 0x20 || c == 0x7f) {
+			tmp[tl++] = '\\';
+			tmp[tl++] = 'x';
+			tmp[tl++] = hex[c >> 4];
+			tmp[tl++] = hex[c & 15];
+		} else if (c == 0xc2 && i + 1 < len && p[i + 1] >= 0x80 &&
+			   p[i + 1] <= 0x9f) {
+			c = p[++i];
+			memcpy(tmp, "\\u00", 4);
+			tl = 4;
+			tmp[tl++] = hex[c >> 4];
+			tmp[tl++] = hex[c & 15];
+		} else {
+			tmp[tl++] = (char)c;
+		}
+		for (k = 0; k < tl; k++, n++)
+			if (n + 1 < outlen)
+				out[n] = tmp[k];
+	}
+	if (outlen)
+		out[n < outlen ? n : outlen - 1] = '\0';
+	return n;
+}
+
+/* True if bytes [@from, @to) of @s hold something hlog_escape changes. */
+static bool needs_escape(const char *s, size_t from, size_t to)
+{
+	const unsigned char *p = (const unsigned char *)s;
+
+	for (size_t i = from; i < to; i++)
+		if (p[i] < 0x20 || p[i] == 0x7f ||
+		    (p[i] == 0xc2 && i + 1 < to && p[i + 1] >= 0x80 &&
+		     p[i + 1] <= 0x9f))
+			return true;
+	return false;
+}
+
 void hlog_write(int level, const char *fmt, ...)
 {
 	char stack[1024];
@@ -171,6 +223,27 @@ void hlog_write(int level, const char *fmt, ...)
 		}
 	}
 	buf[len - 1] = '\n';
+
+	/* The message may name files with any byte in their names. */
+	size_t plen = strlen(prefix);
+	if (len > plen && needs_escape(buf, plen, len - 1)) {
+		size_t need = hlog_escape(NULL, 0, buf + plen, len - 1 - plen);
+		size_t size = plen + need + 2;
+		if (size > HLOG_MAX_LINE)
+			size = HLOG_MAX_LINE;
+		char *esc = malloc(size);
+
+		if (esc) {
+			memcpy(esc, buf, plen);
+			hlog_escape(esc + plen, size - plen - 1, buf + plen,
+				    len - 1 - plen);
+			len = strlen(esc) + 1;
+			esc[len - 1] = '\n';
+			if (buf != stack)
+				free(buf);
+			buf = esc;
+		}
+	}
 
 	pthread_mutex_lock(&log_lock);
 	write_all(log_fd, buf, len);

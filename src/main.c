@@ -586,18 +586,32 @@ static int cmd_mount(int argc, char **argv)
 
 /* ---- status, flush ---- */
 
+/* The string member @key of @o with control characters escaped (names may
+ * hold any byte a terminal would act on), in @buf; NULL if absent. */
+static const char *esc_member(json_t *o, const char *key, char *buf, size_t len)
+{
+	json_t *v = json_object_get(o, key);
+	if (!json_is_string(v))
+		return NULL;
+	hlog_escape(buf, len, json_string_value(v), json_string_length(v));
+	return buf;
+}
+
+#define ESC_MAX 16384
+
 static void print_status(json_t *st)
 {
-	printf("mountpoint: %s\nbackend: %s%s\ncache_dir: %s\n",
-	       json_string_value(json_object_get(st, "mountpoint")),
+	static char e1[ESC_MAX], e2[ESC_MAX];
+	printf("mountpoint: %s\nbackend: %s%s\n",
+	       esc_member(st, "mountpoint", e1, sizeof(e1)),
 	       json_string_value(json_object_get(st, "backend")),
-	       json_is_true(json_object_get(st, "offline")) ? " (offline)" : "",
-	       json_string_value(json_object_get(st, "cache_dir")));
+	       json_is_true(json_object_get(st, "offline")) ? " (offline)"
+							    : "");
+	printf("cache_dir: %s\n", esc_member(st, "cache_dir", e1, sizeof(e1)));
 	printf("namespace changes pending: %lld\n",
 	       (long long)json_integer_value(
 		       json_object_get(st, "journal_pending")));
-	const char *jerr =
-		json_string_value(json_object_get(st, "journal_error"));
+	const char *jerr = esc_member(st, "journal_error", e1, sizeof(e1));
 	if (jerr)
 		printf("namespace replay error: %s\n", jerr);
 	json_t *lost = json_object_get(st, "lost");
@@ -608,7 +622,11 @@ static void print_status(json_t *st)
 		       "were "
 		       "removed from the cache behind huracanfs's back:\n");
 		json_array_foreach(lost, k, p)
-			printf("  %s\n", json_string_value(p));
+		{
+			hlog_escape(e1, sizeof(e1), json_string_value(p),
+				    json_string_length(p));
+			printf("  %s\n", e1);
+		}
 	}
 	json_t *rs = json_object_get(st, "restore");
 	if (json_is_object(rs))
@@ -657,8 +675,7 @@ static void print_status(json_t *st)
 			gmtime_r(&t, &tm);
 			strftime(b, sizeof(b), "%Y-%m-%dT%H:%M:%SZ", &tm);
 		}
-		const char *le =
-			json_string_value(json_object_get(c, "last_error"));
+		const char *le = esc_member(c, "last_error", e1, sizeof(e1));
 		printf("%-22s %-22s %s\n", a, b, le ? le : "-");
 	}
 	json_array_foreach(json_object_get(st, "categories"), i, c)
@@ -681,15 +698,15 @@ static void print_status(json_t *st)
 				strftime(when, sizeof(when),
 					 "%Y-%m-%dT%H:%M:%SZ", &tm);
 			}
-			const char *fe = json_string_value(
-				json_object_get(f, "last_error"));
+			const char *fe =
+				esc_member(f, "last_error", e1, sizeof(e1));
+			const char *fp = esc_member(f, "path", e2, sizeof(e2));
 			printf("  %-10s %12lld  next %s  %s%s%s\n",
 			       json_string_value(json_object_get(f, "state")),
 			       (long long)json_integer_value(
 				       json_object_get(f, "bytes")),
-			       when,
-			       json_string_value(json_object_get(f, "path")),
-			       fe ? "  error: " : "", fe ? fe : "");
+			       when, fp ? fp : "?", fe ? "  error: " : "",
+			       fe ? fe : "");
 		}
 	}
 }

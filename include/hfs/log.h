@@ -21,8 +21,19 @@ void hlog_use_stderr(void);
 /* Parses "debug", "info", "notice", "warning", "error"; -1 if unknown. */
 int hlog_parse_level(const char *name);
 
+/* Writes one line. Control characters in the message (a file name may
+ * hold any) are escaped as by hlog_escape, so a line stays one line. */
 void hlog_write(int level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+
+/*
+ * Copies the first @len bytes of @in to @out (@outlen bytes, always
+ * NUL-terminated if @outlen > 0) with control characters made visible:
+ * \t, \n, \r, other C0 controls and DEL as \xHH, C1 controls (UTF-8
+ * U+0080..U+009F) as \u00HH. Returns the length the whole result needs
+ * (without the NUL), as snprintf does.
+ */
+size_t hlog_escape(char *out, size_t outlen, const char *in, size_t len);
 
 #define hlog(level, ...)                                  \
 	do {                                              \

@@ -97,6 +97,17 @@ class Tokens:
                     del self.access[t]
             return True
 
+    def add_refresh(self, rt=None, expires_in=None, client_id=None, pkce=True):
+        """A refresh token as a code exchange with token_access_type=offline
+        gives (PKCE: no client secret needed). Access tokens minted from it
+        live `expires_in` seconds (default: config token_lifetime)."""
+        rt = rt or secrets.token_urlsafe(48)
+        with self.lock:
+            self.refresh[rt] = {'client_id': client_id or self.config['app_key'],
+                                'pkce': pkce, 'scope': DEFAULT_SCOPE,
+                                'lifetime': expires_in}
+        return rt
+
     def revoke_refresh(self, rt):
         with self.lock:
             self.refresh.pop(rt, None)
@@ -106,6 +117,8 @@ class Tokens:
     def _mint_access(self, refresh=None):
         tok = 'sl.' + secrets.token_urlsafe(96)
         lifetime = self.config['token_lifetime']
+        if refresh is not None and self.refresh[refresh].get('lifetime') is not None:
+            lifetime = self.refresh[refresh]['lifetime']
         self.access[tok] = {'expires': time.time() + lifetime, 'refresh': refresh}
         return tok, lifetime
 

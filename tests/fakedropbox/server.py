@@ -1169,6 +1169,13 @@ class FakeDropbox:
         self.dirty_tokens = True
         return self.tokens.revoke(token)
 
+    def add_refresh_token(self, refresh_token=None, expires_in=None):
+        """A refresh token for app_key (as `huracanfs auth` would store);
+        the access tokens minted from it live `expires_in` seconds (default:
+        config token_lifetime). Returns the token."""
+        self.dirty_tokens = True
+        return self.tokens.add_refresh(refresh_token, expires_in)
+
     def revoke_refresh_token(self, refresh_token):
         self.tokens.revoke_refresh(refresh_token)
         self.dirty_tokens = True
@@ -1205,7 +1212,8 @@ class FakeDropbox:
             'outage': self.outage, 'outage_end': self.end_outage,
             'config': self.set_config, 'config_get': self.get_config,
             'token_add': self.add_token, 'token_expire': self.expire_token,
-            'token_revoke': self.revoke_token, 'refresh_token_revoke': self.revoke_refresh_token,
+            'token_revoke': self.revoke_token, 'refresh_token_add': self.add_refresh_token,
+            'refresh_token_revoke': self.revoke_refresh_token,
             'auth_code': self.mint_auth_code,
             'stats': self.get_stats, 'stats_reset': self.reset_stats,
             'requests': self.requests, 'save': lambda: (self.save(), True)[1],

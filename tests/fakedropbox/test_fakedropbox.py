@@ -793,6 +793,91 @@ def test_account_routes(fd, c):
     assert c.void('users/get_current_account', token='other').status == 401
 
 
+def test_quota_set_and_freed(fd, c):
+    """A quota a test sets (config allocated) refuses what does not fit,
+    get_space_usage reports it, and the bytes of a refused commit stay in
+    an upload session that a finish commits once space is freed."""
+    c.put('/old.bin', b'o' * 600)
+    fd.set_config(allocated=1000)
+    assert c.rpc('users/get_space_usage', None).json == \
+        {'used': 600, 'allocation': {'.tag': 'individual', 'allocated': 1000}}
+    data = b'n' * 700
+    fd.reset_stats()
+    r = c.upload('files/upload', {'path': '/new.bin', 'mode': 'add'}, data)
+    err = assert_error(r, 409, 'path/insufficient_space')
+    sid = err['upload_session_id']
+    assert sid
+    cursor = {'session_id': sid, 'offset': len(data)}
+    commit = {'path': '/new.bin', 'mode': 'add'}
+    # The session is kept while the commit keeps failing.
+    r = c.upload('files/upload_session/finish', {'cursor': cursor, 'commit': commit})
+    assert_error(r, 409, 'path/insufficient_space')
+    # Freed by deleting a file: the same session commits, no bytes again.
+    assert c.rpc('files/delete_v2', {'path': '/old.bin'}).status == 200
+    assert c.rpc('users/get_space_usage', None).json['used'] == 0
+    r = c.upload('files/upload_session/finish', {'cursor': cursor, 'commit': commit})
+    assert r.status == 200, r
+    assert r.json['size'] == 700 and r.json['content_hash'] == content_hash(data)
+    assert fd.get_file('/new.bin') == data
+    assert fd.get_stats()['bytes_uploaded'] == 700
+    # Freed by a larger quota.
+    r = c.upload('files/upload', {'path': '/more.bin', 'mode': 'add'}, data)
+    assert_error(r, 409, 'path/insufficient_space')
+    fd.set_config(allocated=2000)
+    assert c.upload('files/upload', {'path': '/more.bin', 'mode': 'add'},
+                    data).status == 200
+    # A batch entry that does not fit fails alone; its session stays.
+    r = c.upload('files/upload_session/start', {'close': True}, b'b' * 900)
+    sid = r.json['session_id']
+    r = c.upload('files/upload_session/start', {'close': True}, b's')
+    small = r.json['session_id']
+    r = c.rpc('files/upload_session/finish_batch_v2', {'entries': [
+        {'cursor': {'session_id': sid, 'offset': 900},
+         'commit': {'path': '/big.bin', 'mode': 'add'}},
+        {'cursor': {'session_id': small, 'offset': 1},
+         'commit': {'path': '/s.bin', 'mode': 'add'}}]})
+    assert r.status == 200
+    e = r.json['entries']
+    assert e[0] == {'.tag': 'failure', 'failure': {
+        '.tag': 'path', 'path': {'.tag': 'insufficient_space'}}}
+    assert e[1]['.tag'] == 'success'
+    fd.set_config(allocated=4000)
+    r = c.rpc('files/upload_session/finish_batch_v2', {'entries': [
+        {'cursor': {'session_id': sid, 'offset': 900},
+         'commit': {'path': '/big.bin', 'mode': 'add'}}]})
+    assert r.json['entries'][0]['.tag'] == 'success'
+
+
+def test_refresh_token_added_short_lived_and_revoked(fd):
+    rt = fd.add_refresh_token(expires_in=60)
+    rt2 = Client(fd.url).control('refresh_token/add', expires_in=5)
+    assert isinstance(rt2, str) and rt2 != rt
+
+    def token(**form):
+        req = urllib.request.Request(fd.url + '/oauth2/token',
+                                     data=urllib.parse.urlencode(form).encode(), method='POST')
+        try:
+            with urllib.request.urlopen(req) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+    st, body = token(grant_type='refresh_token', refresh_token=rt, client_id='fakeappkey')
+    assert st == 200 and body['expires_in'] == 60, body
+    st, body2 = token(grant_type='refresh_token', refresh_token=rt2, client_id='fakeappkey')
+    assert st == 200 and body2['expires_in'] == 5, body2
+    c = Client(fd.url, token=body['access_token'])
+    assert c.void('users/get_current_account').status == 200
+    # Revoked: refreshes are invalid_grant, its access tokens are dead.
+    fd.revoke_refresh_token(rt)
+    st, bad = token(grant_type='refresh_token', refresh_token=rt, client_id='fakeappkey')
+    assert st == 400 and bad['error'] == 'invalid_grant'
+    r = c.void('users/get_current_account')
+    assert r.status == 401 and r.json['error']['.tag'] == 'invalid_access_token'
+    # The other one still works.
+    assert Client(fd.url, token=body2['access_token']).void(
+        'users/get_current_account').status == 200
+
+
 # --------------------------------------------------------------------------
 # OAuth
 
