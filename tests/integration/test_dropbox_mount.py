@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from conftest import FAKE_TOKEN as TOKEN
-from fakedropbox import content_hash
-from hfsutil import LONG_INTERVALS, wait_until
+from fakedropbox import content_hash, make_test_ca
+from hfsutil import LONG_INTERVALS, is_mounted, wait_until
 
 ROOT = '/Huracan'
+MiB = 1024 * 1024
 
 
 def remote(fake, rel):
@@ -159,18 +160,143 @@ def test_bad_token_fails_mount(dbx, fake):
 @pytest.mark.log_errors_expected()
 def test_quota_keeps_files_dirty_and_shows_in_status(dbx, fake):
     m = dbx()
-    fake.add_fault(route='files/upload', error='insufficient_space')
-    fake.add_fault(route='files/upload_session/finish_batch_v2',
-                   batch_entry_error='insufficient_space')
+    fake.set_config(allocated=4)
     m.m('full.txt').write_bytes(b'no room\n')
 
     def has_error():
         c = m.cat_status('other')
-        return c['pending_files'] == 1 and c['last_error']
+        return c['pending_files'] == 1 and c['last_error'] and \
+            'out of space' in c['last_error']
     wait_until(has_error, 8, 'status to show the quota error')
-    fake.clear_faults()
+    fake.set_config(allocated=2 ** 31)
     wait_until(lambda: remote(fake, 'full.txt') == b'no room\n', 20,
                'the upload once there is room')
+
+
+def test_full_dropbox_sends_a_big_file_once(dbx, fake):
+    """Dropbox refuses a 40 MB model for the lack of space. The bytes it
+    holds in the upload session are not sent again: while space is short
+    the retries cost one get_space_usage now and then, and once space is
+    freed only the session's finish is sent."""
+    m = dbx()
+    fake.set_config(allocated=16 * MiB)
+    data = os.urandom(40 * 1000 * 1000)
+    m.m('models').mkdir()
+    fake.reset_stats()
+    m.m('models/big.pkl').write_bytes(data)
+
+    def refusals():
+        return m.log_text().count('upload of "/models/big.pkl" failed')
+    wait_until(lambda: refusals() >= 4, 60,
+               'several retries while Dropbox is full')
+    st = m.cat_status('models')
+    assert st['pending_files'] == 1 and 'out of space' in st['last_error'], st
+    stats = fake.get_stats()
+    assert stats['routes'].get('files/upload_session/start') == 1, stats
+    assert stats['bytes_uploaded'] < 41 * 1000 * 1000, stats
+    # No request loop: a space check per retry at most.
+    assert stats['routes'].get('users/get_space_usage', 0) <= refusals() + 1
+
+    fake.set_config(allocated=2 ** 31)
+    wait_until(lambda: remote(fake, 'models/big.pkl') == data, 60,
+               'the model to land once space is freed')
+    stats = fake.get_stats()
+    assert stats['routes'].get('files/upload_session/start') == 1, stats
+    assert stats['bytes_uploaded'] < 41 * 1000 * 1000, stats
+    wait_until(lambda: m.cat_status('models')['pending_files'] == 0, 10,
+               'nothing pending')
+
+
+def refresh_mount(dbx, fake, expires_in=None):
+    """A mount that gets its access tokens from a refresh token."""
+    rt = fake.add_refresh_token(expires_in=expires_in)
+    return rt, dbx(dropbox_extra={'access_token': '', 'refresh_token': rt,
+                                  'app_key': 'fakeappkey'})
+
+
+@pytest.mark.parametrize('expires_in', [60, 2])
+def test_short_lived_tokens_are_not_refreshed_in_a_loop(dbx, fake, expires_in):
+    """Tokens that live 60 s (or 2 s) are refreshed ahead by half their
+    life at most, and never more than once every few seconds."""
+    fake.reset_stats()
+    rt, m = refresh_mount(dbx, fake, expires_in)
+    m.m('logs').mkdir()
+    t0 = time.monotonic()
+    for i in range(6):
+        m.m('logs/t%d.log' % i).write_bytes(b'%d\n' % i)
+        m.flush()
+        assert remote(fake, 'logs/t%d.log' % i) == b'%d\n' % i
+        time.sleep(1)
+    elapsed = time.monotonic() - t0
+    calls = count(fake, 'oauth2/token')
+    if expires_in == 60:
+        assert calls == 1, calls
+    else:
+        # At most one per 5 s, and the first.
+        assert calls <= 2 + elapsed / 4, (calls, elapsed)
+    assert rt not in m.log_text()
+
+
+@pytest.mark.log_errors_expected()
+def test_revoked_refresh_token_backs_off(dbx, fake):
+    rt, m = refresh_mount(dbx, fake)
+    m.m('logs').mkdir()
+    m.m('logs/a.log').write_bytes(b'a\n')
+    wait_until(lambda: remote(fake, 'logs/a.log') == b'a\n', 8,
+               'the first upload')
+    fake.revoke_refresh_token(rt)
+    fake.reset_stats()
+    m.m('logs/b.log').write_bytes(b'b\n')
+
+    def refused():
+        e = m.cat_status('logs')['last_error']
+        return e and 'refresh token revoked or invalid' in e and \
+            'huracanfs auth' in e
+    wait_until(refused, 10, 'status to say the refresh token was revoked')
+    # More writes, more retries: they wait without asking Dropbox.
+    for i in range(8):
+        m.m('logs/c%d.log' % i).write_bytes(b'c\n')
+        time.sleep(1)
+    assert refused()
+    st = fake.get_stats()['routes']
+    assert st.get('oauth2/token') == 1, st
+    asked = sum(n for r, n in st.items()
+                if r not in ('files/list_folder/longpoll',))
+    assert asked <= 3, st
+    assert remote(fake, 'logs/b.log') is None
+
+
+@pytest.mark.log_errors_expected('TLS certificate')
+def test_untrusted_certificate_fails_mount(dbx, fake, tmp_path):
+    """A certificate that fails verification is a configuration error:
+    mount says so and exits non-zero, rather than starting offline."""
+    other_ca = make_test_ca(tmp_path / 'other-ca')[0]
+    m = dbx(start=False, hfs_extra={'ca_file': other_ca})
+    rc, out, err = m.try_start()
+    assert rc != 0, 'mount started with an untrusted certificate'
+    assert 'TLS certificate of 127.0.0.1:%d failed verification' \
+        % fake.port in err, err
+    assert 'ca_file' in err and 'api_url' in err, err
+    assert not is_mounted(m.mnt)
+    assert TOKEN not in err + out
+
+
+def test_unreachable_dropbox_still_starts_offline(dbx, fake):
+    """A network that is down is no configuration error: the mount starts
+    offline and the uploads go once Dropbox is back."""
+    fake.outage(120)
+    try:
+        m = dbx(start=False)
+        rc, out, err = m.try_start()
+        assert rc == 0, err
+        m.pid = m._find_pid()
+        m.all_pids.append(m.pid)
+        m.m('a.txt').write_bytes(b'written offline\n')
+        assert m.m('a.txt').read_bytes() == b'written offline\n'
+    finally:
+        fake.end_outage()
+    wait_until(lambda: remote(fake, 'a.txt') == b'written offline\n', 60,
+               'the upload once Dropbox is back')
 
 
 def test_secrets_never_written(dbx, fake):

@@ -1,5 +1,6 @@
 """`huracanfs flush` and `huracanfs status --json`."""
 
+import json
 import os
 import time
 
@@ -82,3 +83,53 @@ def test_flush_without_wait_and_bad_category(hfs):
     assert r.returncode != 0
     assert r.stderr.strip(), 'no message for an unknown category'
 
+
+
+def test_flush_wait_after_a_lost_batch_reply(dbx, fake):
+    """The reply of a finish_batch_v2 is lost after Dropbox committed it;
+    the retry finds the sessions consumed. The files are recognised by
+    their content hash, so flush --wait says they landed (exit 0)."""
+    m = dbx(intervals=LONG_INTERVALS)
+    m.m('b').mkdir()
+    m.flush()
+    files = {'b/f%d.txt' % i: b'x%d\n' % i for i in range(3)}
+    for rel, data in files.items():
+        m.m(rel).write_bytes(data)
+    fake.add_fault(route='files/upload_session/finish_batch_v2',
+                   lose_response=True)
+    fake.reset_stats()
+    r = m.flush(check=False)
+    assert r.returncode == 0, r.stderr
+    st = fake.get_stats()
+    assert st['routes']['files/upload_session/finish_batch_v2'] == 2, st
+    assert st['faults_fired'], 'the reply was not lost'
+    for rel, data in files.items():
+        assert fake.get_file('/Huracan/' + rel) == data
+    assert 'files/upload' not in st['routes'], 'sent again'
+    assert all(c['pending_files'] == 0 and c['last_error'] is None
+               for c in m.status()['categories'])
+    assert 'will retry' not in m.log_text()
+
+
+def test_status_escapes_control_characters(hfs):
+    m = hfs(intervals=LONG_INTERVALS)
+    # (DEL is refused: Dropbox does not take it.)
+    name = 'odd\rname\x1b[2J\x07\u0085.txt'
+    m.m(name).write_bytes(b'x')
+    r = m.run('status', m.mnt, '--files', check=True)
+    for c in '\r\x1b\x07\u0085':
+        assert c not in r.stdout, repr(r.stdout)
+    assert 'odd\\rname\\x1b[2J\\x07\\u0085.txt' in r.stdout, \
+        repr(r.stdout)
+    # JSON escapes them itself, and says the name exactly.
+    r = m.run('status', m.mnt, '--json', '--files', check=True)
+    for c in '\r\x1b\x07':
+        assert c not in r.stdout, repr(r.stdout)
+    other = [c for c in json.loads(r.stdout)['categories']
+             if c['name'] == 'other'][0]
+    assert [f['path'] for f in other['files']] == ['/' + name]
+    # And the log's lines stay lines.
+    m.flush()
+    assert m.r(name).read_bytes() == b'x'
+    for line in m.log_text().split('\n'):
+        assert '\r' not in line and '\x1b' not in line, repr(line)
