@@ -36,13 +36,21 @@
  *           lookup_failed/not_found (the session is gone: typically the
  *           commit happened but its reply was lost, and libcurl or we sent
  *           it again) -> get_metadata; done if the file has our content
- *           hash and size, else -EAGAIN
+ *           hash and size, else -EAGAIN (a kept session: START again)
+ *           another error -> the session is kept (see "Kept sessions")
+ * A kept session of the same bytes starts at FINISH with offset = size.
  * Invariant: 0 <= offset <= size; each chunk ends on a multiple of chunk.
  *
- * upload_batch: one upload_session/start (close: true) per small file,
- * then one finish_batch_v2 per 1000 files; entries that fail with
- * too_many_write_operations go into a further batch after a backoff.
- * Batch commits of one backend run one at a time (batch_busy).
+ * upload_batch: one upload_session/start (close: true) per small file
+ * (or a kept session, closed if need be), then one finish_batch_v2 per
+ * 1000 files. Each entry is judged on its own, with its own error detail:
+ * too_many_write_operations goes into a further batch after a backoff,
+ * lookup_failed/not_found is checked with get_metadata as for FINISH,
+ * other failures keep their session. Batch commits of one backend run one
+ * at a time (batch_busy).
+ *
+ * Before any upload, space_gate() holds it back while Dropbox is out of
+ * space (see "Space" below).
  *
  * Tokens: the current access token, its expiry and a generation number
  * live under tok_lock. One thread refreshes at a time (refreshing); the
@@ -425,6 +433,15 @@ static void auth_refused(struct dbx *db, unsigned gen, const char *msg)
 	pthread_mutex_unlock(&db->tok_lock);
 }
 
+/* A call with our token succeeded: the credentials are good again. */
+static void auth_accepted(struct dbx *db)
+{
+	pthread_mutex_lock(&db->tok_lock);
+	db->auth_fails = 0;
+	db->auth_retry_at = 0;
+	pthread_mutex_unlock(&db->tok_lock);
+}
+
 /*
  * Copies the current access token to *@out (malloc'd, secret) and its
  * generation to *@gen, refreshing it first if it is missing, due for an
@@ -738,8 +755,11 @@ static int dbx_call(struct dbx *db, struct call *c)
 		}
 
 		status = c->resp.status;
-		if (status >= 200 && status <= 299)
+		if (status >= 200 && status <= 299) {
+			if (auth_needed)
+				auth_accepted(db);
 			return 0;
+		}
 		if (c->style == STYLE_DOWNLOAD && status == 416)
 			return 0; /* the caller checks the status */
 		dbx_error_parse(status, c->resp.body, c->resp.body_len,
