@@ -1097,8 +1097,47 @@ void hfs_ns_changed(struct hfs *fs)
 
 /* ---- Lookup ---- */
 
+/*
+ * Spellings. The kernel's dentries are exact names, while names that fold
+ * alike are one entry here. The kernel updates only the dentry an
+ * operation used, so after a rename or a remove through another spelling
+ * a dentry of the stored one may still show the old entry: each such
+ * operation remembers the stored spelling (this thread, this operation)
+ * and hfs_drop_stale_names() has the kernel drop it once the reply is
+ * out. Dentries of other spellings of a file are never cached (see
+ * hfs_lookup), and a directory has one dentry only (the kernel moves it).
+ */
+#define STALE_MAX 2
+static _Thread_local struct {
+	uint64_t parent;
+	char name[BACKEND_NAME_MAX + 1];
+} tl_stale[STALE_MAX];
+static _Thread_local int tl_nstale;
+
+/* After a committed change: the kernel may hold @stored in @parent,
+ * which the change made stale if the operation used @used instead. */
+static void stale_name(uint64_t parent, const char *stored, const char *used)
+{
+	if (strcmp(stored, used) == 0 || tl_nstale == STALE_MAX)
+		return;
+	tl_stale[tl_nstale].parent = parent;
+	snprintf(tl_stale[tl_nstale].name, sizeof(tl_stale[0].name), "%s",
+		 stored);
+	tl_nstale++;
+}
+
+void hfs_drop_stale_names(struct hfs *fs)
+{
+	int n = tl_nstale;
+	tl_nstale = 0;
+	for (int i = 0; i < n && fs->se; i++)
+		fuse_lowlevel_notify_inval_entry(fs->se, tl_stale[i].parent,
+						 tl_stale[i].name,
+						 strlen(tl_stale[i].name));
+}
+
 int hfs_lookup(struct hfs *fs, uint64_t parent, const char *name,
-	       struct stat *st)
+	       struct stat *st, bool *other_spelling)
 {
 	struct ixtxn t;
 	struct node n;
@@ -1136,6 +1175,7 @@ int hfs_lookup(struct hfs *fs, uint64_t parent, const char *name,
 		overlay_live(fs, &n);
 	hfs_fill_stat(&n, st);
 	hnode_add_lookup(fs, ino);
+	*other_spelling = strcmp(n.name, name) != 0;
 	return 0;
 }
 
@@ -1491,6 +1531,7 @@ static int do_remove(struct hfs *fs, uint64_t parent, const char *name,
 	rc = ix_commit(&t);
 	if (rc)
 		return rc;
+	stale_name(parent, exact, name);
 	if (purge_now)
 		cache_remove(fs->cache, ino);
 	else
@@ -1780,6 +1821,9 @@ int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
 	rc = ix_commit(&t);
 	if (rc)
 		return rc;
+	stale_name(parent, exact, name);
+	if (have_dst)
+		stale_name(newparent, dexact, newname);
 	if (have_dst) {
 		if (purge_now)
 			cache_remove(fs->cache, dino);
