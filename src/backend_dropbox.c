@@ -2377,7 +2377,8 @@ static int dbx_move(struct backend *be, const char *from, const char *to)
 	rc = two_paths(db, from, to, &ffrom, &fto);
 	if (rc < 0)
 		return rc;
-	if (strcasecmp(from, to) == 0) {
+	if (dbx_name_equal(from, to)) {
+		/* Another spelling of the same path (fold.h). */
 		rc = rename_case(db, from, to, ffrom, fto);
 		goto out;
 	}

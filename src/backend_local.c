@@ -44,6 +44,13 @@
  *
  * Symbolic links, devices and other special files are not part of the
  * remote: they are not listed, and stat and download say -ENOENT for them.
+ *
+ * Case. Like Dropbox, the remote is case-insensitive and case-preserving
+ * (names compared by fold.h): full_path() resolves each component of a
+ * remote path to the local entry of exactly that name or, failing that,
+ * to the one whose name folds alike; stat and download report the stored
+ * spelling. A local folder edited by hand may hold two names that fold
+ * alike: the exact one wins, and listings show both.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -55,7 +62,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -64,6 +70,7 @@
 #include <unistd.h>
 
 #include "hfs/backend.h"
+#include "hfs/fold.h"
 #include "hfs/hash.h"
 
 #define LOCAL_PAGE_DEFAULT 1000
@@ -198,11 +205,52 @@ static bool path_ok(const char *path, bool allow_root)
 	return backend_path_ok(path, allow_root, local_name_ok);
 }
 
-/* Returns the local path of remote @path (malloc'd) in *@out. */
+/*
+ * The name in local folder @dir of the entry that remote component @name
+ * (@len bytes) names when no entry has exactly that name: the one whose
+ * name folds alike (the smallest such name, bytewise, if several do; the
+ * remote of this backend can be edited by hand). Copied to @found (up to
+ * BACKEND_NAME_MAX + 1 bytes); false if there is none.
+ */
+static bool find_folded(const char *dir, const char *name, size_t len,
+			char found[BACKEND_NAME_MAX + 1])
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	bool hit = false;
+
+	if (!d)
+		return false;
+	while ((de = readdir(d))) {
+		if (!local_name_ok(de->d_name) ||
+		    !fold_equal_n(de->d_name, strlen(de->d_name), name, len))
+			continue;
+		if (!hit || strcmp(de->d_name, found) < 0)
+			snprintf(found, BACKEND_NAME_MAX + 1, "%s", de->d_name);
+		hit = true;
+	}
+	closedir(d);
+	return hit;
+}
+
+/*
+ * Returns the local path of remote @path (malloc'd) in *@out.
+ *
+ * Names are matched the way Dropbox matches them (fold.h): a component
+ * with no local entry of exactly its name names the entry that folds
+ * alike, so "/data/x" is "Data/x" where "Data" exists; components below
+ * the first one that names nothing keep the caller's spelling (that of a
+ * new entry). The match is looked up at each call: the local remote may
+ * change under us.
+ */
 static int full_path(struct local_backend *lb, const char *path,
 		     bool allow_root, char **out)
 {
-	size_t lr, lp;
+	char found[BACKEND_NAME_MAX + 1];
+	const char *p, *end;
+	bool exists = true;
+	size_t pos, len;
+	struct stat st;
 	char *s;
 
 	if (!path_ok(path, allow_root)) {
@@ -210,19 +258,44 @@ static int full_path(struct local_backend *lb, const char *path,
 				  path ? path : "(null)");
 		return -EINVAL;
 	}
-	lr = strlen(lb->root);
-	lp = strlen(path);
-	if (lr + lp >= PATH_MAX) {
+	if (strlen(lb->root) + strlen(path) >= PATH_MAX) {
 		backend_set_error("remote path too long: \"%s\"", path);
 		return -ENAMETOOLONG;
 	}
-	s = malloc(lr + lp + 1);
+	s = malloc(PATH_MAX);
 	if (!s)
 		return -ENOMEM;
-	memcpy(s, lb->root, lr);
-	memcpy(s + lr, path, lp + 1);
+	pos = (size_t)snprintf(s, PATH_MAX, "%s", lb->root);
+	for (p = path; *p; p = end) {
+		p++; /* the '/' */
+		end = strchr(p, '/');
+		if (!end)
+			end = p + strlen(p);
+		len = (size_t)(end - p);
+		if (pos + 1 + len >= PATH_MAX)
+			goto too_long;
+		s[pos] = '/';
+		memcpy(s + pos + 1, p, len);
+		s[pos + 1 + len] = '\0';
+		if (exists && lstat(s, &st) < 0 && errno == ENOENT) {
+			s[pos] = '\0';
+			exists = find_folded(s, p, len, found);
+			s[pos] = '/';
+			if (exists) {
+				len = strlen(found);
+				if (pos + 1 + len >= PATH_MAX)
+					goto too_long;
+				memcpy(s + pos + 1, found, len + 1);
+			}
+		}
+		pos += 1 + len;
+	}
 	*out = s;
 	return 0;
+too_long:
+	free(s);
+	backend_set_error("remote path too long: \"%s\"", path);
+	return -ENAMETOOLONG;
 }
 
 /* The local folder that holds remote @path (malloc'd) in *@out. */
@@ -772,7 +845,7 @@ static int local_stat(struct backend *be, const char *path,
 		goto out;
 	}
 	if (S_ISDIR(st.st_mode)) {
-		fill_dir(out, path_base(path));
+		fill_dir(out, path_base(full)); /* the stored spelling */
 		goto out;
 	}
 	if (!S_ISREG(st.st_mode)) {
@@ -789,7 +862,7 @@ static int local_stat(struct backend *be, const char *path,
 		if (rc < 0)
 			goto out;
 	}
-	fill_file(out, path_base(path), &st, &m);
+	fill_file(out, path_base(full), &st, &m);
 out:
 	free(full);
 	return rc;
@@ -913,7 +986,7 @@ static int local_download(struct backend *be, const char *path, const char *rev,
 	}
 	*got = pos - off;
 	if (out)
-		fill_file(out, path_base(path), &st0, &m);
+		fill_file(out, path_base(full), &st0, &m);
 	rc = 0;
 out:
 	chash_release(&h);
@@ -1278,7 +1351,7 @@ out:
 	return rc;
 }
 
-/* True if remote @to is @from or lies inside folder @from. */
+/* True if path @to is @from or lies inside folder @from. */
 static bool inside(const char *from, const char *to)
 {
 	size_t lf = strlen(from);
@@ -1298,7 +1371,8 @@ static int two_paths(struct local_backend *lb, const char *from, const char *to,
 	rc = full_path(lb, to, false, fto);
 	if (rc < 0)
 		return rc;
-	if (strcmp(from, to) != 0 && inside(from, to)) {
+	/* Compared as resolved: "/A/b" lies inside "/a". */
+	if (strcmp(*ffrom, *fto) != 0 && inside(*ffrom, *fto)) {
 		backend_set_error("cannot put \"%s\" inside itself (\"%s\")",
 				  from, to);
 		return -EINVAL;
@@ -1337,11 +1411,26 @@ out:
 	return rc;
 }
 
+/* Local path @full with its last component replaced by @name (malloc'd,
+ * in *@out). */
+static int respelled(const char *full, const char *name, char **out)
+{
+	char *dir = strdup(full);
+	int rc;
+
+	if (!dir)
+		return -ENOMEM;
+	*strrchr(dir, '/') = '\0';
+	rc = join(dir, name, out);
+	free(dir);
+	return rc;
+}
+
 static int local_move(struct backend *be, const char *from, const char *to)
 {
 	struct local_backend *lb = lb_of(be);
 	char *ffrom = NULL, *fto = NULL;
-	struct stat st, st_to;
+	struct stat st;
 	int rc;
 
 	rc = two_paths(lb, from, to, &ffrom, &fto);
@@ -1354,14 +1443,20 @@ static int local_move(struct backend *be, const char *from, const char *to)
 		rc = local_err(lb, errno, true, "move", from);
 		goto out;
 	}
-	rc = make_parents(lb, to);
-	if (rc < 0)
-		goto out;
-	rc = rename_noreplace(ffrom, fto);
-	if (rc == -EEXIST && strcmp(from, to) != 0 &&
-	    strcasecmp(from, to) == 0 && lstat(fto, &st_to) == 0 &&
-	    st_to.st_dev == st.st_dev && st_to.st_ino == st.st_ino)
-		rc = rename_case(ffrom, fto);
+	if (strcmp(from, to) != 0 && fold_equal(from, to)) {
+		/* Another spelling of the same path (fto is ffrom): the
+		 * entry takes the new spelling of its name. */
+		free(fto);
+		fto = NULL;
+		rc = respelled(ffrom, path_base(to), &fto);
+		if (rc == 0 && strcmp(ffrom, fto) != 0)
+			rc = rename_case(ffrom, fto);
+	} else {
+		rc = make_parents(lb, to);
+		if (rc < 0)
+			goto out;
+		rc = rename_noreplace(ffrom, fto);
+	}
 	if (rc < 0) {
 		if (rc == -EEXIST)
 			backend_set_error("move: \"%s\" exists", to);

@@ -7,22 +7,19 @@
  * field has the wrong type or is too long. An absent optional field, or a
  * null one, is "absent"; an absent required field is malformed.
  *
- * Case folding. Dropbox reports path_lower, lower-cased with Unicode
- * rules, and our paths keep the user's case. Comparisons fold both sides
- * code point by code point with towlower_l in the C.UTF-8 locale (opened
- * once; if it is missing, only ASCII is folded). Bytes that are not valid
- * UTF-8 compare as themselves.
+ * Case folding. Dropbox reports path_lower, lowered with its own rule,
+ * and our paths keep the user's case. Comparisons fold both sides with
+ * fold.h, the rule the index uses too (folding path_lower again changes
+ * nothing that Dropbox's rule already did).
  */
 #include <errno.h>
-#include <locale.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <wctype.h>
 
 #include "hfs/dbx_json.h"
+#include "hfs/fold.h"
 #include "hfs/hash.h"
 
 #define DBX_TIME_MAX ((int64_t)253402300799) /* 9999-12-31T23:59:59Z */
@@ -125,80 +122,34 @@ int dbx_time_parse(const char *s, int64_t *out)
 
 /* ---- case folding ---- */
 
-static pthread_once_t fold_once = PTHREAD_ONCE_INIT;
-static locale_t fold_locale; /* set once, then read-only */
-
-static void fold_init(void)
-{
-	fold_locale = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
-}
-
-/* The next code point of *@s, folded, advancing *@s; 0 at the end. */
-static uint32_t fold_next(const unsigned char **s)
-{
-	const unsigned char *p = *s;
-	uint32_t cp;
-	size_t n, i;
-
-	if (*p == 0)
-		return 0;
-	if (*p < 0x80) {
-		*s = p + 1;
-		cp = *p;
-		return cp >= 'A' && cp <= 'Z' ? cp + 32 : cp;
-	}
-	if (*p >= 0xc2 && *p <= 0xdf) {
-		n = 2;
-		cp = *p & 0x1f;
-	} else if (*p >= 0xe0 && *p <= 0xef) {
-		n = 3;
-		cp = *p & 0x0f;
-	} else if (*p >= 0xf0 && *p <= 0xf4) {
-		n = 4;
-		cp = *p & 0x07;
-	} else {
-		goto raw;
-	}
-	for (i = 1; i < n; i++) {
-		if ((p[i] & 0xc0) != 0x80)
-			goto raw;
-		cp = (cp << 6) | (p[i] & 0x3f);
-	}
-	*s = p + n;
-	pthread_once(&fold_once, fold_init);
-	if (fold_locale != (locale_t)0)
-		cp = (uint32_t)towlower_l((wint_t)cp, fold_locale);
-	return cp;
-raw:
-	*s = p + 1;
-	return 0x110000u + *p;
-}
-
 const char *dbx_path_strip(const char *path_lower, const char *prefix)
 {
-	const unsigned char *p = (const unsigned char *)path_lower;
-	const unsigned char *q = (const unsigned char *)prefix;
+	const char *p = path_lower, *q = prefix;
 
 	if (!path_lower || !prefix)
 		return NULL;
 	while (*q) {
-		if (*p == 0 || fold_next(&p) != fold_next(&q))
+		size_t lp, lq;
+
+		if (*q != '/' || *p != '/')
 			return NULL;
+		p++;
+		q++;
+		lp = strcspn(p, "/");
+		lq = strcspn(q, "/");
+		if (!fold_equal_n(p, lp, q, lq))
+			return NULL;
+		p += lp;
+		q += lq;
 	}
 	if (*p != '\0' && *p != '/')
 		return NULL;
-	return (const char *)p;
+	return p;
 }
 
 bool dbx_name_equal(const char *a, const char *b)
 {
-	const unsigned char *p = (const unsigned char *)a;
-	const unsigned char *q = (const unsigned char *)b;
-
-	while (*p && *q)
-		if (fold_next(&p) != fold_next(&q))
-			return false;
-	return *p == 0 && *q == 0;
+	return fold_equal(a, b);
 }
 
 /* ---- typed getters ---- */

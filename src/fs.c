@@ -43,6 +43,7 @@
 #include "hfs/category.h"
 #include "hfs/evict.h"
 #include "hfs/flusher.h"
+#include "hfs/fold.h"
 #include "hfs/http.h"
 #include "hfs/log.h"
 #include "hfs/runs.h"
@@ -491,11 +492,10 @@ static int pending_add(struct pending *p, const char *path)
 		p->paths = np;
 		p->cap = cap;
 	}
-	size_t l = strlen(path);
-	char *s = malloc(l + 1);
-	if (!s)
-		return -ENOMEM;
-	ix_fold(path, s, l + 1);
+	char *s;
+	int rc = fold_path_dup(path, &s);
+	if (rc)
+		return rc;
 	p->paths[p->n++] = s;
 	return 0;
 }
@@ -577,9 +577,22 @@ static int listing_fetch(struct hfs *fs, const char *path, struct listing *l)
 	return rc;
 }
 
-static int cmp_folded(const void *a, const void *b)
+/* A name of a listing, folded, and where it stands in the listing. */
+struct listed {
+	char *folded; /* malloc'd */
+	size_t idx;
+};
+
+static int cmp_listed(const void *a, const void *b)
 {
-	return strcmp(*(char *const *)a, *(char *const *)b);
+	const struct listed *x = a, *y = b;
+	int c = strcmp(x->folded, y->folded);
+	return c ? c : (x->idx > y->idx) - (x->idx < y->idx);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
 /* Is the inode open (then its attributes are not replaced under it)? */
@@ -601,8 +614,11 @@ struct freed {
 struct merge_ctx {
 	struct hfs *fs;
 	struct ixtxn *t;
-	char **names; /* sorted folded remote names */
+	struct listed *names; /* the listing's names folded, sorted */
 	size_t n;
+	const char **exact; /* the listing's names as they are, sorted */
+	/* Per listing entry: the inode it was merged into, 0 if none. */
+	uint64_t *claimed;
 	const char *dirpath;
 	struct pending *pend;
 	uint64_t *doomed;
@@ -616,14 +632,15 @@ struct merge_ctx {
 static void mark_unlinked(struct hfs *fs, uint64_t ino);
 static bool inode_known(struct hfs *fs, uint64_t ino);
 
-/* Adds a node for remote entry @e to directory @dir inside @t. */
-static void add_remote_node(struct ixtxn *t, uint64_t dir,
-			    const struct backend_entry *e, int64_t now_ns)
+/* Adds a node for remote entry @e to directory @dir inside @t; returns
+ * its inode (0 after a failure, which is @t's sticky error). */
+static uint64_t add_remote_node(struct ixtxn *t, uint64_t dir,
+				const struct backend_entry *e, int64_t now_ns)
 {
 	struct node n;
 	memset(&n, 0, sizeof(n));
 	if (ix_alloc_ino(t, &n.ino))
-		return;
+		return 0;
 	snprintf(n.name, sizeof(n.name), "%s", e->name);
 	n.r.parent = dir;
 	n.r.mode = e->is_dir ? (S_IFDIR | 0755) : (S_IFREG | 0644);
@@ -640,6 +657,25 @@ static void add_remote_node(struct ixtxn *t, uint64_t dir,
 	}
 	ix_put(t, &n);
 	ix_link(t, dir, e->name, n.ino);
+	return t->err ? 0 : n.ino;
+}
+
+/* True if the listing holds an entry named exactly @name. */
+static bool listed_exact(const struct merge_ctx *m, const char *name)
+{
+	return bsearch(&name, m->exact, m->n, sizeof(*m->exact), cmp_str);
+}
+
+/* Gives node @n of @dir the remote's spelling @name of its name (a name
+ * changed elsewhere in case only, or a name of ours Dropbox stores under
+ * the spelling it already had). */
+static void adopt_name(struct ixtxn *t, uint64_t dir, struct node *n,
+		       const char *name)
+{
+	ix_unlink(t, dir, n->name);
+	snprintf(n->name, sizeof(n->name), "%s", name);
+	ix_put(t, n);
+	ix_link(t, dir, n->name, n->ino);
 }
 
 /*
@@ -674,14 +710,40 @@ static int drop_node(struct hfs *fs, struct ixtxn *t, uint64_t dir,
 	return 0;
 }
 
+/*
+ * True if entry @name (node @ino) is still on the remote: the listing
+ * holds that very name, or a name that folds alike and was not merged
+ * into another node (two entries folding alike are both kept only while
+ * the remote holds both).
+ */
+static bool still_listed(const struct merge_ctx *m, const char *name,
+			 uint64_t ino)
+{
+	char folded[FOLD_NAME_MAX + 1];
+	if (listed_exact(m, name))
+		return true;
+	if (fold_name(name, strlen(name), folded, sizeof(folded)) < 0)
+		return true; /* cannot tell: keep it */
+	size_t lo = 0, hi = m->n;
+	while (lo < hi) { /* the first listed name folding alike */
+		size_t mid = lo + (hi - lo) / 2;
+		if (strcmp(m->names[mid].folded, folded) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (; lo < m->n && strcmp(m->names[lo].folded, folded) == 0; lo++) {
+		uint64_t c = m->claimed[m->names[lo].idx];
+		if (c == 0 || c == ino)
+			return true;
+	}
+	return false;
+}
+
 static int collect_absent(void *arg, const char *name, uint64_t ino)
 {
 	struct merge_ctx *m = arg;
-	char folded[BACKEND_NAME_MAX + 1];
-	size_t l = strlen(name);
-	ix_fold(name, folded, l + 1);
-	char *key = folded;
-	if (bsearch(&key, m->names, m->n, sizeof(char *), cmp_folded))
+	if (still_listed(m, name, ino))
 		return 0;
 	if (m->ndoomed == m->capdoomed) {
 		size_t cap = m->capdoomed ? m->capdoomed * 2 : 16;
@@ -729,20 +791,26 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 	int rc = 0;
 	int64_t now_ns = hfs_now_ns();
 
-	m.names = calloc(l->n + 1, sizeof(char *));
-	if (!m.names)
-		return -ENOMEM;
+	/* Paths are at most 4095 bytes (below): folded, at most this. */
+	size_t fcap = FOLD_RATIO * 4096 + 1;
+	char *folded = malloc(fcap);
+	m.names = calloc(l->n + 1, sizeof(*m.names));
+	m.exact = calloc(l->n + 1, sizeof(*m.exact));
+	m.claimed = calloc(l->n + 1, sizeof(*m.claimed));
+	if (!folded || !m.names || !m.exact || !m.claimed) {
+		rc = -ENOMEM;
+		goto out;
+	}
 	for (size_t i = 0; i < l->n; i++) {
-		size_t nl = strlen(l->e[i].name);
-		m.names[i] = malloc(nl + 1);
-		if (!m.names[i]) {
-			rc = -ENOMEM;
+		rc = fold_path_dup(l->e[i].name, &m.names[i].folded);
+		if (rc)
 			goto out;
-		}
-		ix_fold(l->e[i].name, m.names[i], nl + 1);
+		m.names[i].idx = i;
+		m.exact[i] = l->e[i].name;
 		m.n++;
 	}
-	qsort(m.names, m.n, sizeof(char *), cmp_folded);
+	qsort(m.names, m.n, sizeof(*m.names), cmp_listed);
+	qsort(m.exact, m.n, sizeof(*m.exact), cmp_str);
 
 	rc = ix_begin(fs->ix, true, &t);
 	if (rc)
@@ -763,18 +831,21 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 	m.t = &t;
 	for (size_t i = 0; i < l->n && !t.err; i++) {
 		const struct backend_entry *e = &l->e[i];
-		char path[4096], folded[4096];
+		char path[4096];
 		int pl =
 			snprintf(path, sizeof(path), "%s/%s", dirpath, e->name);
-		if (pl < 0 || (size_t)pl >= sizeof(path))
+		if (pl < 0 || (size_t)pl >= sizeof(path) ||
+		    fold_path(path, folded, fcap) < 0)
 			continue;
-		ix_fold(path, folded, (size_t)pl + 1);
 		if (pending_hit(pend, folded))
 			continue;
 		uint64_t ino;
 		char exact[BACKEND_NAME_MAX + 1];
 		struct node n;
 		int lrc = ix_lookup(&t, dir, e->name, &ino, exact);
+		if (lrc == 0 && strcmp(exact, e->name) != 0 &&
+		    listed_exact(&m, exact))
+			lrc = -ENOENT; /* the remote holds both names */
 		if (lrc == -ENOENT && !e->is_dir && e->has_hash &&
 		    late_upload(&t, folded, e)) {
 			/* Nothing of ours is there, but an upload of a file
@@ -788,15 +859,19 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 			continue;
 		}
 		if (lrc == -ENOENT) {
-			add_remote_node(&t, dir, e, now_ns);
+			m.claimed[i] = add_remote_node(&t, dir, e, now_ns);
 			continue;
 		}
 		if (lrc)
 			break;
 		if (ix_get(&t, ino, &n))
 			break;
+		m.claimed[i] = ino;
 		if (S_ISDIR(n.r.mode) != e->is_dir)
 			continue; /* local type wins until it is replayed */
+		if (strcmp(n.name, e->name) != 0 &&
+		    !(n.r.flags & (NODE_DIRTY | NODE_UPLOADING)))
+			adopt_name(&t, dir, &n, e->name);
 		if (e->is_dir) {
 			if (!(n.r.flags & NODE_ON_REMOTE)) {
 				n.r.flags |= NODE_ON_REMOTE;
@@ -845,23 +920,23 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 		 */
 		if (drop_node(fs, &t, dir, &n, &m) < 0)
 			break;
-		add_remote_node(&t, dir, e, now_ns);
+		m.claimed[i] = add_remote_node(&t, dir, e, now_ns);
 	}
 	/* Clean files the remote no longer has. */
 	if (!t.err)
 		ix_foreach_child(&t, dir, collect_absent, &m);
 	for (size_t i = 0; i < m.ndoomed && !t.err; i++) {
 		struct node n;
-		char path[4096], folded[4096];
+		char path[4096];
 		if (ix_get(&t, m.doomed[i], &n))
 			break;
 		if (S_ISDIR(n.r.mode) || !(n.r.flags & NODE_ON_REMOTE) ||
 		    (n.r.flags & (NODE_DIRTY | NODE_UPLOADING)))
 			continue;
 		int pl = snprintf(path, sizeof(path), "%s/%s", dirpath, n.name);
-		if (pl < 0 || (size_t)pl >= sizeof(path))
+		if (pl < 0 || (size_t)pl >= sizeof(path) ||
+		    fold_path(path, folded, fcap) < 0)
 			continue;
-		ix_fold(path, folded, (size_t)pl + 1);
 		if (pending_hit(pend, folded) || inode_busy(fs, n.ino))
 			continue;
 		if (drop_node(fs, &t, dir, &n, &m) < 0)
@@ -884,8 +959,11 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 	}
 out:
 	for (size_t i = 0; i < m.n; i++)
-		free(m.names[i]);
+		free(m.names[i].folded);
 	free(m.names);
+	free(m.exact);
+	free(m.claimed);
+	free(folded);
 	free(m.doomed);
 	free(m.freed);
 	return rc;
@@ -1019,13 +1097,51 @@ void hfs_ns_changed(struct hfs *fs)
 
 /* ---- Lookup ---- */
 
+/*
+ * Spellings. The kernel's dentries are exact names, while names that fold
+ * alike are one entry here. The kernel updates only the dentry an
+ * operation used, so after a rename or a remove through another spelling
+ * a dentry of the stored one may still show the old entry: each such
+ * operation remembers the stored spelling (this thread, this operation)
+ * and hfs_drop_stale_names() has the kernel drop it once the reply is
+ * out. Dentries of other spellings of a file are never cached (see
+ * hfs_lookup), and a directory has one dentry only (the kernel moves it).
+ */
+#define STALE_MAX 2
+static _Thread_local struct {
+	uint64_t parent;
+	char name[BACKEND_NAME_MAX + 1];
+} tl_stale[STALE_MAX];
+static _Thread_local int tl_nstale;
+
+/* After a committed change: the kernel may hold @stored in @parent,
+ * which the change made stale if the operation used @used instead. */
+static void stale_name(uint64_t parent, const char *stored, const char *used)
+{
+	if (strcmp(stored, used) == 0 || tl_nstale == STALE_MAX)
+		return;
+	tl_stale[tl_nstale].parent = parent;
+	snprintf(tl_stale[tl_nstale].name, sizeof(tl_stale[0].name), "%s",
+		 stored);
+	tl_nstale++;
+}
+
+void hfs_drop_stale_names(struct hfs *fs)
+{
+	int n = tl_nstale;
+	tl_nstale = 0;
+	for (int i = 0; i < n && fs->se; i++)
+		fuse_lowlevel_notify_inval_entry(fs->se, tl_stale[i].parent,
+						 tl_stale[i].name,
+						 strlen(tl_stale[i].name));
+}
+
 int hfs_lookup(struct hfs *fs, uint64_t parent, const char *name,
-	       struct stat *st)
+	       struct stat *st, bool *other_spelling)
 {
 	struct ixtxn t;
 	struct node n;
 	uint64_t ino;
-	char exact[BACKEND_NAME_MAX + 1];
 	if (strlen(name) > BACKEND_NAME_MAX)
 		return -ENAMETOOLONG;
 	int rc = fs_ensure_listed(fs, parent, false);
@@ -1039,12 +1155,12 @@ int hfs_lookup(struct hfs *fs, uint64_t parent, const char *name,
 		rc = ix_begin(fs->ix, false, &t);
 		if (rc)
 			return rc;
-		rc = ix_lookup(&t, parent, name, &ino, exact);
+		/* A name that folds like an entry's is that entry (Dropbox
+		 * takes them for one): "data" finds "Data". */
+		rc = ix_lookup(&t, parent, name, &ino, NULL);
 		if (!rc)
 			rc = ix_get(&t, ino, &n);
 		ix_abort(&t);
-		if (rc == 0 && strcmp(exact, name) != 0)
-			rc = -ENOENT; /* differs in case only */
 		if (rc != -ENOENT || pass == 1)
 			break;
 		/* Not known: a stale listing may not have it yet. */
@@ -1059,6 +1175,7 @@ int hfs_lookup(struct hfs *fs, uint64_t parent, const char *name,
 		overlay_live(fs, &n);
 	hfs_fill_stat(&n, st);
 	hnode_add_lookup(fs, ino);
+	*other_spelling = strcmp(n.name, name) != 0;
 	return 0;
 }
 
@@ -1328,15 +1445,20 @@ static void leave_tombstone(struct ixtxn *t, const struct node *n,
 			    const char *path)
 {
 	uint8_t h[IX_ATTEMPTS][CHASH_LEN];
-	char folded[4096];
+	char *folded;
 	if (S_ISDIR(n->r.mode))
 		return;
 	int k = ix_attempts_get(t, n->ino, h);
-	size_t len = strlen(path);
-	if (k <= 0 || len >= sizeof(folded))
+	if (k <= 0)
 		return;
-	ix_fold(path, folded, len + 1);
+	int rc = fold_path_dup(path, &folded);
+	if (rc) {
+		if (!t->err)
+			t->err = rc; /* the delete must not go without it */
+		return;
+	}
 	ix_tomb_put(t, folded, hfs_now() + TOMB_SECONDS, h, k);
+	free(folded);
 }
 
 static int do_remove(struct hfs *fs, uint64_t parent, const char *name,
@@ -1374,8 +1496,6 @@ static int do_remove(struct hfs *fs, uint64_t parent, const char *name,
 	if (rc)
 		return rc;
 	rc = ix_lookup(&t, parent, name, &ino, exact);
-	if (!rc && strcmp(exact, name) != 0)
-		rc = -ENOENT;
 	if (!rc)
 		rc = ix_get(&t, ino, &n);
 	if (rc)
@@ -1411,6 +1531,7 @@ static int do_remove(struct hfs *fs, uint64_t parent, const char *name,
 	rc = ix_commit(&t);
 	if (rc)
 		return rc;
+	stale_name(parent, exact, name);
 	if (purge_now)
 		cache_remove(fs->cache, ino);
 	else
@@ -1600,8 +1721,6 @@ int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
 	if (rc)
 		return rc;
 	rc = ix_lookup(&t, parent, name, &sino, exact);
-	if (!rc && strcmp(exact, name) != 0)
-		rc = -ENOENT;
 	if (!rc)
 		rc = ix_get(&t, sino, &src);
 	if (!rc)
@@ -1619,6 +1738,8 @@ int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
 			goto fail;
 		}
 	}
+	/* The target is the entry @newname folds like, whatever its
+	 * spelling: renaming over "data.txt" as "DATA.txt" replaces it. */
 	rc = ix_lookup(&t, newparent, newname, &dino, dexact);
 	if (rc == 0) {
 		if (dino == sino) {
@@ -1626,10 +1747,8 @@ int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
 				ix_abort(&t); /* same entry: nothing to do */
 				return 0;
 			}
-			/* A case-only rename of the same entry. */
-		} else if (strcmp(dexact, newname) != 0) {
-			rc = -EEXIST; /* differs in case only */
-			goto fail;
+			/* A rename of the entry to another spelling of its
+			 * name (case only): the journal replays it. */
 		} else {
 			if (flags & RENAME_NOREPLACE) {
 				rc = -EEXIST;
@@ -1702,6 +1821,9 @@ int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
 	rc = ix_commit(&t);
 	if (rc)
 		return rc;
+	stale_name(parent, exact, name);
+	if (have_dst)
+		stale_name(newparent, dexact, newname);
 	if (have_dst) {
 		if (purge_now)
 			cache_remove(fs->cache, dino);

@@ -2,7 +2,10 @@
  * FUSE low-level operations: thin. See fuse_ops.h.
  *
  * Attribute and entry timeouts are short (1 s) because the remote can
- * change behind us (another machine); negative lookups are not cached.
+ * change behind us (another machine); negative lookups are not cached,
+ * nor a file found under another spelling of its name (fs.h, hfs_lookup).
+ * Unlink, rmdir and rename reply first, then drop the kernel's dentries of
+ * other spellings they made stale (hfs_drop_stale_names).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,7 +26,8 @@ static struct hfs *hfs_of(fuse_req_t req)
 	return fuse_req_userdata(req);
 }
 
-static void reply_entry(fuse_req_t req, int rc, const struct stat *st)
+static void reply_entry_for(fuse_req_t req, int rc, const struct stat *st,
+			    double entry_timeout)
 {
 	if (rc) {
 		fuse_reply_err(req, -rc);
@@ -34,8 +38,13 @@ static void reply_entry(fuse_req_t req, int rc, const struct stat *st)
 	e.ino = st->st_ino;
 	e.attr = *st;
 	e.attr_timeout = TIMEOUT;
-	e.entry_timeout = TIMEOUT;
+	e.entry_timeout = entry_timeout;
 	fuse_reply_entry(req, &e);
+}
+
+static void reply_entry(fuse_req_t req, int rc, const struct stat *st)
+{
+	reply_entry_for(req, rc, st, TIMEOUT);
 }
 
 static void reply_attr(fuse_req_t req, int rc, const struct stat *st)
@@ -67,8 +76,11 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct stat st;
-	int rc = hfs_lookup(hfs_of(req), parent, name, &st);
-	reply_entry(req, rc, &st);
+	bool other = false;
+	int rc = hfs_lookup(hfs_of(req), parent, name, &st, &other);
+	/* A file found under another spelling: not cached (see fs.h). */
+	reply_entry_for(req, rc, &st,
+			other && !S_ISDIR(st.st_mode) ? 0.0 : TIMEOUT);
 }
 
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
@@ -132,16 +144,20 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	struct hfs *fs = hfs_of(req); /* req is gone after the reply */
 	int rc;
-	HFS_RETRY_NOSPC(hfs_of(req), rc, hfs_unlink(hfs_of(req), parent, name));
+	HFS_RETRY_NOSPC(fs, rc, hfs_unlink(fs, parent, name));
 	fuse_reply_err(req, -rc);
+	hfs_drop_stale_names(fs);
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	struct hfs *fs = hfs_of(req);
 	int rc;
-	HFS_RETRY_NOSPC(hfs_of(req), rc, hfs_rmdir(hfs_of(req), parent, name));
+	HFS_RETRY_NOSPC(fs, rc, hfs_rmdir(fs, parent, name));
 	fuse_reply_err(req, -rc);
+	hfs_drop_stale_names(fs);
 }
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
@@ -179,11 +195,13 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      fuse_ino_t newparent, const char *newname,
 		      unsigned int flags)
 {
+	struct hfs *fs = hfs_of(req);
 	int rc;
-	HFS_RETRY_NOSPC(hfs_of(req), rc,
-			hfs_rename(hfs_of(req), parent, name, newparent,
-				   newname, flags));
+	HFS_RETRY_NOSPC(
+		fs, rc,
+		hfs_rename(fs, parent, name, newparent, newname, flags));
 	fuse_reply_err(req, -rc);
+	hfs_drop_stale_names(fs);
 }
 
 /*

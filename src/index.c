@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "hfs/fold.h"
 #include "hfs/index.h"
 #include "hfs/log.h"
 
@@ -78,14 +79,6 @@ static int mdb_to_errno(int rc)
 	}
 }
 
-void ix_fold(const char *name, char *out, size_t len)
-{
-	for (size_t i = 0; i < len; i++) {
-		char c = name[i];
-		out[i] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
-	}
-}
-
 static int open_dbis(struct hfs_index *ix)
 {
 	MDB_txn *txn;
@@ -123,8 +116,10 @@ static int open_dbis(struct hfs_index *ix)
 	return mdb_to_errno(mdb_txn_commit(txn));
 }
 
+static int migrate_v1(struct hfs_index *ix);
+
 /* Writes the layout version and the root node into a new index, or checks
- * the version of an existing one. */
+ * the version of an existing one (migrating layout 1). */
 static int init_layout(struct hfs_index *ix)
 {
 	struct ixtxn t;
@@ -138,6 +133,8 @@ static int init_layout(struct hfs_index *ix)
 		if (v.mv_size == sizeof(layout))
 			memcpy(&layout, v.mv_data, sizeof(layout));
 		ix_abort(&t);
+		if (layout == 1)
+			return migrate_v1(ix);
 		return layout == INDEX_LAYOUT ? 0 : -EPROTO;
 	}
 	if (rc != MDB_NOTFOUND) {
@@ -486,14 +483,167 @@ int ix_alloc_ino(struct ixtxn *t, uint64_t *ino)
 	return 0;
 }
 
-/* Builds the dirents key: big-endian parent then the folded name. */
-static size_t dirent_key(char *buf, uint64_t parent, const char *name)
+/*
+ * Directory entries (layout 2).
+ *
+ * The key of an entry is its parent (big-endian) and its folded name
+ * (fold.h). A folded name longer than DKEY_FOLD_MAX bytes (possible only
+ * for names full of characters that fold longer) is cut there and
+ * followed by 0x00 'h' and the hash of the whole folded name, so that
+ * every key fits LMDB's 511 bytes; names hold no NUL, so such a key
+ * equals no other. The value is the inode and the exact name.
+ *
+ * Collisions. Two entries of one directory whose names fold alike exist
+ * only where the remote holds both (a listing) or an index of layout 1
+ * held both (migration). The first is the primary, under the key above;
+ * each other is an alias, under the primary's key followed by 0x00 'a'
+ * and 16 bytes of the hash of its exact name. Invariant: whenever an
+ * entry of a folded name exists, its primary does (unlinking a primary
+ * promotes an alias), so a lookup that misses the primary is done. A
+ * lookup returns the entry of exactly that name if there is one, else
+ * the primary.
+ */
+#define DKEY_FOLD_MAX 400
+#define DKEY_ALIAS_HASH 16
+#define DKEY_MAX (8 + DKEY_FOLD_MAX + 2 + CHASH_LEN + 2 + DKEY_ALIAS_HASH)
+#define DVAL_MAX (8 + BACKEND_NAME_MAX)
+
+/* Builds the primary key of @name in @parent into @buf (DKEY_MAX bytes).
+ * Returns its length or -errno. */
+static int dirent_key(uint8_t *buf, uint64_t parent, const char *name)
 {
+	char f[FOLD_NAME_MAX + 1];
 	uint64_t be = htobe64(parent);
-	size_t nl = strlen(name);
+	int n = fold_name(name, strlen(name), f, sizeof(f));
+	if (n < 0)
+		return n;
 	memcpy(buf, &be, 8);
-	ix_fold(name, buf + 8, nl);
-	return 8 + nl;
+	if (n <= DKEY_FOLD_MAX) {
+		memcpy(buf + 8, f, (size_t)n);
+		return 8 + n;
+	}
+	memcpy(buf + 8, f, DKEY_FOLD_MAX);
+	buf[8 + DKEY_FOLD_MAX] = 0;
+	buf[8 + DKEY_FOLD_MAX + 1] = 'h';
+	int rc = chash_buf(f, (size_t)n, buf + 8 + DKEY_FOLD_MAX + 2);
+	if (rc)
+		return rc;
+	return 8 + DKEY_FOLD_MAX + 2 + CHASH_LEN;
+}
+
+/* Appends the alias suffix of exact name @name to the primary key of
+ * @klen bytes in @buf. Returns the alias key's length or -errno. */
+static int alias_key(uint8_t *buf, int klen, const char *name)
+{
+	uint8_t h[CHASH_LEN];
+	int rc = chash_buf(name, strlen(name), h);
+	if (rc)
+		return rc;
+	buf[klen] = 0;
+	buf[klen + 1] = 'a';
+	memcpy(buf + klen + 2, h, DKEY_ALIAS_HASH);
+	return klen + 2 + DKEY_ALIAS_HASH;
+}
+
+/* Copies the inode and the name (BACKEND_NAME_MAX + 1 bytes, may be
+ * NULL) out of dirents value @v. */
+static int dirent_val(const MDB_val *v, uint64_t *ino, char *name)
+{
+	if (v->mv_size < 8 || v->mv_size > DVAL_MAX)
+		return -EIO;
+	memcpy(ino, v->mv_data, 8);
+	if (name) {
+		memcpy(name, (char *)v->mv_data + 8, v->mv_size - 8);
+		name[v->mv_size - 8] = '\0';
+	}
+	return 0;
+}
+
+/* Reads the dirents entry under key @kb (@klen bytes): 0, -ENOENT or
+ * another -errno (not sticky). */
+static int dirent_get(struct ixtxn *t, const uint8_t *kb, int klen,
+		      uint64_t *ino, char *name)
+{
+	MDB_val k = {.mv_size = (size_t)klen, .mv_data = (void *)kb}, v;
+	int rc = mdb_to_errno(mdb_get(t->txn, t->ix->dirents, &k, &v));
+	return rc ? rc : dirent_val(&v, ino, name);
+}
+
+static int dirent_put(struct ixtxn *t, const uint8_t *kb, int klen,
+		      const char *name, uint64_t ino)
+{
+	uint8_t vb[DVAL_MAX];
+	size_t nl = strlen(name);
+	memcpy(vb, &ino, 8);
+	memcpy(vb + 8, name, nl);
+	MDB_val k = {.mv_size = (size_t)klen, .mv_data = (void *)kb};
+	MDB_val v = {.mv_size = 8 + nl, .mv_data = vb};
+	return mdb_to_errno(mdb_put(t->txn, t->ix->dirents, &k, &v, 0));
+}
+
+static int dirent_del(struct ixtxn *t, const uint8_t *kb, int klen)
+{
+	MDB_val k = {.mv_size = (size_t)klen, .mv_data = (void *)kb};
+	return mdb_to_errno(mdb_del(t->txn, t->ix->dirents, &k, NULL));
+}
+
+/* The alias of exact name @name under primary key @kb (@klen bytes):
+ * its key in @ab and length in *@alen; 0 if it exists, -ENOENT if not. */
+static int alias_find(struct ixtxn *t, const uint8_t *kb, int klen,
+		      const char *name, uint8_t *ab, int *alen, uint64_t *ino,
+		      char *exact)
+{
+	char got[BACKEND_NAME_MAX + 1];
+	memcpy(ab, kb, (size_t)klen);
+	int n = alias_key(ab, klen, name);
+	if (n < 0)
+		return n;
+	*alen = n;
+	int rc = dirent_get(t, ab, n, ino, got);
+	if (rc)
+		return rc;
+	if (strcmp(got, name) != 0)
+		return -ENOENT; /* another name with the same hash prefix */
+	if (exact)
+		strcpy(exact, got);
+	return 0;
+}
+
+/* After the primary under @kb (@klen bytes) was deleted: moves its first
+ * alias, if any, to the primary key. */
+static int alias_promote(struct ixtxn *t, const uint8_t *kb, int klen)
+{
+	uint8_t from[DKEY_MAX], ab[DKEY_MAX];
+	char name[BACKEND_NAME_MAX + 1];
+	uint64_t ino;
+	MDB_cursor *c;
+	int rc = mdb_to_errno(mdb_cursor_open(t->txn, t->ix->dirents, &c));
+	if (rc)
+		return rc;
+	memcpy(from, kb, (size_t)klen);
+	from[klen] = 0;
+	from[klen + 1] = 'a';
+	MDB_val k = {.mv_size = (size_t)klen + 2, .mv_data = from}, v;
+	rc = mdb_to_errno(mdb_cursor_get(c, &k, &v, MDB_SET_RANGE));
+	int alen = 0;
+	if (!rc) {
+		if (k.mv_size != (size_t)klen + 2 + DKEY_ALIAS_HASH ||
+		    memcmp(k.mv_data, from, (size_t)klen + 2) != 0)
+			rc = -ENOENT; /* past this name's aliases */
+		else
+			rc = dirent_val(&v, &ino, name);
+		if (!rc) {
+			alen = (int)k.mv_size;
+			memcpy(ab, k.mv_data, k.mv_size);
+		}
+	}
+	mdb_cursor_close(c);
+	if (rc)
+		return rc == -ENOENT ? 0 : rc;
+	rc = dirent_del(t, ab, alen);
+	if (!rc)
+		rc = dirent_put(t, kb, klen, name, ino);
+	return rc;
 }
 
 int ix_lookup(struct ixtxn *t, uint64_t parent, const char *name, uint64_t *ino,
@@ -504,19 +654,25 @@ int ix_lookup(struct ixtxn *t, uint64_t parent, const char *name, uint64_t *ino,
 	size_t nl = strlen(name);
 	if (nl == 0 || nl > BACKEND_NAME_MAX)
 		return -ENOENT;
-	char kb[8 + BACKEND_NAME_MAX];
-	MDB_val k = {.mv_size = dirent_key(kb, parent, name), .mv_data = kb};
-	MDB_val v;
-	int rc = mdb_to_errno(mdb_get(t->txn, t->ix->dirents, &k, &v));
+	uint8_t kb[DKEY_MAX], ab[DKEY_MAX];
+	char pname[BACKEND_NAME_MAX + 1];
+	uint64_t pino;
+	int alen;
+	int klen = dirent_key(kb, parent, name);
+	if (klen < 0)
+		return sticky(t, klen);
+	int rc = dirent_get(t, kb, klen, &pino, pname);
 	if (rc)
 		return sticky(t, rc);
-	if (v.mv_size < 8 || v.mv_size > 8 + BACKEND_NAME_MAX)
-		return sticky(t, -EIO);
-	memcpy(ino, v.mv_data, 8);
-	if (exact) {
-		memcpy(exact, (char *)v.mv_data + 8, v.mv_size - 8);
-		exact[v.mv_size - 8] = '\0';
+	if (strcmp(pname, name) != 0) {
+		/* Folds like the primary: an alias may have that very name. */
+		rc = alias_find(t, kb, klen, name, ab, &alen, ino, exact);
+		if (rc != -ENOENT)
+			return sticky(t, rc);
 	}
+	*ino = pino;
+	if (exact)
+		strcpy(exact, pname);
 	return 0;
 }
 
@@ -527,25 +683,177 @@ int ix_link(struct ixtxn *t, uint64_t parent, const char *name, uint64_t ino)
 	size_t nl = strlen(name);
 	if (nl == 0 || nl > BACKEND_NAME_MAX)
 		return sticky(t, -ENAMETOOLONG);
-	char kb[8 + BACKEND_NAME_MAX], vb[8 + BACKEND_NAME_MAX];
-	MDB_val k = {.mv_size = dirent_key(kb, parent, name), .mv_data = kb};
-	memcpy(vb, &ino, 8);
-	memcpy(vb + 8, name, nl);
-	MDB_val v = {.mv_size = 8 + nl, .mv_data = vb};
-	return sticky(t,
-		      mdb_to_errno(mdb_put(t->txn, t->ix->dirents, &k, &v, 0)));
+	uint8_t kb[DKEY_MAX];
+	char pname[BACKEND_NAME_MAX + 1];
+	uint64_t pino;
+	int klen = dirent_key(kb, parent, name);
+	if (klen < 0)
+		return sticky(t, klen);
+	int rc = dirent_get(t, kb, klen, &pino, pname);
+	if (rc == -ENOENT ||
+	    (rc == 0 && (pino == ino || strcmp(pname, name) == 0)))
+		return sticky(t, dirent_put(t, kb, klen, name, ino));
+	if (rc)
+		return sticky(t, rc);
+	/* Another entry folds alike: this one becomes an alias. */
+	int alen = alias_key(kb, klen, name);
+	if (alen < 0)
+		return sticky(t, alen);
+	return sticky(t, dirent_put(t, kb, alen, name, ino));
 }
 
 int ix_unlink(struct ixtxn *t, uint64_t parent, const char *name)
 {
 	if (t->err)
 		return t->err;
-	char kb[8 + BACKEND_NAME_MAX];
 	if (strlen(name) > BACKEND_NAME_MAX)
 		return -ENOENT;
-	MDB_val k = {.mv_size = dirent_key(kb, parent, name), .mv_data = kb};
-	return sticky(t,
-		      mdb_to_errno(mdb_del(t->txn, t->ix->dirents, &k, NULL)));
+	uint8_t kb[DKEY_MAX], ab[DKEY_MAX];
+	char pname[BACKEND_NAME_MAX + 1];
+	uint64_t pino, aino;
+	int alen;
+	int klen = dirent_key(kb, parent, name);
+	if (klen < 0)
+		return sticky(t, klen);
+	int rc = dirent_get(t, kb, klen, &pino, pname);
+	if (rc)
+		return sticky(t, rc);
+	if (strcmp(pname, name) != 0) {
+		rc = alias_find(t, kb, klen, name, ab, &alen, &aino, NULL);
+		if (rc == 0)
+			return sticky(t, dirent_del(t, ab, alen));
+		if (rc != -ENOENT)
+			return sticky(t, rc);
+		/* No entry of exactly that name: the one it folds like. */
+	}
+	rc = dirent_del(t, kb, klen);
+	if (!rc)
+		rc = alias_promote(t, kb, klen);
+	return sticky(t, rc);
+}
+
+/*
+ * Migration from layout 1, whose dirents keys had ASCII letters lowered
+ * and nothing else. A name of ASCII bytes has the same key in both
+ * layouts and stays; every other entry is taken out and linked again
+ * under its new key, in the order of the old keys. Where two entries of a
+ * folder now fold alike, both stay (ix_link keeps the second as an
+ * alias, reachable by its exact name and listed) and a warning names
+ * them: the remote can hold only one of them. All of it, and the new
+ * layout number, in one txn. Tombstone keys of non-ASCII paths (hashes of
+ * the old folding) are not rekeyed: they cannot be, and they expire
+ * within the hour; meanwhile a late upload to such a path shows as a
+ * file instead of being deleted again.
+ */
+struct old_dirent {
+	uint64_t parent, ino;
+	uint8_t key[8 + BACKEND_NAME_MAX];
+	size_t klen;
+	char name[BACKEND_NAME_MAX + 1];
+};
+
+static bool bytes_ascii(const uint8_t *p, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (p[i] >= 0x80)
+			return false;
+	return true;
+}
+
+/* Collects the layout-1 entries of non-ASCII names into *@out. */
+static int old_non_ascii(struct ixtxn *t, struct old_dirent **out, size_t *nout)
+{
+	struct old_dirent *v = NULL;
+	size_t n = 0, cap = 0;
+	MDB_cursor *c;
+	MDB_val k, val;
+	int rc = mdb_to_errno(mdb_cursor_open(t->txn, t->ix->dirents, &c));
+	if (rc)
+		return rc;
+	int mrc = mdb_cursor_get(c, &k, &val, MDB_FIRST);
+	for (; mrc == MDB_SUCCESS && !rc;
+	     mrc = mdb_cursor_get(c, &k, &val, MDB_NEXT)) {
+		if (k.mv_size <= 8 || k.mv_size > 8 + BACKEND_NAME_MAX) {
+			rc = -EIO;
+			break;
+		}
+		if (bytes_ascii((uint8_t *)k.mv_data + 8, k.mv_size - 8))
+			continue;
+		if (n == cap) {
+			size_t nc = cap ? cap * 2 : 64;
+			struct old_dirent *nv = realloc(v, nc * sizeof(*nv));
+			if (!nv) {
+				rc = -ENOMEM;
+				break;
+			}
+			v = nv;
+			cap = nc;
+		}
+		struct old_dirent *d = &v[n];
+		uint64_t be;
+		memcpy(&be, k.mv_data, 8);
+		d->parent = be64toh(be);
+		d->klen = k.mv_size;
+		memcpy(d->key, k.mv_data, k.mv_size);
+		rc = dirent_val(&val, &d->ino, d->name);
+		if (!rc && !d->name[0])
+			rc = -EIO;
+		n++;
+	}
+	if (!rc && mrc != MDB_SUCCESS && mrc != MDB_NOTFOUND)
+		rc = mdb_to_errno(mrc);
+	mdb_cursor_close(c);
+	if (rc) {
+		free(v);
+		return rc;
+	}
+	*out = v;
+	*nout = n;
+	return 0;
+}
+
+static int migrate_v1(struct hfs_index *ix)
+{
+	struct old_dirent *v = NULL;
+	size_t n = 0, collisions = 0;
+	struct ixtxn t;
+	int rc = ix_begin(ix, true, &t);
+	if (rc)
+		return rc;
+	rc = old_non_ascii(&t, &v, &n);
+	for (size_t i = 0; i < n && !rc; i++)
+		rc = dirent_del(&t, v[i].key, (int)v[i].klen);
+	if (rc)
+		t.err = rc;
+	for (size_t i = 0; i < n && !t.err; i++) {
+		char other[BACKEND_NAME_MAX + 1], dir[4096];
+		uint64_t ino;
+		if (ix_lookup(&t, v[i].parent, v[i].name, &ino, other) == 0 &&
+		    ino != v[i].ino) {
+			collisions++;
+			if (ix_path(&t, v[i].parent, dir, sizeof(dir)) != 0)
+				snprintf(dir, sizeof(dir),
+					 "(folder inode %llu)",
+					 (unsigned long long)v[i].parent);
+			hlog_warn("index_name_collision folder=\"%s\" "
+				  "name=\"%s\" other=\"%s\": the names are "
+				  "one name for Dropbox; both are kept, rename "
+				  "one of them",
+				  dir[0] ? dir : "/", v[i].name, other);
+		}
+		ix_link(&t, v[i].parent, v[i].name, v[i].ino);
+	}
+	uint32_t layout = INDEX_LAYOUT;
+	MDB_val k = {.mv_size = 6, .mv_data = (void *)"layout"};
+	MDB_val val = {.mv_size = sizeof(layout), .mv_data = &layout};
+	if (!t.err)
+		t.err = mdb_to_errno(mdb_put(t.txn, ix->meta, &k, &val, 0));
+	rc = ix_commit(&t);
+	free(v);
+	if (!rc)
+		hlog_info("index_migrated layout=%d rekeyed=%zu collisions=%zu",
+			  INDEX_LAYOUT, n, collisions);
+	return rc;
 }
 
 /* A step of walk() that ends the walk without an error. */

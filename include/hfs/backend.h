@@ -11,8 +11,11 @@
  *   Dropbox content hash.
  * - Listings are paged: list() returns one page and a cursor; call it again
  *   with the cursor while has_more.
- * - Remote names are case-insensitive for Dropbox; callers never rely on
- *   the backend to tell "A" from "a".
+ * - Names are case-insensitive and case-preserving, matched the way
+ *   Dropbox matches them (fold.h) by both backends: a path names the
+ *   entry whose path folds alike, a new entry takes the caller's spelling,
+ *   and a move between two spellings of one path renames the entry to the
+ *   new spelling. Callers never rely on the backend to tell "A" from "a".
  * - move/copy never overwrite (an existing target gives -EEXIST); remove of
  *   a folder is recursive.
  *

@@ -112,12 +112,12 @@ int dbx_parse_changes_page(const char *body, size_t len, const char *root,
 			   struct backend_page *page);
 
 /*
- * If @path_lower lies inside or at @prefix (compared case-insensitively,
- * whole components), returns a pointer to the rest of @path_lower ("" or
+ * If @path_lower lies inside or at @prefix (whole components compared
+ * folded, fold.h), returns a pointer to the rest of @path_lower ("" or
  * "/..."); else NULL.
  */
 const char *dbx_path_strip(const char *path_lower, const char *prefix);
-/* True if @a and @b are equal ignoring case. */
+/* True if @a and @b are one name (or path) for Dropbox: fold_equal(). */
 bool dbx_name_equal(const char *a, const char *b);
 
 /* {"cursor": "..."} (get_latest_cursor). */

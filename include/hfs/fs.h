@@ -144,8 +144,15 @@ void hfs_note_lost(struct hfs *fs, const char *path);
 struct hfs_file; /* an open file handle */
 struct hfs_dir; /* an open directory handle */
 
+/*
+ * Names fold (fold.h): a name that folds like an entry's names that
+ * entry, as on Dropbox. *@other_spelling is set when @name is not the
+ * entry's own spelling; the kernel, whose dentries are exact names, must
+ * then not cache the answer for a file (a file may have several dentries,
+ * and only the one an operation uses is updated by it).
+ */
 int hfs_lookup(struct hfs *fs, uint64_t parent, const char *name,
-	       struct stat *st);
+	       struct stat *st, bool *other_spelling);
 void hfs_forget(struct hfs *fs, uint64_t ino, uint64_t nlookup);
 int hfs_getattr(struct hfs *fs, uint64_t ino, struct stat *st);
 /* @to_set uses FUSE_SET_ATTR_* bits; @fh may be NULL. */
@@ -159,6 +166,14 @@ int hfs_unlink(struct hfs *fs, uint64_t parent, const char *name);
 int hfs_rmdir(struct hfs *fs, uint64_t parent, const char *name);
 int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
 	       uint64_t newparent, const char *newname, unsigned int flags);
+/*
+ * After hfs_unlink, hfs_rmdir or hfs_rename of this thread removed or
+ * replaced an entry through another spelling of its name, the kernel may
+ * still hold a dentry of the stored spelling: this drops it (a
+ * notify_inval_entry). Call it after the operation's reply is sent, never
+ * before: the kernel holds the directories' locks until the reply.
+ */
+void hfs_drop_stale_names(struct hfs *fs);
 int hfs_create_file(struct hfs *fs, uint64_t parent, const char *name,
 		    mode_t mode, int flags, uid_t uid, gid_t gid,
 		    struct stat *out, struct hfs_file **fh);

@@ -7,9 +7,11 @@
  *   meta     "layout" -> u32 layout version, "next_ino" -> u64
  *   nodes    ino (u64, native) -> struct node_rec + name bytes
  *   dirents  parent ino (u64, big-endian) + folded name -> ino (u64) + name
- *            The folded name is the name with ASCII letters lowered, so two
- *            names differing only in case share a key: Dropbox cannot hold
- *            both, and the filesystem refuses the second (EEXIST).
+ *            The folded name is fold_name()'s (fold.h: Unicode lowercase,
+ *            NFC), so two names that Dropbox takes for one share a key and
+ *            the filesystem refuses the second (EEXIST). Where the remote
+ *            or an older index holds both anyway, the second is kept as an
+ *            alias under a longer key (index.c, "Directory entries").
  *   dirty    ino -> nothing: the files whose local bytes must be uploaded
  *   journal  seq (u64) -> op + paths: namespace changes (mkdir, unlink,
  *            rmdir, rename) to replay on the remote, in order
@@ -54,7 +56,9 @@
 #include "hfs/backend.h"
 #include "hfs/hash.h"
 
-#define INDEX_LAYOUT 1
+/* Layout 2: dirents keyed by Unicode folding (layout 1: ASCII letters
+ * lowered). index_open migrates an index of layout 1. */
+#define INDEX_LAYOUT 2
 #define INDEX_ROOT_INO 1
 
 /* Node flags. */
@@ -124,7 +128,10 @@ struct ixtxn {
  * Opens (creating if needed) the index in directory @dir. Returns 0 and
  * *@out (owned by the caller, released by index_close), -EEXIST-style
  * errors never happen here (the single-daemon lock is the caller's).
- * An index of another layout version gives -EPROTO.
+ * An index of layout 1 is migrated to INDEX_LAYOUT in one txn (its
+ * directory entries rekeyed; two entries of a folder whose names now fold
+ * alike both stay, one as an alias, and a warning names them). An index
+ * of any other layout version gives -EPROTO.
  */
 int index_open(const char *dir, struct hfs_index **out);
 void index_close(struct hfs_index *ix);
@@ -149,9 +156,15 @@ int ix_del(struct ixtxn *t, uint64_t ino);
 int ix_alloc_ino(struct ixtxn *t, uint64_t *ino);
 
 /*
- * Directory entries. ix_lookup finds the entry whose folded name equals
- * @name's; *@ino and @exact (BACKEND_NAME_MAX + 1 bytes, may be NULL) get
- * the stored entry, whose exact name may differ from @name in case.
+ * Directory entries. ix_lookup finds the entry named exactly @name, else
+ * the one whose folded name equals @name's; *@ino and @exact
+ * (BACKEND_NAME_MAX + 1 bytes, may be NULL) get the stored entry, whose
+ * exact name may differ from @name (in case, or in normalization).
+ * ix_link adds (or replaces) the entry @name -> @ino: if another entry of
+ * another inode already folds alike, both stay (the new one as an alias,
+ * reachable by its exact name and by ix_foreach_child); callers that must
+ * refuse such a name look it up first. ix_unlink removes the entry named
+ * exactly @name, else the one it folds like; -ENOENT if none.
  */
 int ix_lookup(struct ixtxn *t, uint64_t parent, const char *name, uint64_t *ino,
 	      char *exact);
@@ -204,11 +217,12 @@ int ix_attempt_answered(struct ixtxn *t, uint64_t ino,
 			const uint8_t hash[CHASH_LEN]);
 int ix_attempts_del(struct ixtxn *t, uint64_t ino);
 
-/* Tombstones: the remote path (folded) of a file deleted or renamed away
- * while an upload of it may still land there (sent, answer never heard),
- * with the content hashes that upload may carry and an expiry (seconds).
- * A listing showing such bytes there shows our late upload, not a new
- * file. ix_tomb_get returns how many hashes there are (0: none). */
+/* Tombstones: the remote path (folded by fold_path()) of a file deleted
+ * or renamed away while an upload of it may still land there (sent,
+ * answer never heard), with the content hashes that upload may carry and
+ * an expiry (seconds). A listing showing such bytes there shows our late
+ * upload, not a new file. ix_tomb_get returns how many hashes there are
+ * (0: none). */
 int ix_tomb_put(struct ixtxn *t, const char *folded, int64_t expires,
 		const uint8_t h[][CHASH_LEN], int n);
 int ix_tomb_get(struct ixtxn *t, const char *folded, int64_t *expires,
@@ -227,8 +241,5 @@ int ix_foreach_journal(struct ixtxn *t,
 		       void *arg);
 /* Number of entries (0..), or -errno. */
 int64_t ix_journal_count(struct ixtxn *t);
-
-/* Folds @name into @out (same length): ASCII letters lowered. */
-void ix_fold(const char *name, char *out, size_t len);
 
 #endif

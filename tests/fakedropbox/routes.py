@@ -13,7 +13,7 @@ import time
 from . import stone
 from .stone import BadInput, RouteError, dumps, tag
 from .store import (Lookup, Write, Reloc, Reset, DeleteFailed, deleted_meta,
-                    MAX_SESSION_SIZE)
+                    dbx_lower, MAX_SESSION_SIZE)
 from .faults import BATCH_ENTRY_ERRORS
 
 BLOCK = stone.BLOCK_SIZE
@@ -101,7 +101,7 @@ def _listing_folder(req):
 @route('files/list_folder', stone.ListFolderArg)
 def list_folder(req):
     a = req.arg
-    fp = _listing_folder(req).lower()
+    fp = dbx_lower(_listing_folder(req))
     limit = a['limit'] or req.config['default_list_limit']
     st = req.store
     with st.lock:
@@ -146,7 +146,7 @@ def list_folder_continue(req):
 @route('files/list_folder/get_latest_cursor', stone.ListFolderArg)
 def list_folder_get_latest_cursor(req):
     a = req.arg
-    fp = _listing_folder(req).lower()
+    fp = dbx_lower(_listing_folder(req))
     st = req.store
     with st.lock:
         cursor = st.make_cursor(fp, a['recursive'], a['include_deleted'], a['limit'], st.seq,

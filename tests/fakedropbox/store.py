@@ -4,7 +4,8 @@ cursors, file contents (blobs) and upload sessions.
 Model
 -----
 * One namespace (the App folder). Root is the empty path "" and is not a
-  node. Every node is keyed by its lowercased path (`path_lower`) and keeps
+  node. Every node is keyed by its lowercased path (`path_lower`, lowered
+  the way Dropbox lowers: `dbx_lower`) and keeps
   the case it was created with (`name`, `path_display`): lookups are
   case-insensitive, names case-preserving.
 * Files have an immutable content blob (keyed by its Dropbox content hash,
@@ -54,6 +55,28 @@ MAX_SESSION_SIZE = 2**41 - 2**22
 RESERVED_NAMES = {'desktop.ini', 'thumbs.db', '.ds_store', 'icon\r', '.dropbox', '.dropbox.attr'}
 MAX_NAME_LEN = 255
 COPY_CHUNK = 1024 * 1024
+
+
+def dbx_lower(s):
+    """Dropbox's lowercase form of a name or path (`path_lower`).
+
+    Dropbox lowers each character by its simple, one-to-one lowercase
+    mapping, as Python 2's unicode.lower() did when Dropbox was written:
+    without context (a final capital sigma becomes σ, not ς) and without
+    expansion (İ becomes i, not i + combining dot above). Python 3's
+    str.lower() applies both rules, so it is applied here per character,
+    and of a character whose full mapping is longer the first code point
+    is its simple mapping (U+0130 is the only such character). Dropbox's
+    table is Unicode 4.1's; Python's (like libutf8proc's in the mount) is
+    newer. Nothing is normalized: Dropbox documents no normalization.
+    """
+    if s.isascii():
+        return s.lower()
+    out = []
+    for c in s:
+        low = c.lower()
+        out.append(low[0] if len(low) > 1 else low)
+    return ''.join(out)
 
 
 class Lookup(Exception):
@@ -113,7 +136,7 @@ def name_problem(name):
     if ('\\' in name or '\x7f' in name or '\x00' in name or name[-1].isspace()
             or len(name) > MAX_NAME_LEN):
         return {'.tag': 'malformed_path'}
-    if name.lower() in RESERVED_NAMES:
+    if dbx_lower(name) in RESERVED_NAMES:
         return {'.tag': 'disallowed_name'}
     return None
 
@@ -126,7 +149,7 @@ class Node:
                  client_modified=None, server_modified=None):
         self.tag = tag
         self.path_display = path_display
-        self.path_lower = path_display.lower()
+        self.path_lower = dbx_lower(path_display)
         self.name = path_display.rpartition('/')[2]
         self.id = id_
         self.rev = rev
@@ -137,7 +160,7 @@ class Node:
 
     def set_path(self, path_display):
         self.path_display = path_display
-        self.path_lower = path_display.lower()
+        self.path_lower = dbx_lower(path_display)
         self.name = path_display.rpartition('/')[2]
 
     def meta(self, with_tag=True):
@@ -168,7 +191,7 @@ class Node:
 
 def deleted_meta(path_display):
     return {'.tag': 'deleted', 'name': path_display.rpartition('/')[2],
-            'path_lower': path_display.lower(), 'path_display': path_display}
+            'path_lower': dbx_lower(path_display), 'path_display': path_display}
 
 
 # --------------------------------------------------------------------------
@@ -603,7 +626,7 @@ class Store:
             disp = self.normalize(path)
             if disp == '':
                 return None
-            n = self.nodes.get(disp.lower())
+            n = self.nodes.get(dbx_lower(disp))
             if n is None:
                 raise Lookup('not_found')
             return n
@@ -626,7 +649,7 @@ class Store:
                 disp = self.normalize(path)
             except Lookup:
                 return None
-            return self.tombstones.get(disp.lower())
+            return self.tombstones.get(dbx_lower(disp))
 
     # --------------------------------------------------------------- writes
 
@@ -656,7 +679,7 @@ class Store:
         create = []
         for c in comps:
             cand = cur_disp + '/' + c
-            n = self.nodes.get(cand.lower()) if not create else None
+            n = self.nodes.get(dbx_lower(cand)) if not create else None
             if n is None:
                 err = name_problem(c)
                 if err:
@@ -681,13 +704,13 @@ class Store:
         if update_mode:
             base = '%s (conflicted copy %s)' % (stem, time.strftime('%Y-%m-%d', time.gmtime()))
             cand = base + ext
-            if (parent_disp + '/' + cand).lower() not in self.nodes:
+            if dbx_lower(parent_disp + '/' + cand) not in self.nodes:
                 return cand
             stem = base
         i = 1
         while True:
             cand = '%s (%d)%s' % (stem, i, ext)
-            if (parent_disp + '/' + cand).lower() not in self.nodes:
+            if dbx_lower(parent_disp + '/' + cand) not in self.nodes:
                 return cand
             i += 1
 
@@ -702,7 +725,7 @@ class Store:
                 parent_disp, create = self._plan_parents(disp)
                 name = disp.rpartition('/')[2]
                 disp = parent_disp + '/' + name
-                existing = self.nodes.get(disp.lower())
+                existing = self.nodes.get(dbx_lower(disp))
                 if existing is None:
                     err = name_problem(name)
                     if err:
@@ -771,7 +794,7 @@ class Store:
             parent_disp, create = self._plan_parents(disp)
             name = disp.rpartition('/')[2]
             disp = parent_disp + '/' + name
-            existing = self.nodes.get(disp.lower())
+            existing = self.nodes.get(dbx_lower(disp))
             if existing is not None:
                 if not autorename:
                     raise Write(conflict(existing.tag))
@@ -781,7 +804,7 @@ class Store:
             if err:
                 raise Write(err)
             self._make_folders(create + [disp])
-            return self.nodes[disp.lower()]
+            return self.nodes[dbx_lower(disp)]
 
     def delete(self, path, parent_rev=None):
         """Returns the metadata the item had. Raises ('path_lookup', Lookup)
@@ -832,7 +855,7 @@ class Store:
                 raise Reloc({'.tag': 'to', 'to': e.err})
             name = disp.rpartition('/')[2]
             disp = parent_disp + '/' + name
-            dl = disp.lower()
+            dl = dbx_lower(disp)
             if dl == src.path_lower:
                 if copy:
                     raise Reloc({'.tag': 'to', 'to': conflict(src.tag)})
@@ -848,7 +871,7 @@ class Store:
                     raise Reloc({'.tag': 'to', 'to': conflict(existing.tag)})
                 name = self._autorename(parent_disp, name)
                 disp = parent_disp + '/' + name
-                dl = disp.lower()
+                dl = dbx_lower(disp)
             err = name_problem(name)
             if err:
                 raise Reloc({'.tag': 'to', 'to': err})
@@ -905,7 +928,7 @@ class Store:
             disp = self.normalize(path)
             if disp == '':
                 return ''
-            n = self.nodes.get(disp.lower())
+            n = self.nodes.get(dbx_lower(disp))
             if n is None:
                 raise Lookup('not_found')
             if n.tag != 'folder':
@@ -968,7 +991,7 @@ class Store:
     # -------------------------------------------------------------- cursors
 
     def make_cursor(self, fp, recursive, include_deleted, limit, seq, after, done):
-        st = {'e': self.epoch, 'p': fp.lower(), 'r': recursive, 'd': include_deleted,
+        st = {'e': self.epoch, 'p': dbx_lower(fp), 'r': recursive, 'd': include_deleted,
               'l': limit, 's': seq, 'a': after, 'c': done}
         raw = json.dumps(st, separators=(',', ':')).encode('utf-8')
         mac = hmac.new(self.secret, raw, hashlib.sha256).digest()[:12]

@@ -326,6 +326,31 @@ def test_case_insensitive_case_preserving(c):
     assert_error(r, 409, 'path/conflict/file')
 
 
+def test_lowercase_rule_is_dropboxs(c):
+    """path_lower lowers each character by its simple mapping (as Python 2's
+    unicode.lower() did): É and é are one name, a final capital sigma is σ
+    (not ς), İ is i (not i + U+0307), ß is not ss; nothing is normalized."""
+    m = c.put('/CAF\u00c9', b'1')
+    assert m['path_lower'] == '/caf\u00e9' and m['name'] == 'CAF\u00c9'
+    assert c.download({'path': '/Caf\u00e9'}).body == b'1'
+    assert_error(c.upload('files/upload', {'path': '/caf\u00e9'}, b'2'), 409,
+                 'path/conflict/file')
+    m = c.put('/\u039f\u0394\u039f\u03a3', b's')      # ΟΔΟΣ
+    assert m['path_lower'] == '/\u03bf\u03b4\u03bf\u03c3'  # οδοσ, not οδος
+    # ς is a letter of its own: a second file
+    m2 = c.put('/\u03bf\u03b4\u03bf\u03c2', b'f')
+    assert m2['id'] != m['id']
+    m = c.put('/\u0130stanbul', b'i')                    # İstanbul
+    assert m['path_lower'] == '/istanbul'
+    assert c.download({'path': '/ISTANBUL'}).body == b'i'
+    c.put('/Stra\u00dfe', b'ss')
+    r = c.rpc('files/get_metadata', {'path': '/strasse'})
+    assert_error(r, 409, 'path/not_found')
+    # the decomposed spelling is another name: no normalization
+    r = c.rpc('files/get_metadata', {'path': '/cafe\u0301'})
+    assert_error(r, 409, 'path/not_found')
+
+
 def test_non_ascii_names(c):
     path = '/Caf\u00e9/na\u00efve \U0001F600.txt'
     hdr = arg_header({'path': path, 'mode': 'add'})

@@ -4,7 +4,7 @@
  * - backend_name_ok (hfs/backend.h) on the input as one string, checked
  *   against the rules it states, with jansson's UTF-8 validator as an
  *   independent judge of "well-formed UTF-8".
- * - ix_fold (hfs/index.h) on the raw bytes.
+ * - fold_name (hfs/fold.h) on the raw bytes.
  * - glob_match and cat_classify (hfs/category.h) with the input split at
  *   its first newline into a pattern and a path.
  * - The content hash (hfs/hash.h): chash_buf (one shot), chash_update with
@@ -28,8 +28,8 @@
 #include "fuzz.h"
 #include "hfs/backend.h"
 #include "hfs/category.h"
+#include "hfs/fold.h"
 #include "hfs/hash.h"
-#include "hfs/index.h"
 
 /* First byte that selects the multi-block hash mode. */
 #define BIG_MAGIC 0xB7
@@ -71,21 +71,41 @@ static char fold_ascii(char c)
 	return c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
 }
 
+/*
+ * fold_name on the raw bytes (up to the first NUL): it never fails with
+ * the capacity fold.h promises, it is idempotent, ASCII and invalid UTF-8
+ * (jansson's judgement) fold bytewise, and fold_equal agrees.
+ */
 static void fuzz_fold(const uint8_t *data, size_t size)
 {
 	char *in = fuzz_strndup(data, size);
-	char *out = malloc(size ? size : 1);
-	char *again = malloc(size ? size : 1);
-	size_t i;
+	size_t len = strlen(in), cap = FOLD_RATIO * len + 1, i;
+	char *out = malloc(cap);
+	char *again = malloc(cap);
+	json_t *j;
+	int n, m;
 
 	if (!out || !again)
 		abort();
-	ix_fold(in, out, size);
-	ix_fold(out, again, size);
-	for (i = 0; i < size; i++) {
-		FUZZ_CHECK(out[i] == fold_ascii(in[i]));
-		FUZZ_CHECK(again[i] == out[i]);
+	n = fold_name(in, len, out, cap);
+	FUZZ_CHECK(n >= 0 && (size_t)n < cap && out[n] == '\0');
+	m = fold_name(out, (size_t)n, again, cap);
+	FUZZ_CHECK(m == n && memcmp(again, out, (size_t)n) == 0);
+	j = json_stringn(in, len);
+	bool ascii = true;
+	for (i = 0; i < len; i++)
+		if ((unsigned char)in[i] >= 0x80)
+			ascii = false;
+	if (ascii || !j) {
+		FUZZ_CHECK((size_t)n == len);
+		for (i = 0; i < len; i++)
+			FUZZ_CHECK(out[i] == fold_ascii(in[i]));
 	}
+	json_decref(j);
+	FUZZ_CHECK(fold_equal(in, out));
+	/* Too small a buffer is an error, never an overflow. */
+	if (n > 0)
+		FUZZ_CHECK(fold_name(in, len, out, (size_t)n) == -ENAMETOOLONG);
 	free(again);
 	free(out);
 	free(in);

@@ -5,6 +5,7 @@ reached "Dropbox" and how."""
 
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -358,6 +359,82 @@ def test_flush_wait_waits_for_namespace_changes(dbx, fake):
     m.flush()
     assert remote(fake, 'runs/z/f.txt') == b'f\n'
     assert remote(fake, 'runs/a/f.txt') is None
+
+
+def _names(path):
+    return sorted(os.listdir(path))
+
+
+def test_remote_folder_in_another_case_on_dropbox(dbx, fake):
+    """The trainer's `mkdir -p data/candles` when Dropbox has `Data`: it
+    succeeds, the candles land in Data/candles, and ls shows Data."""
+    fake.mkdir(ROOT + '/Data')
+    fake.put_file(ROOT + '/Data/old.csv', b'old')
+    m = dbx(dropbox_extra={'restore_data_cache_on_startup': False})
+    r = subprocess.run(['mkdir', '-p', str(m.m('data/candles'))],
+                       capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    m.m('data/candles/SOL_candles.parquet').write_bytes(b'candles')
+    assert _names(m.mnt) == ['Data']
+    assert _names(m.m('DATA')) == ['candles', 'old.csv']
+    m.flush()
+    meta = fake.metadata(ROOT + '/data/candles/sol_candles.parquet')
+    assert meta['path_display'] == ROOT + '/Data/candles/SOL_candles.parquet'
+    assert [e['path_display'] for e in fake.tree()
+            if e['path_display'].lower() == (ROOT + '/data').lower()] == \
+        [ROOT + '/Data']
+    assert remote(fake, 'Data/candles/SOL_candles.parquet') == b'candles'
+
+
+def test_names_fold_as_on_dropbox_mount(dbx, fake):
+    m = dbx()
+    m.m('Caf\u00e9').mkdir()
+    with pytest.raises(FileExistsError):
+        m.m('CAF\u00c9').mkdir()
+    with open(m.m('Caf\u00e9/notes.txt'), 'w') as f:
+        f.write('one ')
+    with open(m.m('CAF\u00c9/Notes.TXT'), 'a') as f:
+        f.write('two')
+    assert _names(m.mnt) == ['Caf\u00e9']
+    assert _names(m.m('Caf\u00e9')) == ['notes.txt']
+    m.flush()
+    assert remote(fake, 'caf\u00e9/NOTES.txt') == b'one two'
+    assert fake.metadata(ROOT + '/CAF\u00c9/notes.txt')['path_display'] == \
+        ROOT + '/Caf\u00e9/notes.txt'
+
+
+def test_remote_names_that_fold_alike_both_kept(dbx, fake):
+    """Our folding normalizes (NFC), Dropbox's does not say it does: where
+    Dropbox holds the composed and the decomposed spelling of a name, both
+    are listed and each reads its own bytes."""
+    fake.put_file(ROOT + '/n/Caf\u00e9.txt', b'composed')
+    fake.put_file(ROOT + '/n/Cafe\u0301.txt', b'decomposed')
+    m = dbx()
+    assert _names(m.m('n')) == sorted(['Caf\u00e9.txt', 'Cafe\u0301.txt'])
+    assert m.m('n/Caf\u00e9.txt').read_bytes() == b'composed'
+    assert m.m('n/Cafe\u0301.txt').read_bytes() == b'decomposed'
+    # A new name folding like them is refused: Dropbox may take it for one.
+    with pytest.raises(FileExistsError):
+        m.m('n/CAF\u00c9.txt').mkdir()
+
+
+def test_case_renames_on_dropbox(dbx, fake):
+    """A case-only rename through another name reaches Dropbox; one made
+    elsewhere (not reported to cursors) shows once the folder is listed
+    again."""
+    m = dbx(hfs_extra={'dir_cache_seconds': 1})
+    m.m('a.txt').write_bytes(b'a')
+    m.m('report.txt').write_bytes(b'r')
+    m.flush()
+    os.rename(m.m('a.txt'), m.m('a.tmp'))
+    os.rename(m.m('a.tmp'), m.m('A.txt'))
+    m.flush()
+    assert fake.metadata(ROOT + '/a.txt')['name'] == 'A.txt'
+    assert remote(fake, 'A.txt') == b'a'
+    fake.move(ROOT + '/report.txt', ROOT + '/Report.txt')
+    wait_until(lambda: _names(m.mnt) == ['A.txt', 'Report.txt'], 10,
+               'the listing to show the new spelling')
+    assert m.m('report.txt').read_bytes() == b'r'
 
 
 def _walk(root):

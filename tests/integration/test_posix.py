@@ -5,7 +5,8 @@ checked against what POSIX and Linux specify: the exact errno of each
 refusal, and the side effects of each success (contents, sizes, inode
 numbers, modes, owners, timestamps of the file and of its parent). The
 deliberate exceptions of docs/posix.md (symlinks, hard links and special
-files refused with EPERM, case-only collisions, names Dropbox refuses,
+files refused with EPERM, names folded as Dropbox folds them, names Dropbox
+refuses,
 directories with st_nlink 2, atime not updated by reads, RENAME_EXCHANGE)
 are checked as documented, not as POSIX would have them.
 
@@ -26,6 +27,7 @@ import mmap
 import os
 import socket
 import stat
+import subprocess
 import threading
 import time
 
@@ -229,23 +231,173 @@ def test_inode_numbers(mount):
         assert os.fstat(f.fileno()).st_ino == inos['a/b/f4']
 
 
-def test_case_and_refused_names(mount):
-    """docs/posix.md: case-only collisions EEXIST, some names EINVAL."""
+def test_refused_names(mount):
+    """docs/posix.md: names Dropbox refuses are EINVAL."""
     m = mount.m
     m('Case.txt').write_bytes(b'c')
-    assert errno_of(os.open, m('case.txt'),
-                    os.O_CREAT | os.O_EXCL | os.O_WRONLY) == errno.EEXIST
-    assert errno_of(os.mkdir, m('CASE.TXT')) == errno.EEXIST
-    os.rename(m('Case.txt'), m('CASE.txt'))
-    assert listing(mount.mnt) == ['CASE.txt']
-    assert m('CASE.txt').read_bytes() == b'c'
     for bad in ('back\\slash', 'del\x7f', 'trailing ', b'bad\xffutf8'):
         path = os.path.join(os.fsencode(mount.mnt), os.fsencode(bad))
         assert errno_of(os.open, path, os.O_CREAT | os.O_WRONLY) \
             == errno.EINVAL, bad
         assert errno_of(os.mkdir, path) == errno.EINVAL, bad
-        assert errno_of(os.rename, m('CASE.txt'), path) == errno.EINVAL, bad
-    assert listing(mount.mnt) == ['CASE.txt']
+        assert errno_of(os.rename, m('Case.txt'), path) == errno.EINVAL, bad
+    assert listing(mount.mnt) == ['Case.txt']
+
+
+# ---------------------------------------------------------------------------
+# Names and case (docs/posix.md): names that Dropbox takes for one are one
+
+
+CAFE = 'Caf\u00e9'            # composed é
+CAFE_UPPER = 'CAF\u00c9'
+CAFE_NFD = 'Cafe\u0301'       # e + combining acute
+
+
+def test_names_fold_as_on_dropbox(mount):
+    m = mount.m
+    os.mkdir(m(CAFE))
+    assert errno_of(os.mkdir, m(CAFE_UPPER)) == errno.EEXIST
+    assert errno_of(os.mkdir, m(CAFE_NFD)) == errno.EEXIST
+    assert os.stat(m(CAFE_UPPER)).st_ino == os.stat(m(CAFE)).st_ino
+    # A file created under one spelling is opened under another.
+    with open(m(CAFE_UPPER + '/Notes.txt'), 'w') as f:
+        f.write('one ')
+    with open(m('caf\u00e9/NOTES.TXT'), 'a') as f:      # O_CREAT | O_APPEND
+        f.write('two')
+    assert errno_of(os.open, m(CAFE_NFD + '/notes.txt'),
+                    os.O_CREAT | os.O_EXCL | os.O_WRONLY) == errno.EEXIST
+    assert listing(mount.mnt) == [CAFE]
+    assert listing(m(CAFE)) == ['Notes.txt']
+    assert m(CAFE + '/Notes.txt').read_text() == 'one two'
+    # Dropbox lowers by the simple mapping: ß is not ss, a final Σ is σ
+    # (not ς), İ is i.
+    os.mkdir(m('Stra\u00dfe'))
+    os.mkdir(m('STRASSE'))
+    os.mkdir(m('\u039f\u0394\u039f\u03a3'))                    # ΟΔΟΣ
+    assert errno_of(os.mkdir, m('\u03bf\u03b4\u03bf\u03c3')) == errno.EEXIST
+    os.mkdir(m('\u03bf\u03b4\u03bf\u03c2'))                    # οδος
+    os.mkdir(m('\u0130stanbul'))
+    assert errno_of(os.mkdir, m('ISTANBUL')) == errno.EEXIST
+    assert len(os.listdir(mount.mnt)) == 6
+    # The remote gets one folder of each, spelled as created.
+    mount.flush()
+    assert sorted(os.listdir(mount.remote)) == sorted(os.listdir(mount.mnt))
+    assert mount.r(CAFE + '/Notes.txt').read_bytes() == b'one two'
+
+
+def test_remote_folder_in_another_case(hfs):
+    """The trainer's `mkdir -p data/candles` on a remote that has `Data`:
+    the candles land in the remote's Data/candles, and ls shows Data."""
+    m = hfs(start=False)
+    m.r('Data').mkdir()
+    m.r('Data/old.csv').write_bytes(b'old')
+    m.start()
+    r = subprocess.run(['mkdir', '-p', str(m.m('data/candles'))],
+                       capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    m.m('data/candles/SOL.parquet').write_bytes(b'candles')
+    assert listing(m.mnt) == ['Data']
+    assert listing(m.m('data')) == ['candles', 'old.csv']
+    assert m.m('DATA/CANDLES/sol.parquet').read_bytes() == b'candles'
+    m.flush()
+    assert listing(m.remote) == ['Data']
+    assert m.r('Data/candles/SOL.parquet').read_bytes() == b'candles'
+    # Removed under the other spelling, everywhere.
+    r = subprocess.run(['rm', '-rf', str(m.m('data'))], capture_output=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert listing(m.mnt) == []
+    m.flush()
+    assert listing(m.remote) == []
+
+
+def test_case_only_rename(mount):
+    """rename(2) between two spellings of one name is a no-op in the
+    kernel (both are one inode); through another name it works, and the
+    remote follows."""
+    m = mount.m
+    m('a.txt').write_bytes(b'a')
+    os.mkdir(m('Dir'))
+    m('Dir/in.txt').write_bytes(b'in')
+    mount.flush()
+    os.rename(m('a.txt'), m('A.txt'))
+    assert listing(mount.mnt) == ['Dir', 'a.txt']
+    assert m('A.txt').read_bytes() == b'a'
+    r = subprocess.run(['mv', str(m('a.txt')), str(m('A.txt'))],
+                       capture_output=True, timeout=30)
+    assert r.returncode != 0 and b'same file' in r.stderr
+    os.rename(m('a.txt'), m('a.tmp'))
+    os.rename(m('a.tmp'), m('A.txt'))
+    os.rename(m('Dir'), m('dir.tmp'))
+    os.rename(m('dir.tmp'), m('dir'))
+    assert listing(mount.mnt) == ['A.txt', 'dir']
+    assert m('A.txt').read_bytes() == b'a'
+    assert m('DIR/in.txt').read_bytes() == b'in'
+    mount.flush()
+    assert listing(mount.remote) == ['A.txt', 'dir']
+    assert mount.r('dir/in.txt').read_bytes() == b'in'
+
+
+def read_or_none(path):
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def test_rename_and_unlink_under_other_spellings(mount):
+    m = mount.m
+    m('data.txt').write_bytes(b'old')
+    m('new.txt').write_bytes(b'new')
+    # Renaming over another spelling of a name replaces that entry; the
+    # name is then spelled as given.
+    os.rename(m('new.txt'), m('DATA.txt'))
+    assert listing(mount.mnt) == ['DATA.txt']
+    assert m('DATA.TXT').read_bytes() == b'new'
+    # The kernel's entry of the old spelling is dropped just after the
+    # rename returns (hfs_drop_stale_names): a bounded wait, not a sleep.
+    mount.wait_until(lambda: read_or_none(m('data.txt')) == b'new', 5,
+                     'the old spelling to name the new file')
+    assert errno_of(renameat2, m('DATA.txt'), m('Data.TXT'),
+                    RENAME_NOREPLACE) == errno.EEXIST
+    m('other').write_bytes(b'o')
+    assert errno_of(renameat2, m('other'), m('data.TXT'),
+                    RENAME_NOREPLACE) == errno.EEXIST
+    os.unlink(m('OTHER'))
+    os.mkdir(m('Sub'))
+    os.rmdir(m('SUB'))
+    assert listing(mount.mnt) == ['DATA.txt']
+    mount.wait_until(lambda: not os.path.exists(m('other')), 5,
+                     'the removed file to be gone under its own spelling')
+    assert errno_of(os.rmdir, m('Sub')) == errno.ENOENT
+    mount.flush()
+    assert listing(mount.remote) == ['DATA.txt']
+    assert mount.r('DATA.txt').read_bytes() == b'new'
+
+
+def test_remote_spellings(hfs):
+    """A clean entry takes the remote's spelling when the remote changed
+    it; a remote that holds two names folding alike (edited by hand)
+    shows both, each with its own bytes."""
+    m = hfs(hfs_extra={'dir_cache_seconds': 1})
+    m.m('report.txt').write_bytes(b'r')
+    m.flush()
+    os.rename(m.r('report.txt'), m.r('Report.txt'))
+    m.r('x.txt').write_bytes(b'lower')
+    m.r('X.txt').write_bytes(b'upper')
+    m.wait_until(lambda: listing(m.mnt) == ['Report.txt', 'X.txt', 'x.txt'],
+                 10, 'the listing to show the remote spellings')
+    assert m.m('report.txt').read_bytes() == b'r'
+    assert m.m('x.txt').read_bytes() == b'lower'
+    assert m.m('X.txt').read_bytes() == b'upper'
+    # One of them goes remotely: the other stays, and takes its place
+    # (once the kernel's entry of the deleted one times out, as after any
+    # remote change).
+    os.unlink(m.r('x.txt'))
+    m.wait_until(lambda: listing(m.mnt) == ['Report.txt', 'X.txt'], 10,
+                 'the listing to drop the deleted spelling')
+    m.wait_until(lambda: m.m('x.txt').read_bytes() == b'upper', 10,
+                 'x.txt to name the remaining X.txt')
 
 
 # ---------------------------------------------------------------------------

@@ -785,6 +785,80 @@ static void test_remove_mkdir(void)
 	CHECK(be->ops->mkdir(be, "") == -EEXIST);
 }
 
+/*
+ * Names match as on Dropbox (fold.h): a path whose components fold like
+ * existing entries names those entries, whatever the spelling; new
+ * entries keep the caller's spelling; a move to another spelling of the
+ * same path renames the entry to it.
+ */
+static void test_case(void)
+{
+	struct backend_page page = {0};
+	struct backend_entry e;
+
+	CHECK(be->ops->mkdir(be, "/ci/Data") == 0);
+	/* Into the existing folder, under the new name as given. */
+	CHECK(upload_text("/ci/data/candles/SOL.parquet", "c1", &e) == 0);
+	CHECK(strcmp(e.name, "SOL.parquet") == 0);
+	CHECK(remote_is("/ci/Data/candles/SOL.parquet", "c1", 2));
+	CHECK(!exists("/ci/data"));
+	CHECK(be->ops->mkdir(be, "/ci/DATA") == -EEXIST);
+	CHECK(be->ops->mkdir(be, "/CI/DATA/CANDLES") == -EEXIST);
+	/* Stat and list under any spelling; the stored spelling comes back. */
+	CHECK(be->ops->stat(be, "/CI/DATA/CANDLES/sol.PARQUET", &e) == 0);
+	CHECK(strcmp(e.name, "SOL.parquet") == 0 && e.size == 2);
+	CHECK(be->ops->stat(be, "/ci/data", &e) == 0);
+	CHECK(e.is_dir && strcmp(e.name, "Data") == 0);
+	CHECK(be->ops->list(be, "/ci/DATA/candles", NULL, &page) == 0);
+	CHECK(page.n == 1 && strcmp(page.entries[0].name, "SOL.parquet") == 0);
+	backend_page_release(&page);
+	/* An upload to another spelling of a file replaces that file (or
+	 * conflicts, with a parent_rev that is not its revision). */
+	CHECK(upload_text("/ci/Data/candles/sol.parquet", "c2", NULL) == 0);
+	CHECK(remote_is("/ci/Data/candles/SOL.parquet", "c2", 2));
+	CHECK(count_local("/ci/Data/candles", "") == 3); /* . .. SOL */
+	CHECK(do_upload("/ci/DATA/candles/Sol.parquet", "c3", 2, "ffff", false,
+			&e) == -EEXIST);
+
+	/* Unicode: Café and CAFÉ (and the decomposed spelling) are one. */
+	CHECK(upload_text("/ci/Caf\xc3\xa9", "u", NULL) == 0);
+	CHECK(be->ops->stat(be, "/ci/CAF\xc3\x89", &e) == 0);
+	CHECK(strcmp(e.name, "Caf\xc3\xa9") == 0);
+	CHECK(be->ops->stat(be, "/ci/cafe\xcc\x81", &e) == 0);
+	CHECK(be->ops->copy(be, "/ci/Data/candles/SOL.parquet",
+			    "/ci/CAF\xc3\x89") == -EEXIST);
+	/* ß is not ss. */
+	CHECK(upload_text("/ci/Stra\xc3\x9f"
+			  "e",
+			  "s", NULL) == 0);
+	CHECK(be->ops->stat(be, "/ci/STRASSE", &e) == -ENOENT);
+
+	/* A case-only rename, of a file and of a folder. */
+	CHECK(be->ops->move(be, "/ci/caf\xc3\xa9", "/ci/CAF\xc3\x89") == 0);
+	CHECK(exists("/ci/CAF\xc3\x89") && !exists("/ci/Caf\xc3\xa9"));
+	CHECK(be->ops->move(be, "/ci/Data", "/ci/data") == 0);
+	CHECK(remote_is("/ci/data/candles/SOL.parquet", "c2", 2));
+	CHECK(!exists("/ci/Data"));
+	CHECK(count_local("/ci", ".huracanfs-tmp.") == 0);
+	/* Moving into another spelling of itself is moving into itself. */
+	CHECK(be->ops->move(be, "/ci/data", "/ci/DATA/sub") == -EINVAL);
+	/* Removing under another spelling removes the entry. */
+	CHECK(be->ops->remove(be, "/CI/DATA/CANDLES/sol.parquet") == 0);
+	CHECK(!exists("/ci/data/candles/SOL.parquet"));
+
+	/* A remote holding two spellings (edited by hand): the exact one
+	 * wins, and both are listed. */
+	put_file("/ci/data/candles/x.txt", "lower");
+	put_file("/ci/data/candles/X.txt", "upper");
+	CHECK(be->ops->stat(be, "/ci/data/candles/X.txt", &e) == 0 &&
+	      strcmp(e.name, "X.txt") == 0);
+	CHECK(be->ops->stat(be, "/ci/data/candles/x.txt", &e) == 0 &&
+	      strcmp(e.name, "x.txt") == 0);
+	CHECK(be->ops->list(be, "/ci/data/candles", NULL, &page) == 0);
+	CHECK(page.n == 2);
+	backend_page_release(&page);
+}
+
 static void test_space(void)
 {
 	uint64_t used = 0, total = 0;
@@ -970,6 +1044,7 @@ int main(void)
 	test_move();
 	test_copy();
 	test_remove_mkdir();
+	test_case();
 	test_space();
 	test_unavailable();
 	test_no_xattrs();

@@ -442,6 +442,20 @@ static void test_paths(void)
 	CHECK(dbx_name_equal("\xc3\x89t\xc3\xa9", "\xc3\xa9t\xc3\xa9"));
 	CHECK(!dbx_name_equal("abc", "abcd"));
 	CHECK(!dbx_name_equal("a.txt", "b.txt"));
+	/* Dropbox's rule (fold.h): simple lowercase, one normalization. */
+	CHECK(strcmp(dbx_path_strip("/apps/huracan/a", "/Apps/Huracan"),
+		     "/a") == 0);
+	CHECK(dbx_path_strip("/apps/huracan", "/Apps/Hura") == NULL);
+	CHECK(dbx_path_strip("/apps", "/Apps/Huracan") == NULL);
+	CHECK(strcmp(dbx_path_strip("/cafe\xcc\x81/x", "/CAF\xc3\x89"), "/x") ==
+	      0);
+	CHECK(strcmp(dbx_path_strip("/istanbul", "/\xc4\xb0stanbul"), "") == 0);
+	CHECK(dbx_name_equal("\xce\xa3\xce\xa3", "\xcf\x83\xcf\x83"));
+	CHECK(!dbx_name_equal("\xcf\x83\xcf\x82", "\xcf\x83\xcf\x83"));
+	CHECK(!dbx_name_equal("stra\xc3\x9f"
+			      "e",
+			      "strasse"));
+	CHECK(dbx_name_equal("/Data/Candles", "/data/candles"));
 }
 
 /* ---- errors ---- */

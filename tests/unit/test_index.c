@@ -8,6 +8,7 @@
  * through the API: the root node, the journal (count, order, first entry)
  * and the dirty and orphan sets (each member listed once).
  */
+#include <endian.h>
 #include <errno.h>
 #include <ftw.h>
 #include <pthread.h>
@@ -386,14 +387,121 @@ static int path_of(struct hfs_index *ix, uint64_t ino, char *buf, size_t len)
 	return rc;
 }
 
+/*
+ * Directory entries are keyed by fold_name (fold.h): names that fold
+ * alike are one entry, whatever their byte lengths.
+ */
 static void test_fold(void)
 {
-	const char in[] = "AbZ@[`{az09.-_\xc3\x89";
-	char out[sizeof(in)];
+	char sig[BACKEND_NAME_MAX + 1], sig2[BACKEND_NAME_MAX + 1];
+	struct hfs_index *ix;
+	struct child_list l;
+	struct ixtxn t;
+	char dir[256];
+	size_t i;
 
-	memset(out, 0, sizeof(out));
-	ix_fold(in, out, sizeof(in) - 1);
-	CHECK(strcmp(out, "abz@[`{az09.-_\xc3\x89") == 0);
+	ix_dir("fold", dir, sizeof(dir));
+	ix = open_ix(dir);
+	/* Two names folding to more than 400 bytes (hashed keys), differing
+	 * only in their last character. */
+	for (i = 0; i + 4 <= BACKEND_NAME_MAX; i += 4)
+		memcpy(sig + i, "\xf0\x9d\x85\xa0", 4);
+	sig[i] = '\0';
+	strcpy(sig2, sig);
+	memcpy(sig2 + i - 4, "\xf0\x9d\x85\xa1", 4);
+
+	wbegin(ix, &t);
+	CHECK(ix_link(&t, 1, "Caf\xc3\xa9", 10) == 0);
+	CHECK(ix_link(&t, 1,
+		      "Stra\xc3\x9f"
+		      "e",
+		      11) == 0);
+	CHECK(ix_link(&t, 1, "\xce\xa3\xce\x9f\xce\xa6\xce\x9f\xce\xa3", 12) ==
+	      0);
+	CHECK(ix_link(&t, 1, "\xc4\xb0stanbul", 13) == 0);
+	CHECK(ix_link(&t, 1, "\xe2\x84\xaa", 14) == 0); /* Kelvin sign */
+	CHECK(ix_link(&t, 1, "BAD\xff", 15) == 0);
+	CHECK(ix_link(&t, 1, sig, 16) == 0);
+	CHECK(ix_link(&t, 1, sig2, 17) == 0);
+	commit_ok(&t);
+
+	rbegin(ix, &t);
+	expect_lookup(&t, 1, "CAF\xc3\x89", 10, "Caf\xc3\xa9");
+	expect_lookup(&t, 1, "cafe\xcc\x81", 10, "Caf\xc3\xa9"); /* NFD */
+	expect_lookup(&t, 1,
+		      "STRA\xc3\x9f"
+		      "E",
+		      11,
+		      "Stra\xc3\x9f"
+		      "e");
+	expect_lookup(&t, 1,
+		      "stra\xe1\xba\x9e"
+		      "e",
+		      11,
+		      "Stra\xc3\x9f"
+		      "e");
+	expect_no_lookup(&t, 1, "STRASSE");
+	expect_lookup(&t, 1, "\xcf\x83\xce\xbf\xcf\x86\xce\xbf\xcf\x83", 12,
+		      "\xce\xa3\xce\x9f\xce\xa6\xce\x9f\xce\xa3");
+	expect_no_lookup(&t, 1, "\xcf\x83\xce\xbf\xcf\x86\xce\xbf\xcf\x82");
+	expect_lookup(&t, 1, "ISTANBUL", 13, "\xc4\xb0stanbul");
+	expect_no_lookup(&t, 1, "\xc4\xb1stanbul");
+	expect_lookup(&t, 1, "K", 14, "\xe2\x84\xaa");
+	expect_lookup(&t, 1, "bad\xff", 15, "BAD\xff");
+	expect_no_lookup(&t, 1, "bad\xfe");
+	expect_lookup(&t, 1, sig, 16, sig);
+	expect_lookup(&t, 1, sig2, 17, sig2);
+	list_children(&t, 1, &l);
+	CHECK(l.n == 8);
+	CHECK(ix_commit(&t) == 0);
+
+	/* Linking a name that folds like another inode's entry keeps both:
+	 * the second as an alias, found by its exact name. */
+	wbegin(ix, &t);
+	CHECK(ix_link(&t, 1, "CAF\xc3\x89", 20) == 0);
+	CHECK(ix_link(&t, 1, "cafe\xcc\x81", 21) == 0);
+	commit_ok(&t);
+	rbegin(ix, &t);
+	expect_lookup(&t, 1, "Caf\xc3\xa9", 10, "Caf\xc3\xa9");
+	expect_lookup(&t, 1, "CAF\xc3\x89", 20, "CAF\xc3\x89");
+	expect_lookup(&t, 1, "cafe\xcc\x81", 21, "cafe\xcc\x81");
+	expect_lookup(&t, 1, "caf\xc3\xa9", 10, "Caf\xc3\xa9"); /* primary */
+	list_children(&t, 1, &l);
+	CHECK(l.n == 10);
+	CHECK(ix_commit(&t) == 0);
+
+	/* Relinking a name replaces its own entry, primary or alias. */
+	wbegin(ix, &t);
+	CHECK(ix_link(&t, 1, "CAF\xc3\x89", 22) == 0);
+	CHECK(ix_link(&t, 1, "Caf\xc3\xa9", 23) == 0);
+	expect_lookup(&t, 1, "CAF\xc3\x89", 22, "CAF\xc3\x89");
+	expect_lookup(&t, 1, "Caf\xc3\xa9", 23, "Caf\xc3\xa9");
+	list_children(&t, 1, &l);
+	CHECK(l.n == 10);
+	/* An inode relinked under another spelling replaces its entry. */
+	CHECK(ix_link(&t, 1, "CAF\xc3\xa9", 23) == 0);
+	expect_lookup(&t, 1, "caf\xc3\xa9", 23, "CAF\xc3\xa9");
+	commit_ok(&t);
+
+	/* Unlinking the primary promotes an alias; an alias goes alone. */
+	wbegin(ix, &t);
+	CHECK(ix_unlink(&t, 1, "CAF\xc3\xa9") == 0);
+	expect_lookup(&t, 1, "Caf\xc3\xa9", 22, "CAF\xc3\x89");
+	expect_lookup(&t, 1, "cafe\xcc\x81", 21, "cafe\xcc\x81");
+	CHECK(ix_unlink(&t, 1, "cafe\xcc\x81") == 0);
+	expect_lookup(&t, 1, "cafe\xcc\x81", 22, "CAF\xc3\x89");
+	list_children(&t, 1, &l);
+	CHECK(l.n == 8);
+	CHECK(ix_unlink(&t, 1, "caf\xc3\xa9") == 0); /* the one it folds like */
+	expect_no_lookup(&t, 1, "CAF\xc3\x89");
+	CHECK(ix_unlink(&t, 1, "CAF\xc3\x89") == -ENOENT);
+	CHECK(ix_unlink(&t, 1, sig) == 0);
+	expect_no_lookup(&t, 1, sig);
+	expect_lookup(&t, 1, sig2, 17, sig2);
+	list_children(&t, 1, &l);
+	CHECK(l.n == 6);
+	commit_ok(&t);
+	index_close(ix);
 }
 
 /*
@@ -501,6 +609,199 @@ static void test_layout(void)
 	set_layout(dir, INDEX_LAYOUT);
 	ix = open_ix(dir);
 	expect_node(ix, &n);
+	index_close(ix);
+}
+
+/* An index of layout 1, written with LMDB directly as that layout did. */
+struct v1_entry {
+	uint64_t parent, ino;
+	const char *name;
+};
+
+static void write_v1_index(const char *dir, const struct v1_entry *e, size_t n)
+{
+	MDB_dbi meta, nodes, dirents;
+	uint32_t layout = 1;
+	uint64_t next = 100;
+	MDB_env *env;
+	MDB_txn *txn;
+
+	CHECK(mkdir(dir, 0700) == 0);
+	CHECK(mdb_env_create(&env) == 0);
+	CHECK(mdb_env_set_maxdbs(env, 16) == 0);
+	CHECK(mdb_env_open(env, dir, 0, 0600) == 0);
+	CHECK(mdb_txn_begin(env, NULL, 0, &txn) == 0);
+	CHECK(mdb_dbi_open(txn, "meta", MDB_CREATE, &meta) == 0);
+	CHECK(mdb_dbi_open(txn, "nodes", MDB_CREATE | MDB_INTEGERKEY, &nodes) ==
+	      0);
+	CHECK(mdb_dbi_open(txn, "dirents", MDB_CREATE, &dirents) == 0);
+	MDB_val k = {.mv_size = 6, .mv_data = (void *)"layout"};
+	MDB_val v = {.mv_size = sizeof(layout), .mv_data = &layout};
+	CHECK(mdb_put(txn, meta, &k, &v, 0) == 0);
+	k.mv_size = 8;
+	k.mv_data = (void *)"next_ino";
+	v.mv_size = sizeof(next);
+	v.mv_data = &next;
+	CHECK(mdb_put(txn, meta, &k, &v, 0) == 0);
+	for (size_t i = 0; i <= n; i++) {
+		/* The root first, then each entry's node and dirent. */
+		struct node nd;
+		char buf[sizeof(struct node_rec) + BACKEND_NAME_MAX];
+		char kb[8 + BACKEND_NAME_MAX], vb[8 + BACKEND_NAME_MAX];
+		uint64_t ino = i ? e[i - 1].ino : INDEX_ROOT_INO;
+		const char *name = i ? e[i - 1].name : "";
+		size_t nl = strlen(name);
+
+		fill_node(&nd, ino, i ? e[i - 1].parent : INDEX_ROOT_INO, name,
+			  (unsigned)i);
+		nd.r.mode = i == 0 || ino < 5 ? S_IFDIR | 0755 : S_IFREG | 0644;
+		nd.r.namelen = (uint16_t)nl;
+		memcpy(buf, &nd.r, sizeof(nd.r));
+		memcpy(buf + sizeof(nd.r), name, nl);
+		k.mv_size = sizeof(ino);
+		k.mv_data = &ino;
+		v.mv_size = sizeof(nd.r) + nl;
+		v.mv_data = buf;
+		CHECK(mdb_put(txn, nodes, &k, &v, 0) == 0);
+		if (i == 0)
+			continue;
+		uint64_t be = htobe64(e[i - 1].parent);
+		memcpy(kb, &be, 8);
+		for (size_t j = 0; j < nl; j++) /* layout 1: ASCII lowered */
+			kb[8 + j] = name[j] >= 'A' && name[j] <= 'Z'
+					    ? (char)(name[j] - 'A' + 'a')
+					    : name[j];
+		memcpy(vb, &ino, 8);
+		memcpy(vb + 8, name, nl);
+		k.mv_size = 8 + nl;
+		k.mv_data = kb;
+		v.mv_size = 8 + nl;
+		v.mv_data = vb;
+		CHECK(mdb_put(txn, dirents, &k, &v, MDB_NOOVERWRITE) == 0);
+	}
+	CHECK(mdb_txn_commit(txn) == 0);
+	mdb_env_close(env);
+}
+
+/* Reads the layout number of the closed index in @dir. */
+static uint32_t read_layout(const char *dir)
+{
+	MDB_val k = {.mv_size = 6, .mv_data = (void *)"layout"}, v;
+	uint32_t layout = 0;
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+
+	CHECK(mdb_env_create(&env) == 0);
+	CHECK(mdb_env_set_maxdbs(env, 16) == 0);
+	CHECK(mdb_env_open(env, dir, MDB_RDONLY, 0600) == 0);
+	CHECK(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) == 0);
+	CHECK(mdb_dbi_open(txn, "meta", 0, &dbi) == 0);
+	CHECK(mdb_get(txn, dbi, &k, &v) == 0);
+	CHECK(v.mv_size == sizeof(layout));
+	memcpy(&layout, v.mv_data, sizeof(layout));
+	mdb_txn_abort(txn);
+	mdb_env_close(env);
+	return layout;
+}
+
+/* The migrated index of test_migrate_v1, as it must be. */
+static void expect_migrated(struct hfs_index *ix)
+{
+	struct child_list l;
+	struct ixtxn t;
+	char path[64];
+	bool seen[16] = {false};
+
+	rbegin(ix, &t);
+	/* ASCII names as before. */
+	expect_lookup(&t, INDEX_ROOT_INO, "DATA", 2, "Data");
+	expect_lookup(&t, 2, "candles", 3, "Candles");
+	/* Café and CAFÉ were two entries; each stays, by its exact name. */
+	expect_lookup(&t, INDEX_ROOT_INO, "Caf\xc3\xa9", 5, "Caf\xc3\xa9");
+	expect_lookup(&t, INDEX_ROOT_INO, "CAF\xc3\x89", 6, "CAF\xc3\x89");
+	/* Another spelling finds one of them. */
+	uint64_t ino = 0;
+	CHECK(ix_lookup(&t, INDEX_ROOT_INO, "caf\xc3\xa9", &ino, NULL) == 0);
+	CHECK(ino == 5 || ino == 6);
+	/* Non-ASCII names now fold as Unicode. */
+	expect_lookup(&t, 2, "\xc3\xa9t\xc3\xa9", 7, "\xc3\xa9t\xc3\xa9");
+	expect_lookup(&t, 2, "E\xcc\x81te\xcc\x81", 8, "E\xcc\x81te\xcc\x81");
+	CHECK(ix_lookup(&t, 2, "\xc3\x89T\xc3\x89", &ino, NULL) == 0);
+	CHECK(ino == 7 || ino == 8);
+	/* The Kelvin sign folds to k: it meets the ASCII k. */
+	expect_lookup(&t, INDEX_ROOT_INO, "k", 9, "k");
+	expect_lookup(&t, INDEX_ROOT_INO, "\xe2\x84\xaa", 10, "\xe2\x84\xaa");
+	expect_lookup(&t, INDEX_ROOT_INO, "K", 9, "k");
+	/* Not UTF-8: as it was. */
+	expect_lookup(&t, 3, "X\xff", 11, "x\xff");
+	/* Every node is reachable by a listing, and its path is intact. */
+	list_children(&t, INDEX_ROOT_INO, &l);
+	CHECK(l.n == 5);
+	for (size_t i = 0; i < l.n; i++)
+		seen[l.ino[i]] = true;
+	list_children(&t, 2, &l);
+	CHECK(l.n == 3);
+	for (size_t i = 0; i < l.n; i++)
+		seen[l.ino[i]] = true;
+	list_children(&t, 3, &l);
+	CHECK(l.n == 1 && l.ino[0] == 11);
+	seen[11] = true;
+	for (uint64_t i = 2; i <= 11; i++)
+		CHECK(seen[i] || i == 4);
+	CHECK(ix_path(&t, 11, path, sizeof(path)) == 0);
+	CHECK(strcmp(path, "/Data/Candles/x\xff") == 0);
+	CHECK(ix_commit(&t) == 0);
+}
+
+/*
+ * An index of layout 1 (dirents keyed with ASCII letters lowered) is
+ * migrated at open: rekeyed by fold_name, the layout number bumped, two
+ * entries that now fold alike both kept, no node lost; a second open
+ * finds layout 2 and changes nothing.
+ */
+static void test_migrate_v1(void)
+{
+	static const struct v1_entry e[] = {
+		{INDEX_ROOT_INO, 2, "Data"},
+		{2, 3, "Candles"},
+		{INDEX_ROOT_INO, 5, "Caf\xc3\xa9"},
+		{INDEX_ROOT_INO, 6, "CAF\xc3\x89"},
+		{2, 7, "\xc3\xa9t\xc3\xa9"},
+		{2, 8, "E\xcc\x81te\xcc\x81"}, /* NFD: folds like 7 */
+		{INDEX_ROOT_INO, 9, "k"},
+		{INDEX_ROOT_INO, 10, "\xe2\x84\xaa"},
+		{3, 11, "x\xff"},
+	};
+	struct hfs_index *ix;
+	struct node n;
+	struct ixtxn t;
+	char dir[256];
+
+	ix_dir("migrate", dir, sizeof(dir));
+	write_v1_index(dir, e, sizeof(e) / sizeof(e[0]));
+	CHECK(read_layout(dir) == 1);
+
+	ix = open_ix(dir);
+	expect_migrated(ix);
+	/* The nodes themselves are untouched. */
+	rbegin(ix, &t);
+	CHECK(ix_get(&t, 6, &n) == 0);
+	CHECK(strcmp(n.name, "CAF\xc3\x89") == 0 &&
+	      n.r.parent == INDEX_ROOT_INO);
+	CHECK(ix_commit(&t) == 0);
+	/* The index works on: a new entry, an alias unlinked. */
+	wbegin(ix, &t);
+	CHECK(ix_unlink(&t, 2, "E\xcc\x81te\xcc\x81") == 0);
+	expect_lookup(&t, 2, "\xc3\x89T\xc3\x89", 7, "\xc3\xa9t\xc3\xa9");
+	CHECK(ix_link(&t, 2, "E\xcc\x81te\xcc\x81", 8) == 0);
+	commit_ok(&t);
+	index_close(ix);
+	CHECK(read_layout(dir) == INDEX_LAYOUT);
+
+	/* Reopened: already layout 2, the same. */
+	ix = open_ix(dir);
+	expect_migrated(ix);
 	index_close(ix);
 }
 
@@ -1546,6 +1847,7 @@ int main(void)
 	test_fold();
 	test_open();
 	test_layout();
+	test_migrate_v1();
 	test_alloc_ino();
 	test_nodes();
 	test_dirents();
