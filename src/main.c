@@ -245,6 +245,7 @@ static void *keeper_thread(void *arg)
 				  low ? "nearly full" : "has room again",
 				  (long long)(free_b >> 20),
 				  low ? "; slowing writers down" : "");
+		hfs_reap(k->fs);
 		if (++tick % 5 == 0) {
 			index_sync(k->fs->ix);
 			hfs_keep_reserve(k->fs);
@@ -601,6 +602,14 @@ static void print_status(json_t *st)
 		       "were "
 		       "removed from the cache behind huracanfs's back:\n");
 		json_array_foreach(lost, k, p)
+			printf("  %s\n", json_string_value(p));
+	}
+	json_t *found = json_object_get(st, "recovered");
+	if (json_array_size(found)) {
+		size_t k;
+		json_t *p;
+		printf("RECOVERED after an unclean stop (see the log):\n");
+		json_array_foreach(found, k, p)
 			printf("  %s\n", json_string_value(p));
 	}
 	json_t *rs = json_object_get(st, "restore");

@@ -118,7 +118,12 @@ static int finish_upload(struct hfs *fs, struct hnode *hn, uint64_t gen,
 
 	struct ixtxn t;
 	struct node n;
-	int rc = ix_begin(fs->ix, true, &t);
+	/* A clean mark vouches for the content file: on disk first
+	 * (durable.c, rule 4). */
+	int rc = clean ? fs_sync_content(fs, hn->ino) : 0;
+	if (rc)
+		return rc;
+	rc = ix_begin(fs->ix, true, &t);
 	if (rc)
 		return rc;
 	rc = ix_get(&t, hn->ino, &n);
@@ -184,7 +189,10 @@ static int finish_conflict(struct hfs *fs, struct upload_job *job,
 		clean = true;
 	}
 	pthread_mutex_unlock(&job->hn->mu);
-	int rc = ix_begin(fs->ix, true, &t);
+	int rc = clean ? fs_sync_content(fs, job->ino) : 0;
+	if (rc)
+		return rc;
+	rc = ix_begin(fs->ix, true, &t);
 	if (rc)
 		return rc;
 	rc = ix_get(&t, job->ino, &n);

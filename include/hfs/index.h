@@ -20,6 +20,9 @@
  *   tombstones  hash of a folded remote path -> expiry + content hashes:
  *            where an unconfirmed upload of a file since deleted or
  *            renamed may still land
+ *   doomed   ino -> nothing: content files no longer needed by the index,
+ *            deleted only once the txn that dropped them is durable (a
+ *            power cut must not leave the index naming a deleted file)
  *
  * Transactions: struct ixtxn wraps an MDB_txn with a sticky error (after a
  * failed step every further step is a no-op returning the same error, and
@@ -28,19 +31,22 @@
  * Never hold a write txn across network or long disk I/O.
  *
  * The environment is opened with MDB_NOTLS (reader slots belong to txn
- * objects, not threads) and MDB_NOSYNC: a committed txn survives a crash of
- * the daemon (its pages are in the kernel's page cache); index_sync() makes
- * it survive a crash of the machine and is called on fsync(2) and
- * periodically. The map is reserved at 64 GiB of address space (the file
- * grows only as it is used: about 300 bytes a node) and doubled before a
- * txn begins whenever the data passed half of it (HURACANFS_INDEX_MAP_SIZE
- * sets a smaller start, for tests). A txn that still finds the map full
- * fails with -ENOSPC and the map grows before the next one:
- * index_retry_full() says when repeating the operation will succeed.
+ * objects, not threads) and MDB_NOMETASYNC: every commit makes its pages
+ * durable before its meta page is written, so a power cut leaves the last
+ * or the one before the last commit, never a damaged index. A commit is
+ * durable once the next one returns or index_sync() does. Ordering rules
+ * for the bytes the index describes are in fs.c ("Power loss"). The map is
+ * reserved at 64 GiB of address space (the file grows only as it is used: about
+ * 300 bytes a node) and doubled before a txn begins whenever the data passed
+ * half of it (HURACANFS_INDEX_MAP_SIZE sets a smaller start, for tests). A txn
+ * that still finds the map full fails with -ENOSPC and the map grows before the
+ * next one: index_retry_full() says when repeating the operation will succeed.
  * A commit cut short by a full disk (LMDB reports a short write as EIO)
  * is -ENOSPC too.
  *
  * Errors: negative errno. MDB_NOTFOUND is -ENOENT, MDB_MAP_FULL -ENOSPC,
+ * MDB_CORRUPTED, MDB_PAGE_NOTFOUND, MDB_INVALID and a data file shorter
+ * than its pages -EUCLEAN (damaged: `huracanfs repair`),
  * MDB_READERS_FULL -EAGAIN, a system error its own errno, anything else
  * -EIO.
  */
@@ -130,6 +136,18 @@ int index_open(const char *dir, struct hfs_index **out);
 void index_close(struct hfs_index *ix);
 /* Flushes committed txns to stable storage. */
 int index_sync(struct hfs_index *ix);
+/*
+ * Checks the index in directory @dir in a child process (a damaged file
+ * can crash LMDB): every table readable, node records well formed, each
+ * node's parent and each entry's node present. 0 if sound (or absent),
+ * -EUCLEAN with the reason in @why if damaged, other -errno if the check
+ * could not run. Call before index_open.
+ */
+int index_check(const char *dir, char *why, size_t len);
+/* Records that a daemon runs on the index (durably); *@unclean tells
+ * whether the last one stopped without index_mark_stopped(). */
+int index_mark_running(struct hfs_index *ix, bool *unclean);
+int index_mark_stopped(struct hfs_index *ix);
 /* After an operation failed with -ENOSPC: true if a txn of this thread
  * found the map full (it has been grown since; do the operation again). */
 bool index_retry_full(struct hfs_index *ix);
@@ -147,6 +165,9 @@ int ix_get(struct ixtxn *t, uint64_t ino, struct node *out);
 int ix_put(struct ixtxn *t, const struct node *n);
 int ix_del(struct ixtxn *t, uint64_t ino);
 int ix_alloc_ino(struct ixtxn *t, uint64_t *ino);
+/* Calls @fn for every node in inode order, until it returns non-zero. */
+int ix_foreach_node(struct ixtxn *t, int (*fn)(void *arg, const struct node *n),
+		    void *arg);
 
 /*
  * Directory entries. ix_lookup finds the entry whose folded name equals
@@ -214,6 +235,12 @@ int ix_tomb_put(struct ixtxn *t, const char *folded, int64_t expires,
 int ix_tomb_get(struct ixtxn *t, const char *folded, int64_t *expires,
 		uint8_t h[IX_ATTEMPTS][CHASH_LEN]);
 int ix_tomb_del(struct ixtxn *t, const char *folded);
+
+/* Content files to delete once the txn that dooms them is durable. */
+int ix_doom_add(struct ixtxn *t, uint64_t ino);
+int ix_doom_del(struct ixtxn *t, uint64_t ino);
+int ix_foreach_doomed(struct ixtxn *t, int (*fn)(void *arg, uint64_t ino),
+		      void *arg);
 
 /* The namespace journal. */
 int ix_journal_append(struct ixtxn *t, int op, const char *path,
