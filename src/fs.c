@@ -639,6 +639,8 @@ static void add_remote_node(struct ixtxn *t, uint64_t dir,
 		memcpy(n.r.remote_hash, e->hash, CHASH_LEN);
 	}
 	ix_put(t, &n);
+	if (!e->is_dir)
+		ix_rsize_put(t, n.ino, e->size);
 	ix_link(t, dir, e->name, n.ino);
 }
 
@@ -817,6 +819,7 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 			 * the inode and what is cached. */
 			snprintf(n.r.rev, sizeof(n.r.rev), "%s", e->rev);
 			ix_put(&t, &n);
+			ix_rsize_put(&t, n.ino, e->size);
 			continue;
 		}
 		if (inode_busy(fs, ino))
@@ -836,6 +839,7 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 				memcpy(n.r.remote_hash, e->hash, CHASH_LEN);
 			}
 			ix_put(&t, &n);
+			ix_rsize_put(&t, n.ino, e->size);
 			continue;
 		}
 		/*
@@ -1210,6 +1214,8 @@ static int create_reg(struct hfs *fs, uint64_t parent, const char *name,
 		      mode_t mode, uid_t uid, gid_t gid, struct node *n,
 		      int *fd_out)
 {
+	/* unlink + create again replaces bytes (durable.c, rule 2). */
+	bool rewriting = fd_out && fs_was_unlinked(fs, parent, name);
 	if (is_today(fs, parent, name))
 		return -EEXIST;
 	struct ixtxn t;
@@ -1228,7 +1234,8 @@ static int create_reg(struct hfs *fs, uint64_t parent, const char *name,
 		*fd_out = fd;
 	else
 		close(fd);
-	n->r.flags = NODE_CACHED | NODE_DIRTY;
+	n->r.flags =
+		NODE_CACHED | NODE_DIRTY | (rewriting ? NODE_REWRITING : 0);
 	n->r.dirty_since = hfs_now();
 	n->r.gen = 1;
 	n->r.cat = (uint8_t)classify_path(fs, path);
@@ -1737,6 +1744,9 @@ static int mark_dirty_txn(struct hfs *fs, struct hnode *hn, uint64_t gen,
 	struct ixtxn t;
 	struct node n;
 	char path[4096];
+	pthread_mutex_lock(&hn->mu);
+	bool rewriting = hn->sync_on_release;
+	pthread_mutex_unlock(&hn->mu);
 	int rc = ix_begin(fs->ix, true, &t);
 	if (rc)
 		return rc;
@@ -1755,7 +1765,9 @@ static int mark_dirty_txn(struct hfs *fs, struct hnode *hn, uint64_t gen,
 	if (n.r.flags & NODE_PARTIAL)
 		ix_chunks_del(&t, hn->ino);
 	n.r.flags |= NODE_DIRTY | NODE_CACHED;
-	n.r.flags &= ~(NODE_PARTIAL | NODE_LOST);
+	n.r.flags &= ~(NODE_PARTIAL | NODE_LOST | NODE_REWRITING);
+	if (rewriting)
+		n.r.flags |= NODE_REWRITING;
 	if (!was_dirty)
 		n.r.dirty_since = hfs_now();
 	if (gen > n.r.gen)
@@ -1819,6 +1831,7 @@ static int persist_live_txn(struct hfs *fs, struct hnode *hn)
 	}
 	uint64_t size = hn->size, gen = hn->gen;
 	int64_t mtime = hn->mtime_ns, ctime = hn->ctime_ns;
+	bool rewriting = hn->sync_on_release;
 	pthread_mutex_unlock(&hn->mu);
 
 	struct ixtxn t;
@@ -1836,6 +1849,9 @@ static int persist_live_txn(struct hfs *fs, struct hnode *hn)
 	n.r.ctime_ns = ctime;
 	if (gen > n.r.gen)
 		n.r.gen = gen;
+	n.r.flags &= ~NODE_REWRITING;
+	if (rewriting)
+		n.r.flags |= NODE_REWRITING;
 	ix_put(&t, &n);
 	rc = ix_commit(&t);
 	if (rc)
@@ -1912,6 +1928,7 @@ static int fetch_whole(struct hfs *fs, struct hnode *hn, const char *path,
 		memcpy(n->r.remote_hash, meta.has_hash ? meta.hash : hash,
 		       CHASH_LEN);
 		ix_put(&t, n);
+		ix_rsize_put(&t, hn->ino, got);
 		ix_chunks_del(&t, hn->ino);
 	}
 	*got_out = got;
@@ -2286,7 +2303,7 @@ int hfs_create_file(struct hfs *fs, uint64_t parent, const char *name,
 	rc = open_handle(fs, n.ino, flags & ~O_TRUNC, fd, fh);
 	if (rc)
 		return rc;
-	if (fs_was_unlinked(fs, parent, name)) {
+	if (n.r.flags & NODE_REWRITING) {
 		/* unlink + create again: the new bytes replace the old ones
 		 * (durable.c, rule 2). */
 		pthread_mutex_lock(&(*fh)->hn->mu);
@@ -2457,8 +2474,14 @@ int hfs_fsync(struct hfs *fs, struct hfs_file *fh, int datasync)
 			rc = -errno;
 		close(fd);
 	}
-	if (!rc)
+	if (!rc) {
+		/* Its bytes are on disk: a finished version (durable.c). */
+		pthread_mutex_lock(&hn->mu);
+		hn->sync_on_release = false;
+		hn->live = true;
+		pthread_mutex_unlock(&hn->mu);
 		rc = persist_live(fs, hn);
+	}
 	if (!rc)
 		rc = index_sync(fs->ix);
 	/* With the writeback cache the kernel would keep the size and
@@ -2486,6 +2509,9 @@ int hfs_release(struct hfs *fs, struct hfs_file *fh)
 		if (fdatasync(fd) < 0)
 			rc = -errno;
 		close(fd);
+		pthread_mutex_lock(&hn->mu);
+		hn->live = true; /* the REWRITING mark goes */
+		pthread_mutex_unlock(&hn->mu);
 	}
 	if (!rc)
 		rc = persist_live(fs, hn);
@@ -3113,17 +3139,20 @@ static void recover_dirty(struct recovery *r, uint64_t ino)
 	cache_path(fs->cache, ino, cpath);
 	bool present = stat(cpath, &st) == 0;
 	bool remote = (n.r.flags & NODE_ON_REMOTE) && n.r.rev[0];
-	if (present && (uint64_t)st.st_size >= n.r.size) {
+	bool rewriting = n.r.flags & NODE_REWRITING;
+	n.r.flags &= ~NODE_REWRITING;
+	if (present && (uint64_t)st.st_size >= n.r.size &&
+	    !(rewriting && remote)) {
 		n.r.size = (uint64_t)st.st_size;
 		ix_put(t, &n);
 		return;
 	}
 	if (present && !remote) {
 		hlog_warn("recovery: \"%s\" holds %llu of the %llu bytes last "
-			  "recorded (the machine stopped before the rest "
-			  "reached the disk); kept as it is, and uploaded",
+			  "recorded%s; kept as it is, and uploaded",
 			  path, (unsigned long long)st.st_size,
-			  (unsigned long long)n.r.size);
+			  (unsigned long long)n.r.size,
+			  rewriting ? " and was being written again" : "");
 		snprintf(found, sizeof(found), "%s: %llu of %llu bytes kept",
 			 path, (unsigned long long)st.st_size,
 			 (unsigned long long)n.r.size);
@@ -3144,6 +3173,9 @@ static void recover_dirty(struct recovery *r, uint64_t ino)
 		n.r.flags &=
 			~(NODE_DIRTY | NODE_CACHED | NODE_PARTIAL | NODE_LOST);
 		n.r.dirty_since = 0;
+		uint64_t rsize;
+		if (ix_rsize_get(t, ino, &rsize) == 0)
+			n.r.size = rsize;
 		ix_put(t, &n);
 		ix_dirty_del(t, ino);
 		ix_chunks_del(t, ino);
@@ -3278,7 +3310,7 @@ out:
 	return rc;
 }
 
-static int take_lock(const char *dir, int *fd_out, char *err, size_t errlen)
+int hfs_take_lock(const char *dir, int *fd_out, char *err, size_t errlen)
 {
 	char path[PATH_MAX];
 	snprintf(path, sizeof(path), "%s/lock", dir);
@@ -3370,7 +3402,7 @@ int hfs_create(const struct hfs_config *cfg, struct backend *be,
 			 cfg->cache_dir, strerror(errno));
 		goto fail;
 	}
-	rc = take_lock(cfg->cache_dir, &fs->lock_fd, err, errlen);
+	rc = hfs_take_lock(cfg->cache_dir, &fs->lock_fd, err, errlen);
 	if (rc)
 		goto fail;
 	snprintf(path, sizeof(path), "%s/index", cfg->cache_dir);

@@ -45,7 +45,7 @@
 struct hfs_index {
 	MDB_env *env;
 	MDB_dbi meta, nodes, dirents, dirty, journal, orphans, chunks, attempts,
-		tombs, doomed;
+		tombs, doomed, rsize;
 	/*
 	 * Map growth. mdb_env_set_mapsize() may only run while no txn of
 	 * this process is open, so every txn holds @maplock for reading and
@@ -132,6 +132,9 @@ static int open_dbis(struct hfs_index *ix)
 	if (!rc)
 		rc = mdb_dbi_open(txn, "doomed", MDB_CREATE | MDB_INTEGERKEY,
 				  &ix->doomed);
+	if (!rc)
+		rc = mdb_dbi_open(txn, "rsize", MDB_CREATE | MDB_INTEGERKEY,
+				  &ix->rsize);
 	if (rc) {
 		mdb_txn_abort(txn);
 		return mdb_to_errno(rc);
@@ -510,6 +513,9 @@ int ix_del(struct ixtxn *t, uint64_t ino)
 	int rc = mdb_to_errno(mdb_del(t->txn, t->ix->nodes, &k, NULL));
 	if (rc)
 		return sticky(t, rc);
+	rc = mdb_to_errno(mdb_del(t->txn, t->ix->rsize, &k, NULL));
+	if (rc && rc != -ENOENT)
+		return sticky(t, rc);
 	return ix_attempts_del(t, ino);
 }
 
@@ -805,6 +811,24 @@ static int blob_put(struct ixtxn *t, MDB_dbi dbi, uint64_t ino,
 	MDB_val k = u64_val(&ino);
 	MDB_val v = {.mv_size = len, .mv_data = (void *)buf};
 	return sticky(t, mdb_to_errno(mdb_put(t->txn, dbi, &k, &v, 0)));
+}
+
+int ix_rsize_put(struct ixtxn *t, uint64_t ino, uint64_t size)
+{
+	return blob_put(t, t->ix->rsize, ino, (const uint8_t *)&size,
+			sizeof(size));
+}
+
+int ix_rsize_get(struct ixtxn *t, uint64_t ino, uint64_t *size)
+{
+	uint64_t v;
+	int64_t n = blob_get(t, t->ix->rsize, ino, (uint8_t *)&v, sizeof(v));
+	if (n < 0)
+		return (int)n;
+	if (n != sizeof(v))
+		return -ENOENT;
+	*size = v;
+	return 0;
 }
 
 int64_t ix_chunks_get(struct ixtxn *t, uint64_t ino, uint8_t *buf, size_t cap)
@@ -1340,4 +1364,27 @@ int ix_foreach_node(struct ixtxn *t, int (*fn)(void *arg, const struct node *n),
 {
 	struct node_walk w = {fn, arg};
 	return walk(t, t->ix->nodes, NULL, node_step, &w);
+}
+
+int ix_journal_restore(struct ixtxn *t, uint64_t seq, const void *val,
+		       size_t len)
+{
+	if (t->err)
+		return t->err;
+	MDB_val k = u64_val(&seq), v = {.mv_size = len, .mv_data = (void *)val};
+	int rc = sticky(t, mdb_to_errno(mdb_put(t->txn, t->ix->journal, &k, &v,
+						MDB_NOOVERWRITE)));
+	if (rc)
+		return rc;
+	uint64_t next = seq + 1, hw = 0;
+	MDB_val mk = {.mv_size = 8, .mv_data = (void *)"next_seq"}, mv;
+	if (mdb_get(t->txn, t->ix->meta, &mk, &mv) == MDB_SUCCESS &&
+	    mv.mv_size == 8)
+		memcpy(&hw, mv.mv_data, 8);
+	if (hw >= next)
+		return 0;
+	mv.mv_size = 8;
+	mv.mv_data = &next;
+	return sticky(t,
+		      mdb_to_errno(mdb_put(t->txn, t->ix->meta, &mk, &mv, 0)));
 }

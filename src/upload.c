@@ -144,6 +144,10 @@ static int finish_upload(struct hfs *fs, struct hnode *hn, uint64_t gen,
 		d.r.flags |= NODE_ON_REMOTE;
 		ix_put(&t, &d);
 	}
+	if (meta && meta->rev[0])
+		ix_rsize_put(&t, hn->ino, meta->size);
+	else if (clean && n.r.gen <= gen)
+		ix_rsize_put(&t, hn->ino, n.r.size);
 	if (clean && n.r.gen <= gen) {
 		n.r.flags &= ~NODE_DIRTY;
 		n.r.dirty_since = 0;
@@ -210,6 +214,7 @@ static int finish_conflict(struct hfs *fs, struct upload_job *job,
 	n.r.flags |= NODE_ON_REMOTE | NODE_HAS_HASH;
 	memcpy(n.r.remote_hash, job->hash, CHASH_LEN);
 	snprintf(n.r.rev, sizeof(n.r.rev), "%s", meta->rev);
+	ix_rsize_put(&t, job->ino, meta->size);
 	n.r.last_upload = hfs_now();
 	if (clean && n.r.gen <= job->gen) {
 		n.r.flags &= ~NODE_DIRTY;

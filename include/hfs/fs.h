@@ -123,6 +123,11 @@ void hfs_ns_changed(struct hfs *fs);
 int64_t hfs_now(void);
 int64_t hfs_now_ns(void);
 
+/* Takes the single-daemon lock of cache directory @dir (an flock on
+ * dir/lock, held by *@fd_out until it is closed). -EBUSY with a message
+ * in @err if another daemon holds it. */
+int hfs_take_lock(const char *dir, int *fd_out, char *err, size_t errlen);
+
 /* mkdir -p: creates @dir (mode @mode) and its missing parents (0700).
  * Returns 0 or -errno. */
 int hfs_mkdir_p(const char *dir, mode_t mode);

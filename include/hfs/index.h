@@ -20,6 +20,8 @@
  *   tombstones  hash of a folded remote path -> expiry + content hashes:
  *            where an unconfirmed upload of a file since deleted or
  *            renamed may still land
+ *   rsize    ino -> u64: the size of the remote revision named by the
+ *            node's rev (recovery goes back to it)
  *   doomed   ino -> nothing: content files no longer needed by the index,
  *            deleted only once the txn that dropped them is durable (a
  *            power cut must not leave the index naming a deleted file)
@@ -73,6 +75,10 @@ enum {
 	NODE_LISTED = 1u << 5, /* dir: remote listing merged */
 	NODE_UPLOADING = 1u << 6, /* an upload of it is in flight */
 	NODE_LOST = 1u << 7, /* dirty bytes found missing at mount */
+	/* Its bytes are being replaced (truncated and written again, or
+	 * created where a file was just unlinked) and not yet synced: after
+	 * an unclean stop they are no version anyone finished writing. */
+	NODE_REWRITING = 1u << 8,
 };
 
 /* The fixed part of a node record, as stored. */
@@ -236,6 +242,10 @@ int ix_tomb_get(struct ixtxn *t, const char *folded, int64_t *expires,
 		uint8_t h[IX_ATTEMPTS][CHASH_LEN]);
 int ix_tomb_del(struct ixtxn *t, const char *folded);
 
+/* The size of the remote revision of @ino (-ENOENT: unknown). */
+int ix_rsize_put(struct ixtxn *t, uint64_t ino, uint64_t size);
+int ix_rsize_get(struct ixtxn *t, uint64_t ino, uint64_t *size);
+
 /* Content files to delete once the txn that dooms them is durable. */
 int ix_doom_add(struct ixtxn *t, uint64_t ino);
 int ix_doom_del(struct ixtxn *t, uint64_t ino);
@@ -245,6 +255,9 @@ int ix_foreach_doomed(struct ixtxn *t, int (*fn)(void *arg, uint64_t ino),
 /* The namespace journal. */
 int ix_journal_append(struct ixtxn *t, int op, const char *path,
 		      const char *path2);
+/* Puts back entry @seq with its stored value (repair.c). */
+int ix_journal_restore(struct ixtxn *t, uint64_t seq, const void *val,
+		       size_t len);
 /* The oldest entry, or -ENOENT if the journal is empty. */
 int ix_journal_first(struct ixtxn *t, struct journal_entry *out);
 int ix_journal_del(struct ixtxn *t, uint64_t seq);
