@@ -1521,7 +1521,7 @@ void hfs_keep_reserve(struct hfs *fs)
 }
 
 /* Gives the reserve up; true if there was one. */
-static bool free_reserve(struct hfs *fs)
+bool fs_free_reserve(struct hfs *fs)
 {
 	char path[PATH_MAX];
 	reserve_path(fs, path, sizeof(path));
@@ -1537,7 +1537,7 @@ int hfs_unlink(struct hfs *fs, uint64_t parent, const char *name)
 	if (is_today(fs, parent, name))
 		return -EPERM;
 	int rc = do_remove(fs, parent, name, false);
-	if (rc == -ENOSPC && free_reserve(fs))
+	if (rc == -ENOSPC && fs_free_reserve(fs))
 		rc = do_remove(fs, parent, name, false);
 	return rc;
 }
@@ -1547,7 +1547,7 @@ int hfs_rmdir(struct hfs *fs, uint64_t parent, const char *name)
 	if (is_today(fs, parent, name))
 		return -ENOTDIR;
 	int rc = do_remove(fs, parent, name, true);
-	if (rc == -ENOSPC && free_reserve(fs))
+	if (rc == -ENOSPC && fs_free_reserve(fs))
 		rc = do_remove(fs, parent, name, true);
 	return rc;
 }

@@ -72,6 +72,10 @@ int fs_resolve(struct hfs *fs, const char *path, uint64_t *ino);
 int fs_create_file(struct hfs *fs, uint64_t parent, const char *name,
 		   const void *data, size_t len, uint64_t *ino);
 
+/* Gives up the cache directory's reserve file (see fs.c) so the index
+ * can commit on a full disk; true if there was one. */
+bool fs_free_reserve(struct hfs *fs);
+
 /* Power loss (durable.c). */
 /* fdatasync of the content file of @ino (none: nothing to do). */
 int fs_sync_content(struct hfs *fs, uint64_t ino);

@@ -193,14 +193,17 @@ static int init_layout(struct hfs_index *ix)
 }
 
 /*
- * The sync mode: MDB_NOMETASYNC; HURACANFS_INDEX_SYNC=full (full sync of
- * data and meta on every commit) is for bench/index_sync.sh only.
+ * The sync mode: MDB_NOMETASYNC. For bench/index_sync.sh only,
+ * HURACANFS_INDEX_SYNC=full syncs data and meta on every commit, and
+ * =nosync is the old MDB_NOSYNC (not power-loss safe).
  */
 static unsigned int sync_mode(void)
 {
 	const char *m = getenv("HURACANFS_INDEX_SYNC");
 	if (m && strcmp(m, "full") == 0)
 		return 0;
+	if (m && strcmp(m, "nosync") == 0)
+		return MDB_NOSYNC;
 	return MDB_NOMETASYNC;
 }
 

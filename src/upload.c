@@ -358,6 +358,11 @@ int hfs_upload_prepare(struct hfs *fs, uint64_t ino, struct upload_job *job)
 		return hfs_upload_finish(fs, job, 0, NULL);
 	}
 	rc = start_upload(fs, job);
+	if (rc == -ENOSPC && (hfs_room_again(fs) || fs_free_reserve(fs))) {
+		/* Uploads are what makes room on a disk full of dirty
+		 * files: they may have the reserve. */
+		rc = start_upload(fs, job);
+	}
 	if (rc)
 		return rc;
 	job->ready = true;
