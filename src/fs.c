@@ -27,6 +27,7 @@
  * fsync persist size and times. hnode.gen counts writes; an upload records
  * the gen it saw and cleans the node only if no write came since.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
@@ -3207,6 +3208,68 @@ static void recover_dirty(struct recovery *r, uint64_t ino)
 	r->lost++;
 }
 
+/*
+ * After the index went back to its last sync point: content files of
+ * files made since (never synced) are in no node. Their bytes are kept in
+ * /lost+found, never deleted.
+ */
+static void recover_unreferenced(struct recovery *r)
+{
+	struct ixtxn *t = r->t;
+	for (int b = 0; b < 256 && !t->err; b++) {
+		char dir[PATH_MAX];
+		snprintf(dir, sizeof(dir), "%s/data/%02x",
+			 cache_dir(r->fs->cache), b);
+		DIR *d = opendir(dir);
+		if (!d)
+			continue;
+		struct dirent *de;
+		uint64_t inos[256];
+		size_t n = 0;
+		while ((de = readdir(d)) && n < 256) {
+			char *end;
+			unsigned long long ino = strtoull(de->d_name, &end, 16);
+			if (de->d_name[0] != '.' && *end == '\0' && ino)
+				inos[n++] = ino;
+		}
+		closedir(d);
+		for (size_t i = 0; i < n && !t->err; i++) {
+			struct node old, found;
+			struct stat st;
+			char cpath[PATH_MAX], where[4096];
+			if (ix_get(t, inos[i], &old) != -ENOENT)
+				continue;
+			cache_path(r->fs->cache, inos[i], cpath);
+			if (stat(cpath, &st) < 0 || !S_ISREG(st.st_mode))
+				continue;
+			if (st.st_size == 0) {
+				unlink(cpath);
+				continue;
+			}
+			memset(&found, 0, sizeof(found));
+			found.ino = inos[i];
+			snprintf(found.name, sizeof(found.name), "content");
+			found.r.mode = S_IFREG | 0600;
+			found.r.uid = getuid();
+			found.r.gid = getgid();
+			found.r.mtime_ns = found.r.ctime_ns = found.r.atime_ns =
+				st.st_mtim.tv_sec * 1000000000LL +
+				st.st_mtim.tv_nsec;
+			if (keep_as_found(r->fs, t, &found,
+					  (uint64_t)st.st_size, where,
+					  sizeof(where)) == 0) {
+				char msg[4200];
+				snprintf(msg, sizeof(msg),
+					 "bytes of a file made after the last "
+					 "sync point kept in %s",
+					 where);
+				hfs_note_found(r->fs, msg);
+				r->kept_short++;
+			}
+		}
+	}
+}
+
 static int collect_clean(void *arg, const struct node *n)
 {
 	struct recovery *r = arg;
@@ -3279,9 +3342,15 @@ static int recover(struct hfs *fs)
 	if (rc)
 		goto out;
 	uint64_t *oa = (uint64_t *)orphans.e, *da = (uint64_t *)dirty.e;
-	rc = ix_begin(fs->ix, true, &t);
+	/* Content files doomed before the stop go first: they are in no
+	 * node, and are not to be found again below. */
+	rc = hfs_reap(fs);
+	if (!rc)
+		rc = ix_begin(fs->ix, true, &t);
 	if (rc)
 		goto out;
+	if (fs->rolled_back)
+		recover_unreferenced(&r);
 	for (size_t i = 0; i < orphans.n; i++) {
 		purge_orphan(&t, oa[i]);
 		ix_orphan_del(&t, oa[i]);
@@ -3407,6 +3476,17 @@ int hfs_create(const struct hfs_config *cfg, struct backend *be,
 		goto fail;
 	snprintf(path, sizeof(path), "%s/index", cfg->cache_dir);
 	char why[512] = "";
+	bool rolled_back = false;
+	rc = index_prepare(path, &rolled_back);
+	if (rc) {
+		snprintf(err, errlen, "cannot prepare the index %s: %s", path,
+			 strerror(-rc));
+		goto fail;
+	}
+	if (rolled_back)
+		hlog_warn("the machine or the cache filesystem restarted since "
+			  "the last daemon stopped uncleanly: the index goes "
+			  "back to its last sync point");
 	rc = index_check(path, why, sizeof(why));
 	if (rc == -EUCLEAN) {
 		snprintf(
@@ -3461,6 +3541,7 @@ int hfs_create(const struct hfs_config *cfg, struct backend *be,
 		goto fail;
 	}
 	rc = index_mark_running(fs->ix, &fs->unclean);
+	fs->rolled_back = rolled_back;
 	if (!rc)
 		rc = recover(fs);
 	if (rc) {

@@ -363,6 +363,11 @@ int hfs_upload_prepare(struct hfs *fs, uint64_t ino, struct upload_job *job)
 		 * files: they may have the reserve. */
 		rc = start_upload(fs, job);
 	}
+	/* The attempt (its content hash) must outlive a power cut: the
+	 * bytes may land even if we never hear back, and must then be known
+	 * for ours, not another machine's. */
+	if (!rc)
+		rc = index_sync(fs->ix);
 	if (rc)
 		return rc;
 	job->ready = true;

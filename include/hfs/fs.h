@@ -109,6 +109,8 @@ struct hfs {
 	pthread_mutex_t reap_lock;
 	/* The last daemon on this cache stopped without unmounting. */
 	bool unclean;
+	/* ... and the index went back to its last sync point (index.h). */
+	bool rolled_back;
 };
 
 /* Deletes the content files the index no longer needs, once the txns that

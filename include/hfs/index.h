@@ -33,11 +33,12 @@
  * Never hold a write txn across network or long disk I/O.
  *
  * The environment is opened with MDB_NOTLS (reader slots belong to txn
- * objects, not threads) and MDB_NOMETASYNC: every commit makes its pages
- * durable before its meta page is written, so a power cut leaves the last
- * or the one before the last commit, never a damaged index. A commit is
- * durable once the next one returns or index_sync() does. Ordering rules
- * for the bytes the index describes are in fs.c ("Power loss"). The map is
+ * objects, not threads) and MDB_NOSYNC, with sync points (index.c, "Sync
+ * points"): a commit survives kill -9 of the daemon at once, and a crash
+ * of the machine once index_sync() has run (every fsync(2), flush --wait,
+ * every second, every 1000 commits); after a crash of the machine the
+ * index is the last sync point, whole, never a damaged one. The ordering
+ * rules for the bytes the index describes are in durable.c. The map is
  * reserved at 64 GiB of address space (the file grows only as it is used: about
  * 300 bytes a node) and doubled before a txn begins whenever the data passed
  * half of it (HURACANFS_INDEX_MAP_SIZE sets a smaller start, for tests). A txn
@@ -140,8 +141,18 @@ struct ixtxn {
  */
 int index_open(const char *dir, struct hfs_index **out);
 void index_close(struct hfs_index *ix);
-/* Flushes committed txns to stable storage. */
+/* A sync point: every committed txn durable, and the state kept whole
+ * until the next one (see index.c). */
 int index_sync(struct hfs_index *ix);
+/*
+ * Call before index_check and index_open: if the last daemon stopped
+ * uncleanly and the machine rebooted or the cache filesystem was mounted
+ * again since (so unsynced writes may be lost), puts the index back to its
+ * last sync point. *@rolled_back says whether it did.
+ */
+int index_prepare(const char *dir, bool *rolled_back);
+/* True if index_prepare rolled this index back (set by hfs_create). */
+bool index_rolled_back(struct hfs_index *ix);
 /*
  * Checks the index in directory @dir in a child process (a damaged file
  * can crash LMDB): every table readable, node records well formed, each
