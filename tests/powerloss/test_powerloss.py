@@ -388,15 +388,18 @@ def test_c_unlink_and_recreate_without_fsync(rig):
 
 @daemon_test
 def test_d_patch_in_place_after_flush_then_append(rig):
-    """Flushed, patched in place without fsync, cut: the file reads as the
-    flushed or the patched version; appended and flushed after the
-    remount, the remote holds one of those plus the tail, never a short
-    or stale mix over the good remote copy."""
+    """fsync'd and flushed; patched in place without fsync and flushed
+    again (the remote holds the patched bytes: the good copy); another
+    file's fsync makes the index durable (as the periodic sync would);
+    cut. The file must read as the patched version (the flushed one), not
+    the stale one; appended and flushed after the remount, the remote
+    must hold the patched version plus the tail, never old + tail over
+    the good copy."""
     r = rig()
     rel = 'models/weights.pt'
     f = r.mnt / rel
     v1 = pattern('v1', 64 * KiB)
-    write_file(f, v1)                  # durable by the flush only
+    write_file(f, v1, fsync=True)
     r.hfs.flush(check=True)
     assert read_remote(r.remote).get(rel) == v1
     patch = pattern('patch', 6000)
@@ -404,9 +407,12 @@ def test_d_patch_in_place_after_flush_then_append(rig):
     os.pwrite(fd, patch, 20000)
     os.close(fd)
     v2 = v1[:20000] + patch + v1[26000:]
+    r.hfs.flush(check=True)
+    assert read_remote(r.remote).get(rel) == v2
+    write_file(r.mnt / 'logs/other.log', b'an unrelated fsync\n', fsync=True)
     r.power_cut('drop')
     power_on_ok(r)
-    results = [check_file(r, rel, [v1, v2])] + lost_check(r)
+    results = [check_file(r, rel, [v2], older=[v1])] + lost_check(r)
     tail = b'appended after the power came back\n'
     with open(f, 'ab') as fh:
         fh.write(tail)
@@ -414,10 +420,11 @@ def test_d_patch_in_place_after_flush_then_append(rig):
     after = read_remote(r.remote).get(rel)
     if fl.returncode != 0:
         results.append(('flush --wait', 'read_error', fl.stderr.strip()))
-    if after not in (v1 + tail, v2 + tail):
-        results.append(('remote ' + rel, 'remote_regressed',
-                        '%s bytes' % (None if after is None
-                                      else len(after))))
+    if after != v2 + tail:
+        results.append(('remote ' + rel, 'remote_regressed', '%s' % (
+            'missing' if after is None else
+            'old + tail' if after == v1 + tail else
+            '%d bytes' % len(after))))
     expect(r, results)
 
 
