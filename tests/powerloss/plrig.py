@@ -234,6 +234,7 @@ class Rig:
         self.cuts = 0
         self.cut_stats = []
         self._has_repair = None
+        self._cut_stats = None
 
     @property
     def mnt(self):
@@ -255,8 +256,10 @@ class Rig:
                                               r.stdout + r.stderr))
         return self._has_repair
 
-    def power_cut(self, mode='drop', seed=0, permille=500):
-        """Cuts the power; returns plfs's counters of the cut."""
+    def cut_power(self, mode='drop', seed=0, permille=500):
+        """The power goes: the daemon is stopped (SIGSTOP), plfs is cut,
+        the daemon is killed. Returns plfs's counters of the cut. The
+        mounts stay until finish_cut() (close files of the mount first)."""
         pid = self.hfs.pid
         if pid and pid_alive(pid):
             os.kill(pid, signal.SIGSTOP)
@@ -266,6 +269,12 @@ class Rig:
             if pid and pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
                 os.kill(pid, signal.SIGCONT)
+        self._cut_stats = st
+        return st
+
+    def finish_cut(self):
+        """After cut_power(): both mounts down. Returns the cut's counters."""
+        pid = self.hfs.pid
         if pid:
             wait_until(lambda: not pid_alive(pid), 20,
                        'daemon %d to die' % pid)
@@ -275,8 +284,14 @@ class Rig:
         if not self.plfs.stop():
             raise AssertionError('could not unmount plfs %s' % self.plfs.mnt)
         self.cuts += 1
+        st, self._cut_stats = self._cut_stats, None
         self.cut_stats.append(st)
         return st
+
+    def power_cut(self, mode='drop', seed=0, permille=500):
+        """cut_power() then finish_cut()."""
+        self.cut_power(mode, seed, permille)
+        return self.finish_cut()
 
     def power_on(self):
         """plfs and huracanfs up again on the same backing directory."""
