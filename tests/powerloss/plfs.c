@@ -40,7 +40,6 @@
  * One mutex serializes every operation, so a cut falls between two
  * operations: each one either happened entirely before it or fails.
  */
-
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -455,8 +454,8 @@ static void relieve_pressure(void)
 		struct pnode *old = NULL;
 		for (size_t b = 0; b < NBUCKETS; b++)
 			for (struct pnode *p = G.buckets[b]; p; p = p->hnext)
-				if (p->n && (!old || p->last_write <
-							     old->last_write))
+				if (p->n &&
+				    (!old || p->last_write < old->last_write))
 					old = p;
 		if (!old)
 			return;
@@ -472,8 +471,7 @@ static void relieve_pressure(void)
 
 /* -- data operations on a pnode ---------------------------------------- */
 
-static int pn_write(struct pnode *pn, const char *buf, size_t len,
-		    uint64_t off)
+static int pn_write(struct pnode *pn, const char *buf, size_t len, uint64_t off)
 {
 	size_t done = 0;
 	while (done < len) {
@@ -503,8 +501,8 @@ static int pn_read(struct pnode *pn, char *buf, size_t len, uint64_t off)
 		len = (size_t)(pn->size - off);
 	size_t got = 0;
 	while (got < len) {
-		ssize_t r = pread(pn->fd, buf + got, len - got,
-				  (off_t)(off + got));
+		ssize_t r =
+			pread(pn->fd, buf + got, len - got, (off_t)(off + got));
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
@@ -561,18 +559,18 @@ static int pn_truncate(struct pnode *pn, uint64_t size)
 
 /* -- FUSE operations ----------------------------------------------------- */
 
-#define ENTER()                                                                \
-	pthread_mutex_lock(&G.mu);                                             \
-	if (G.cut) {                                                           \
-		G.refused++;                                                   \
-		pthread_mutex_unlock(&G.mu);                                   \
-		return -EIO;                                                   \
+#define ENTER()                              \
+	pthread_mutex_lock(&G.mu);           \
+	if (G.cut) {                         \
+		G.refused++;                 \
+		pthread_mutex_unlock(&G.mu); \
+		return -EIO;                 \
 	}
-#define LEAVE(rc)                                                              \
-	do {                                                                   \
-		int rc_ = (rc);                                                \
-		pthread_mutex_unlock(&G.mu);                                   \
-		return rc_;                                                    \
+#define LEAVE(rc)                            \
+	do {                                 \
+		int rc_ = (rc);              \
+		pthread_mutex_unlock(&G.mu); \
+		return rc_;                  \
 	} while (0)
 
 static struct handle *hd(struct fuse_file_info *fi)
@@ -980,17 +978,15 @@ static int op_fsyncdir(const char *path, int datasync,
 static int op_access(const char *path, int mask)
 {
 	ENTER();
-	LEAVE(faccessat(G.bfd, rel(path), mask, 0) < 0
-		      ? -errno
-		      : 0);
+	LEAVE(faccessat(G.bfd, rel(path), mask, 0) < 0 ? -errno : 0);
 }
 
 static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
 	/* Nothing the kernel caches may hide the model. */
-	conn->want &= ~(unsigned)(FUSE_CAP_WRITEBACK_CACHE |
-				  FUSE_CAP_AUTO_INVAL_DATA |
-				  FUSE_CAP_SPLICE_READ);
+	conn->want &=
+		~(unsigned)(FUSE_CAP_WRITEBACK_CACHE |
+			    FUSE_CAP_AUTO_INVAL_DATA | FUSE_CAP_SPLICE_READ);
 	cfg->use_ino = 1;
 	cfg->hard_remove = 1;
 	cfg->nullpath_ok = 1;

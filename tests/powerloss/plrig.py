@@ -296,6 +296,10 @@ class Rig:
     def power_on(self):
         """plfs and huracanfs up again on the same backing directory."""
         self.plfs.start()
+        return self.power_on_daemon()
+
+    def power_on_daemon(self):
+        """huracanfs up again (plfs is up): mount, else repair + mount."""
         log0 = self.hfs.log_size()
         rc, out, err = self.hfs.try_start()
         if rc == 0 and is_mounted(self.hfs.mnt):
@@ -376,7 +380,9 @@ def read_remote(remote):
 # Outcome classes that fail a run (see README.md). 'ok', 'repaired',
 # 'nondurable_lost' are fine.
 BAD = ('empty', 'truncated', 'stale', 'garbage', 'false_lost', 'lost',
-       'missing', 'read_error', 'remote_regressed', 'index_damaged')
+       'missing', 'read_error', 'remote_regressed', 'index_damaged',
+       'resurrected', 'remote_garbage', 'false_conflict', 'daemon_died',
+       'op_error')
 
 
 def classify(obs, accepted, older=(), remote_has=False):

@@ -44,7 +44,8 @@ FSYNC_P = 0.35
 INFO = ('ok', 'repaired', 'nondurable', 'nondurable_lost', 'unexpected',
         'flush_failed')
 # Classes of the soak itself that fail it, besides plrig.BAD.
-SOAK_BAD = ('resurrected', 'remote_garbage', 'op_error')
+SOAK_BAD = ('resurrected', 'remote_garbage', 'false_conflict', 'daemon_died',
+            'op_error')
 
 
 class Cut(Exception):
@@ -146,10 +147,13 @@ class Soak:
         self.cut_pending = False
         self.session = None    # (path, [states]) of a write in progress
         self.rig = None
+        self.touched = set()
+        self.op_errors_seen = set()
 
     # -- the model ------------------------------------------------------
 
     def pm(self, rel):
+        self.touched.add(rel)
         m = self.model.get(rel)
         if m is None:
             m = self.model[rel] = PathModel()
@@ -157,7 +161,7 @@ class Soak:
 
     def note(self, cls, what, detail=''):
         self.counts[cls] += 1
-        if cls not in INFO:
+        if cls not in INFO or cls in ('unexpected', 'flush_failed'):
             self.details.append('%s: %s %s' % (cls, what, detail))
             if self.args.verbose:
                 print('powerloss: BAD %s: %s %s' % (cls, what, detail),
@@ -396,9 +400,8 @@ class Soak:
             self.note('index_damaged', 'mount after cut %d' % rig.cuts,
                       res.detail[:500])
             # Go on with a new cache: what the remote holds is the truth.
-            shutil.rmtree(rig.backing / 'cache', ignore_errors=True)
             rig.plfs.stop()
-            rig.plfs.start()
+            shutil.rmtree(rig.backing / 'cache', ignore_errors=True)
             r = rig.power_on()
             if r.outcome != 'ok':
                 raise RuntimeError('cannot mount even on an empty cache: %s'
@@ -450,10 +453,42 @@ class Soak:
             elif isinstance(obs, OSError):
                 obs = ABSENT
             self.model[rel].reset(obs)
+        # Folders the index forgot are made again, so the workload goes on.
+        self.make_dirs()
         old_hist = self.old_hist
         if self.flush_wait('after cut %d' % rig.cuts):
             self.check_remote(remote_before, read_remote(rig.remote),
                               old_hist, lost_paths)
+
+    def resync(self, rels):
+        """After an unexpected error: the model takes what is there."""
+        for rel in sorted(rels):
+            obs = plrig.read_obs(self.p(rel))
+            self.model[rel].reset(ABSENT if isinstance(obs, OSError)
+                                  else obs)
+
+    def daemon_died(self, during):
+        """The daemon died by itself (not a cut): report, mount again."""
+        rig = self.rig
+        err = ''
+        try:
+            err = rig.hfs.stderr_file.read_text(errors='replace')[-400:]
+        except OSError:
+            pass
+        self.note('daemon_died', 'during ' + during, err.strip())
+        rig.hfs.pid = None
+        plrig.fusermount_u(rig.mnt)
+        res = rig.power_on_daemon()
+        if res.outcome == 'index_damaged':
+            self.note('index_damaged', 'mount after the daemon died',
+                      res.detail[:500])
+            rig.plfs.stop()
+            shutil.rmtree(rig.backing / 'cache', ignore_errors=True)
+            r = rig.power_on()
+            if r.outcome != 'ok':
+                raise RuntimeError('cannot mount even on an empty cache: %s'
+                                   % r.detail)
+        self.rebaseline(check=False)
 
     def rebaseline(self, check):
         for rel in sorted(self.model):
@@ -461,6 +496,7 @@ class Soak:
             if isinstance(obs, OSError):
                 obs = ABSENT
             self.model[rel].reset(obs)
+        self.make_dirs()
         self.flush_wait('rebaseline')
 
     def classify(self, rel, m, obs, remote_before):
@@ -497,7 +533,13 @@ class Soak:
             for n in filenames:
                 rel = os.path.relpath(os.path.join(dirpath, n),
                                       self.rig.mnt)
-                if rel not in known:
+                if rel in known:
+                    continue
+                if '(conflicted copy' in n:
+                    # One machine, one writer: a conflict is the daemon
+                    # taking its own upload for another machine's change.
+                    self.note('false_conflict', rel)
+                else:
                     self.note('unexpected', rel)
 
     def check_remote(self, before, after, old_hist, lost_paths):
@@ -527,11 +569,19 @@ class Soak:
 
     # -- the run ------------------------------------------------------------
 
+    DIRS = ('logs', 'models/m0', 'models/m1', 'models/m2', 'monitoring',
+            'data/candles/BTC-USDT', 'data/candles/ETH-USDT',
+            'learning/notes')
+
+    def make_dirs(self):
+        for d in self.DIRS:
+            try:
+                os.makedirs(self.p(d), exist_ok=True)
+            except OSError as e:
+                self.note('op_error', 'mkdir ' + d, repr(e))
+
     def setup_tree(self):
-        for d in ('logs', 'models/m0', 'models/m1', 'models/m2',
-                  'monitoring', 'data/candles/BTC-USDT',
-                  'data/candles/ETH-USDT', 'learning/notes'):
-            os.makedirs(self.p(d), exist_ok=True)
+        self.make_dirs()
         if not self.flush_wait('setup'):
             raise RuntimeError('the first flush --wait failed')
 
@@ -603,6 +653,7 @@ class Soak:
             name = self.rng.choices(names, weights)[0]
             if t - last_flush > 10:
                 name = 'flush'
+            self.touched = set()
             try:
                 getattr(self, 'op_' + name)()
                 self.ops += 1
@@ -618,7 +669,17 @@ class Soak:
                 self.schedule_cut()
                 continue
             except OSError as e:
-                self.note('op_error', name, repr(e))
+                self.session = None
+                if e.errno in (errno.ENOTCONN, errno.ECONNABORTED):
+                    self.daemon_died(name)
+                else:
+                    # Once per kind of error and cut: a broken index
+                    # fails every create the same way.
+                    key = (self.rig.cuts, name, e.errno)
+                    if key not in self.op_errors_seen:
+                        self.op_errors_seen.add(key)
+                        self.note('op_error', name, repr(e))
+                    self.resync(self.touched)
             work += time.monotonic() - t
             if work >= self.args.duration:
                 # The last cut, so that every run ends with a check.
