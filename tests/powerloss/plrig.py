@@ -303,9 +303,10 @@ class Rig:
         log0 = self.hfs.log_size()
         rc, out, err = self.hfs.try_start()
         if rc == 0 and is_mounted(self.hfs.mnt):
-            self.hfs.pid = self.hfs._find_pid()
-            self.hfs.all_pids.append(self.hfs.pid)
-            return PowerOn('ok')
+            if self._adopt_daemon():
+                return PowerOn('ok')
+            return PowerOn('index_damaged', 'the daemon died right after'
+                           ' mounting: ' + self._stderr_tail())
         detail = 'mount exited %d: %s %s %s' % (
             rc, out.strip(), err.strip(),
             self.hfs.log_since(log0).strip()[-2000:])
@@ -321,13 +322,34 @@ class Rig:
                                                   r.stderr.strip())
         rc, out, err = self.hfs.try_start()
         if rc == 0 and is_mounted(self.hfs.mnt):
-            self.hfs.pid = self.hfs._find_pid()
-            self.hfs.all_pids.append(self.hfs.pid)
-            return PowerOn('repaired', detail)
+            if self._adopt_daemon():
+                return PowerOn('repaired', detail)
+            return PowerOn('index_damaged', detail + ' | the daemon died'
+                           ' right after mounting: ' + self._stderr_tail())
         if is_mounted(self.hfs.mnt):
             fusermount_u(self.hfs.mnt)
         return PowerOn('index_damaged', detail + ' | mount after repair'
                        ' exited %d: %s' % (rc, err.strip()))
+
+    def _adopt_daemon(self):
+        """The pid of the daemon just mounted; False (and the dead mount
+        unmounted) if it died already."""
+        try:
+            pid = self.hfs._find_pid()
+        except (AssertionError, WaitTimeout):
+            pid = None
+        if pid is None or not pid_alive(pid):
+            fusermount_u(self.hfs.mnt)
+            return False
+        self.hfs.pid = pid
+        self.hfs.all_pids.append(pid)
+        return True
+
+    def _stderr_tail(self):
+        try:
+            return self.hfs.stderr_file.read_text(errors='replace')[-500:]
+        except OSError:
+            return ''
 
     def index_damage_in_log(self, since):
         """Log lines since offset `since` that tell of a damaged index."""
