@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import plrig  # noqa: E402
-from plrig import BAD, Rig, read_remote, wait_until  # noqa: E402,F401
+from plrig import Rig, read_remote  # noqa: E402
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -82,6 +82,12 @@ class PathModel:
         self.seen[digest(state)] = self.n
         if not self.hist or self.hist[-1] != state:
             self.hist.append(state)
+
+    def saw(self, state):
+        """A state the path had inside a write session (not a version; an
+        upload of an open file may still have taken it)."""
+        self.n += 1
+        self.seen[digest(state)] = self.n
 
     def make_durable(self):
         if not self.hist:
@@ -312,6 +318,7 @@ class Soak:
                     cur.extend(b'\0' * (off + len(patch) - len(cur)))
                 cur[off:off + len(patch)] = patch
                 states.append(bytes(cur))
+                self.pm(rel).saw(bytes(cur))
             if self.rng.random() < FSYNC_P:
                 self.maybe_cut()
                 os.fsync(fd)
@@ -552,6 +559,14 @@ class Soak:
                 continue
             bi = hist.seq_of(b)
             a = after.get(rel, ABSENT)
+            if bi is None:
+                # A snapshot of a rewrite in progress (a prefix of the
+                # version it became) is something a writer wrote too.
+                for s in reversed(hist.hist):
+                    if s is not ABSENT and len(s) > len(b) and \
+                            s.startswith(b):
+                        bi = hist.seq_of(s) - 0.5
+                        break
             if bi is None:
                 self.note('remote_garbage', rel, 'the remote held %d bytes'
                           ' no writer wrote' % len(b))
