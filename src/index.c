@@ -409,10 +409,17 @@ static void instance_id(const char *dir, char *out, size_t len)
 		fclose(f);
 	}
 	boot[strcspn(boot, "\n")] = '\0';
+	/* Linux 6.8 and later give mounts a unique id (STATX_MNT_ID_UNIQUE,
+	 * 0x4000); the plain one is reused by the next mount. Without it a
+	 * crash of the machine still shows as a new boot. */
 	struct statx stx;
 	unsigned long long mnt = 0;
-	if (statx(AT_FDCWD, dir, 0, STATX_MNT_ID, &stx) == 0 &&
-	    (stx.stx_mask & STATX_MNT_ID))
+	const unsigned int unique = 0x4000;
+	if (statx(AT_FDCWD, dir, 0, unique, &stx) == 0 &&
+	    (stx.stx_mask & unique))
+		mnt = stx.stx_mnt_id;
+	else if (statx(AT_FDCWD, dir, 0, STATX_MNT_ID, &stx) == 0 &&
+		 (stx.stx_mask & STATX_MNT_ID))
 		mnt = stx.stx_mnt_id;
 	snprintf(out, len, "%s %llu\n", boot, mnt);
 }
