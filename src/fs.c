@@ -272,6 +272,11 @@ int hnode_load(struct hfs *fs, struct hnode *hn)
 	hn->gen = n.r.gen;
 	hn->dirty_persisted = (n.r.flags & NODE_DIRTY) != 0;
 	hn->loaded = true;
+	rc = ix_begin(fs->ix, false, &t);
+	if (rc)
+		return rc;
+	hn->proven = ix_proven_get(&t, hn->ino);
+	ix_abort(&t);
 	return 0;
 }
 
@@ -1747,6 +1752,7 @@ static int mark_dirty_txn(struct hfs *fs, struct hnode *hn, uint64_t gen,
 	char path[4096];
 	pthread_mutex_lock(&hn->mu);
 	bool rewriting = hn->sync_on_release;
+	uint64_t proven = hn->proven;
 	pthread_mutex_unlock(&hn->mu);
 	int rc = ix_begin(fs->ix, true, &t);
 	if (rc)
@@ -1778,6 +1784,7 @@ static int mark_dirty_txn(struct hfs *fs, struct hnode *hn, uint64_t gen,
 	n.r.cat = (uint8_t)classify_path(fs, path);
 	ix_put(&t, &n);
 	ix_dirty_add(&t, hn->ino);
+	ix_proven_put(&t, hn->ino, was_dirty ? proven : 0);
 	rc = ix_commit(&t);
 	if (rc)
 		return rc;
@@ -1798,16 +1805,23 @@ static int mark_dirty(struct hfs *fs, struct hnode *hn, uint64_t gen,
 /*
  * Makes the index say "dirty", durably, before the first byte of a change
  * reaches the content file (durable.c, rule 3): a cut then never leaves
- * changed bytes under a clean mark. Called without hn->mu.
+ * changed bytes under a clean mark. A change that cuts the file below
+ * @off (a truncate, O_TRUNC, a collapse; UINT64_MAX for writes) first
+ * lowers the size of its last fsync'd version (index.h, "proven") to
+ * @off, durably too. Called without hn->mu.
  */
-static int mark_dirty_first(struct hfs *fs, struct hnode *hn)
+static int mark_dirty_first(struct hfs *fs, struct hnode *hn, uint64_t off)
 {
 	pthread_mutex_lock(&hn->mu);
-	if (hn->dirty_persisted || hn->unlinked) {
+	if ((hn->dirty_persisted && off >= hn->proven) || hn->unlinked) {
 		pthread_mutex_unlock(&hn->mu);
-		return 0;
+		return 0; /* dirty already, and the fsync'd size stays */
 	}
+	bool was_dirty = hn->dirty_persisted;
+	uint64_t was_proven = hn->proven;
 	hn->dirty_persisted = true;
+	if (off < hn->proven)
+		hn->proven = off; /* those bytes are about to change */
 	uint64_t gen = hn->gen, size = hn->size;
 	int64_t mt = hn->mtime_ns;
 	pthread_mutex_unlock(&hn->mu);
@@ -1816,7 +1830,8 @@ static int mark_dirty_first(struct hfs *fs, struct hnode *hn)
 		rc = index_sync(fs->ix);
 	if (rc) {
 		pthread_mutex_lock(&hn->mu);
-		hn->dirty_persisted = false;
+		hn->dirty_persisted = was_dirty;
+		hn->proven = was_proven;
 		pthread_mutex_unlock(&hn->mu);
 	}
 	return rc;
@@ -1832,7 +1847,7 @@ static int persist_live_txn(struct hfs *fs, struct hnode *hn)
 	}
 	uint64_t size = hn->size, gen = hn->gen;
 	int64_t mtime = hn->mtime_ns, ctime = hn->ctime_ns;
-	bool rewriting = hn->sync_on_release;
+	bool rewriting = hn->sync_on_release, synced = hn->synced;
 	pthread_mutex_unlock(&hn->mu);
 
 	struct ixtxn t;
@@ -1854,12 +1869,17 @@ static int persist_live_txn(struct hfs *fs, struct hnode *hn)
 	if (rewriting)
 		n.r.flags |= NODE_REWRITING;
 	ix_put(&t, &n);
+	if (synced && (n.r.flags & NODE_DIRTY))
+		ix_proven_put(&t, hn->ino, size); /* its bytes are on disk */
 	rc = ix_commit(&t);
 	if (rc)
 		return rc;
 	pthread_mutex_lock(&hn->mu);
 	if (hn->gen == gen && hn->size == size && hn->mtime_ns == mtime)
 		hn->live = false;
+	if (synced && (n.r.flags & NODE_DIRTY) && hn->gen == gen)
+		hn->proven = size;
+	hn->synced = false;
 	pthread_mutex_unlock(&hn->mu);
 	return 0;
 }
@@ -2243,9 +2263,9 @@ static int open_handle(struct hfs *fs, uint64_t ino, int flags, int fd,
 		 * bytes replace the old: synced at close (durable.c). */
 		hn->sync_on_release = true;
 		rc = hnode_open_fd(fs, hn, true);
-		if (!rc && !hn->dirty_persisted) {
+		if (!rc) {
 			pthread_mutex_unlock(&hn->mu);
-			rc = mark_dirty_first(fs, hn);
+			rc = mark_dirty_first(fs, hn, 0);
 			pthread_mutex_lock(&hn->mu);
 		}
 		if (!rc && ftruncate(hn->fd, 0) < 0)
@@ -2363,7 +2383,8 @@ ssize_t hfs_write(struct hfs *fs, struct hfs_file *fh, struct fuse_bufvec *buf,
 	int fd = whole_fd(fs, hn);
 	if (fd < 0)
 		return fd;
-	int rc = mark_dirty_first(fs, hn);
+	/* Writes leave the fsync'd size as it is (see mark_dirty_first). */
+	int rc = mark_dirty_first(fs, hn, UINT64_MAX);
 	if (rc)
 		return rc;
 
@@ -2428,7 +2449,13 @@ int hfs_fallocate(struct hfs *fs, struct hfs_file *fh, int mode, uint64_t off,
 	int rc = whole_fd(fs, hn);
 	if (rc < 0)
 		return rc;
-	rc = mode == FALLOC_FL_KEEP_SIZE ? 0 : mark_dirty_first(fs, hn);
+	rc = mode == FALLOC_FL_KEEP_SIZE
+		     ? 0
+		     : mark_dirty_first(fs, hn,
+					(mode & (FALLOC_FL_COLLAPSE_RANGE |
+						 FALLOC_FL_INSERT_RANGE))
+						? off
+						: UINT64_MAX);
 	if (rc)
 		return rc;
 
@@ -2468,17 +2495,22 @@ int hfs_fsync(struct hfs *fs, struct hfs_file *fh, int datasync)
 	struct hnode *hn = fh->hn;
 	pthread_mutex_lock(&hn->mu);
 	int fd = hn->fd >= 0 ? dup(hn->fd) : -1;
+	uint64_t gen = hn->gen;
 	pthread_mutex_unlock(&hn->mu);
 	int rc = 0;
 	if (fd >= 0) {
 		if ((datasync ? fdatasync(fd) : fsync(fd)) < 0)
 			rc = -errno;
 		close(fd);
+	} else {
+		rc = fs_sync_content(fs, hn->ino);
 	}
 	if (!rc) {
-		/* Its bytes are on disk: a finished version (durable.c). */
+		/* Its bytes are on disk: a finished version (durable.c),
+		 * unless a writer came meanwhile. */
 		pthread_mutex_lock(&hn->mu);
 		hn->sync_on_release = false;
+		hn->synced = hn->gen == gen;
 		hn->live = true;
 		pthread_mutex_unlock(&hn->mu);
 		rc = persist_live(fs, hn);
@@ -2501,6 +2533,7 @@ int hfs_release(struct hfs *fs, struct hfs_file *fh)
 	bool sync = hn->sync_on_release && hn->nwriters == 1 &&
 		    (fh->flags & O_ACCMODE) != O_RDONLY && hn->fd >= 0;
 	int fd = sync ? dup(hn->fd) : -1;
+	uint64_t gen = hn->gen;
 	if (sync)
 		hn->sync_on_release = false;
 	pthread_mutex_unlock(&hn->mu);
@@ -2512,6 +2545,7 @@ int hfs_release(struct hfs *fs, struct hfs_file *fh)
 		close(fd);
 		pthread_mutex_lock(&hn->mu);
 		hn->live = true; /* the REWRITING mark goes */
+		hn->synced = rc == 0 && hn->gen == gen;
 		pthread_mutex_unlock(&hn->mu);
 	}
 	if (!rc)
@@ -2566,7 +2600,7 @@ int hfs_setattr(struct hfs *fs, uint64_t ino, const struct stat *attr,
 			if ((uint64_t)attr->st_size < hn->size)
 				hn->sync_on_release = true;
 			pthread_mutex_unlock(&hn->mu);
-			rc = mark_dirty_first(fs, hn);
+			rc = mark_dirty_first(fs, hn, (uint64_t)attr->st_size);
 			pthread_rwlock_rdlock(snap);
 			pthread_mutex_lock(&hn->mu);
 			if (!rc && ftruncate(hn->fd, attr->st_size) < 0)
@@ -3142,8 +3176,33 @@ static void recover_dirty(struct recovery *r, uint64_t ino)
 	bool remote = (n.r.flags & NODE_ON_REMOTE) && n.r.rev[0];
 	bool rewriting = n.r.flags & NODE_REWRITING;
 	n.r.flags &= ~NODE_REWRITING;
+	uint64_t proven = ix_proven_get(t, ino);
+	if (fs->rolled_back && present && proven > 0 &&
+	    (uint64_t)st.st_size >= proven) {
+		/*
+		 * After a power cut: it was fsync'd at @proven bytes and
+		 * not cut shorter since; what was written past them never
+		 * was synced (and may be torn): the file is its fsync'd
+		 * length again. (Bytes changed in place since, without a
+		 * sync, are on disk or not, as on any filesystem.)
+		 */
+		if ((uint64_t)st.st_size > proven &&
+		    truncate(cpath, (off_t)proven) == 0)
+			hlog_warn("recovery: \"%s\" back to its last fsync'd "
+				  "%llu bytes (%llu written after it never "
+				  "reached the disk whole)",
+				  path, (unsigned long long)proven,
+				  (unsigned long long)((uint64_t)st.st_size -
+						       proven));
+		n.r.size = proven;
+		ix_put(t, &n);
+		return;
+	}
+	/* After a power cut, bytes never synced may be torn: never sent
+	 * over a remote copy. */
+	bool unproven = fs->rolled_back;
 	if (present && (uint64_t)st.st_size >= n.r.size &&
-	    !(rewriting && remote)) {
+	    !((rewriting || unproven) && remote)) {
 		n.r.size = (uint64_t)st.st_size;
 		ix_put(t, &n);
 		return;

@@ -38,6 +38,11 @@ struct hnode {
 	 * a file was just unlinked): its content file is synced when the
 	 * last writer closes it (durable.c, rule 2). */
 	bool sync_on_release;
+	/* The proven prefix (index.h) as the index has it; and whether the
+	 * content file was just synced (the next persist makes the whole
+	 * size proven). */
+	uint64_t proven;
+	bool synced;
 	bool unlinked;
 	char last_error[160];
 };

@@ -43,7 +43,7 @@
 struct hfs_index {
 	MDB_env *env;
 	MDB_dbi meta, nodes, dirents, dirty, journal, orphans, chunks, attempts,
-		tombs, doomed, rsize;
+		tombs, doomed, rsize, proven;
 	/*
 	 * Map growth. mdb_env_set_mapsize() may only run while no txn of
 	 * this process is open, so every txn holds @maplock for reading and
@@ -145,6 +145,9 @@ static int open_dbis(struct hfs_index *ix)
 	if (!rc)
 		rc = mdb_dbi_open(txn, "rsize", MDB_CREATE | MDB_INTEGERKEY,
 				  &ix->rsize);
+	if (!rc)
+		rc = mdb_dbi_open(txn, "proven", MDB_CREATE | MDB_INTEGERKEY,
+				  &ix->proven);
 	if (rc) {
 		mdb_txn_abort(txn);
 		return mdb_to_errno(rc);
@@ -865,6 +868,9 @@ int ix_del(struct ixtxn *t, uint64_t ino)
 	rc = mdb_to_errno(mdb_del(t->txn, t->ix->rsize, &k, NULL));
 	if (rc && rc != -ENOENT)
 		return sticky(t, rc);
+	rc = mdb_to_errno(mdb_del(t->txn, t->ix->proven, &k, NULL));
+	if (rc && rc != -ENOENT)
+		return sticky(t, rc);
 	return ix_attempts_del(t, ino);
 }
 
@@ -1166,6 +1172,21 @@ int ix_rsize_put(struct ixtxn *t, uint64_t ino, uint64_t size)
 {
 	return blob_put(t, t->ix->rsize, ino, (const uint8_t *)&size,
 			sizeof(size));
+}
+
+int ix_proven_put(struct ixtxn *t, uint64_t ino, uint64_t bytes)
+{
+	if (bytes == 0)
+		return set_del(t, t->ix->proven, ino);
+	return blob_put(t, t->ix->proven, ino, (const uint8_t *)&bytes,
+			sizeof(bytes));
+}
+
+uint64_t ix_proven_get(struct ixtxn *t, uint64_t ino)
+{
+	uint64_t v = 0;
+	int64_t n = blob_get(t, t->ix->proven, ino, (uint8_t *)&v, sizeof(v));
+	return n == sizeof(v) ? v : 0;
 }
 
 int ix_rsize_get(struct ixtxn *t, uint64_t ino, uint64_t *size)

@@ -91,6 +91,11 @@ static int start_upload(struct hfs *fs, struct upload_job *job)
 	n.r.flags |= NODE_UPLOADING | NODE_ON_REMOTE;
 	ix_put(&t, &n);
 	ix_attempt_add(&t, job->ino, job->hash);
+	if (job->proven) {
+		/* The bytes sent are the content file's, synced: proven
+		 * (index.h), as a power cut may undo the clean mark. */
+		ix_proven_put(&t, job->ino, job->size);
+	}
 	rc = ix_commit(&t);
 	if (!rc && strcmp(path, job->res.path) != 0) {
 		memcpy(job->res.path, path, sizeof(path));
@@ -356,6 +361,18 @@ int hfs_upload_prepare(struct hfs *fs, uint64_t ino, struct upload_job *job)
 	    memcmp(job->hash, job->known_hash, CHASH_LEN) == 0) {
 		res->skipped = true;
 		return hfs_upload_finish(fs, job, 0, NULL);
+	}
+	/* The content file holding exactly the bytes sent, synced, is
+	 * their proof after a power cut (see start_upload). */
+	pthread_mutex_lock(&hn->mu);
+	uint64_t gen0 = hn->gen;
+	pthread_mutex_unlock(&hn->mu);
+	if (gen0 == job->gen && fs_sync_content(fs, ino) == 0) {
+		pthread_mutex_lock(&hn->mu);
+		job->proven = hn->gen == job->gen && !hn->unlinked;
+		if (job->proven)
+			hn->proven = job->size;
+		pthread_mutex_unlock(&hn->mu);
 	}
 	rc = start_upload(fs, job);
 	if (rc == -ENOSPC && (hfs_room_again(fs) || fs_free_reserve(fs))) {

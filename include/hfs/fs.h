@@ -263,6 +263,7 @@ struct upload_job {
 	uint8_t known_hash[CHASH_LEN]; /* the remote's hash we knew, if any */
 	bool has_known_hash;
 	uint8_t hash[CHASH_LEN];
+	bool proven; /* the content file holds these bytes, synced */
 	struct upload_result res;
 };
 

@@ -22,6 +22,9 @@
  *            renamed may still land
  *   rsize    ino -> u64: the size of the remote revision named by the
  *            node's rev (recovery goes back to it)
+ *   proven   ino -> u64: the size of a dirty file's last version synced
+ *            to disk (an fsync, an upload), lowered by a truncate below
+ *            it: after a power cut the file goes back to that length
  *   doomed   ino -> nothing: content files no longer needed by the index,
  *            deleted only once the txn that dropped them is durable (a
  *            power cut must not leave the index naming a deleted file)
@@ -256,6 +259,10 @@ int ix_tomb_del(struct ixtxn *t, const char *folded);
 /* The size of the remote revision of @ino (-ENOENT: unknown). */
 int ix_rsize_put(struct ixtxn *t, uint64_t ino, uint64_t size);
 int ix_rsize_get(struct ixtxn *t, uint64_t ino, uint64_t *size);
+
+/* The proven prefix of @ino (0: none). */
+int ix_proven_put(struct ixtxn *t, uint64_t ino, uint64_t bytes);
+uint64_t ix_proven_get(struct ixtxn *t, uint64_t ino);
 
 /* Content files to delete once the txn that dooms them is durable. */
 int ix_doom_add(struct ixtxn *t, uint64_t ino);
