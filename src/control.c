@@ -63,6 +63,12 @@ void *control_status(struct hfs *fs, bool with_files)
 		json_array_append_new(lost, json_string(fs->lost[i]));
 	pthread_mutex_unlock(&fs->lost_lock);
 	json_object_set_new(st, "lost", lost);
+	json_t *found = json_array();
+	pthread_mutex_lock(&fs->lost_lock);
+	for (size_t i = 0; i < fs->nfound; i++)
+		json_array_append_new(found, json_string(fs->found[i]));
+	pthread_mutex_unlock(&fs->lost_lock);
+	json_object_set_new(st, "recovered", found);
 	json_t *rs = restore_status(fs->restore);
 	if (rs)
 		json_object_set_new(st, "restore", rs);

@@ -112,6 +112,9 @@ static bool evict_one(struct hfs *fs, uint64_t ino)
 	n.r.flags &= ~(NODE_CACHED | NODE_PARTIAL);
 	ix_put(&t, &n);
 	ix_chunks_del(&t, ino);
+	/* The bytes go once this is durable (hfs_reap): a cut before must
+	 * not leave the index naming a deleted file. */
+	ix_doom_add(&t, ino);
 	if (ix_commit(&t) != 0)
 		goto out;
 	if (hn->fd >= 0) {
@@ -119,7 +122,6 @@ static bool evict_one(struct hfs *fs, uint64_t ino)
 		hn->fd = -1;
 	}
 	hn->complete = false;
-	cache_remove(fs->cache, ino);
 	done = true;
 out:
 	pthread_mutex_unlock(&hn->mu);

@@ -785,6 +785,10 @@ int flushers_flush(struct flushers *fl, int cat, bool wait, int64_t timeout_s)
 		if (fl->stop || atomic_load(&fl->handed_over) == handed)
 			break;
 	}
+	/* Done means the index records it: durable before we say so. */
+	int sync_rc = index_sync(fl->fs->ix);
+	if (sync_rc)
+		return sync_rc;
 	return failures || journal_rc ? -EIO : 0;
 }
 

@@ -27,6 +27,7 @@
  * fsync persist size and times. hnode.gen counts writes; an upload records
  * the gen it saw and cleans the node only if no write came since.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
@@ -186,11 +187,11 @@ static void purge_node(struct hfs *fs, uint64_t ino)
 		ix_orphan_del(&t, ino);
 		ix_dirty_del(&t, ino);
 		ix_chunks_del(&t, ino);
+		ix_doom_add(&t, ino);
 		if (t.err == -ENOENT)
 			t.err = 0;
 		ix_commit(&t);
 	}
-	cache_remove(fs->cache, ino);
 }
 
 /* Drops the hnode if unused; fs->itab_lock held. Returns true if the
@@ -272,6 +273,11 @@ int hnode_load(struct hfs *fs, struct hnode *hn)
 	hn->gen = n.r.gen;
 	hn->dirty_persisted = (n.r.flags & NODE_DIRTY) != 0;
 	hn->loaded = true;
+	rc = ix_begin(fs->ix, false, &t);
+	if (rc)
+		return rc;
+	hn->proven = ix_proven_get(&t, hn->ino);
+	ix_abort(&t);
 	return 0;
 }
 
@@ -656,6 +662,8 @@ static uint64_t add_remote_node(struct ixtxn *t, uint64_t dir,
 		memcpy(n.r.remote_hash, e->hash, CHASH_LEN);
 	}
 	ix_put(t, &n);
+	if (!e->is_dir)
+		ix_rsize_put(t, n.ino, e->size);
 	ix_link(t, dir, e->name, n.ino);
 	return t->err ? 0 : n.ino;
 }
@@ -703,6 +711,7 @@ static int drop_node(struct hfs *fs, struct ixtxn *t, uint64_t dir,
 		ix_orphan_add(t, n->ino);
 	} else {
 		ix_del(t, n->ino);
+		ix_doom_add(t, n->ino);
 	}
 	m->freed[m->nfreed].ino = n->ino;
 	m->freed[m->nfreed].known = known;
@@ -891,6 +900,7 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 			 * the inode and what is cached. */
 			snprintf(n.r.rev, sizeof(n.r.rev), "%s", e->rev);
 			ix_put(&t, &n);
+			ix_rsize_put(&t, n.ino, e->size);
 			continue;
 		}
 		if (inode_busy(fs, ino))
@@ -910,6 +920,7 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 				memcpy(n.r.remote_hash, e->hash, CHASH_LEN);
 			}
 			ix_put(&t, &n);
+			ix_rsize_put(&t, n.ino, e->size);
 			continue;
 		}
 		/*
@@ -951,12 +962,9 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 	rc = ix_commit(&t);
 	if (rc == 0 && m.late)
 		flushers_kick_journal(fs->fl);
-	for (size_t i = 0; i < m.nfreed; i++) {
+	for (size_t i = 0; i < m.nfreed; i++)
 		if (rc == 0 && m.freed[i].known)
 			mark_unlinked(fs, m.freed[i].ino);
-		else if (rc == 0)
-			cache_remove(fs->cache, m.freed[i].ino);
-	}
 out:
 	for (size_t i = 0; i < m.n; i++)
 		free(m.names[i].folded);
@@ -1329,6 +1337,8 @@ static int create_reg(struct hfs *fs, uint64_t parent, const char *name,
 		      mode_t mode, uid_t uid, gid_t gid, struct node *n,
 		      int *fd_out)
 {
+	/* unlink + create again replaces bytes (durable.c, rule 2). */
+	bool rewriting = fd_out && fs_was_unlinked(fs, parent, name);
 	if (is_today(fs, parent, name))
 		return -EEXIST;
 	struct ixtxn t;
@@ -1347,7 +1357,8 @@ static int create_reg(struct hfs *fs, uint64_t parent, const char *name,
 		*fd_out = fd;
 	else
 		close(fd);
-	n->r.flags = NODE_CACHED | NODE_DIRTY;
+	n->r.flags =
+		NODE_CACHED | NODE_DIRTY | (rewriting ? NODE_REWRITING : 0);
 	n->r.dirty_since = hfs_now();
 	n->r.gen = 1;
 	n->r.cat = (uint8_t)classify_path(fs, path);
@@ -1418,6 +1429,7 @@ static void remove_entry(struct hfs *fs, struct ixtxn *t, uint64_t parent,
 		*purge_now = false;
 	} else {
 		ix_del(t, n->ino);
+		ix_doom_add(t, n->ino); /* deleted once this txn is durable */
 		*purge_now = true;
 	}
 }
@@ -1532,10 +1544,10 @@ static int do_remove(struct hfs *fs, uint64_t parent, const char *name,
 	if (rc)
 		return rc;
 	stale_name(parent, exact, name);
-	if (purge_now)
-		cache_remove(fs->cache, ino);
-	else
+	if (!purge_now)
 		mark_unlinked(fs, ino);
+	if (!dir && (n.r.flags & (NODE_CACHED | NODE_DIRTY)))
+		fs_note_unlinked(fs, parent, name);
 	flushers_kick_journal(fs->fl);
 	return 0;
 fail:
@@ -1595,6 +1607,8 @@ bool hfs_room_again(struct hfs *fs)
 	if (index_retry_full(fs->ix))
 		return true;
 	pthread_mutex_lock(&fs->room_lock);
+	/* Files deleted or evicted but not yet reaped first. */
+	hfs_reap(fs);
 	int64_t free_b = cache_free_bytes(fs->cache);
 	uint64_t used = 0, freed = 0;
 	bool again = free_b >= (int64_t)ROOM_WANTED; /* made meanwhile */
@@ -1602,6 +1616,8 @@ bool hfs_room_again(struct hfs *fs)
 	    evict_run(fs, UINT64_MAX, &used, NULL) == 0) {
 		uint64_t need = ROOM_WANTED - (uint64_t)free_b;
 		evict_run(fs, used > need ? used - need : 0, &used, &freed);
+		if (freed)
+			hfs_reap(fs);
 		again = freed > 0;
 	}
 	pthread_mutex_unlock(&fs->room_lock);
@@ -1632,7 +1648,7 @@ void hfs_keep_reserve(struct hfs *fs)
 }
 
 /* Gives the reserve up; true if there was one. */
-static bool free_reserve(struct hfs *fs)
+bool fs_free_reserve(struct hfs *fs)
 {
 	char path[PATH_MAX];
 	reserve_path(fs, path, sizeof(path));
@@ -1648,7 +1664,7 @@ int hfs_unlink(struct hfs *fs, uint64_t parent, const char *name)
 	if (is_today(fs, parent, name))
 		return -EPERM;
 	int rc = do_remove(fs, parent, name, false);
-	if (rc == -ENOSPC && free_reserve(fs))
+	if (rc == -ENOSPC && fs_free_reserve(fs))
 		rc = do_remove(fs, parent, name, false);
 	return rc;
 }
@@ -1658,7 +1674,7 @@ int hfs_rmdir(struct hfs *fs, uint64_t parent, const char *name)
 	if (is_today(fs, parent, name))
 		return -ENOTDIR;
 	int rc = do_remove(fs, parent, name, true);
-	if (rc == -ENOSPC && free_reserve(fs))
+	if (rc == -ENOSPC && fs_free_reserve(fs))
 		rc = do_remove(fs, parent, name, true);
 	return rc;
 }
@@ -1703,7 +1719,9 @@ int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
 	char from[4096], to[4096];
 	bool have_dst = false, purge_now = false;
 
-	/* A directory about to be replaced must be known to be empty. */
+	/* A directory about to be replaced must be known to be empty. A
+	 * file replacing another has its bytes on disk before the rename
+	 * is (durable.c, rule 2). */
 	rc = ix_begin(fs->ix, false, &t);
 	if (rc)
 		return rc;
@@ -1713,9 +1731,17 @@ int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
 		rc = fs_ensure_listed(fs, dino, false);
 		if (rc)
 			return rc;
+	} else if (dino && ix_lookup(&t, parent, name, &sino, NULL) == 0 &&
+		   ix_get(&t, sino, &src) == 0 && S_ISREG(src.r.mode) &&
+		   (src.r.flags & NODE_DIRTY)) {
+		ix_abort(&t);
+		rc = fs_sync_content(fs, sino);
+		if (rc)
+			return rc;
 	} else {
 		ix_abort(&t);
 	}
+	dino = 0;
 
 	rc = ix_begin(fs->ix, true, &t);
 	if (rc)
@@ -1824,12 +1850,8 @@ int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
 	stale_name(parent, exact, name);
 	if (have_dst)
 		stale_name(newparent, dexact, newname);
-	if (have_dst) {
-		if (purge_now)
-			cache_remove(fs->cache, dino);
-		else
-			mark_unlinked(fs, dino);
-	}
+	if (have_dst && !purge_now)
+		mark_unlinked(fs, dino);
 	flushers_kick_journal(fs->fl);
 	return 0;
 fail:
@@ -1850,6 +1872,10 @@ static int mark_dirty_txn(struct hfs *fs, struct hnode *hn, uint64_t gen,
 	struct ixtxn t;
 	struct node n;
 	char path[4096];
+	pthread_mutex_lock(&hn->mu);
+	bool rewriting = hn->sync_on_release;
+	uint64_t proven = hn->proven;
+	pthread_mutex_unlock(&hn->mu);
 	int rc = ix_begin(fs->ix, true, &t);
 	if (rc)
 		return rc;
@@ -1868,7 +1894,9 @@ static int mark_dirty_txn(struct hfs *fs, struct hnode *hn, uint64_t gen,
 	if (n.r.flags & NODE_PARTIAL)
 		ix_chunks_del(&t, hn->ino);
 	n.r.flags |= NODE_DIRTY | NODE_CACHED;
-	n.r.flags &= ~(NODE_PARTIAL | NODE_LOST);
+	n.r.flags &= ~(NODE_PARTIAL | NODE_LOST | NODE_REWRITING);
+	if (rewriting)
+		n.r.flags |= NODE_REWRITING;
 	if (!was_dirty)
 		n.r.dirty_since = hfs_now();
 	if (gen > n.r.gen)
@@ -1878,6 +1906,7 @@ static int mark_dirty_txn(struct hfs *fs, struct hnode *hn, uint64_t gen,
 	n.r.cat = (uint8_t)classify_path(fs, path);
 	ix_put(&t, &n);
 	ix_dirty_add(&t, hn->ino);
+	ix_proven_put(&t, hn->ino, was_dirty ? proven : 0);
 	rc = ix_commit(&t);
 	if (rc)
 		return rc;
@@ -1895,6 +1924,41 @@ static int mark_dirty(struct hfs *fs, struct hnode *hn, uint64_t gen,
 	return rc;
 }
 
+/*
+ * Makes the index say "dirty", durably, before the first byte of a change
+ * reaches the content file (durable.c, rule 3): a cut then never leaves
+ * changed bytes under a clean mark. A change that cuts the file below
+ * @off (a truncate, O_TRUNC, a collapse; UINT64_MAX for writes) first
+ * lowers the size of its last fsync'd version (index.h, "proven") to
+ * @off, durably too. Called without hn->mu.
+ */
+static int mark_dirty_first(struct hfs *fs, struct hnode *hn, uint64_t off)
+{
+	pthread_mutex_lock(&hn->mu);
+	if ((hn->dirty_persisted && off >= hn->proven) || hn->unlinked) {
+		pthread_mutex_unlock(&hn->mu);
+		return 0; /* dirty already, and the fsync'd size stays */
+	}
+	bool was_dirty = hn->dirty_persisted;
+	uint64_t was_proven = hn->proven;
+	hn->dirty_persisted = true;
+	if (off < hn->proven)
+		hn->proven = off; /* those bytes are about to change */
+	uint64_t gen = hn->gen, size = hn->size;
+	int64_t mt = hn->mtime_ns;
+	pthread_mutex_unlock(&hn->mu);
+	int rc = mark_dirty(fs, hn, gen, size, mt);
+	if (!rc)
+		rc = index_sync(fs->ix);
+	if (rc) {
+		pthread_mutex_lock(&hn->mu);
+		hn->dirty_persisted = was_dirty;
+		hn->proven = was_proven;
+		pthread_mutex_unlock(&hn->mu);
+	}
+	return rc;
+}
+
 /* Persists what hn knows better than the index (size, times, gen). */
 static int persist_live_txn(struct hfs *fs, struct hnode *hn)
 {
@@ -1905,6 +1969,7 @@ static int persist_live_txn(struct hfs *fs, struct hnode *hn)
 	}
 	uint64_t size = hn->size, gen = hn->gen;
 	int64_t mtime = hn->mtime_ns, ctime = hn->ctime_ns;
+	bool rewriting = hn->sync_on_release, synced = hn->synced;
 	pthread_mutex_unlock(&hn->mu);
 
 	struct ixtxn t;
@@ -1922,13 +1987,21 @@ static int persist_live_txn(struct hfs *fs, struct hnode *hn)
 	n.r.ctime_ns = ctime;
 	if (gen > n.r.gen)
 		n.r.gen = gen;
+	n.r.flags &= ~NODE_REWRITING;
+	if (rewriting)
+		n.r.flags |= NODE_REWRITING;
 	ix_put(&t, &n);
+	if (synced && (n.r.flags & NODE_DIRTY))
+		ix_proven_put(&t, hn->ino, size); /* its bytes are on disk */
 	rc = ix_commit(&t);
 	if (rc)
 		return rc;
 	pthread_mutex_lock(&hn->mu);
 	if (hn->gen == gen && hn->size == size && hn->mtime_ns == mtime)
 		hn->live = false;
+	if (synced && (n.r.flags & NODE_DIRTY) && hn->gen == gen)
+		hn->proven = size;
+	hn->synced = false;
 	pthread_mutex_unlock(&hn->mu);
 	return 0;
 }
@@ -1998,6 +2071,7 @@ static int fetch_whole(struct hfs *fs, struct hnode *hn, const char *path,
 		memcpy(n->r.remote_hash, meta.has_hash ? meta.hash : hash,
 		       CHASH_LEN);
 		ix_put(&t, n);
+		ix_rsize_put(&t, hn->ino, got);
 		ix_chunks_del(&t, hn->ino);
 	}
 	*got_out = got;
@@ -2307,8 +2381,15 @@ static int open_handle(struct hfs *fs, uint64_t ino, int flags, int fd,
 	}
 	int rc = hnode_load(fs, hn);
 	if (!rc && (flags & O_TRUNC) && acc != O_RDONLY) {
-		/* No need to fetch what is about to be discarded. */
+		/* No need to fetch what is about to be discarded. The new
+		 * bytes replace the old: synced at close (durable.c). */
+		hn->sync_on_release = true;
 		rc = hnode_open_fd(fs, hn, true);
+		if (!rc) {
+			pthread_mutex_unlock(&hn->mu);
+			rc = mark_dirty_first(fs, hn, 0);
+			pthread_mutex_lock(&hn->mu);
+		}
 		if (!rc && ftruncate(hn->fd, 0) < 0)
 			rc = -errno;
 		if (!rc) {
@@ -2365,6 +2446,13 @@ int hfs_create_file(struct hfs *fs, uint64_t parent, const char *name,
 	rc = open_handle(fs, n.ino, flags & ~O_TRUNC, fd, fh);
 	if (rc)
 		return rc;
+	if (n.r.flags & NODE_REWRITING) {
+		/* unlink + create again: the new bytes replace the old ones
+		 * (durable.c, rule 2). */
+		pthread_mutex_lock(&(*fh)->hn->mu);
+		(*fh)->hn->sync_on_release = true;
+		pthread_mutex_unlock(&(*fh)->hn->mu);
+	}
 	hfs_fill_stat(&n, out);
 	hnode_add_lookup(fs, n.ino);
 	return 0;
@@ -2417,7 +2505,10 @@ ssize_t hfs_write(struct hfs *fs, struct hfs_file *fh, struct fuse_bufvec *buf,
 	int fd = whole_fd(fs, hn);
 	if (fd < 0)
 		return fd;
-	int rc;
+	/* Writes leave the fsync'd size as it is (see mark_dirty_first). */
+	int rc = mark_dirty_first(fs, hn, UINT64_MAX);
+	if (rc)
+		return rc;
 
 	size_t len = fuse_buf_size(buf);
 	struct fuse_bufvec dst = FUSE_BUFVEC_INIT(len);
@@ -2457,34 +2548,15 @@ ssize_t hfs_write(struct hfs *fs, struct hfs_file *fh, struct fuse_bufvec *buf,
 		break;
 	}
 	pthread_mutex_lock(&hn->mu);
-	bool transition = false;
-	uint64_t gen = 0, size = 0;
-	int64_t mt = 0;
 	if (n > 0) {
 		if (off + (uint64_t)n > hn->size)
 			hn->size = off + (uint64_t)n;
 		hn->mtime_ns = hn->ctime_ns = hfs_now_ns();
 		hn->gen++;
 		hn->live = true;
-		if (!hn->dirty_persisted && !hn->unlinked) {
-			hn->dirty_persisted = true;
-			transition = true;
-		}
-		gen = hn->gen;
-		size = hn->size;
-		mt = hn->mtime_ns;
 	}
 	pthread_mutex_unlock(&hn->mu);
 	pthread_rwlock_unlock(&hn->snap);
-	if (transition) {
-		rc = mark_dirty(fs, hn, gen, size, mt);
-		if (rc) {
-			pthread_mutex_lock(&hn->mu);
-			hn->dirty_persisted = false;
-			pthread_mutex_unlock(&hn->mu);
-			return rc;
-		}
-	}
 	return n;
 }
 
@@ -2499,7 +2571,15 @@ int hfs_fallocate(struct hfs *fs, struct hfs_file *fh, int mode, uint64_t off,
 	int rc = whole_fd(fs, hn);
 	if (rc < 0)
 		return rc;
-	rc = 0;
+	rc = mode == FALLOC_FL_KEEP_SIZE
+		     ? 0
+		     : mark_dirty_first(fs, hn,
+					(mode & (FALLOC_FL_COLLAPSE_RANGE |
+						 FALLOC_FL_INSERT_RANGE))
+						? off
+						: UINT64_MAX);
+	if (rc)
+		return rc;
 
 	pthread_rwlock_rdlock(&hn->snap);
 	pthread_mutex_lock(&hn->mu);
@@ -2537,15 +2617,26 @@ int hfs_fsync(struct hfs *fs, struct hfs_file *fh, int datasync)
 	struct hnode *hn = fh->hn;
 	pthread_mutex_lock(&hn->mu);
 	int fd = hn->fd >= 0 ? dup(hn->fd) : -1;
+	uint64_t gen = hn->gen;
 	pthread_mutex_unlock(&hn->mu);
 	int rc = 0;
 	if (fd >= 0) {
 		if ((datasync ? fdatasync(fd) : fsync(fd)) < 0)
 			rc = -errno;
 		close(fd);
+	} else {
+		rc = fs_sync_content(fs, hn->ino);
 	}
-	if (!rc)
+	if (!rc) {
+		/* Its bytes are on disk: a finished version (durable.c),
+		 * unless a writer came meanwhile. */
+		pthread_mutex_lock(&hn->mu);
+		hn->sync_on_release = false;
+		hn->synced = hn->gen == gen;
+		hn->live = true;
+		pthread_mutex_unlock(&hn->mu);
 		rc = persist_live(fs, hn);
+	}
 	if (!rc)
 		rc = index_sync(fs->ix);
 	/* With the writeback cache the kernel would keep the size and
@@ -2559,7 +2650,28 @@ int hfs_fsync(struct hfs *fs, struct hfs_file *fh, int datasync)
 int hfs_release(struct hfs *fs, struct hfs_file *fh)
 {
 	struct hnode *hn = fh->hn;
-	int rc = persist_live(fs, hn);
+	int rc = 0;
+	pthread_mutex_lock(&hn->mu);
+	bool sync = hn->sync_on_release && hn->nwriters == 1 &&
+		    (fh->flags & O_ACCMODE) != O_RDONLY && hn->fd >= 0;
+	int fd = sync ? dup(hn->fd) : -1;
+	uint64_t gen = hn->gen;
+	if (sync)
+		hn->sync_on_release = false;
+	pthread_mutex_unlock(&hn->mu);
+	if (fd >= 0) {
+		/* It replaced bytes a cut must not lose (durable.c, rule
+		 * 2): its own are on disk before its size is recorded. */
+		if (fdatasync(fd) < 0)
+			rc = -errno;
+		close(fd);
+		pthread_mutex_lock(&hn->mu);
+		hn->live = true; /* the REWRITING mark goes */
+		hn->synced = rc == 0 && hn->gen == gen;
+		pthread_mutex_unlock(&hn->mu);
+	}
+	if (!rc)
+		rc = persist_live(fs, hn);
 	pthread_mutex_lock(&hn->mu);
 	hn->nopen--;
 	if ((fh->flags & O_ACCMODE) != O_RDONLY)
@@ -2607,10 +2719,13 @@ int hfs_setattr(struct hfs *fs, uint64_t ino, const struct stat *attr,
 		uint64_t gen = 0;
 		if (!rc) {
 			pthread_rwlock_t *snap = &hn->snap;
+			if ((uint64_t)attr->st_size < hn->size)
+				hn->sync_on_release = true;
 			pthread_mutex_unlock(&hn->mu);
+			rc = mark_dirty_first(fs, hn, (uint64_t)attr->st_size);
 			pthread_rwlock_rdlock(snap);
 			pthread_mutex_lock(&hn->mu);
-			if (ftruncate(hn->fd, attr->st_size) < 0)
+			if (!rc && ftruncate(hn->fd, attr->st_size) < 0)
 				rc = -errno;
 			if (!rc) {
 				hn->size = (uint64_t)attr->st_size;
@@ -3058,79 +3173,394 @@ static int collect_ino(void *arg, uint64_t ino)
 	return 0;
 }
 
+/* The folder, at the mount root, where recovery keeps bytes it could not
+ * vouch for: local only (never uploaded), never evicted. */
+#define FOUND_DIR "lost+found"
+
+void hfs_note_found(struct hfs *fs, const char *what)
+{
+	pthread_mutex_lock(&fs->lost_lock);
+	if (fs->nfound < HFS_LOST_MAX) {
+		char **nf = realloc(fs->found, (fs->nfound + 1) * sizeof(*nf));
+		if (nf) {
+			fs->found = nf;
+			fs->found[fs->nfound] = strdup(what);
+			if (fs->found[fs->nfound])
+				fs->nfound++;
+		}
+	}
+	pthread_mutex_unlock(&fs->lost_lock);
+}
+
+/* The inode of /lost+found, made (local only) if missing, inside @t. */
+static int found_dir(struct ixtxn *t, uint64_t *out)
+{
+	uint64_t ino;
+	int rc = ix_lookup(t, INDEX_ROOT_INO, FOUND_DIR, &ino, NULL);
+	if (rc == 0) {
+		*out = ino;
+		return 0;
+	}
+	if (rc != -ENOENT)
+		return rc;
+	struct node d;
+	memset(&d, 0, sizeof(d));
+	rc = ix_alloc_ino(t, &d.ino);
+	if (rc)
+		return rc;
+	snprintf(d.name, sizeof(d.name), "%s", FOUND_DIR);
+	d.r.parent = INDEX_ROOT_INO;
+	d.r.mode = S_IFDIR | 0700;
+	d.r.uid = getuid();
+	d.r.gid = getgid();
+	d.r.atime_ns = d.r.mtime_ns = d.r.ctime_ns = hfs_now_ns();
+	d.r.flags = NODE_LISTED;
+	d.r.listed_at = INT64_MAX; /* never listed remotely: local only */
+	ix_put(t, &d);
+	ix_link(t, INDEX_ROOT_INO, d.name, d.ino);
+	*out = d.ino;
+	return t->err;
+}
+
 /*
- * After a crash: drop orphans; give each dirty file the size of its
- * content file (writes after the last close may have grown it) and clear
- * stale UPLOADING flags. Work is proportional to the number of dirty
- * files and orphans, not to the size of the cache.
+ * Moves the content file of @n into /lost+found as a file of its own
+ * (local only: clean, not on the remote) named after it, inside @t.
+ * Returns 0 and the new name in @found (@len bytes), or -errno.
+ */
+static int keep_as_found(struct hfs *fs, struct ixtxn *t, const struct node *n,
+			 uint64_t bytes, char *found, size_t len)
+{
+	uint64_t dir;
+	int rc = found_dir(t, &dir);
+	if (rc)
+		return rc;
+	struct node f;
+	memset(&f, 0, sizeof(f));
+	rc = ix_alloc_ino(t, &f.ino);
+	if (rc)
+		return rc;
+	char from[PATH_MAX], to[PATH_MAX];
+	cache_path(fs->cache, n->ino, from);
+	cache_path(fs->cache, f.ino, to);
+	if (rename(from, to) < 0)
+		return -errno;
+	/* Short enough for any name: the suffix names the old inode. */
+	snprintf(f.name, sizeof(f.name), "%.200s.recovered-%llu", n->name,
+		 (unsigned long long)n->ino);
+	f.r = n->r;
+	f.r.parent = dir;
+	f.r.size = bytes;
+	f.r.flags = NODE_CACHED;
+	f.r.dirty_since = 0;
+	f.r.rev[0] = '\0';
+	f.r.namelen = 0;
+	ix_put(t, &f);
+	ix_link(t, dir, f.name, f.ino);
+	snprintf(found, len, "/%s/%s", FOUND_DIR, f.name);
+	return t->err;
+}
+
+/* What recover() found, for one message at the end. */
+struct recovery {
+	struct hfs *fs;
+	struct ixtxn *t;
+	size_t orphans, lost, reverted, kept_short, refetch;
+	uint64_t *clean; /* cached clean files (unclean stops only) */
+	size_t nclean, capclean;
+};
+
+/*
+ * A dirty file after an unclean stop. Its content file is what writers
+ * left (kill -9) or what reached the disk (a power cut). As long as the
+ * size the index recorded, or longer (writes after the last close): the
+ * writer's bytes, trusted. Shorter: not a version anyone wrote (a cut
+ * took the tail, or the new bytes of a replacement), never served or
+ * uploaded as if good: if the remote has the file, the node goes back to
+ * the remote's version and the local bytes are kept in /lost+found; with
+ * no remote copy they are all there is, and stay, reported. Missing: the
+ * remote's version if it has one, else lost (as before).
+ */
+static void recover_dirty(struct recovery *r, uint64_t ino)
+{
+	struct ixtxn *t = r->t;
+	struct hfs *fs = r->fs;
+	struct node n;
+	char path[4096] = "?", cpath[PATH_MAX], found[4096];
+	struct stat st;
+	if (ix_get(t, ino, &n)) {
+		ix_dirty_del(t, ino);
+		return;
+	}
+	n.r.flags &= ~NODE_UPLOADING;
+	ix_path(t, ino, path, sizeof(path));
+	cache_path(fs->cache, ino, cpath);
+	bool present = stat(cpath, &st) == 0;
+	bool remote = (n.r.flags & NODE_ON_REMOTE) && n.r.rev[0];
+	bool rewriting = n.r.flags & NODE_REWRITING;
+	n.r.flags &= ~NODE_REWRITING;
+	uint64_t proven = ix_proven_get(t, ino);
+	if (fs->rolled_back && present && proven > 0 &&
+	    (uint64_t)st.st_size >= proven) {
+		/*
+		 * After a power cut: it was fsync'd at @proven bytes and
+		 * not cut shorter since; what was written past them never
+		 * was synced (and may be torn): the file is its fsync'd
+		 * length again. (Bytes changed in place since, without a
+		 * sync, are on disk or not, as on any filesystem.)
+		 */
+		if ((uint64_t)st.st_size > proven &&
+		    truncate(cpath, (off_t)proven) == 0)
+			hlog_warn("recovery: \"%s\" back to its last fsync'd "
+				  "%llu bytes (%llu written after it never "
+				  "reached the disk whole)",
+				  path, (unsigned long long)proven,
+				  (unsigned long long)((uint64_t)st.st_size -
+						       proven));
+		n.r.size = proven;
+		ix_put(t, &n);
+		return;
+	}
+	/* After a power cut, bytes never synced may be torn: never sent
+	 * over a remote copy. */
+	bool unproven = fs->rolled_back;
+	if (present && (uint64_t)st.st_size >= n.r.size &&
+	    !((rewriting || unproven) && remote)) {
+		n.r.size = (uint64_t)st.st_size;
+		ix_put(t, &n);
+		return;
+	}
+	if (present && !remote) {
+		hlog_warn("recovery: \"%s\" holds %llu of the %llu bytes last "
+			  "recorded%s; kept as it is, and uploaded",
+			  path, (unsigned long long)st.st_size,
+			  (unsigned long long)n.r.size,
+			  rewriting ? " and was being written again" : "");
+		snprintf(found, sizeof(found), "%s: %llu of %llu bytes kept",
+			 path, (unsigned long long)st.st_size,
+			 (unsigned long long)n.r.size);
+		hfs_note_found(fs, found);
+		n.r.size = (uint64_t)st.st_size;
+		ix_put(t, &n);
+		r->kept_short++;
+		return;
+	}
+	if (remote) {
+		found[0] = '\0';
+		if (present && st.st_size > 0 &&
+		    keep_as_found(fs, t, &n, (uint64_t)st.st_size, found,
+				  sizeof(found)) != 0)
+			return; /* left dirty, as it was */
+		if (!found[0])
+			ix_doom_add(t, ino);
+		n.r.flags &=
+			~(NODE_DIRTY | NODE_CACHED | NODE_PARTIAL | NODE_LOST);
+		n.r.dirty_since = 0;
+		uint64_t rsize;
+		if (ix_rsize_get(t, ino, &rsize) == 0)
+			n.r.size = rsize;
+		ix_put(t, &n);
+		ix_dirty_del(t, ino);
+		ix_chunks_del(t, ino);
+		struct node d;
+		if (ix_get(t, n.r.parent, &d) == 0) {
+			d.r.listed_at = 0; /* the remote's size comes back */
+			ix_put(t, &d);
+		}
+		char msg[8300];
+		snprintf(msg, sizeof(msg),
+			 "%s: the local change did not reach the disk whole; "
+			 "the remote's version is served%s%s",
+			 path, found[0] ? ", the local bytes are in " : "",
+			 found);
+		hlog_warn("recovery: %s", msg);
+		hfs_note_found(fs, msg);
+		r->reverted++;
+		return;
+	}
+	/* The bytes are gone and the remote never had them. */
+	hfs_note_lost(fs, path);
+	hlog_err("the cached bytes of \"%s\" are missing: its changes since "
+		 "the last upload are lost",
+		 path);
+	n.r.flags |= NODE_LOST;
+	n.r.flags &= ~(NODE_DIRTY | NODE_CACHED);
+	ix_dirty_del(t, ino);
+	ix_put(t, &n);
+	r->lost++;
+}
+
+/*
+ * After the index went back to its last sync point: content files of
+ * files made since (never synced) are in no node. Their bytes are kept in
+ * /lost+found, never deleted.
+ */
+static void recover_unreferenced(struct recovery *r)
+{
+	struct ixtxn *t = r->t;
+	for (int b = 0; b < 256 && !t->err; b++) {
+		char dir[PATH_MAX];
+		snprintf(dir, sizeof(dir), "%s/data/%02x",
+			 cache_dir(r->fs->cache), b);
+		DIR *d = opendir(dir);
+		if (!d)
+			continue;
+		struct dirent *de;
+		uint64_t inos[256];
+		size_t n = 0;
+		while ((de = readdir(d)) && n < 256) {
+			char *end;
+			unsigned long long ino = strtoull(de->d_name, &end, 16);
+			if (de->d_name[0] != '.' && *end == '\0' && ino)
+				inos[n++] = ino;
+		}
+		closedir(d);
+		for (size_t i = 0; i < n && !t->err; i++) {
+			struct node old, found;
+			struct stat st;
+			char cpath[PATH_MAX], where[4096];
+			if (ix_get(t, inos[i], &old) != -ENOENT)
+				continue;
+			cache_path(r->fs->cache, inos[i], cpath);
+			if (stat(cpath, &st) < 0 || !S_ISREG(st.st_mode))
+				continue;
+			if (st.st_size == 0) {
+				unlink(cpath);
+				continue;
+			}
+			memset(&found, 0, sizeof(found));
+			found.ino = inos[i];
+			snprintf(found.name, sizeof(found.name), "content");
+			found.r.mode = S_IFREG | 0600;
+			found.r.uid = getuid();
+			found.r.gid = getgid();
+			found.r.mtime_ns = found.r.ctime_ns = found.r.atime_ns =
+				st.st_mtim.tv_sec * 1000000000LL +
+				st.st_mtim.tv_nsec;
+			if (keep_as_found(r->fs, t, &found,
+					  (uint64_t)st.st_size, where,
+					  sizeof(where)) == 0) {
+				char msg[4200];
+				snprintf(msg, sizeof(msg),
+					 "bytes of a file made after the last "
+					 "sync point kept in %s",
+					 where);
+				hfs_note_found(r->fs, msg);
+				r->kept_short++;
+			}
+		}
+	}
+}
+
+static int collect_clean(void *arg, const struct node *n)
+{
+	struct recovery *r = arg;
+	if (!S_ISREG(n->r.mode) || (n->r.flags & NODE_DIRTY) ||
+	    !(n->r.flags & (NODE_CACHED | NODE_PARTIAL)))
+		return 0;
+	if (r->nclean == r->capclean) {
+		size_t cap = r->capclean ? r->capclean * 2 : 256;
+		uint64_t *nc = realloc(r->clean, cap * sizeof(*nc));
+		if (!nc)
+			return -ENOMEM;
+		r->clean = nc;
+		r->capclean = cap;
+	}
+	r->clean[r->nclean++] = n->ino;
+	return 0;
+}
+
+/*
+ * A cached clean file after an unclean stop: a content file missing, or
+ * of another size than the index recorded, holds nothing to serve; the
+ * file is remote-only again (fetched on the next read), never "lost".
+ * Local-only files (lost+found) are left alone.
+ */
+static void recover_clean(struct recovery *r, uint64_t ino)
+{
+	struct ixtxn *t = r->t;
+	struct node n;
+	char cpath[PATH_MAX];
+	struct stat st;
+	if (ix_get(t, ino, &n) || !(n.r.flags & NODE_ON_REMOTE) || !n.r.rev[0])
+		return;
+	cache_path(r->fs->cache, ino, cpath);
+	bool present = stat(cpath, &st) == 0;
+	if (present && (n.r.flags & NODE_CACHED) &&
+	    (uint64_t)st.st_size == n.r.size)
+		return;
+	if (present && (n.r.flags & NODE_PARTIAL) &&
+	    (uint64_t)st.st_size <= n.r.size)
+		return; /* chunks are synced before they are recorded */
+	n.r.flags &= ~(NODE_CACHED | NODE_PARTIAL);
+	ix_put(t, &n);
+	ix_chunks_del(t, ino);
+	ix_doom_add(t, ino);
+	r->refetch++;
+}
+
+/*
+ * At mount: purge orphans (unlinked while open), and after an unclean
+ * stop (kill -9, a crash of the machine) check what the index says
+ * against the content files without guessing (recover_dirty,
+ * recover_clean). Work is proportional to the dirty files and orphans,
+ * plus one stat per cached file after an unclean stop. Doomed content
+ * files are reaped afterwards.
  */
 static int recover(struct hfs *fs)
 {
 	struct ixtxn t;
 	struct listing orphans = {0}, dirty = {0};
+	struct recovery r = {.fs = fs, .t = &t};
 	int rc = ix_begin(fs->ix, false, &t);
 	if (rc)
 		return rc;
 	rc = ix_foreach_orphan(&t, collect_ino, &orphans);
 	if (!rc)
 		rc = ix_foreach_dirty(&t, collect_ino, &dirty);
+	if (!rc && fs->unclean)
+		rc = ix_foreach_node(&t, collect_clean, &r);
 	ix_abort(&t);
 	if (rc)
 		goto out;
 	uint64_t *oa = (uint64_t *)orphans.e, *da = (uint64_t *)dirty.e;
-	rc = ix_begin(fs->ix, true, &t);
+	/* Content files doomed before the stop go first: they are in no
+	 * node, and are not to be found again below. */
+	rc = hfs_reap(fs);
+	if (!rc)
+		rc = ix_begin(fs->ix, true, &t);
 	if (rc)
 		goto out;
+	if (fs->rolled_back)
+		recover_unreferenced(&r);
 	for (size_t i = 0; i < orphans.n; i++) {
 		purge_orphan(&t, oa[i]);
 		ix_orphan_del(&t, oa[i]);
 		ix_dirty_del(&t, oa[i]);
-		cache_remove(fs->cache, oa[i]);
+		ix_doom_add(&t, oa[i]);
 	}
-	size_t lost = 0;
-	for (size_t i = 0; i < dirty.n && !t.err; i++) {
-		struct node n;
-		if (ix_get(&t, da[i], &n)) {
-			ix_dirty_del(&t, da[i]);
-			continue;
-		}
-		char path[PATH_MAX];
-		struct stat st;
-		cache_path(fs->cache, da[i], path);
-		if (stat(path, &st) < 0) {
-			/* The bytes are gone: never pretend they are good. */
-			char rpath[4096];
-			if (ix_path(&t, da[i], rpath, sizeof(rpath)) == 0) {
-				hfs_note_lost(fs, rpath);
-				hlog_err(
-					"the cached bytes of \"%s\" are "
-					"missing: "
-					"its changes since the last upload are "
-					"lost",
-					rpath);
-			}
-			n.r.flags |= NODE_LOST;
-			n.r.flags &= ~(NODE_DIRTY | NODE_CACHED);
-			ix_dirty_del(&t, da[i]);
-			lost++;
-		} else {
-			n.r.size = (uint64_t)st.st_size;
-		}
-		n.r.flags &= ~NODE_UPLOADING;
-		ix_put(&t, &n);
-	}
+	r.orphans = orphans.n;
+	for (size_t i = 0; i < dirty.n && !t.err; i++)
+		recover_dirty(&r, da[i]);
+	for (size_t i = 0; i < r.nclean && !t.err; i++)
+		recover_clean(&r, r.clean[i]);
 	rc = ix_commit(&t);
-	if (orphans.n || lost)
-		hlog_warn("recovery: purged %zu orphans; %zu dirty files had "
-			  "lost their cached bytes",
-			  orphans.n, lost);
+	if (r.orphans || r.lost || r.reverted || r.kept_short || r.refetch)
+		hlog_warn("recovery: purged %zu orphans; %zu dirty files lost "
+			  "their cached bytes, %zu went back to the remote's "
+			  "version, %zu were kept shorter than recorded; %zu "
+			  "cached clean files will be fetched again",
+			  r.orphans, r.lost, r.reverted, r.kept_short,
+			  r.refetch);
+	if (!rc)
+		rc = hfs_reap(fs);
 out:
 	free(orphans.e);
 	free(dirty.e);
+	free(r.clean);
 	return rc;
 }
 
-static int take_lock(const char *dir, int *fd_out, char *err, size_t errlen)
+int hfs_take_lock(const char *dir, int *fd_out, char *err, size_t errlen)
 {
 	char path[PATH_MAX];
 	snprintf(path, sizeof(path), "%s/lock", dir);
@@ -3198,6 +3628,8 @@ int hfs_create(const struct hfs_config *cfg, struct backend *be,
 	pthread_mutex_init(&fs->list_lock, NULL);
 	pthread_mutex_init(&fs->lost_lock, NULL);
 	pthread_mutex_init(&fs->room_lock, NULL);
+	pthread_mutex_init(&fs->recent_lock, NULL);
+	pthread_mutex_init(&fs->reap_lock, NULL);
 	fs->nbuckets = 1024;
 	fs->buckets = calloc(fs->nbuckets, sizeof(*fs->buckets));
 	fs->mountpoint = strdup(mountpoint);
@@ -3220,11 +3652,40 @@ int hfs_create(const struct hfs_config *cfg, struct backend *be,
 			 cfg->cache_dir, strerror(errno));
 		goto fail;
 	}
-	rc = take_lock(cfg->cache_dir, &fs->lock_fd, err, errlen);
+	rc = hfs_take_lock(cfg->cache_dir, &fs->lock_fd, err, errlen);
 	if (rc)
 		goto fail;
 	snprintf(path, sizeof(path), "%s/index", cfg->cache_dir);
+	char why[512] = "";
+	bool rolled_back = false;
+	rc = index_prepare(path, &rolled_back);
+	if (rc) {
+		snprintf(err, errlen, "cannot prepare the index %s: %s", path,
+			 strerror(-rc));
+		goto fail;
+	}
+	if (rolled_back)
+		hlog_warn("the machine or the cache filesystem restarted since "
+			  "the last daemon stopped uncleanly: the index goes "
+			  "back to its last sync point");
+	rc = index_check(path, why, sizeof(why));
+	if (rc == -EUCLEAN) {
+		snprintf(
+			err, errlen,
+			"the index in %s is damaged: %s; run `huracanfs repair "
+			"%s` (it rebuilds the index from the content files "
+			"and the remote, and keeps every byte)",
+			cfg->cache_dir, why, mountpoint);
+		goto fail;
+	}
 	rc = index_open(path, &fs->ix);
+	if (rc == -EUCLEAN) {
+		snprintf(err, errlen,
+			 "the index in %s is damaged: LMDB cannot open it; run "
+			 "`huracanfs repair %s`",
+			 cfg->cache_dir, mountpoint);
+		goto fail;
+	}
 	if (rc == -EPROTO) {
 		/* An index of another layout: keep it and its content files
 		 * aside, untouched, and start afresh (the remote has what
@@ -3260,7 +3721,10 @@ int hfs_create(const struct hfs_config *cfg, struct backend *be,
 				       : strerror(-rc));
 		goto fail;
 	}
-	rc = recover(fs);
+	rc = index_mark_running(fs->ix, &fs->unclean);
+	fs->rolled_back = rolled_back;
+	if (!rc)
+		rc = recover(fs);
 	if (rc) {
 		snprintf(err, errlen, "index recovery failed: %s",
 			 strerror(-rc));
@@ -3302,6 +3766,8 @@ void hfs_destroy(struct hfs *fs)
 		}
 	}
 	free(fs->buckets);
+	if (fs->ix && fs->cache && hfs_reap(fs) == 0)
+		index_mark_stopped(fs->ix);
 	index_close(fs->ix);
 	cache_destroy(fs->cache);
 	backend_destroy(fs->be);
@@ -3313,7 +3779,12 @@ void hfs_destroy(struct hfs *fs)
 	for (size_t i = 0; i < fs->nlost; i++)
 		free(fs->lost[i]);
 	free(fs->lost);
+	for (size_t i = 0; i < fs->nfound; i++)
+		free(fs->found[i]);
+	free(fs->found);
 	pthread_mutex_destroy(&fs->lost_lock);
+	pthread_mutex_destroy(&fs->recent_lock);
+	pthread_mutex_destroy(&fs->reap_lock);
 	pthread_mutex_destroy(&fs->room_lock);
 	free(fs->mountpoint);
 	free(fs->control_path);

@@ -34,6 +34,15 @@ struct hnode {
 	int64_t mtime_ns, ctime_ns;
 	uint64_t gen; /* bumped by every write */
 	bool dirty_persisted; /* the index has NODE_DIRTY */
+	/* It replaces bytes a cut must not lose (truncated, or created where
+	 * a file was just unlinked): its content file is synced when the
+	 * last writer closes it (durable.c, rule 2). */
+	bool sync_on_release;
+	/* The proven prefix (index.h) as the index has it; and whether the
+	 * content file was just synced (the next persist makes the whole
+	 * size proven). */
+	uint64_t proven;
+	bool synced;
 	bool unlinked;
 	char last_error[160];
 };
@@ -67,5 +76,17 @@ int fs_resolve(struct hfs *fs, const char *path, uint64_t *ino);
  * (to be uploaded), as a writer would. -EEXIST if the name is taken. */
 int fs_create_file(struct hfs *fs, uint64_t parent, const char *name,
 		   const void *data, size_t len, uint64_t *ino);
+
+/* Gives up the cache directory's reserve file (see fs.c) so the index
+ * can commit on a full disk; true if there was one. */
+bool fs_free_reserve(struct hfs *fs);
+
+/* Power loss (durable.c). */
+/* fdatasync of the content file of @ino (none: nothing to do). */
+int fs_sync_content(struct hfs *fs, uint64_t ino);
+/* Remembers that @name of @parent was unlinked; fs_was_unlinked() tells
+ * whether it was, lately. */
+void fs_note_unlinked(struct hfs *fs, uint64_t parent, const char *name);
+bool fs_was_unlinked(struct hfs *fs, uint64_t parent, const char *name);
 
 #endif

@@ -5,21 +5,27 @@
  * - One environment, all DBIs opened in one txn at startup and reused.
  * - MDB_NOTLS so libfuse's worker pool may come and go freely and a thread
  *   may hold a read txn while it opens another.
- * - MDB_NOSYNC: a committed txn is in the kernel's page cache, which
- *   survives kill -9 of the daemon. index_sync() (fsync(2) from a user,
- *   the periodic syncer, unmount) makes it durable against power loss.
+ * - Sync points (see "Sync points" below): commits are not synced one by
+ *   one (MDB_NOSYNC: a commit costs microseconds, not an fdatasync); the
+ *   index is made durable at sync points, and after a power cut it goes
+ *   back to the last one, which nothing can have damaged.
  * - The map is reserved large (address space only; the file grows as it
  *   is used) and grown before it fills (see "Map growth" below).
  */
 #include <endian.h>
 #include <errno.h>
+#include <limits.h>
+#include <fcntl.h>
 #include <lmdb.h>
+#include <openssl/sha.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,7 +44,7 @@
 struct hfs_index {
 	MDB_env *env;
 	MDB_dbi meta, nodes, dirents, dirty, journal, orphans, chunks, attempts,
-		tombs;
+		tombs, doomed, rsize, proven;
 	/*
 	 * Map growth. mdb_env_set_mapsize() may only run while no txn of
 	 * this process is open, so every txn holds @maplock for reading and
@@ -47,9 +53,21 @@ struct hfs_index {
 	 */
 	pthread_rwlock_t maplock;
 	bool maplock_init;
+	/* Sync points: @pin is a read txn on the last synced state, so LMDB
+	 * never writes over its pages; @safe_fd holds its meta pages. All
+	 * under sync_lock. */
+	pthread_mutex_t sync_lock;
+	bool sync_lock_init;
+	MDB_txn *pin;
+	int safe_fd;
+	uint64_t safe_seq;
+	unsigned int psize;
+	atomic_uint commits; /* since the last sync point */
+	bool rolled_back; /* index_open went back to the last sync point */
 	atomic_size_t mapsize;
 	atomic_bool grow_wanted;
 	atomic_uint growths;
+	char dir[PATH_MAX];
 };
 
 /* Txns this thread holds open (a resize must wait for none). */
@@ -72,6 +90,11 @@ static int mdb_to_errno(int rc)
 		return -ENOSPC;
 	case MDB_READERS_FULL:
 		return -EAGAIN;
+	case MDB_CORRUPTED:
+	case MDB_PAGE_NOTFOUND:
+	case MDB_INVALID:
+	case MDB_VERSION_MISMATCH:
+		return -EUCLEAN; /* a damaged index (see index_check) */
 	default:
 		if (rc > 0 && rc < 1000)
 			return -rc; /* a system errno */
@@ -109,6 +132,15 @@ static int open_dbis(struct hfs_index *ix)
 				  &ix->attempts);
 	if (!rc)
 		rc = mdb_dbi_open(txn, "tombstones", MDB_CREATE, &ix->tombs);
+	if (!rc)
+		rc = mdb_dbi_open(txn, "doomed", MDB_CREATE | MDB_INTEGERKEY,
+				  &ix->doomed);
+	if (!rc)
+		rc = mdb_dbi_open(txn, "rsize", MDB_CREATE | MDB_INTEGERKEY,
+				  &ix->rsize);
+	if (!rc)
+		rc = mdb_dbi_open(txn, "proven", MDB_CREATE | MDB_INTEGERKEY,
+				  &ix->proven);
 	if (rc) {
 		mdb_txn_abort(txn);
 		return mdb_to_errno(rc);
@@ -170,12 +202,338 @@ static int init_layout(struct hfs_index *ix)
 	return ix_commit(&t);
 }
 
+/*
+ * The sync mode: MDB_NOSYNC with sync points. For bench/index_sync.sh
+ * only, HURACANFS_INDEX_SYNC=full syncs data and meta on every commit and
+ * =nometasync syncs the data pages of every commit (both safe too, and
+ * slower).
+ */
+static unsigned int sync_mode(void)
+{
+	const char *m = getenv("HURACANFS_INDEX_SYNC");
+	if (m && strcmp(m, "full") == 0)
+		return 0;
+	if (m && strcmp(m, "nometasync") == 0)
+		return MDB_NOMETASYNC;
+	return MDB_NOSYNC; /* with sync points */
+}
+
+/*
+ * A data file shorter than the pages its meta page names would give
+ * SIGBUS on the first read of a missing page: a damaged index, said so.
+ */
+static int check_file_size(struct hfs_index *ix)
+{
+	MDB_envinfo info;
+	MDB_stat st;
+	int fd;
+	struct stat fst;
+	if (mdb_env_info(ix->env, &info) || mdb_env_stat(ix->env, &st) ||
+	    mdb_env_get_fd(ix->env, &fd) || fstat(fd, &fst) < 0)
+		return -EIO;
+	uint64_t need = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
+	return (uint64_t)fst.st_size < need ? -EUCLEAN : 0;
+}
+
+/*
+ * Sync points.
+ *
+ * Commits are not synced (MDB_NOSYNC). kill -9 of the daemon loses none
+ * of them (they are in the kernel's page cache). A power cut may lose any
+ * unsynced write, in any order: LMDB's meta page may reach the disk
+ * before the pages it names, and pages of the last durable state may have
+ * been reused. So:
+ *
+ *   - index_sync() is a sync point: with writers held off (a write txn
+ *     open), the data file is synced, its two meta pages are copied to
+ *     index/meta.safe (two slots with a sequence number and a checksum,
+ *     fdatasync'd), and a read txn pins that state: LMDB never reuses a
+ *     page a live reader may see, so until the next sync point no write
+ *     touches a page of the pinned state.
+ *   - index/instance records the machine's boot and the mount of the
+ *     cache filesystem. If the daemon stopped uncleanly and either
+ *     changed (a reboot, a crash of the machine, a cache filesystem
+ *     mounted again), unsynced writes may be lost: index_open writes the
+ *     saved meta pages back before LMDB opens the file, so the index is
+ *     the last sync point, whole. After kill -9 the newest state is whole
+ *     and is kept.
+ *
+ * Sync points are taken by every fsync(2), flush --wait, before content
+ * files are deleted (hfs_reap), before a clean file's first change, every
+ * second by the housekeeping thread, every SYNC_COMMITS commits (which
+ * also bounds how far the pinned state holds the file's growth), and at
+ * unmount.
+ */
+#define SYNC_COMMITS 1000
+#define SAFE_MAGIC "HFSMETA1"
+
+struct safe_hdr {
+	char magic[8];
+	uint64_t seq;
+	uint32_t psize;
+	uint32_t pad;
+	uint8_t sum[32]; /* SHA-256 of the two pages */
+};
+
+static off_t safe_slot_off(unsigned int psize, uint64_t seq)
+{
+	return (off_t)(seq % 2) * (off_t)(4096 + 2 * (size_t)psize);
+}
+
+/* Writes the meta pages of the data file into the next slot of
+ * meta.safe, durably. Writers held off by the caller. */
+static int save_meta(struct hfs_index *ix)
+{
+	int fd;
+	if (mdb_env_get_fd(ix->env, &fd))
+		return -EIO;
+	size_t len = 2 * (size_t)ix->psize;
+	uint8_t *buf = malloc(4096 + len);
+	if (!buf)
+		return -ENOMEM;
+	memset(buf, 0, 4096);
+	int rc = 0;
+	if (pread(fd, buf + 4096, len, 0) != (ssize_t)len) {
+		rc = -EIO;
+		goto out;
+	}
+	struct safe_hdr h;
+	memset(&h, 0, sizeof(h));
+	memcpy(h.magic, SAFE_MAGIC, 8);
+	h.seq = ++ix->safe_seq;
+	h.psize = ix->psize;
+	SHA256(buf + 4096, len, h.sum);
+	memcpy(buf, &h, sizeof(h));
+	off_t off = safe_slot_off(ix->psize, h.seq);
+	errno = 0;
+	if (pwrite(ix->safe_fd, buf, 4096 + len, off) !=
+		    (ssize_t)(4096 + len) ||
+	    fdatasync(ix->safe_fd) < 0)
+		rc = errno ? -errno : -EIO;
+out:
+	free(buf);
+	return rc;
+}
+
+/* The sync point itself; maplock held by the caller (either way), no txn
+ * of this thread open but the pin. */
+static int sync_point_locked(struct hfs_index *ix)
+{
+	MDB_txn *w = NULL, *r = NULL;
+	pthread_mutex_lock(&ix->sync_lock);
+	int rc = mdb_to_errno(mdb_txn_begin(ix->env, NULL, 0, &w));
+	if (!rc)
+		rc = mdb_to_errno(mdb_env_sync(ix->env, 1));
+	if (!rc)
+		rc = save_meta(ix);
+	if (!rc)
+		rc = mdb_to_errno(mdb_txn_begin(ix->env, NULL, MDB_RDONLY, &r));
+	if (w)
+		mdb_txn_abort(w);
+	if (!rc) {
+		if (ix->pin)
+			mdb_txn_abort(ix->pin);
+		ix->pin = r;
+		atomic_store(&ix->commits, 0);
+	}
+	pthread_mutex_unlock(&ix->sync_lock);
+	return rc;
+}
+
+int index_sync(struct hfs_index *ix)
+{
+	pthread_rwlock_rdlock(&ix->maplock);
+	int rc = sync_point_locked(ix);
+	pthread_rwlock_unlock(&ix->maplock);
+	return rc;
+}
+
+/* Reads the newest valid slot of meta.safe (@fd) into *@pages (two pages
+ * of *@psize bytes, malloc'd) and its sequence number. */
+static int read_safe(int fd, uint8_t **pages, unsigned int *psize,
+		     uint64_t *seq)
+{
+	struct safe_hdr best;
+	uint8_t *keep = NULL;
+	memset(&best, 0, sizeof(best));
+	struct safe_hdr first;
+	if (pread(fd, &first, sizeof(first), 0) != (ssize_t)sizeof(first))
+		memset(&first, 0, sizeof(first));
+	/* Slot 1 sits after slot 0, whose size the page size sets: try the
+	 * page size either slot may name. */
+	for (int slot = 0; slot < 2; slot++) {
+		unsigned int ps = first.psize >= 512 && first.psize <= 65536
+					  ? first.psize
+					  : 4096;
+		off_t off = (off_t)slot * (off_t)(4096 + 2 * (size_t)ps);
+		struct safe_hdr h;
+		if (pread(fd, &h, sizeof(h), off) != (ssize_t)sizeof(h) ||
+		    memcmp(h.magic, SAFE_MAGIC, 8) != 0 || h.psize != ps ||
+		    h.seq <= best.seq)
+			continue;
+		size_t len = 2 * (size_t)h.psize;
+		uint8_t *buf = malloc(len), sum[32];
+		if (!buf) {
+			free(keep);
+			return -ENOMEM;
+		}
+		if (pread(fd, buf, len, off + 4096) != (ssize_t)len) {
+			free(buf);
+			continue;
+		}
+		SHA256(buf, len, sum);
+		if (memcmp(sum, h.sum, 32) != 0) {
+			free(buf);
+			continue; /* torn by a cut while it was written */
+		}
+		free(keep);
+		keep = buf;
+		best = h;
+	}
+	if (!keep)
+		return -ENOENT;
+	*pages = keep;
+	*psize = best.psize;
+	*seq = best.seq;
+	return 0;
+}
+
+/* "BOOT_ID MOUNT_ID": this boot and the mount holding @dir. */
+static void instance_id(const char *dir, char *out, size_t len)
+{
+	char boot[64] = "";
+	FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+	if (f) {
+		if (!fgets(boot, sizeof(boot), f))
+			boot[0] = '\0';
+		fclose(f);
+	}
+	boot[strcspn(boot, "\n")] = '\0';
+	/* Linux 6.8 and later give mounts a unique id (STATX_MNT_ID_UNIQUE,
+	 * 0x4000); the plain one is reused by the next mount. Without it a
+	 * crash of the machine still shows as a new boot. */
+	struct statx stx;
+	unsigned long long mnt = 0;
+	const unsigned int unique = 0x4000;
+	if (statx(AT_FDCWD, dir, 0, unique, &stx) == 0 &&
+	    (stx.stx_mask & unique))
+		mnt = stx.stx_mnt_id;
+	else if (statx(AT_FDCWD, dir, 0, STATX_MNT_ID, &stx) == 0 &&
+		 (stx.stx_mask & STATX_MNT_ID))
+		mnt = stx.stx_mnt_id;
+	snprintf(out, len, "%s %llu\n", boot, mnt);
+}
+
+/*
+ * Before LMDB opens @dir: if the last daemon did not stop cleanly and the
+ * machine or the cache filesystem has changed since it started, puts the
+ * meta pages of the last sync point back (see "Sync points"). Sets
+ * *@rolled_back.
+ */
+static int roll_back_if_cut(const char *dir, bool *rolled_back)
+{
+	char path[PATH_MAX], data[PATH_MAX], now[160], was[160] = "";
+	*rolled_back = false;
+	snprintf(path, sizeof(path), "%s/instance", dir);
+	snprintf(data, sizeof(data), "%s/data.mdb", dir);
+	instance_id(dir, now, sizeof(now));
+	FILE *f = fopen(path, "r");
+	if (f) {
+		if (!fgets(was, sizeof(was), f))
+			was[0] = '\0';
+		fclose(f);
+	}
+	if (access(data, F_OK) < 0 || strcmp(was, now) == 0)
+		return 0; /* new, or the same boot and mount: page cache whole
+			   */
+	char stopped[PATH_MAX];
+	snprintf(stopped, sizeof(stopped), "%s/stopped", dir);
+	if (access(stopped, F_OK) == 0)
+		return 0; /* a clean stop ended on a sync point */
+	snprintf(path, sizeof(path), "%s/meta.safe", dir);
+	int sfd = open(path, O_RDONLY | O_CLOEXEC);
+	if (sfd < 0)
+		return 0; /* an index of before sync points */
+	uint8_t *pages = NULL;
+	unsigned int psize = 0;
+	uint64_t seq = 0;
+	int rc = read_safe(sfd, &pages, &psize, &seq);
+	close(sfd);
+	if (rc)
+		return 0; /* nothing saved yet: what LMDB has is all there is */
+	int dfd = open(data, O_WRONLY | O_CLOEXEC);
+	if (dfd < 0) {
+		free(pages);
+		return -errno;
+	}
+	size_t len = 2 * (size_t)psize;
+	rc = 0;
+	errno = 0;
+	if (pwrite(dfd, pages, len, 0) != (ssize_t)len || fdatasync(dfd) < 0)
+		rc = errno ? -errno : -EIO;
+	close(dfd);
+	free(pages);
+	if (!rc)
+		*rolled_back = true;
+	return rc;
+}
+
+static int sync_dir(const char *dir);
+
+/* Records this boot and mount, durably, and forgets a clean stop. */
+static int write_instance(const char *dir)
+{
+	char path[PATH_MAX], tmp[PATH_MAX], id[160];
+	instance_id(dir, id, sizeof(id));
+	snprintf(path, sizeof(path), "%s/instance", dir);
+	snprintf(tmp, sizeof(tmp), "%s/instance.tmp", dir);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	size_t n = strlen(id);
+	int rc = 0;
+	errno = 0;
+	if (write(fd, id, n) != (ssize_t)n || fsync(fd) < 0)
+		rc = errno ? -errno : -EIO;
+	close(fd);
+	if (!rc && rename(tmp, path) < 0)
+		rc = -errno;
+	char stopped[PATH_MAX];
+	snprintf(stopped, sizeof(stopped), "%s/stopped", dir);
+	if (!rc && unlink(stopped) < 0 && errno != ENOENT)
+		rc = -errno;
+	if (!rc)
+		rc = sync_dir(dir);
+	return rc;
+}
+
+static int sync_dir(const char *dir)
+{
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return -errno;
+	int rc = fsync(dfd) < 0 ? -errno : 0;
+	close(dfd);
+	return rc;
+}
+
+bool index_rolled_back(struct hfs_index *ix)
+{
+	return ix->rolled_back;
+}
+
+int index_prepare(const char *dir, bool *rolled_back)
+{
+	return roll_back_if_cut(dir, rolled_back);
+}
+
 int index_open(const char *dir, struct hfs_index **out)
 {
 	struct hfs_index *ix = calloc(1, sizeof(*ix));
 	int rc;
 	if (!ix)
 		return -ENOMEM;
+	ix->safe_fd = -1;
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
 		rc = -errno;
 		goto fail;
@@ -199,10 +557,31 @@ int index_open(const char *dir, struct hfs_index **out)
 	rc = mdb_to_errno(mdb_env_set_mapsize(ix->env, map));
 	if (rc)
 		goto fail;
-	rc = mdb_to_errno(mdb_env_open(
-		ix->env, dir, MDB_NOTLS | MDB_NOSYNC | MDB_NORDAHEAD, 0600));
+	rc = -pthread_mutex_init(&ix->sync_lock, NULL);
 	if (rc)
 		goto fail;
+	ix->sync_lock_init = true;
+	char safe[PATH_MAX];
+	snprintf(safe, sizeof(safe), "%s/meta.safe", dir);
+	ix->safe_fd = open(safe, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (ix->safe_fd < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	uint8_t *old_pages = NULL;
+	unsigned int old_psize = 0;
+	if (read_safe(ix->safe_fd, &old_pages, &old_psize, &ix->safe_seq) == 0)
+		free(old_pages); /* numbering goes on after the newest slot */
+	rc = mdb_to_errno(mdb_env_open(
+		ix->env, dir, MDB_NOTLS | sync_mode() | MDB_NORDAHEAD, 0600));
+	if (rc)
+		goto fail;
+	rc = check_file_size(ix);
+	if (rc)
+		goto fail;
+	MDB_stat pst;
+	if (mdb_env_stat(ix->env, &pst) == 0)
+		ix->psize = pst.ms_psize;
 	/* An existing index may be larger than asked: LMDB took its size. */
 	MDB_envinfo info;
 	mdb_env_info(ix->env, &info);
@@ -213,8 +592,13 @@ int index_open(const char *dir, struct hfs_index **out)
 	if (rc)
 		goto fail;
 	rc = init_layout(ix);
+	if (!rc)
+		rc = index_sync(ix);
+	if (!rc)
+		rc = write_instance(dir);
 	if (rc)
 		goto fail;
+	snprintf(ix->dir, sizeof(ix->dir), "%s", dir);
 	*out = ix;
 	return 0;
 fail:
@@ -227,17 +611,19 @@ void index_close(struct hfs_index *ix)
 	if (!ix)
 		return;
 	if (ix->env) {
-		mdb_env_sync(ix->env, 1);
+		if (ix->pin)
+			index_sync(ix);
+		if (ix->pin)
+			mdb_txn_abort(ix->pin);
 		mdb_env_close(ix->env);
 	}
+	if (ix->safe_fd >= 0)
+		close(ix->safe_fd);
 	if (ix->maplock_init)
 		pthread_rwlock_destroy(&ix->maplock);
+	if (ix->sync_lock_init)
+		pthread_mutex_destroy(&ix->sync_lock);
 	free(ix);
-}
-
-int index_sync(struct hfs_index *ix)
-{
-	return mdb_to_errno(mdb_env_sync(ix->env, 1));
 }
 
 /*
@@ -295,11 +681,23 @@ static void grow(struct hfs_index *ix)
 		pthread_rwlock_unlock(&ix->maplock);
 		return; /* as large as it gets: MDB_MAP_FULL stays ENOSPC */
 	}
+	/* No txn may be open across a resize, the pin neither: nothing
+	 * commits meanwhile (writers wait for maplock), so the pinned state
+	 * stays whole, and a sync point pins the state again after. */
+	pthread_mutex_lock(&ix->sync_lock);
+	if (ix->pin)
+		mdb_txn_abort(ix->pin);
+	ix->pin = NULL;
+	pthread_mutex_unlock(&ix->sync_lock);
 	int rc = mdb_env_set_mapsize(ix->env, size);
 	if (!rc) {
 		atomic_store(&ix->mapsize, size);
 		atomic_fetch_add(&ix->growths, 1);
 	}
+	int src = sync_point_locked(ix);
+	if (src)
+		hlog_err("index sync point after growth failed: %s",
+			 strerror(-src));
 	pthread_rwlock_unlock(&ix->maplock);
 	if (rc)
 		hlog_err("index map could not grow to %zu bytes: %s", size,
@@ -387,7 +785,12 @@ int ix_commit(struct ixtxn *t)
 		if (rc == -EIO && disk_full(t->ix))
 			rc = -ENOSPC; /* LMDB's word for a short write */
 	}
+	struct hfs_index *ix = t->ix;
+	bool wrote = t->write && rc == 0;
 	txn_end(t);
+	if (wrote && atomic_fetch_add(&ix->commits, 1) + 1 >= SYNC_COMMITS &&
+	    txn_depth == 0)
+		index_sync(ix);
 	return rc;
 }
 
@@ -458,6 +861,12 @@ int ix_del(struct ixtxn *t, uint64_t ino)
 	MDB_val k = u64_val(&ino);
 	int rc = mdb_to_errno(mdb_del(t->txn, t->ix->nodes, &k, NULL));
 	if (rc)
+		return sticky(t, rc);
+	rc = mdb_to_errno(mdb_del(t->txn, t->ix->rsize, &k, NULL));
+	if (rc && rc != -ENOENT)
+		return sticky(t, rc);
+	rc = mdb_to_errno(mdb_del(t->txn, t->ix->proven, &k, NULL));
+	if (rc && rc != -ENOENT)
 		return sticky(t, rc);
 	return ix_attempts_del(t, ino);
 }
@@ -1067,6 +1476,39 @@ static int blob_put(struct ixtxn *t, MDB_dbi dbi, uint64_t ino,
 	return sticky(t, mdb_to_errno(mdb_put(t->txn, dbi, &k, &v, 0)));
 }
 
+int ix_rsize_put(struct ixtxn *t, uint64_t ino, uint64_t size)
+{
+	return blob_put(t, t->ix->rsize, ino, (const uint8_t *)&size,
+			sizeof(size));
+}
+
+int ix_proven_put(struct ixtxn *t, uint64_t ino, uint64_t bytes)
+{
+	if (bytes == 0)
+		return set_del(t, t->ix->proven, ino);
+	return blob_put(t, t->ix->proven, ino, (const uint8_t *)&bytes,
+			sizeof(bytes));
+}
+
+uint64_t ix_proven_get(struct ixtxn *t, uint64_t ino)
+{
+	uint64_t v = 0;
+	int64_t n = blob_get(t, t->ix->proven, ino, (uint8_t *)&v, sizeof(v));
+	return n == sizeof(v) ? v : 0;
+}
+
+int ix_rsize_get(struct ixtxn *t, uint64_t ino, uint64_t *size)
+{
+	uint64_t v;
+	int64_t n = blob_get(t, t->ix->rsize, ino, (uint8_t *)&v, sizeof(v));
+	if (n < 0)
+		return (int)n;
+	if (n != sizeof(v))
+		return -ENOENT;
+	*size = v;
+	return 0;
+}
+
 int64_t ix_chunks_get(struct ixtxn *t, uint64_t ino, uint8_t *buf, size_t cap)
 {
 	return blob_get(t, t->ix->chunks, ino, buf, cap);
@@ -1330,4 +1772,309 @@ int64_t ix_journal_count(struct ixtxn *t)
 	if (rc)
 		return sticky(t, rc);
 	return (int64_t)st.ms_entries;
+}
+
+int ix_doom_add(struct ixtxn *t, uint64_t ino)
+{
+	return set_put(t, t->ix->doomed, ino);
+}
+
+int ix_doom_del(struct ixtxn *t, uint64_t ino)
+{
+	return set_del(t, t->ix->doomed, ino);
+}
+
+int ix_foreach_doomed(struct ixtxn *t, int (*fn)(void *arg, uint64_t ino),
+		      void *arg)
+{
+	return set_foreach(t, t->ix->doomed, fn, arg);
+}
+
+/* ---- Clean and unclean stops ---- */
+
+#define RUNNING_KEY "running"
+
+int index_mark_running(struct hfs_index *ix, bool *unclean)
+{
+	struct ixtxn t;
+	int rc = ix_begin(ix, true, &t);
+	if (rc)
+		return rc;
+	MDB_val k = {.mv_size = strlen(RUNNING_KEY),
+		     .mv_data = (void *)RUNNING_KEY},
+		v;
+	rc = mdb_get(t.txn, ix->meta, &k, &v);
+	if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
+		ix_abort(&t);
+		return mdb_to_errno(rc);
+	}
+	bool was = rc == MDB_SUCCESS;
+	uint64_t pid = (uint64_t)getpid();
+	v.mv_size = sizeof(pid);
+	v.mv_data = &pid;
+	sticky(&t, mdb_to_errno(mdb_put(t.txn, ix->meta, &k, &v, 0)));
+	rc = ix_commit(&t);
+	if (!rc)
+		rc = index_sync(ix);
+	if (!rc)
+		*unclean = was;
+	return rc;
+}
+
+int index_mark_stopped(struct hfs_index *ix)
+{
+	struct ixtxn t;
+	int rc = index_sync(ix);
+	if (rc)
+		return rc;
+	rc = ix_begin(ix, true, &t);
+	if (rc)
+		return rc;
+	MDB_val k = {.mv_size = strlen(RUNNING_KEY),
+		     .mv_data = (void *)RUNNING_KEY};
+	rc = mdb_del(t.txn, ix->meta, &k, NULL);
+	if (rc && rc != MDB_NOTFOUND)
+		sticky(&t, mdb_to_errno(rc));
+	rc = ix_commit(&t);
+	if (!rc)
+		rc = index_sync(ix);
+	if (rc)
+		return rc;
+	/* The state is the last sync point: nothing to go back to. */
+	char stopped[PATH_MAX];
+	snprintf(stopped, sizeof(stopped), "%s/stopped", ix->dir);
+	int fd = open(stopped, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	rc = fsync(fd) < 0 ? -errno : 0;
+	close(fd);
+	return rc ? rc : sync_dir(ix->dir);
+}
+
+/* ---- The consistency check ---- */
+
+/* Writes a reason to @fd (the child's pipe) and returns 1. */
+static int bad(int fd, const char *fmt, unsigned long long a)
+{
+	char msg[256];
+	int n = snprintf(msg, sizeof(msg), fmt, a);
+	if (n > 0 && write(fd, msg, (size_t)n) < 0)
+		return 1;
+	return 1;
+}
+
+/* Every key of set DBI @name is an inode number. */
+static int check_set(MDB_txn *txn, const char *name, int fd)
+{
+	MDB_dbi dbi;
+	MDB_cursor *c;
+	MDB_val k, v;
+	int rc = mdb_dbi_open(txn, name, MDB_INTEGERKEY, &dbi);
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc || mdb_cursor_open(txn, dbi, &c))
+		return bad(fd, "cannot open table %s", 0);
+	int bad_rc = 0;
+	while ((rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) == 0)
+		if (k.mv_size != 8)
+			bad_rc = bad(fd, "a key of %zu bytes in a set table",
+				     k.mv_size);
+	mdb_cursor_close(c);
+	if (rc != MDB_NOTFOUND)
+		return bad(fd, "a set table cannot be read (LMDB error %d)",
+			   (unsigned long long)rc);
+	return bad_rc;
+}
+
+/* The child's work: 0 if every table reads back and holds together. */
+static int check_env(const char *dir, int fd)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi nodes, dirents, meta;
+	MDB_cursor *c;
+	MDB_val k, v;
+	if (mdb_env_create(&env))
+		return bad(fd, "out of memory", 0);
+	mdb_env_set_maxdbs(env, 16);
+	int rc = mdb_env_open(env, dir, MDB_RDONLY | MDB_NOTLS | MDB_NOLOCK,
+			      0600);
+	if (rc)
+		return bad(fd, "LMDB cannot open it (error %d)",
+			   (unsigned long long)rc);
+	MDB_envinfo info;
+	MDB_stat est;
+	struct stat fst;
+	int dfd;
+	if (mdb_env_info(env, &info) || mdb_env_stat(env, &est) ||
+	    mdb_env_get_fd(env, &dfd) || fstat(dfd, &fst) < 0 ||
+	    (uint64_t)fst.st_size <
+		    ((uint64_t)info.me_last_pgno + 1) * est.ms_psize)
+		return bad(fd, "the data file is shorter than its pages", 0);
+	if (mdb_txn_begin(env, NULL, MDB_RDONLY, &txn))
+		return bad(fd, "no read transaction", 0);
+	if (mdb_dbi_open(txn, "meta", 0, &meta) ||
+	    mdb_dbi_open(txn, "nodes", MDB_INTEGERKEY, &nodes) ||
+	    mdb_dbi_open(txn, "dirents", 0, &dirents))
+		return bad(fd, "a table is missing", 0);
+	k.mv_size = 6;
+	k.mv_data = (void *)"layout";
+	if (mdb_get(txn, meta, &k, &v) || v.mv_size != 4)
+		return bad(fd, "no layout version", 0);
+	/* Nodes: well-formed records whose parent exists. */
+	if (mdb_cursor_open(txn, nodes, &c))
+		return bad(fd, "cannot read the nodes", 0);
+	size_t count = 0;
+	bool root = false;
+	while ((rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) == 0) {
+		struct node_rec r;
+		uint64_t ino;
+		if (k.mv_size != 8 || v.mv_size < sizeof(r))
+			return bad(fd, "a node record of %zu bytes", v.mv_size);
+		memcpy(&ino, k.mv_data, 8);
+		memcpy(&r, v.mv_data, sizeof(r));
+		if (v.mv_size != sizeof(r) + r.namelen ||
+		    r.namelen > BACKEND_NAME_MAX)
+			return bad(fd, "node %llu has a bad name length",
+				   (unsigned long long)ino);
+		if (ino == INDEX_ROOT_INO)
+			root = true;
+		if (r.parent && r.parent != ino) {
+			MDB_val pk = {.mv_size = 8, .mv_data = &r.parent}, pv;
+			if (mdb_get(txn, nodes, &pk, &pv))
+				return bad(fd, "node %llu has no parent",
+					   (unsigned long long)ino);
+		}
+		count++;
+	}
+	mdb_cursor_close(c);
+	if (rc != MDB_NOTFOUND)
+		return bad(fd, "the nodes cannot be read (LMDB error %d)",
+			   (unsigned long long)rc);
+	if (!root)
+		return bad(fd, "the root node is missing", 0);
+	/* Directory entries: each names an existing node. */
+	if (mdb_cursor_open(txn, dirents, &c))
+		return bad(fd, "cannot read the directory entries", 0);
+	while ((rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) == 0) {
+		if (k.mv_size < 8 || v.mv_size < 8)
+			return bad(fd, "a directory entry of %zu bytes",
+				   v.mv_size);
+		MDB_val nk = {.mv_size = 8, .mv_data = v.mv_data}, nv;
+		if (mdb_get(txn, nodes, &nk, &nv))
+			return bad(
+				fd,
+				"a directory entry names missing "
+				"node %llu",
+				(unsigned long long)(*(uint64_t *)v.mv_data));
+	}
+	mdb_cursor_close(c);
+	if (rc != MDB_NOTFOUND)
+		return bad(fd, "the directory entries cannot be read (%d)",
+			   (unsigned long long)rc);
+	if (check_set(txn, "dirty", fd) || check_set(txn, "orphans", fd) ||
+	    check_set(txn, "doomed", fd) || check_set(txn, "journal", fd))
+		return 1;
+	(void)count;
+	mdb_txn_abort(txn);
+	mdb_env_close(env);
+	return 0;
+}
+
+int index_check(const char *dir, char *why, size_t len)
+{
+	int p[2];
+	char data[PATH_MAX];
+	snprintf(data, sizeof(data), "%s/data.mdb", dir);
+	if (access(data, F_OK) < 0)
+		return 0; /* a new index */
+	if (pipe(p) < 0)
+		return -errno;
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0) {
+		int e = errno;
+		close(p[0]);
+		close(p[1]);
+		return -e;
+	}
+	if (pid == 0) {
+		/* A damaged file may crash LMDB (an assertion, SIGBUS): in a
+		 * child, that is an answer. No core dump: it would hold the
+		 * index's pages. */
+		struct rlimit no_core = {0, 0};
+		setrlimit(RLIMIT_CORE, &no_core);
+		close(p[0]);
+		_exit(check_env(dir, p[1]));
+	}
+	close(p[1]);
+	char msg[256];
+	ssize_t n = 0, r;
+	while ((size_t)n < sizeof(msg) - 1 &&
+	       (r = read(p[0], msg + n, sizeof(msg) - 1 - (size_t)n)) > 0)
+		n += r;
+	msg[n > 0 ? n : 0] = '\0';
+	close(p[0]);
+	int status = 0;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return 0;
+	if (WIFSIGNALED(status))
+		snprintf(why, len, "reading it crashed LMDB (signal %d)%s%s",
+			 WTERMSIG(status), msg[0] ? ": " : "", msg);
+	else
+		snprintf(why, len, "%s", msg[0] ? msg : "it cannot be read");
+	return -EUCLEAN;
+}
+
+struct node_walk {
+	int (*fn)(void *arg, const struct node *n);
+	void *arg;
+};
+
+static int node_step(void *ctx, const MDB_val *k, const MDB_val *v)
+{
+	struct node_walk *w = ctx;
+	struct node n;
+	if (k->mv_size != 8 || v->mv_size < sizeof(n.r))
+		return -EUCLEAN;
+	memcpy(&n.ino, k->mv_data, 8);
+	memcpy(&n.r, v->mv_data, sizeof(n.r));
+	size_t nl = v->mv_size - sizeof(n.r);
+	if (nl > BACKEND_NAME_MAX)
+		return -EUCLEAN;
+	memcpy(n.name, (const char *)v->mv_data + sizeof(n.r), nl);
+	n.name[nl] = '\0';
+	return w->fn(w->arg, &n);
+}
+
+int ix_foreach_node(struct ixtxn *t, int (*fn)(void *arg, const struct node *n),
+		    void *arg)
+{
+	struct node_walk w = {fn, arg};
+	return walk(t, t->ix->nodes, NULL, node_step, &w);
+}
+
+int ix_journal_restore(struct ixtxn *t, uint64_t seq, const void *val,
+		       size_t len)
+{
+	if (t->err)
+		return t->err;
+	MDB_val k = u64_val(&seq), v = {.mv_size = len, .mv_data = (void *)val};
+	int rc = sticky(t, mdb_to_errno(mdb_put(t->txn, t->ix->journal, &k, &v,
+						MDB_NOOVERWRITE)));
+	if (rc)
+		return rc;
+	uint64_t next = seq + 1, hw = 0;
+	MDB_val mk = {.mv_size = 8, .mv_data = (void *)"next_seq"}, mv;
+	if (mdb_get(t->txn, t->ix->meta, &mk, &mv) == MDB_SUCCESS &&
+	    mv.mv_size == 8)
+		memcpy(&hw, mv.mv_data, 8);
+	if (hw >= next)
+		return 0;
+	mv.mv_size = 8;
+	mv.mv_data = &next;
+	return sticky(t,
+		      mdb_to_errno(mdb_put(t->txn, t->ix->meta, &mk, &mv, 0)));
 }

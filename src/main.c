@@ -41,6 +41,7 @@
 #include "hfs/fs.h"
 #include "hfs/fuse_ops.h"
 #include "hfs/log.h"
+#include "hfs/repair.h"
 #include "hfs/restore.h"
 #include "hfs/watcher.h"
 
@@ -55,6 +56,7 @@ static void usage(FILE *out)
 		     "[--wait]\n"
 		     "       huracanfs check-config [--config FILE]\n"
 		     "       huracanfs auth [--config FILE]\n"
+		     "       huracanfs repair MOUNTPOINT [--config FILE]\n"
 		     "       huracanfs --version\n");
 }
 
@@ -245,6 +247,7 @@ static void *keeper_thread(void *arg)
 				  low ? "nearly full" : "has room again",
 				  (long long)(free_b >> 20),
 				  low ? "; slowing writers down" : "");
+		hfs_reap(k->fs);
 		if (++tick % 5 == 0) {
 			index_sync(k->fs->ix);
 			hfs_keep_reserve(k->fs);
@@ -628,6 +631,14 @@ static void print_status(json_t *st)
 			printf("  %s\n", e1);
 		}
 	}
+	json_t *found = json_object_get(st, "recovered");
+	if (json_array_size(found)) {
+		size_t k;
+		json_t *p;
+		printf("RECOVERED after an unclean stop (see the log):\n");
+		json_array_foreach(found, k, p)
+			printf("  %s\n", json_string_value(p));
+	}
 	json_t *rs = json_object_get(st, "restore");
 	if (json_is_object(rs))
 		printf("data cache restore: %s, %lld/%lld files, %lld/%lld "
@@ -866,6 +877,67 @@ static int cmd_auth(int argc, char **argv)
 	return 0;
 }
 
+/* True if @abs is a mount point of /proc/self/mounts. */
+static bool is_mounted(const char *abs)
+{
+	FILE *f = fopen("/proc/self/mounts", "r");
+	char line[8192];
+	bool hit = false;
+	if (!f)
+		return false;
+	while (!hit && fgets(line, sizeof(line), f)) {
+		char *sp = strchr(line, ' ');
+		char *mp = sp ? sp + 1 : NULL;
+		char *end = mp ? strchr(mp, ' ') : NULL;
+		if (end) {
+			*end = '\0';
+			hit = strcmp(mp, abs) == 0;
+		}
+	}
+	fclose(f);
+	return hit;
+}
+
+static int cmd_repair(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"config", required_argument, NULL, 'c'}, {NULL, 0, NULL, 0}};
+	const char *path = NULL;
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "c:", longopts, NULL)) != -1) {
+		if (c != 'c') {
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+		path = optarg;
+	}
+	if (optind != argc - 1) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	char abs[PATH_MAX];
+	if (realpath(argv[optind], abs) && is_mounted(abs)) {
+		fprintf(stderr,
+			"huracanfs: repair: %s is mounted; unmount it first\n",
+			argv[optind]);
+		return 1;
+	}
+	struct hfs_config cfg;
+	char err[1024] = "";
+	if (config_init(&cfg) < 0)
+		return 1;
+	int rc = config_load(&cfg, path, err, sizeof(err));
+	if (!rc)
+		rc = repair_run(&cfg, stdout, err, sizeof(err));
+	config_release(&cfg);
+	if (rc) {
+		fprintf(stderr, "huracanfs: repair: %s\n", err);
+		return 1;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -893,6 +965,8 @@ int main(int argc, char **argv)
 		return cmd_check_config(argc - 1, argv + 1);
 	if (strcmp(cmd, "auth") == 0)
 		return cmd_auth(argc - 1, argv + 1);
+	if (strcmp(cmd, "repair") == 0)
+		return cmd_repair(argc - 1, argv + 1);
 	fprintf(stderr, "huracanfs: unknown command \"%s\"\n", cmd);
 	usage(stderr);
 	return EXIT_USAGE;

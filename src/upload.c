@@ -91,6 +91,11 @@ static int start_upload(struct hfs *fs, struct upload_job *job)
 	n.r.flags |= NODE_UPLOADING | NODE_ON_REMOTE;
 	ix_put(&t, &n);
 	ix_attempt_add(&t, job->ino, job->hash);
+	if (job->proven) {
+		/* The bytes sent are the content file's, synced: proven
+		 * (index.h), as a power cut may undo the clean mark. */
+		ix_proven_put(&t, job->ino, job->size);
+	}
 	rc = ix_commit(&t);
 	if (!rc && strcmp(path, job->res.path) != 0) {
 		memcpy(job->res.path, path, sizeof(path));
@@ -118,7 +123,12 @@ static int finish_upload(struct hfs *fs, struct hnode *hn, uint64_t gen,
 
 	struct ixtxn t;
 	struct node n;
-	int rc = ix_begin(fs->ix, true, &t);
+	/* A clean mark vouches for the content file: on disk first
+	 * (durable.c, rule 4). */
+	int rc = clean ? fs_sync_content(fs, hn->ino) : 0;
+	if (rc)
+		return rc;
+	rc = ix_begin(fs->ix, true, &t);
 	if (rc)
 		return rc;
 	rc = ix_get(&t, hn->ino, &n);
@@ -139,6 +149,10 @@ static int finish_upload(struct hfs *fs, struct hnode *hn, uint64_t gen,
 		d.r.flags |= NODE_ON_REMOTE;
 		ix_put(&t, &d);
 	}
+	if (meta && meta->rev[0])
+		ix_rsize_put(&t, hn->ino, meta->size);
+	else if (clean && n.r.gen <= gen)
+		ix_rsize_put(&t, hn->ino, n.r.size);
 	if (clean && n.r.gen <= gen) {
 		n.r.flags &= ~NODE_DIRTY;
 		n.r.dirty_since = 0;
@@ -184,7 +198,10 @@ static int finish_conflict(struct hfs *fs, struct upload_job *job,
 		clean = true;
 	}
 	pthread_mutex_unlock(&job->hn->mu);
-	int rc = ix_begin(fs->ix, true, &t);
+	int rc = clean ? fs_sync_content(fs, job->ino) : 0;
+	if (rc)
+		return rc;
+	rc = ix_begin(fs->ix, true, &t);
 	if (rc)
 		return rc;
 	rc = ix_get(&t, job->ino, &n);
@@ -202,6 +219,7 @@ static int finish_conflict(struct hfs *fs, struct upload_job *job,
 	n.r.flags |= NODE_ON_REMOTE | NODE_HAS_HASH;
 	memcpy(n.r.remote_hash, job->hash, CHASH_LEN);
 	snprintf(n.r.rev, sizeof(n.r.rev), "%s", meta->rev);
+	ix_rsize_put(&t, job->ino, meta->size);
 	n.r.last_upload = hfs_now();
 	if (clean && n.r.gen <= job->gen) {
 		n.r.flags &= ~NODE_DIRTY;
@@ -344,7 +362,29 @@ int hfs_upload_prepare(struct hfs *fs, uint64_t ino, struct upload_job *job)
 		res->skipped = true;
 		return hfs_upload_finish(fs, job, 0, NULL);
 	}
+	/* The content file holding exactly the bytes sent, synced, is
+	 * their proof after a power cut (see start_upload). */
+	pthread_mutex_lock(&hn->mu);
+	uint64_t gen0 = hn->gen;
+	pthread_mutex_unlock(&hn->mu);
+	if (gen0 == job->gen && fs_sync_content(fs, ino) == 0) {
+		pthread_mutex_lock(&hn->mu);
+		job->proven = hn->gen == job->gen && !hn->unlinked;
+		if (job->proven)
+			hn->proven = job->size;
+		pthread_mutex_unlock(&hn->mu);
+	}
 	rc = start_upload(fs, job);
+	if (rc == -ENOSPC && (hfs_room_again(fs) || fs_free_reserve(fs))) {
+		/* Uploads are what makes room on a disk full of dirty
+		 * files: they may have the reserve. */
+		rc = start_upload(fs, job);
+	}
+	/* The attempt (its content hash) must outlive a power cut: the
+	 * bytes may land even if we never hear back, and must then be known
+	 * for ours, not another machine's. */
+	if (!rc)
+		rc = index_sync(fs->ix);
 	if (rc)
 		return rc;
 	job->ready = true;

@@ -6,7 +6,7 @@ set -eu
 cf=$1
 cd "$2"
 bad=0
-for f in $(find src include tests/unit tests/fuzz -name '*.[ch]' | sort); do
+for f in $(find src include tests/unit tests/fuzz tests/powerloss -name '*.[ch]' | sort); do
 	if ! "$cf" --dry-run -Werror "$f" >/dev/null 2>&1; then
 		echo "not clang-formatted: $f (clang-format -i $f)"
 		bad=1

@@ -39,6 +39,8 @@ struct restore;
 struct fuse_session;
 struct fuse_bufvec;
 
+#define HFS_RECENT 32
+
 struct hfs {
 	const struct hfs_config *cfg; /* borrowed */
 	struct hfs_index *ix; /* owned */
@@ -77,6 +79,11 @@ struct hfs {
 	pthread_mutex_t lost_lock;
 	char **lost;
 	size_t nlost;
+	/* What recovery after an unclean stop did not take as it was (a
+	 * file gone back to the remote's version, bytes kept in
+	 * /lost+found): reported by status. Protected by lost_lock. */
+	char **found;
+	size_t nfound;
 	/* Set by the space monitor when free space on the cache filesystem
 	 * is below cache_min_free_bytes: writers slow down. */
 	atomic_bool low_space;
@@ -90,7 +97,25 @@ struct hfs {
 	 * listing fetched across a bump may predate one of them and is not
 	 * merged (see fs_ensure_listed). */
 	atomic_uint_fast64_t ns_gen;
+	/* Recent unlinks (durable.c); protected by recent_lock. */
+	pthread_mutex_t recent_lock;
+	struct hfs_recent {
+		uint64_t parent;
+		int64_t at; /* ns; 0: unused */
+		char name[BACKEND_NAME_MAX + 1];
+	} recent[HFS_RECENT];
+	int recent_next;
+	/* One hfs_reap() at a time. */
+	pthread_mutex_t reap_lock;
+	/* The last daemon on this cache stopped without unmounting. */
+	bool unclean;
+	/* ... and the index went back to its last sync point (index.h). */
+	bool rolled_back;
 };
+
+/* Deletes the content files the index no longer needs, once the txns that
+ * doomed them are durable (see durable.c). Returns 0 or -errno. */
+int hfs_reap(struct hfs *fs);
 
 /* Bumps fs->ns_gen: call before committing the change. */
 void hfs_ns_changed(struct hfs *fs);
@@ -99,6 +124,11 @@ void hfs_ns_changed(struct hfs *fs);
  * test builds and tests only) shifts it. */
 int64_t hfs_now(void);
 int64_t hfs_now_ns(void);
+
+/* Takes the single-daemon lock of cache directory @dir (an flock on
+ * dir/lock, held by *@fd_out until it is closed). -EBUSY with a message
+ * in @err if another daemon holds it. */
+int hfs_take_lock(const char *dir, int *fd_out, char *err, size_t errlen);
 
 /* mkdir -p: creates @dir (mode @mode) and its missing parents (0700).
  * Returns 0 or -errno. */
@@ -140,6 +170,8 @@ void hfs_destroy(struct hfs *fs);
 
 /* Records that the dirty bytes of remote path @path were lost. */
 void hfs_note_lost(struct hfs *fs, const char *path);
+/* Records what recovery did to a file (a line for status). */
+void hfs_note_found(struct hfs *fs, const char *what);
 
 struct hfs_file; /* an open file handle */
 struct hfs_dir; /* an open directory handle */
@@ -246,6 +278,7 @@ struct upload_job {
 	uint8_t known_hash[CHASH_LEN]; /* the remote's hash we knew, if any */
 	bool has_known_hash;
 	uint8_t hash[CHASH_LEN];
+	bool proven; /* the content file holds these bytes, synced */
 	struct upload_result res;
 };
 

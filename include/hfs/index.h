@@ -22,6 +22,14 @@
  *   tombstones  hash of a folded remote path -> expiry + content hashes:
  *            where an unconfirmed upload of a file since deleted or
  *            renamed may still land
+ *   rsize    ino -> u64: the size of the remote revision named by the
+ *            node's rev (recovery goes back to it)
+ *   proven   ino -> u64: the size of a dirty file's last version synced
+ *            to disk (an fsync, an upload), lowered by a truncate below
+ *            it: after a power cut the file goes back to that length
+ *   doomed   ino -> nothing: content files no longer needed by the index,
+ *            deleted only once the txn that dropped them is durable (a
+ *            power cut must not leave the index naming a deleted file)
  *
  * Transactions: struct ixtxn wraps an MDB_txn with a sticky error (after a
  * failed step every further step is a no-op returning the same error, and
@@ -30,19 +38,23 @@
  * Never hold a write txn across network or long disk I/O.
  *
  * The environment is opened with MDB_NOTLS (reader slots belong to txn
- * objects, not threads) and MDB_NOSYNC: a committed txn survives a crash of
- * the daemon (its pages are in the kernel's page cache); index_sync() makes
- * it survive a crash of the machine and is called on fsync(2) and
- * periodically. The map is reserved at 64 GiB of address space (the file
- * grows only as it is used: about 300 bytes a node) and doubled before a
- * txn begins whenever the data passed half of it (HURACANFS_INDEX_MAP_SIZE
- * sets a smaller start, for tests). A txn that still finds the map full
- * fails with -ENOSPC and the map grows before the next one:
- * index_retry_full() says when repeating the operation will succeed.
+ * objects, not threads) and MDB_NOSYNC, with sync points (index.c, "Sync
+ * points"): a commit survives kill -9 of the daemon at once, and a crash
+ * of the machine once index_sync() has run (every fsync(2), flush --wait,
+ * every second, every 1000 commits); after a crash of the machine the
+ * index is the last sync point, whole, never a damaged one. The ordering
+ * rules for the bytes the index describes are in durable.c. The map is
+ * reserved at 64 GiB of address space (the file grows only as it is used: about
+ * 300 bytes a node) and doubled before a txn begins whenever the data passed
+ * half of it (HURACANFS_INDEX_MAP_SIZE sets a smaller start, for tests). A txn
+ * that still finds the map full fails with -ENOSPC and the map grows before the
+ * next one: index_retry_full() says when repeating the operation will succeed.
  * A commit cut short by a full disk (LMDB reports a short write as EIO)
  * is -ENOSPC too.
  *
  * Errors: negative errno. MDB_NOTFOUND is -ENOENT, MDB_MAP_FULL -ENOSPC,
+ * MDB_CORRUPTED, MDB_PAGE_NOTFOUND, MDB_INVALID and a data file shorter
+ * than its pages -EUCLEAN (damaged: `huracanfs repair`),
  * MDB_READERS_FULL -EAGAIN, a system error its own errno, anything else
  * -EIO.
  */
@@ -71,6 +83,10 @@ enum {
 	NODE_LISTED = 1u << 5, /* dir: remote listing merged */
 	NODE_UPLOADING = 1u << 6, /* an upload of it is in flight */
 	NODE_LOST = 1u << 7, /* dirty bytes found missing at mount */
+	/* Its bytes are being replaced (truncated and written again, or
+	 * created where a file was just unlinked) and not yet synced: after
+	 * an unclean stop they are no version anyone finished writing. */
+	NODE_REWRITING = 1u << 8,
 };
 
 /* The fixed part of a node record, as stored. */
@@ -135,8 +151,30 @@ struct ixtxn {
  */
 int index_open(const char *dir, struct hfs_index **out);
 void index_close(struct hfs_index *ix);
-/* Flushes committed txns to stable storage. */
+/* A sync point: every committed txn durable, and the state kept whole
+ * until the next one (see index.c). */
 int index_sync(struct hfs_index *ix);
+/*
+ * Call before index_check and index_open: if the last daemon stopped
+ * uncleanly and the machine rebooted or the cache filesystem was mounted
+ * again since (so unsynced writes may be lost), puts the index back to its
+ * last sync point. *@rolled_back says whether it did.
+ */
+int index_prepare(const char *dir, bool *rolled_back);
+/* True if index_prepare rolled this index back (set by hfs_create). */
+bool index_rolled_back(struct hfs_index *ix);
+/*
+ * Checks the index in directory @dir in a child process (a damaged file
+ * can crash LMDB): every table readable, node records well formed, each
+ * node's parent and each entry's node present. 0 if sound (or absent),
+ * -EUCLEAN with the reason in @why if damaged, other -errno if the check
+ * could not run. Call before index_open.
+ */
+int index_check(const char *dir, char *why, size_t len);
+/* Records that a daemon runs on the index (durably); *@unclean tells
+ * whether the last one stopped without index_mark_stopped(). */
+int index_mark_running(struct hfs_index *ix, bool *unclean);
+int index_mark_stopped(struct hfs_index *ix);
 /* After an operation failed with -ENOSPC: true if a txn of this thread
  * found the map full (it has been grown since; do the operation again). */
 bool index_retry_full(struct hfs_index *ix);
@@ -154,6 +192,9 @@ int ix_get(struct ixtxn *t, uint64_t ino, struct node *out);
 int ix_put(struct ixtxn *t, const struct node *n);
 int ix_del(struct ixtxn *t, uint64_t ino);
 int ix_alloc_ino(struct ixtxn *t, uint64_t *ino);
+/* Calls @fn for every node in inode order, until it returns non-zero. */
+int ix_foreach_node(struct ixtxn *t, int (*fn)(void *arg, const struct node *n),
+		    void *arg);
 
 /*
  * Directory entries. ix_lookup finds the entry named exactly @name, else
@@ -229,9 +270,26 @@ int ix_tomb_get(struct ixtxn *t, const char *folded, int64_t *expires,
 		uint8_t h[IX_ATTEMPTS][CHASH_LEN]);
 int ix_tomb_del(struct ixtxn *t, const char *folded);
 
+/* The size of the remote revision of @ino (-ENOENT: unknown). */
+int ix_rsize_put(struct ixtxn *t, uint64_t ino, uint64_t size);
+int ix_rsize_get(struct ixtxn *t, uint64_t ino, uint64_t *size);
+
+/* The proven prefix of @ino (0: none). */
+int ix_proven_put(struct ixtxn *t, uint64_t ino, uint64_t bytes);
+uint64_t ix_proven_get(struct ixtxn *t, uint64_t ino);
+
+/* Content files to delete once the txn that dooms them is durable. */
+int ix_doom_add(struct ixtxn *t, uint64_t ino);
+int ix_doom_del(struct ixtxn *t, uint64_t ino);
+int ix_foreach_doomed(struct ixtxn *t, int (*fn)(void *arg, uint64_t ino),
+		      void *arg);
+
 /* The namespace journal. */
 int ix_journal_append(struct ixtxn *t, int op, const char *path,
 		      const char *path2);
+/* Puts back entry @seq with its stored value (repair.c). */
+int ix_journal_restore(struct ixtxn *t, uint64_t seq, const void *val,
+		       size_t len);
 /* The oldest entry, or -ENOENT if the journal is empty. */
 int ix_journal_first(struct ixtxn *t, struct journal_entry *out);
 int ix_journal_del(struct ixtxn *t, uint64_t seq);
