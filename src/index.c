@@ -732,9 +732,16 @@ size_t index_map_size(struct hfs_index *ix)
 	return atomic_load(&ix->mapsize);
 }
 
+static bool disk_full(struct hfs_index *ix);
+
 int ix_begin(struct hfs_index *ix, bool write, struct ixtxn *t)
 {
 	MDB_txn *txn = NULL;
+	/* On a full disk LMDB can only reuse pages; those freed since the
+	 * last sync point are held by its pin: a sync point frees them. */
+	if (write && txn_depth == 0 && atomic_load(&ix->commits) > 0 &&
+	    disk_full(ix))
+		index_sync(ix);
 	pthread_rwlock_rdlock(&ix->maplock);
 	if (txn_depth == 0 && (write || atomic_load(&ix->grow_wanted)) &&
 	    wants_growth(ix)) {
