@@ -217,6 +217,7 @@ class Stats:
             self.route_statuses = collections.defaultdict(collections.Counter)
             self.bytes_uploaded = 0
             self.bytes_downloaded = 0
+            self.reply_bytes = collections.Counter()
             self.faults_fired = collections.Counter()
             self.connections = 0
             self.log = collections.deque(maxlen=2000)
@@ -238,6 +239,10 @@ class Stats:
         with self.lock:
             self.bytes_downloaded += n
 
+    def add_reply(self, route, n):
+        with self.lock:
+            self.reply_bytes[route] += n
+
     def fired(self, rule):
         with self.lock:
             self.faults_fired[str(rule.id)] += 1
@@ -255,6 +260,7 @@ class Stats:
                 'requests': sum(self.routes.values()),
                 'bytes_uploaded': self.bytes_uploaded,
                 'bytes_downloaded': self.bytes_downloaded,
+                'reply_bytes': dict(self.reply_bytes),
                 'faults_fired': dict(self.faults_fired),
                 'connections': self.connections,
             }

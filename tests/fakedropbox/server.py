@@ -358,6 +358,8 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             if route is not None and route.style == 'download':
                 app.stats.add_down(sent)
+            if route is not None:
+                app.stats.add_reply(route.name, sent)
 
     def _mangle_chunk(self, resp, pos, c):
         if resp.meta.get('corrupt') and pos == 0 and c:
