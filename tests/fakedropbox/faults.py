@@ -24,7 +24,10 @@ What a rule does (see README.md for the full table):
     process: true           with `status`: process, then answer `status`
     invalid_json: true      200 with a body that is not JSON
     hostile: NAME           corrupt a list_folder/download reply
-    batch_entry_error: TAG  per-entry failures in finish_batch(_v2)
+    batch_entry_error: TAG  per-entry failures in finish_batch(_v2) and
+                            delete_batch (those entries are not deleted)
+    job_failed: TAG         delete_batch: nothing is deleted and the job
+                            ends `failed` (too_many_write_operations)
 """
 
 import collections
@@ -37,6 +40,7 @@ RULE_KEYS = {
     'reason', 'plain', 'error', 'body', 'raw_body', 'content_type', 'process',
     'drop_request_after', 'drop_response_after', 'lose_response', 'truncate',
     'delay', 'bandwidth', 'invalid_json', 'hostile', 'batch_entry_error', 'entries',
+    'job_failed',
 }
 
 HOSTILE_LIST = {'name_slash', 'name_dotdot', 'name_dot', 'name_empty', 'name_nul',
@@ -127,6 +131,11 @@ class Rule:
             self.spec.setdefault('status', 409)
         if g('batch_entry_error') is not None and g('batch_entry_error') not in BATCH_ENTRY_ERRORS:
             raise ValueError('unknown batch_entry_error %r' % g('batch_entry_error'))
+        if g('job_failed') is not None:
+            if g('job_failed') != 'too_many_write_operations':
+                raise ValueError('job_failed must be too_many_write_operations')
+            if self.routes != {'files/delete_batch'}:
+                raise ValueError('job_failed is for route files/delete_batch')
         if g('hostile') is not None and g('hostile') not in HOSTILE_LIST | HOSTILE_DOWNLOAD:
             raise ValueError('unknown hostile variant %r' % g('hostile'))
         if g('status') == 429 and g('reason') not in (None, 'too_many_requests',
