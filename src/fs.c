@@ -509,14 +509,36 @@ static int pending_collect(void *arg, const struct journal_entry *e)
 	return rc;
 }
 
+static int cmp_folded(const void *a, const void *b);
+
+/* Sorts the paths for pending_hit (after the last pending_collect). */
+static void pending_sort(struct pending *p)
+{
+	qsort(p->paths, p->n, sizeof(*p->paths), cmp_folded);
+}
+
 /* True if @path (folded) or one of its ancestors is touched by a pending
- * journal entry. */
+ * journal entry: a binary search per ancestor, since the journal may
+ * hold the deletes of a whole tree. @p is sorted. */
 static bool pending_hit(const struct pending *p, const char *folded)
 {
-	for (size_t i = 0; i < p->n; i++) {
-		size_t l = strlen(p->paths[i]);
-		if (strncmp(folded, p->paths[i], l) == 0 &&
-		    (folded[l] == '\0' || folded[l] == '/'))
+	char buf[4096];
+	size_t len = strlen(folded);
+	if (p->n == 0)
+		return false;
+	if (len >= sizeof(buf))
+		return true; /* cannot happen; err on the side of local */
+	memcpy(buf, folded, len + 1);
+	for (size_t i = 1; i <= len; i++) {
+		if (buf[i] != '/' && buf[i] != '\0')
+			continue;
+		char c = buf[i];
+		buf[i] = '\0';
+		char *key = buf;
+		bool hit = bsearch(&key, p->paths, p->n, sizeof(*p->paths),
+				   cmp_folded) != NULL;
+		buf[i] = c;
+		if (hit)
 			return true;
 	}
 	return false;
@@ -760,6 +782,7 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 		ix_abort(&t);
 		goto out;
 	}
+	pending_sort(pend);
 	m.t = &t;
 	for (size_t i = 0; i < l->n && !t.err; i++) {
 		const struct backend_entry *e = &l->e[i];
@@ -783,7 +806,8 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 			hlog_info("late upload of \"%s\" (deleted or renamed "
 				  "since) found; deleting it again",
 				  path);
-			ix_journal_append(&t, JOP_UNLINK, path, NULL);
+			ix_journal_append_delete(&t, JOP_UNLINK, path, e->rev,
+						 e->hash);
 			m.late++;
 			continue;
 		}
@@ -1339,6 +1363,27 @@ static void leave_tombstone(struct ixtxn *t, const struct node *n,
 	ix_tomb_put(t, folded, hfs_now() + TOMB_SECONDS, h, k);
 }
 
+/* Journals the delete of @n at @path: what we knew of a file (its
+ * revision and content hash), so that the replay deletes that version
+ * and no other. */
+static void journal_delete(struct ixtxn *t, const struct node *n,
+			   const char *path)
+{
+	if (S_ISDIR(n->r.mode)) {
+		ix_journal_append_delete(t, JOP_RMDIR, path, NULL, NULL);
+		return;
+	}
+	ix_journal_append_delete(t, JOP_UNLINK, path, n->r.rev,
+				 (n->r.flags & NODE_HAS_HASH) ? n->r.remote_hash
+							      : NULL);
+}
+
+/*
+ * No network here: the entry is in the index (the kernel looked it up),
+ * and the replay deletes remotely only what this mount knew (deletes.c),
+ * so a stale listing cannot make us delete another machine's files. Only
+ * a folder never listed is listed first, to tell whether it is empty.
+ */
 static int do_remove(struct hfs *fs, uint64_t parent, const char *name,
 		     bool dir)
 {
@@ -1346,29 +1391,27 @@ static int do_remove(struct hfs *fs, uint64_t parent, const char *name,
 	struct node n, p;
 	uint64_t ino;
 	char exact[BACKEND_NAME_MAX + 1], path[4096];
-	int rc = fs_ensure_listed(fs, parent, false);
-	if (rc)
-		return rc;
+	int rc;
 	if (dir) {
-		/* Dropbox deletes folders recursively: make sure we know
-		 * everything the remote folder holds before calling it
-		 * empty. */
+		struct node d;
 		rc = ix_begin(fs->ix, false, &t);
 		if (rc)
 			return rc;
 		rc = ix_lookup(&t, parent, name, &ino, exact);
+		if (!rc)
+			rc = ix_get(&t, ino, &d);
 		ix_abort(&t);
 		if (rc)
 			return rc;
-		rc = fs_ensure_listed(fs, ino, false);
-		if (rc)
-			return rc;
-		struct node d;
-		rc = fs_get_node(fs, ino, &d);
-		if (rc)
-			return rc;
-		if (S_ISDIR(d.r.mode) && !(d.r.flags & NODE_LISTED))
-			return -EAGAIN; /* remote unreachable: unknown */
+		if (S_ISDIR(d.r.mode) && !(d.r.flags & NODE_LISTED)) {
+			rc = fs_ensure_listed(fs, ino, false);
+			if (!rc)
+				rc = fs_get_node(fs, ino, &d);
+			if (rc)
+				return rc;
+			if (!(d.r.flags & NODE_LISTED))
+				return -EAGAIN; /* remote unreachable */
+		}
 	}
 	rc = ix_begin(fs->ix, true, &t);
 	if (rc)
@@ -1406,7 +1449,7 @@ static int do_remove(struct hfs *fs, uint64_t parent, const char *name,
 		ix_put(&t, &p);
 	}
 	if (dir || maybe_remote(&n))
-		ix_journal_append(&t, dir ? JOP_RMDIR : JOP_UNLINK, path, NULL);
+		journal_delete(&t, &n, path);
 	hfs_ns_changed(fs);
 	rc = ix_commit(&t);
 	if (rc)
@@ -1672,10 +1715,8 @@ int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
 			goto fail;
 		leave_tombstone(&t, &dst, to);
 		remove_entry(fs, &t, newparent, &dst, &purge_now);
-		if (S_ISDIR(dst.r.mode))
-			ix_journal_append(&t, JOP_RMDIR, to, NULL);
-		else if (maybe_remote(&dst))
-			ix_journal_append(&t, JOP_UNLINK, to, NULL);
+		if (S_ISDIR(dst.r.mode) || maybe_remote(&dst))
+			journal_delete(&t, &dst, to);
 	}
 	int64_t now = hfs_now_ns();
 	ix_unlink(&t, parent, exact);
@@ -3075,6 +3116,7 @@ int hfs_create(const struct hfs_config *cfg, struct backend *be,
 	pthread_mutex_init(&fs->commit_lock, NULL);
 	pthread_mutex_init(&fs->list_lock, NULL);
 	pthread_mutex_init(&fs->lost_lock, NULL);
+	pthread_mutex_init(&fs->kept_lock, NULL);
 	pthread_mutex_init(&fs->room_lock, NULL);
 	fs->nbuckets = 1024;
 	fs->buckets = calloc(fs->nbuckets, sizeof(*fs->buckets));
@@ -3192,6 +3234,13 @@ void hfs_destroy(struct hfs *fs)
 		free(fs->lost[i]);
 	free(fs->lost);
 	pthread_mutex_destroy(&fs->lost_lock);
+	for (size_t i = 0; i < fs->nkept; i++) {
+		free(fs->kept[i].path);
+		for (size_t k = 0; k < fs->kept[i].nnames; k++)
+			free(fs->kept[i].names[k]);
+	}
+	free(fs->kept);
+	pthread_mutex_destroy(&fs->kept_lock);
 	pthread_mutex_destroy(&fs->room_lock);
 	free(fs->mountpoint);
 	free(fs->control_path);

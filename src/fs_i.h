@@ -68,4 +68,12 @@ int fs_resolve(struct hfs *fs, const char *path, uint64_t *ino);
 int fs_create_file(struct hfs *fs, uint64_t parent, const char *name,
 		   const void *data, size_t len, uint64_t *ino);
 
+/*
+ * Replays the run of deletes at the head of the journal (deletes.c): at
+ * most one folder delete per folder proven to hold nothing unknown, and
+ * batch deletes for the rest; fs->commit_lock held. Returns 0 once the
+ * run is out of the journal, or a transient -errno (the run stays).
+ */
+int hfs_replay_deletes(struct hfs *fs);
+
 #endif

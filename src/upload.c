@@ -1,7 +1,8 @@
 /*
  * Sync work on the remote: uploading one dirty file, and replaying the
- * namespace journal. Both run with fs->commit_lock held (one committer per
- * account), called by the flushers.
+ * namespace journal (its deletes in deletes.c). Both run with
+ * fs->commit_lock held (one committer per account), called by the
+ * flushers.
  *
  * An upload takes a consistent snapshot of the file: writers are held off
  * (hnode.snap, exclusive) for as long as it takes to copy the content file
@@ -498,8 +499,9 @@ static const char *jop_name(int op)
 	}
 }
 
-/* Replays one journal entry. Returns 0 when the entry is done with (also
- * when it is moot or refused for good), or a transient -errno. */
+/* Replays one journal entry other than a delete (those go through
+ * hfs_replay_deletes). Returns 0 when the entry is done with (also when it
+ * is moot or refused for good), or a transient -errno. */
 static int replay_one(struct hfs *fs, const struct journal_entry *e)
 {
 	struct backend *be = fs->be;
@@ -508,12 +510,6 @@ static int replay_one(struct hfs *fs, const struct journal_entry *e)
 	case JOP_MKDIR:
 		rc = be->ops->mkdir(be, e->path);
 		if (rc == -EEXIST)
-			rc = 0;
-		break;
-	case JOP_UNLINK:
-	case JOP_RMDIR:
-		rc = be->ops->remove(be, e->path);
-		if (rc == -ENOENT)
 			rc = 0;
 		break;
 	case JOP_RENAME:
@@ -531,7 +527,8 @@ static int replay_one(struct hfs *fs, const struct journal_entry *e)
 		rc = 0;
 		break;
 	}
-	if (rc == -EAGAIN || rc == -EACCES || rc == -ENOSPC || rc == -EIO)
+	if (rc == -EAGAIN || rc == -EACCES || rc == -ENOSPC || rc == -EIO ||
+	    rc == -EINTR)
 		return rc;
 	if (rc)
 		hlog_warn("remote refused %s of \"%s\": %s (%s); dropped",
@@ -559,6 +556,13 @@ int hfs_replay_journal(struct hfs *fs)
 		}
 		if (rc)
 			break;
+		if (e->op == JOP_UNLINK || e->op == JOP_RMDIR) {
+			/* This and the deletes that follow it, together. */
+			rc = hfs_replay_deletes(fs);
+			if (rc)
+				break;
+			continue;
+		}
 		rc = replay_one(fs, e);
 		if (rc)
 			break;
