@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -76,6 +77,23 @@ def check_kept_reported(m, folder, entry, log_from):
     assert lines, 'no log line about the kept entries of %s:\n%s' % (
         folder, log[-3000:])
     assert entry.lower() in lines[-1].lower(), lines[-1]
+
+
+@pytest.fixture(scope='session')
+def ixjournal(hfs_bin):
+    p = os.environ.get('HFS_IXJOURNAL') or \
+        str(Path(hfs_bin).resolve().parents[1] / 'tests/unit/ixjournal')
+    if not os.access(p, os.X_OK):
+        pytest.skip('ixjournal is missing (%s); build tests/unit/ixjournal'
+                    ' or set HFS_IXJOURNAL' % p)
+
+    def run(cache, *args):
+        r = subprocess.run([p, str(cache)] + list(args),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=30)
+        assert r.returncode == 0, r.stderr.decode()
+        return [json.loads(l) for l in r.stdout.decode().splitlines()]
+    return run
 
 
 # ---------------------------------------------------------- the local backend
@@ -295,3 +313,58 @@ def test_journal_deletes_survive_an_outage(dbx, fake):
     m.flush()
     assert remote_paths(fake, 'o') == []
     assert remote(fake, 'keep.txt') == b'k'
+
+
+def test_unlink_entries_record_the_revision_they_delete(dbx, fake, ixjournal):
+    """What the journal holds while the remote is down: the revision and
+    content hash the mount knew of each deleted file."""
+    meta = fake.put_file(ROOT + '/j/a.txt', b'a\n')
+    m = dbx(intervals=LONG_INTERVALS)
+    assert os.listdir(m.m('j')) == ['a.txt']
+    fake.outage(120)
+    try:
+        os.unlink(m.m('j/a.txt'))
+        os.rmdir(m.m('j'))
+        m.kill9()
+    finally:
+        fake.end_outage()
+    entries = ixjournal(m.cache, 'list')
+    assert [(e['op'], e['path']) for e in entries] == [('unlink', '/j/a.txt'),
+                                                       ('rmdir', '/j')]
+    assert entries[0]['known'] and entries[0]['rev'] == meta['rev']
+    assert entries[0]['hash'] == meta['content_hash']
+    assert entries[1]['known'] and entries[1]['rev'] == ''
+    # Replayed at the next mount.
+    m.start()
+    m.flush()
+    assert remote_paths(fake, 'j') == []
+    assert ixjournal_pending(m) == 0
+
+
+def ixjournal_pending(m):
+    return m.status()['journal_pending']
+
+
+def test_old_journal_entries_without_a_revision_still_replay(hfs, ixjournal):
+    """Entries written before deletes recorded revisions delete whatever
+    is at their path, as they did then."""
+    m = hfs(intervals=LONG_INTERVALS, start=False)
+    (m.remote / 'old' / 'sub').mkdir(parents=True)
+    (m.remote / 'old' / 'a.txt').write_bytes(b'a')
+    (m.remote / 'old' / 'sub' / 'c.txt').write_bytes(b'c')
+    (m.remote / 'stay.txt').write_bytes(b's')
+    m.start()
+    assert sorted(os.listdir(m.m('old'))) == ['a.txt', 'sub']
+    assert os.listdir(m.m('old/sub')) == ['c.txt']
+    m.unmount()
+    # Changed since, and still deleted: an old entry knows no revision.
+    (m.remote / 'old' / 'a.txt').write_bytes(b'a, changed')
+    ixjournal(m.cache, 'append-legacy', 'unlink', '/old/a.txt')
+    ixjournal(m.cache, 'append-legacy', 'unlink', '/old/sub/c.txt')
+    ixjournal(m.cache, 'append-legacy', 'rmdir', '/old/sub')
+    assert [e['known'] for e in ixjournal(m.cache, 'list')] == [False] * 3
+    m.start()
+    m.flush()
+    assert sorted(os.listdir(m.remote / 'old')) == []
+    assert (m.remote / 'stay.txt').read_bytes() == b's'
+    assert ixjournal_pending(m) == 0
