@@ -25,6 +25,7 @@
 #include "fs_i.h"
 #include "hfs/category.h"
 #include "hfs/log.h"
+#include "hfs/watcher.h"
 
 /* Files at most this large are always copied for the snapshot. */
 #define SNAPSHOT_COPY_MAX ((uint64_t)64 << 20)
@@ -515,10 +516,23 @@ static int replay_one(struct hfs *fs, const struct journal_entry *e)
 	case JOP_RENAME:
 		rc = be->ops->move(be, e->path, e->path2);
 		if (rc == -EEXIST && strcasecmp(e->path, e->path2) != 0) {
-			/* A stale target: the journal removed it locally. */
-			rc = be->ops->remove(be, e->path2);
-			if (rc == 0 || rc == -ENOENT)
-				rc = be->ops->move(be, e->path, e->path2);
+			/*
+			 * The target is there although the delete of what
+			 * we replaced went first (deletes.c): another
+			 * machine made or changed it since we saw it (a
+			 * folder with entries we never saw, a file at
+			 * another revision). It is not ours to delete: both
+			 * stay, ours at its old name, and the listings show
+			 * it so.
+			 */
+			hlog_warn("rename of \"%s\" to \"%s\" kept on the "
+				  "remote as it was: \"%s\" holds another "
+				  "machine's version; both stay, ours as "
+				  "\"%s\"",
+				  e->path, e->path2, e->path2, e->path);
+			watcher_apply(fs, e->path);
+			watcher_apply(fs, e->path2);
+			rc = 0;
 		}
 		if (rc == -ENOENT)
 			rc = 0; /* never reached the remote */

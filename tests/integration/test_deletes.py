@@ -143,6 +143,29 @@ def test_unlink_of_a_file_changed_elsewhere_keeps_the_change_local(hfs):
     check_kept_reported(m, '/e', '/e/a.txt', log_from)
 
 
+def test_rename_over_a_file_changed_elsewhere_keeps_both_local(hfs):
+    """A rename over a file another machine rewrote since we saw it
+    deletes nothing of theirs: theirs stays under the name, ours under
+    its old name, and the mount shows both."""
+    m = hfs(start=False)
+    (m.remote / 'r').mkdir()
+    (m.remote / 'r' / 'model.bin').write_bytes(b'old model\n')
+    (m.remote / 'r' / 'model.tmp').write_bytes(b'our new model\n')
+    m.start()
+    assert sorted(os.listdir(m.m('r'))) == ['model.bin', 'model.tmp']
+    (m.remote / 'r' / 'model.bin').write_bytes(b'their model, newer\n')
+    log_from = m.log_size()
+    os.rename(m.m('r/model.tmp'), m.m('r/model.bin'))
+    m.flush()
+    assert (m.remote / 'r' / 'model.bin').read_bytes() == \
+        b'their model, newer\n'
+    assert (m.remote / 'r' / 'model.tmp').read_bytes() == b'our new model\n'
+    assert sorted(os.listdir(m.m('r'))) == ['model.bin', 'model.tmp']
+    assert m.m('r/model.bin').read_bytes() == b'their model, newer\n'
+    assert m.m('r/model.tmp').read_bytes() == b'our new model\n'
+    assert 'both stay, ours as "/r/model.tmp"' in m.log_since(log_from)
+
+
 def test_rm_rf_of_a_known_tree_leaves_nothing_local(hfs):
     m = hfs(intervals=LONG_INTERVALS, start=False)
     (m.remote / 'run' / 'theirs').mkdir(parents=True)
