@@ -1797,7 +1797,8 @@ static int delete_chunk(struct dbx *db, const struct backend_delete *dels,
 		rc = dbx_parse_delete_job(c.resp.body, c.resp.body_len, n,
 					  &state, &job, ok, errs, &failed);
 		if (rc < 0)
-			backend_set_error("files/delete_batch: malformed reply");
+			backend_set_error(
+				"files/delete_batch: malformed reply");
 	}
 	call_release(&c);
 	free(arg);

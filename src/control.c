@@ -70,11 +70,11 @@ void *control_status(struct hfs *fs, bool with_files)
 		json_t *names = json_array();
 		for (size_t j = 0; j < k->nnames; j++)
 			json_array_append_new(names, json_string(k->names[j]));
-		json_array_append_new(
-			kept, json_pack("{s:s, s:o, s:I, s:I}", "path", k->path,
-					"kept", names, "count",
-					(json_int_t)k->total, "time",
-					(json_int_t)k->when));
+		json_array_append_new(kept,
+				      json_pack("{s:s, s:o, s:I, s:I}", "path",
+						k->path, "kept", names, "count",
+						(json_int_t)k->total, "time",
+						(json_int_t)k->when));
 	}
 	pthread_mutex_unlock(&fs->kept_lock);
 	json_object_set_new(st, "deletes_kept", kept);

@@ -102,7 +102,7 @@ struct run {
 		char *path;
 		struct strs names;
 		size_t total;
-	} *notes;
+	} * notes;
 	size_t nnotes;
 	size_t folders, batches, requests, kept;
 };
@@ -438,16 +438,15 @@ static int list_below(struct run *r, const char *top, struct tree *tr)
 /* Failures that pass by themselves: the run is tried again later. */
 static bool transient(int rc)
 {
-	return rc == -EAGAIN || rc == -EACCES || rc == -ENOSPC ||
-	       rc == -EIO || rc == -EINTR || rc == -ENOMEM;
+	return rc == -EAGAIN || rc == -EACCES || rc == -ENOSPC || rc == -EIO ||
+	       rc == -EINTR || rc == -ENOMEM;
 }
 
 /* Records that deleting @path kept @names (@total in all). */
 static int note(struct run *r, const char *path, const struct strs *names,
 		size_t total)
 {
-	struct kept_note *nn =
-		realloc(r->notes, (r->nnotes + 1) * sizeof(*nn));
+	struct kept_note *nn = realloc(r->notes, (r->nnotes + 1) * sizeof(*nn));
 	if (!nn)
 		return -ENOMEM;
 	r->notes = nn;
@@ -825,20 +824,17 @@ static void report(struct run *r)
 		size_t used = 0;
 		list[0] = '\0';
 		for (size_t j = 0; j < k->names.n && used < sizeof(list); j++)
-			used += (size_t)snprintf(list + used,
-						 sizeof(list) - used,
-						 "%s\"%s\"", j ? ", " : "",
-						 k->names.s[j]);
+			used += (size_t)snprintf(
+				list + used, sizeof(list) - used, "%s\"%s\"",
+				j ? ", " : "", k->names.s[j]);
 		if (k->total > k->names.n && used < sizeof(list))
 			snprintf(list + used, sizeof(list) - used,
 				 " and %zu more", k->total - k->names.n);
 		hlog_warn("delete of \"%s\": kept %zu remote entr%s that this "
 			  "mount had not seen, or that changed on the remote "
 			  "since it did: %s",
-			  k->path, k->total, k->total == 1 ? "y" : "ies",
-			  list);
-		hfs_note_kept(r->fs, k->path, k->names.s, k->names.n,
-			      k->total);
+			  k->path, k->total, k->total == 1 ? "y" : "ies", list);
+		hfs_note_kept(r->fs, k->path, k->names.s, k->names.n, k->total);
 	}
 }
 

@@ -615,15 +615,13 @@ static void print_status(json_t *st)
 			size_t j;
 			json_t *name;
 			json_t *names = json_object_get(d, "kept");
-			long long count =
-				(long long)json_integer_value(
-					json_object_get(d, "count"));
+			long long count = (long long)json_integer_value(
+				json_object_get(d, "count"));
 			printf("  %s: %lld kept:",
 			       json_string_value(json_object_get(d, "path")),
 			       count);
-			json_array_foreach(names, j, name)
-				printf("%s %s", j ? "," : "",
-				       json_string_value(name));
+			json_array_foreach(names, j, name) printf(
+				"%s %s", j ? "," : "", json_string_value(name));
 			if (count > (long long)json_array_size(names))
 				printf(" and %lld more",
 				       count - (long long)json_array_size(

@@ -63,8 +63,9 @@ int main(int argc, char **argv)
 	char dir[4096];
 	int rc;
 
-	if (argc < 3 || (strcmp(argv[2], "list") != 0 &&
-			 (strcmp(argv[2], "append-legacy") != 0 || argc != 5))) {
+	if (argc < 3 ||
+	    (strcmp(argv[2], "list") != 0 &&
+	     (strcmp(argv[2], "append-legacy") != 0 || argc != 5))) {
 		fprintf(stderr, "usage: ixjournal CACHE_DIR list | "
 				"append-legacy unlink|rmdir PATH\n");
 		return 2;

@@ -812,8 +812,8 @@ static void test_remove_batch(void)
 	memset(rcs, 0x55, sizeof(rcs));
 	CHECK(be->ops->remove_batch(be, d, 7, rcs) == 0);
 	CHECK(rcs[0] == 0 && !exists("/rb/a.txt"));
-	CHECK(rcs[1] == -EEXIST && remote_is("/rb/b.txt", "b, changed elsewhere",
-					     20));
+	CHECK(rcs[1] == -EEXIST &&
+	      remote_is("/rb/b.txt", "b, changed elsewhere", 20));
 	CHECK(rcs[2] == -ENOENT);
 	CHECK(rcs[3] == 0 && !exists("/rb/sub"));
 	CHECK(rcs[4] == 0 && !exists("/rb/c.txt"));
@@ -860,7 +860,8 @@ static void check_unavailable(void)
 	CHECK(be->ops->mkdir(be, "/newdir") == -EAGAIN);
 	CHECK(be->ops->remove(be, "/d1") == -EAGAIN);
 	{
-		struct backend_delete d[2] = {{"/d1", NULL}, {"/x", "0123456789"}};
+		struct backend_delete d[2] = {{"/d1", NULL},
+					      {"/x", "0123456789"}};
 		int rcs[2] = {1, 1};
 
 		CHECK(be->ops->remove_batch(be, d, 2, rcs) == -EAGAIN);

@@ -725,7 +725,8 @@ static void test_tree(void)
 		"{\".tag\":\"folder\",\"name\":\"T\",\"path_lower\":"
 		"\"/huracan/t\"},"
 		"{\".tag\":\"file\",\"name\":\"paper\",\"path_lower\":"
-		"\"/huracan/t/paper\",\"is_downloadable\":false," FILE_FIELDS "},"
+		"\"/huracan/t/paper\",\"is_downloadable\":false," FILE_FIELDS
+		"},"
 		"{\".tag\":\"future\",\"name\":\"f\",\"path_lower\":"
 		"\"/huracan/t/f\"},"
 		"{\".tag\":\"file\",\"name\":\"a\\\\b\",\"path_lower\":"

@@ -1082,8 +1082,7 @@ static void test_journal_deletes(void)
 				       hash) == 0);
 	CHECK(ix_journal_append_delete(&t, JOP_UNLINK, "/a/g", "", NULL) == 0);
 	CHECK(ix_journal_append_delete(&t, JOP_RMDIR, "/a", NULL, NULL) == 0);
-	CHECK(ix_journal_append_delete(&t, JOP_UNLINK, "/a/h", rev, NULL) ==
-	      0);
+	CHECK(ix_journal_append_delete(&t, JOP_UNLINK, "/a/h", rev, NULL) == 0);
 	CHECK(ix_journal_append(&t, JOP_RENAME, "/b", "/c") == 0);
 	commit_ok(&t);
 	wbegin(ix, &t);
@@ -1122,8 +1121,8 @@ static void test_journal_deletes(void)
 	memset(long1 + 1, 'q', 4094);
 	long1[4095] = '\0';
 	wbegin(ix, &t);
-	CHECK(ix_journal_append_delete(&t, JOP_UNLINK, long1, "0123456789abcdef",
-				       hash) == 0);
+	CHECK(ix_journal_append_delete(&t, JOP_UNLINK, long1,
+				       "0123456789abcdef", hash) == 0);
 	commit_ok(&t);
 	rbegin(ix, &t);
 	list_journal(&t, jl);
