@@ -12,10 +12,14 @@ Environment:
     RMRF_KEEP=1     keep the work directory (config, daemon log) afterwards
     RMRF_TIMEOUT    seconds allowed for the mount's rm -rf and for the flush
                     (default 1800 each)
+    RMRF_TMPFS      a tmpfs directory for a second native figure, from
+                    memory (default /dev/shm if it is a tmpfs; "" for none)
     HURACANFS_BIN   the binary (default BUILD_DIR/src/huracanfs)
 
 Steps: the fake holds /Huracan/bench/tree/f00000.txt ... (put "from another
-machine"); the native directory holds the same tree. The mount lists the
+machine"); the native directory (beside the cache, so on the same
+filesystem) holds the same tree, and so does a tmpfs directory if there is
+one (the native figure without any disk). The mount lists the
 folder once (`ls`), as a user who looks before deleting does. Then, with
 the fake's counters reset: `rm -rf` natively and through the mount (each
 timed), `huracanfs flush --wait` (timed: the remote catching up), and the
@@ -142,6 +146,22 @@ class Mount:
         self.pid = None
 
 
+def tmpfs_dir():
+    d = os.environ.get('RMRF_TMPFS')
+    if d is not None:
+        return d or None
+    try:
+        with open('/proc/self/mountinfo') as f:
+            for line in f:
+                parts = line.split()
+                sep = parts.index('-')
+                if parts[4] == '/dev/shm' and parts[sep + 1] == 'tmpfs':
+                    return '/dev/shm'
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def buildinfo(build):
     try:
         p = build / 'meson-info' / 'intro-buildoptions.json'
@@ -168,6 +188,8 @@ def main():
     work = Path(tempfile.mkdtemp(prefix='hfs-rmrf.',
                                  dir=os.environ.get('RMRF_DIR', '/var/tmp')))
     fake = mount = None
+    shm = tmpfs_dir()
+    shm_work = Path(tempfile.mkdtemp(prefix='hfs-rmrf.', dir=shm)) if shm else None
     try:
         ca = make_test_ca(work / 'ca')
         fake = FakeDropbox(tls=ca).start()
@@ -175,12 +197,17 @@ def main():
             % (n, size))
         native = work / 'native' / 'tree'
         native.mkdir(parents=True)
+        natives = [native]
+        if shm_work:
+            natives.append(shm_work / 'tree')
+            natives[-1].mkdir()
         for i in range(n):
             name = 'f%05d.txt' % i
             data = (b'%s\n' % name.encode()).ljust(size, b'.')[:size]
             fake.put_file('%s/bench/tree/%s' % (ROOT, name), data)
-            with open(native / name, 'wb') as f:
-                f.write(data)
+            for d in natives:
+                with open(d / name, 'wb') as f:
+                    f.write(data)
         mount = Mount(binary, work, fake, ca[0])
         mount.start()
         tree = mount.mnt / 'bench' / 'tree'
@@ -195,6 +222,7 @@ def main():
 
         say('rm -rf natively')
         t_native = timed(['rm', '-rf', str(native)], limit)
+        t_shm = timed(['rm', '-rf', str(natives[1])], limit) if shm_work else None
         say('rm -rf through the mount')
         t_mount = timed(['rm', '-rf', str(tree)], limit)
         say('flush --wait')
@@ -223,9 +251,13 @@ def main():
         print('backend:  dropbox, against tests/fakedropbox over HTTPS')
         print()
         print('%-40s %10s' % ('step', 'seconds'))
-        print('%-40s %10.3f' % ('rm -rf, native', t_native))
+        print('%-40s %10.3f' % ('rm -rf, native (same filesystem)', t_native))
+        if t_shm is not None:
+            print('%-40s %10.3f' % ('rm -rf, native on tmpfs (%s)' % shm, t_shm))
         print('%-40s %10.3f' % ('rm -rf, through the mount', t_mount))
         print('%-40s %10.1f' % ('mount / native', t_mount / t_native))
+        if t_shm is not None:
+            print('%-40s %10.1f' % ('mount / native on tmpfs', t_mount / t_shm))
         print('%-40s %10.3f' % ('flush --wait after it (remote side)', t_flush))
         print()
         print('remote requests during rm -rf and flush (%d in all):'
@@ -239,6 +271,8 @@ def main():
             mount.stop()
         if fake:
             fake.stop()
+        if shm_work:
+            shutil.rmtree(shm_work, ignore_errors=True)
         if os.environ.get('RMRF_KEEP') == '1':
             say('kept %s' % work)
         else:

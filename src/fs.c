@@ -205,7 +205,7 @@ static bool itab_maybe_free(struct hfs *fs, struct hnode *h)
 		pp = &(*pp)->next;
 	*pp = h->next;
 	fs->nnodes--;
-	bool purge = h->unlinked;
+	bool purge = h->unlinked && !h->gone;
 	if (h->fd >= 0)
 		close(h->fd);
 	pthread_mutex_destroy(&h->mu);
@@ -1298,6 +1298,17 @@ static void mark_unlinked(struct hfs *fs, uint64_t ino)
 	pthread_mutex_unlock(&fs->itab_lock);
 }
 
+/* Marks the hnode of @ino, if any, unlinked with its record and content
+ * already gone: its forget has nothing to purge. */
+static void mark_gone(struct hfs *fs, uint64_t ino)
+{
+	pthread_mutex_lock(&fs->itab_lock);
+	struct hnode *h = itab_find(fs, ino);
+	if (h)
+		h->unlinked = h->gone = true;
+	pthread_mutex_unlock(&fs->itab_lock);
+}
+
 static bool inode_known(struct hfs *fs, uint64_t ino)
 {
 	pthread_mutex_lock(&fs->itab_lock);
@@ -1308,15 +1319,19 @@ static bool inode_known(struct hfs *fs, uint64_t ino)
 
 /*
  * Removes the entry @name (node @n) of @parent inside @t. A node still in
- * use becomes an orphan, purged when released (or at the next mount).
- * Returns true in *@purge_now if the content can go at once.
+ * use (open, or being uploaded) becomes an orphan, purged when released
+ * (or at the next mount). One the kernel merely knows (it looked the name
+ * up) goes at once: nothing can reach it any more but its forget, which
+ * then has nothing left to do (mark_gone), so an unlink costs one index
+ * txn, not two. Returns true in *@purge_now if the content can go at
+ * once.
  */
 static void remove_entry(struct hfs *fs, struct ixtxn *t, uint64_t parent,
 			 const struct node *n, bool *purge_now)
 {
 	ix_unlink(t, parent, n->name);
 	ix_dirty_del(t, n->ino);
-	if (inode_known(fs, n->ino)) {
+	if (inode_busy(fs, n->ino)) {
 		struct node o = *n;
 		o.r.flags &= ~NODE_DIRTY;
 		o.r.parent = 0;
@@ -1454,10 +1469,12 @@ static int do_remove(struct hfs *fs, uint64_t parent, const char *name,
 	rc = ix_commit(&t);
 	if (rc)
 		return rc;
-	if (purge_now)
+	if (purge_now) {
 		cache_remove(fs->cache, ino);
-	else
+		mark_gone(fs, ino);
+	} else {
 		mark_unlinked(fs, ino);
+	}
 	flushers_kick_journal(fs->fl);
 	return 0;
 fail:
@@ -1744,10 +1761,12 @@ int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
 	if (rc)
 		return rc;
 	if (have_dst) {
-		if (purge_now)
+		if (purge_now) {
 			cache_remove(fs->cache, dino);
-		else
+			mark_gone(fs, dino);
+		} else {
 			mark_unlinked(fs, dino);
+		}
 	}
 	flushers_kick_journal(fs->fl);
 	return 0;

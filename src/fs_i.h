@@ -35,6 +35,7 @@ struct hnode {
 	uint64_t gen; /* bumped by every write */
 	bool dirty_persisted; /* the index has NODE_DIRTY */
 	bool unlinked;
+	bool gone; /* unlinked, and its record and content are gone too */
 	char last_error[160];
 };
 
