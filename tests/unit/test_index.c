@@ -1065,7 +1065,7 @@ static void test_journal_deletes(void)
 	static char long1[4096];
 	struct journal_list *jl = &test_journal;
 	uint8_t hash[CHASH_LEN];
-	char rev[BACKEND_REV_MAX + 1];
+	char rev[BACKEND_REV_MAX + 1], toolong[BACKEND_REV_MAX + 2];
 	struct hfs_index *ix;
 	struct ixtxn t;
 	char dir[256];
@@ -1086,9 +1086,9 @@ static void test_journal_deletes(void)
 	CHECK(ix_journal_append(&t, JOP_RENAME, "/b", "/c") == 0);
 	commit_ok(&t);
 	wbegin(ix, &t);
-	rev[BACKEND_REV_MAX - 1] = '\0';
-	strcat(rev, "ff");
-	CHECK(ix_journal_append_delete(&t, JOP_UNLINK, "/x", rev, NULL) ==
+	memset(toolong, 'e', sizeof(toolong) - 1);
+	toolong[sizeof(toolong) - 1] = '\0';
+	CHECK(ix_journal_append_delete(&t, JOP_UNLINK, "/x", toolong, NULL) ==
 	      -EINVAL);
 	abort_txn(&t);
 
