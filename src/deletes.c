@@ -428,7 +428,7 @@ static int list_below(struct run *r, const char *top, struct tree *tr)
 		}
 		strs_release(&dirs);
 	}
-	if (!rc)
+	if (!rc && tr->n)
 		qsort(tr->e, tr->n, sizeof(*tr->e), cmp_rent);
 	return rc;
 }
@@ -685,7 +685,8 @@ static int note_files(struct run *r, struct strs *kept)
 {
 	char pa[4096], pb[4096];
 	int rc = 0;
-	qsort(kept->s, kept->n, sizeof(*kept->s), cmp_str);
+	if (kept->n)
+		qsort(kept->s, kept->n, sizeof(*kept->s), cmp_str);
 	for (size_t i = 0; i < kept->n && !rc;) {
 		struct strs group = {0};
 		size_t j = i;

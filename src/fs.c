@@ -514,7 +514,8 @@ static int cmp_folded(const void *a, const void *b);
 /* Sorts the paths for pending_hit (after the last pending_collect). */
 static void pending_sort(struct pending *p)
 {
-	qsort(p->paths, p->n, sizeof(*p->paths), cmp_folded);
+	if (p->n)
+		qsort(p->paths, p->n, sizeof(*p->paths), cmp_folded);
 }
 
 /* True if @path (folded) or one of its ancestors is touched by a pending
