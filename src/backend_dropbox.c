@@ -52,6 +52,17 @@
  * Before any upload, space_gate() holds it back while Dropbox is out of
  * space (see "Space" below).
  *
+ * remove_batch: one files/delete_batch per 1000 entries; its async job is
+ * polled with delete_batch/check after 100 ms, the delay doubling up to
+ * 5 s, for at most 10 minutes. A job that failed as a whole
+ * (too_many_write_operations), was lost or ran too long is submitted
+ * again after a backoff, and so are the entries that failed with
+ * too_many_write_operations, for up to max_attempts rounds; every other
+ * entry is judged on its own. Batch deletes share batch_busy with batch
+ * commits. list_tree is a recursive list_folder that includes
+ * non-downloadable files, so that a proof of what a folder holds misses
+ * nothing.
+ *
  * Tokens: the current access token, its expiry and a generation number
  * live under tok_lock. One thread refreshes at a time (refreshing); the
  * others wait on tok_cond. After a 401 expired_access_token (or
@@ -105,6 +116,10 @@
 #define DBX_SPACE_POLL_MS 10000
 #define DBX_SPACE_BACKOFF_MIN_S 60
 #define DBX_SPACE_BACKOFF_MAX_S 3600
+#define DBX_JOB_POLL_MS 100
+#define DBX_JOB_POLL_MAX_MS 5000
+#define DBX_JOB_BUDGET_MS 600000
+#define DBX_JOB_BUSY 1 /* delete_chunk: submit the batch again later */
 
 static const struct dbx_tuning dbx_defaults = {
 	.max_attempts = 6,
@@ -2253,6 +2268,281 @@ static int dbx_remove(struct backend *be, const char *path)
 	return rc;
 }
 
+/* ---- remove_batch ---- */
+
+/*
+ * One files/delete_batch of @n entries (at most DBX_BATCH_MAX) and its
+ * job, polled with files/delete_batch/check after a delay that doubles
+ * from DBX_JOB_POLL_MS to DBX_JOB_POLL_MAX_MS. Per-entry results go to
+ * @rcs (-EAGAIN: too_many_write_operations for that entry). Returns 0
+ * (look at @rcs), DBX_JOB_BUSY if the job failed as a whole
+ * (too_many_write_operations; or it was lost, or ran too long: the
+ * caller submits the batch again after a backoff), or the -errno of a
+ * call.
+ */
+static int delete_chunk(struct dbx *db, const struct backend_delete *dels,
+			char *const *fulls, size_t n, int *rcs)
+{
+	struct dbx_error *errs = NULL, failed;
+	uint64_t delay = DBX_JOB_POLL_MS, waited = 0;
+	enum dbx_job state;
+	json_t *entries, *e;
+	char *arg = NULL, *job = NULL;
+	bool *ok = NULL;
+	struct call c;
+	size_t i;
+	int rc = -ENOMEM;
+
+	entries = json_array();
+	for (i = 0; entries && i < n; i++) {
+		e = json_pack("{s:s}", "path", fulls[i]);
+		if (e && dels[i].parent_rev)
+			json_object_set_new(e, "parent_rev",
+					    json_string(dels[i].parent_rev));
+		if (!e || json_array_append_new(entries, e) < 0) {
+			json_decref(entries);
+			entries = NULL;
+		}
+	}
+	if (!entries)
+		goto out;
+	arg = encode(json_pack("{s:o}", "entries", entries), false);
+	errs = calloc(n, sizeof(*errs));
+	ok = calloc(n, sizeof(*ok));
+	if (!arg || !errs || !ok)
+		goto out;
+	call_init(&c, "files/delete_batch", HOST_API, STYLE_RPC, dels[0].path);
+	c.arg = arg;
+	rc = dbx_call(db, &c);
+	if (rc == 0) {
+		rc = dbx_parse_delete_job(c.resp.body, c.resp.body_len, n,
+					  &state, &job, ok, errs, &failed);
+		if (rc < 0)
+			backend_set_error(
+				"files/delete_batch: malformed reply");
+	}
+	call_release(&c);
+	free(arg);
+	arg = NULL;
+	if (rc == 0 && state == DBX_JOB_ASYNC)
+		arg = encode(json_pack("{s:s}", "async_job_id", job), false);
+	while (rc == 0 && state == DBX_JOB_ASYNC) {
+		if (!arg) {
+			rc = -ENOMEM;
+			break;
+		}
+		if (waited >= DBX_JOB_BUDGET_MS) {
+			backend_set_error("files/delete_batch/check: the job "
+					  "is still running after %llu s",
+					  (unsigned long long)waited / 1000);
+			rc = DBX_JOB_BUSY;
+			break;
+		}
+		sleep_ms(delay);
+		waited += delay;
+		delay = delay * 2 > DBX_JOB_POLL_MAX_MS ? DBX_JOB_POLL_MAX_MS
+							: delay * 2;
+		call_init(&c, "files/delete_batch/check", HOST_API, STYLE_RPC,
+			  NULL);
+		c.arg = arg;
+		rc = dbx_call(db, &c);
+		if (rc == 0) {
+			rc = dbx_parse_delete_job(c.resp.body, c.resp.body_len,
+						  n, &state, NULL, ok, errs,
+						  &failed);
+			if (rc < 0)
+				backend_set_error("files/delete_batch/check: "
+						  "malformed reply");
+		} else if (rc == -EIO) {
+			/* An unknown or lost job (invalid_async_job_id):
+			 * submit the batch again; deleting what is gone
+			 * already is harmless. */
+			rc = DBX_JOB_BUSY;
+		}
+		call_release(&c);
+		if (rc == 0 && state == DBX_JOB_IN_PROGRESS)
+			state = DBX_JOB_ASYNC;
+	}
+	if (rc == 0 && state == DBX_JOB_FAILED) {
+		backend_set_error("files/delete_batch: %s", failed.summary);
+		rc = failed.retry ? DBX_JOB_BUSY : failed.err;
+	}
+	if (rc == 0) {
+		for (i = 0; i < n; i++) {
+			if (ok[i]) {
+				rcs[i] = 0;
+				continue;
+			}
+			rcs[i] = errs[i].retry ? -EAGAIN : errs[i].err;
+			if (errs[i].err != -ENOENT)
+				backend_set_error("delete %s: %s", dels[i].path,
+						  errs[i].summary);
+		}
+	}
+out:
+	free(arg);
+	free(job);
+	free(errs);
+	free(ok);
+	return rc;
+}
+
+static int dbx_remove_batch(struct backend *be,
+			    const struct backend_delete *dels, size_t n,
+			    int *rcs)
+{
+	struct dbx *db = db_of(be);
+	struct backend_delete *todo = NULL;
+	char **owned = NULL, **fulls = NULL;
+	size_t *where = NULL;
+	int *crcs = NULL;
+	size_t i, j, m = 0, done, chunk_n, k;
+	unsigned round = 0;
+	bool answered = false;
+	int rc = 0, crc, first_err = 0;
+
+	for (i = 0; i < n; i++)
+		rcs[i] = -EIO;
+	if (n == 0)
+		return 0;
+	todo = calloc(n, sizeof(*todo));
+	owned = calloc(n, sizeof(*owned));
+	fulls = calloc(n, sizeof(*fulls));
+	where = calloc(n, sizeof(*where));
+	crcs = calloc(n, sizeof(*crcs));
+	if (!todo || !owned || !fulls || !where || !crcs) {
+		rc = -ENOMEM;
+		for (i = 0; i < n; i++)
+			rcs[i] = rc;
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		if (dels[i].parent_rev && !rev_ok(dels[i].parent_rev)) {
+			backend_set_error("invalid revision \"%s\"",
+					  dels[i].parent_rev);
+			rcs[i] = -EINVAL;
+			answered = true;
+			continue;
+		}
+		crc = full_path(db, dels[i].path, false, &owned[i]);
+		if (crc < 0) {
+			rcs[i] = crc;
+			answered = true;
+			continue;
+		}
+		todo[m] = dels[i];
+		fulls[m] = owned[i];
+		where[m++] = i;
+	}
+	batch_enter(db);
+	while (m > 0) {
+		/* Every entry, DBX_BATCH_MAX at a time; those to try again
+		 * (too_many_write_operations) move to the front. */
+		for (done = k = 0; done < m; done += chunk_n) {
+			chunk_n = m - done < DBX_BATCH_MAX ? m - done
+							   : DBX_BATCH_MAX;
+			crc = delete_chunk(db, todo + done, fulls + done,
+					   chunk_n, crcs + done);
+			if (crc < 0 && !first_err)
+				first_err = crc;
+			for (j = done; j < done + chunk_n; j++) {
+				int r = crc ? crc : crcs[j];
+
+				if (crc == DBX_JOB_BUSY ||
+				    (crc == 0 && r == -EAGAIN)) {
+					todo[k] = todo[j];
+					fulls[k] = fulls[j];
+					where[k++] = where[j];
+					answered = true;
+					continue;
+				}
+				rcs[where[j]] = r;
+				if (crc == 0)
+					answered = true;
+			}
+		}
+		m = k;
+		if (m == 0)
+			break;
+		if (++round >= db->tune.max_attempts) {
+			for (j = 0; j < m; j++)
+				rcs[where[j]] = -EAGAIN;
+			backend_set_error("files/delete_batch: "
+					  "too_many_write_operations, gave up "
+					  "after %u rounds",
+					  round);
+			break;
+		}
+		sleep_ms(backoff_ms(db, round - 1));
+	}
+	batch_leave(db);
+	if (!answered && first_err)
+		rc = first_err;
+out:
+	if (owned)
+		for (i = 0; i < n; i++)
+			free(owned[i]);
+	free(owned);
+	free(fulls);
+	free(todo);
+	free(where);
+	free(crcs);
+	return rc;
+}
+
+/* ---- list_tree ---- */
+
+static int dbx_list_tree(struct backend *be, const char *path,
+			 const char *cursor, struct backend_page *page)
+{
+	struct dbx *db = db_of(be);
+	char *full = NULL, *arg;
+	struct call c;
+	size_t i, k;
+	int rc;
+
+	rc = full_path(db, path, false, &full);
+	if (rc < 0)
+		return rc;
+	if (cursor)
+		arg = encode(json_pack("{s:s}", "cursor", cursor), false);
+	else
+		arg = encode(json_pack("{s:s, s:b, s:b, s:b, s:i}", "path",
+				       full, "recursive", 1, "include_deleted",
+				       0, "include_non_downloadable_files", 1,
+				       "limit", DBX_LIST_LIMIT),
+			     false);
+	free(full);
+	if (!arg)
+		return -ENOMEM;
+	call_init(&c,
+		  cursor ? "files/list_folder/continue" : "files/list_folder",
+		  HOST_API, STYLE_RPC, path);
+	c.arg = arg;
+	rc = dbx_call(db, &c);
+	if (rc == 0) {
+		rc = dbx_parse_tree_page(c.resp.body, c.resp.body_len, db->root,
+					 page);
+		if (rc == -EIO)
+			backend_set_error("%s %s: malformed reply", c.route,
+					  path);
+	}
+	call_release(&c);
+	free(arg);
+	if (rc < 0)
+		return rc;
+	/* The folder itself is in a recursive listing: not below it. */
+	for (i = k = 0; i < page->n; i++) {
+		if (dbx_name_equal(page->entries[i].path, path)) {
+			free(page->entries[i].path);
+			continue;
+		}
+		page->entries[k++] = page->entries[i];
+	}
+	page->n = k;
+	return 0;
+}
+
 /* move_v2 or copy_v2 of Dropbox paths; *@name gets the stored name. */
 static int relocate(struct dbx *db, bool copy, const char *from, const char *to,
 		    const char *ffrom, const char *fto,
@@ -2561,6 +2851,8 @@ static const struct backend_ops dbx_ops = {
 	.upload = dbx_upload,
 	.mkdir = dbx_mkdir,
 	.remove = dbx_remove,
+	.remove_batch = dbx_remove_batch,
+	.list_tree = dbx_list_tree,
 	.move = dbx_move,
 	.copy = dbx_copy,
 	.upload_batch = dbx_upload_batch,

@@ -1351,6 +1351,68 @@ out:
 	return rc;
 }
 
+/*
+ * One conditional delete of remove_batch: the revision is compared and
+ * the file unlinked under commit_lock, so that a conditional upload of
+ * this process cannot slip between the two (hand edits can, as for
+ * uploads).
+ */
+static int remove_if_rev(struct local_backend *lb, const char *path,
+			 const char *parent_rev)
+{
+	char cur[BACKEND_REV_MAX + 1] = "";
+	char *full = NULL;
+	int rc, kind;
+
+	rc = full_path(lb, path, false, &full);
+	if (rc < 0)
+		return rc;
+	pthread_mutex_lock(&lb->commit_lock);
+	kind = current_rev(full, cur);
+	if (kind == 0)
+		rc = -ENOENT;
+	else if (kind == 2)
+		rc = -EISDIR;
+	else if (kind < 0)
+		rc = kind;
+	else if (strcmp(cur, parent_rev) != 0)
+		rc = -EEXIST;
+	else
+		rc = unlink(full) < 0 ? -errno : 0;
+	pthread_mutex_unlock(&lb->commit_lock);
+	free(full);
+	if (rc == -EEXIST)
+		backend_set_error("delete of \"%s\": it is at revision %s, "
+				  "not %s",
+				  path, cur, parent_rev);
+	else if (rc == -EISDIR)
+		backend_set_error("delete of \"%s\": not a file", path);
+	else if (rc < 0)
+		rc = local_err(lb, -rc, true, "remove", path);
+	return rc;
+}
+
+static int local_remove_batch(struct backend *be,
+			      const struct backend_delete *dels, size_t n,
+			      int *rcs)
+{
+	struct local_backend *lb = lb_of(be);
+	size_t i;
+	int rc;
+
+	rc = root_check(lb, true);
+	for (i = 0; i < n; i++) {
+		if (rc < 0)
+			rcs[i] = rc;
+		else if (dels[i].parent_rev)
+			rcs[i] = remove_if_rev(lb, dels[i].path,
+					       dels[i].parent_rev);
+		else
+			rcs[i] = local_remove(be, dels[i].path);
+	}
+	return rc;
+}
+
 /* True if path @to is @from or lies inside folder @from. */
 static bool inside(const char *from, const char *to)
 {
@@ -1732,6 +1794,7 @@ static const struct backend_ops local_ops = {
 	.upload = local_upload,
 	.mkdir = local_mkdir,
 	.remove = local_remove,
+	.remove_batch = local_remove_batch,
 	.move = local_move,
 	.copy = local_copy,
 	.space = local_space,

@@ -69,6 +69,21 @@ void *control_status(struct hfs *fs, bool with_files)
 		json_array_append_new(found, json_string(fs->found[i]));
 	pthread_mutex_unlock(&fs->lost_lock);
 	json_object_set_new(st, "recovered", found);
+	json_t *kept = json_array();
+	pthread_mutex_lock(&fs->kept_lock);
+	for (size_t i = 0; i < fs->nkept; i++) {
+		const struct hfs_kept *k = &fs->kept[i];
+		json_t *names = json_array();
+		for (size_t j = 0; j < k->nnames; j++)
+			json_array_append_new(names, json_string(k->names[j]));
+		json_array_append_new(kept,
+				      json_pack("{s:s, s:o, s:I, s:I}", "path",
+						k->path, "kept", names, "count",
+						(json_int_t)k->total, "time",
+						(json_int_t)k->when));
+	}
+	pthread_mutex_unlock(&fs->kept_lock);
+	json_object_set_new(st, "deletes_kept", kept);
 	json_t *rs = restore_status(fs->restore);
 	if (rs)
 		json_object_set_new(st, "restore", rs);

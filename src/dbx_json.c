@@ -474,9 +474,16 @@ static bool rest_ok(const char *rest, const char *name)
 	}
 }
 
+enum page_kind {
+	PAGE_FOLDER, /* the direct children of @base */
+	PAGE_CHANGES, /* every entry below @base, deleted ones too */
+	PAGE_TREE, /* the same, non-downloadable files too, drops counted */
+};
+
 static int parse_page(const char *body, size_t len, const char *base,
-		      bool changes, struct backend_page *page)
+		      enum page_kind kind, struct backend_page *page)
 {
+	bool changes = kind != PAGE_FOLDER;
 	struct backend_entry *v = NULL;
 	const char *cursor, *rest;
 	size_t i, n = 0, cap, dropped = 0;
@@ -503,7 +510,8 @@ static int parse_page(const char *body, size_t len, const char *base,
 			goto out;
 		if (m.kind == DBX_OTHER ||
 		    (!changes && m.kind == DBX_DELETED) ||
-		    (m.kind == DBX_FILE && !m.downloadable)) {
+		    (kind != PAGE_TREE && m.kind == DBX_FILE &&
+		     !m.downloadable)) {
 			if (m.kind == DBX_OTHER)
 				dropped++;
 			dbx_meta_release(&m);
@@ -558,6 +566,7 @@ static int parse_page(const char *body, size_t len, const char *base,
 	page->n = n;
 	page->cursor = cur;
 	page->has_more = has_more;
+	page->skipped = kind == PAGE_TREE ? dropped : 0;
 	v = NULL;
 	rc = 0;
 out:
@@ -569,13 +578,19 @@ out:
 int dbx_parse_list_page(const char *body, size_t len, const char *folder,
 			struct backend_page *page)
 {
-	return parse_page(body, len, folder, false, page);
+	return parse_page(body, len, folder, PAGE_FOLDER, page);
 }
 
 int dbx_parse_changes_page(const char *body, size_t len, const char *root,
 			   struct backend_page *page)
 {
-	return parse_page(body, len, root, true, page);
+	return parse_page(body, len, root, PAGE_CHANGES, page);
+}
+
+int dbx_parse_tree_page(const char *body, size_t len, const char *root,
+			struct backend_page *page)
+{
+	return parse_page(body, len, root, PAGE_TREE, page);
 }
 
 /* ---- small replies ---- */
@@ -986,6 +1001,84 @@ int dbx_parse_batch(const char *body, size_t len, size_t n,
 			dbx_meta_release(&metas[i]);
 			ok[i] = false;
 		}
+	json_decref(root);
+	return rc;
+}
+
+/* ---- delete_batch ---- */
+
+/* The "entries" of a complete DeleteBatchResult: @n of them. */
+static int delete_entries(const json_t *obj, size_t n, bool *ok,
+			  struct dbx_error *errs)
+{
+	const json_t *entries = json_object_get(obj, "entries"), *e, *f;
+	const char *t;
+	size_t i;
+
+	if (!json_is_array(entries) || json_array_size(entries) != n)
+		return -EIO;
+	for (i = 0; i < n; i++) {
+		e = json_array_get(entries, i);
+		t = tag_of(e);
+		ok[i] = false;
+		memset(&errs[i], 0, sizeof(errs[i]));
+		errs[i].err = -EIO;
+		errs[i].retry_after = -1;
+		if (!t || !json_is_object(e))
+			return -EIO;
+		if (strcmp(t, "success") == 0) {
+			ok[i] = true;
+		} else if (strcmp(t, "failure") == 0) {
+			f = json_object_get(e, "failure");
+			if (!json_is_object(f))
+				return -EIO;
+			dbx_error_from_json(f, &errs[i]);
+		} else {
+			summary_add(&errs[i], t);
+		}
+	}
+	return 0;
+}
+
+int dbx_parse_delete_job(const char *body, size_t len, size_t n,
+			 enum dbx_job *state, char **job, bool *ok,
+			 struct dbx_error *errs, struct dbx_error *failed)
+{
+	json_t *root = load(body, len), *f;
+	const char *t, *id = NULL;
+	int rc = -EIO;
+
+	if (!root)
+		return -EIO;
+	t = tag_of(root);
+	if (!t || !json_is_object(root))
+		goto out;
+	if (strcmp(t, "async_job_id") == 0 && job) {
+		rc = get_str(root, "async_job_id", true, DBX_JOB_ID_MAX, &id);
+		if (rc < 0 || !id[0] || !token_chars_ok(id)) {
+			rc = -EIO;
+			goto out;
+		}
+		*job = strdup(id);
+		rc = *job ? 0 : -ENOMEM;
+		if (!rc)
+			*state = DBX_JOB_ASYNC;
+	} else if (strcmp(t, "in_progress") == 0 && !job) {
+		*state = DBX_JOB_IN_PROGRESS;
+		rc = 0;
+	} else if (strcmp(t, "complete") == 0) {
+		rc = delete_entries(root, n, ok, errs);
+		if (!rc)
+			*state = DBX_JOB_COMPLETE;
+	} else if (strcmp(t, "failed") == 0 && !job) {
+		f = json_object_get(root, "failed");
+		if (json_is_object(f) || json_is_string(f)) {
+			dbx_error_from_json(f, failed);
+			*state = DBX_JOB_FAILED;
+			rc = 0;
+		}
+	}
+out:
 	json_decref(root);
 	return rc;
 }

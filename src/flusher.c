@@ -33,6 +33,10 @@
 #include "hfs/runs.h"
 
 #define RETRY_MAX 60
+/* A burst of namespace changes is replayed once it pauses this long, or
+ * after this long at most (milliseconds; see journal_settle()). */
+#define JOURNAL_SETTLE_MS 250
+#define JOURNAL_SETTLE_MAX_MS 5000
 
 struct qent {
 	uint64_t ino;
@@ -70,8 +74,12 @@ struct flushers {
 	pthread_t jthread;
 	bool jstarted;
 	pthread_mutex_t jmu;
-	pthread_cond_t jcv; /* signals: journal kicked, stop */
+	pthread_cond_t jcv; /* signals: journal kicked (unless settling),
+			       flush requested, stop */
 	bool jkick; /* jmu */
+	uint64_t jkicks; /* jmu: kicks so far */
+	bool jsettling; /* jmu: waiting for a burst of changes to pause */
+	bool jflush; /* jmu: a flush waits: replay now */
 	char jerror[256]; /* jmu */
 	uint64_t jpasses; /* jmu: replay passes finished */
 	bool jrunning; /* jmu: a pass is under way */
@@ -197,8 +205,49 @@ void flushers_kick_journal(struct flushers *fl)
 		return;
 	pthread_mutex_lock(&fl->jmu);
 	fl->jkick = true;
-	pthread_cond_signal(&fl->jcv);
+	fl->jkicks++;
+	if (!fl->jsettling)
+		pthread_cond_signal(&fl->jcv);
 	pthread_mutex_unlock(&fl->jmu);
+}
+
+/* The time @ms milliseconds from now, for pthread_cond_timedwait. */
+static struct timespec ms_from_now(int64_t ms)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += (time_t)(ms / 1000);
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	return ts;
+}
+
+/*
+ * Waits while namespace changes keep coming (an rm -rf, a tree being
+ * made), until none came for JOURNAL_SETTLE_MS or JOURNAL_SETTLE_MAX_MS
+ * have passed, or a flush or shutdown asks for the replay now; so that a
+ * burst is replayed together (one folder delete rather than one delete
+ * per file). fl->jmu held.
+ */
+static void journal_settle(struct flushers *fl)
+{
+	int64_t waited = 0;
+	fl->jsettling = true;
+	while (!fl->stop && !fl->jflush && waited < JOURNAL_SETTLE_MAX_MS) {
+		uint64_t kicks = fl->jkicks;
+		struct timespec ts = ms_from_now(JOURNAL_SETTLE_MS);
+		while (!fl->stop && !fl->jflush &&
+		       pthread_cond_timedwait(&fl->jcv, &fl->jmu, &ts) !=
+			       ETIMEDOUT)
+			;
+		waited += JOURNAL_SETTLE_MS;
+		if (fl->jkicks == kicks)
+			break; /* quiet */
+	}
+	fl->jsettling = false;
 }
 
 /* Waits on @cv until @deadline (seconds, 0 = forever). */
@@ -563,7 +612,9 @@ static void *journal_thread(void *arg)
 			wait_until(&fl->jcv, &fl->jmu, retry_at);
 			continue;
 		}
+		journal_settle(fl);
 		fl->jkick = false;
+		fl->jflush = false;
 		fl->jrunning = true;
 		pthread_mutex_unlock(&fl->jmu);
 
@@ -756,6 +807,7 @@ int flushers_flush(struct flushers *fl, int cat, bool wait, int64_t timeout_s)
 	 * latest changes: then the next one is the one to wait for. */
 	uint64_t need = fl->jpasses + (fl->jrunning ? 2 : 1);
 	fl->jkick = true;
+	fl->jflush = true;
 	pthread_cond_signal(&fl->jcv);
 	while (wait && fl->jpasses < need && !fl->stop && hfs_now() < deadline)
 		wait_until(&fl->jdone, &fl->jmu, deadline);

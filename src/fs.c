@@ -207,7 +207,7 @@ static bool itab_maybe_free(struct hfs *fs, struct hnode *h)
 		pp = &(*pp)->next;
 	*pp = h->next;
 	fs->nnodes--;
-	bool purge = h->unlinked;
+	bool purge = h->unlinked && !h->gone;
 	if (h->fd >= 0)
 		close(h->fd);
 	pthread_mutex_destroy(&h->mu);
@@ -515,14 +515,40 @@ static int pending_collect(void *arg, const struct journal_entry *e)
 	return rc;
 }
 
+static int cmp_folded(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Sorts the paths for pending_hit (after the last pending_collect). */
+static void pending_sort(struct pending *p)
+{
+	if (p->n)
+		qsort(p->paths, p->n, sizeof(*p->paths), cmp_folded);
+}
+
 /* True if @path (folded) or one of its ancestors is touched by a pending
- * journal entry. */
+ * journal entry: a binary search per ancestor, since the journal may
+ * hold the deletes of a whole tree. @p is sorted. */
 static bool pending_hit(const struct pending *p, const char *folded)
 {
-	for (size_t i = 0; i < p->n; i++) {
-		size_t l = strlen(p->paths[i]);
-		if (strncmp(folded, p->paths[i], l) == 0 &&
-		    (folded[l] == '\0' || folded[l] == '/'))
+	char buf[4096];
+	size_t len = strlen(folded);
+	if (p->n == 0)
+		return false;
+	if (len >= sizeof(buf))
+		return true; /* cannot happen; err on the side of local */
+	memcpy(buf, folded, len + 1);
+	for (size_t i = 1; i <= len; i++) {
+		if (buf[i] != '/' && buf[i] != '\0')
+			continue;
+		char c = buf[i];
+		buf[i] = '\0';
+		char *key = buf;
+		bool hit = bsearch(&key, p->paths, p->n, sizeof(*p->paths),
+				   cmp_folded) != NULL;
+		buf[i] = c;
+		if (hit)
 			return true;
 	}
 	return false;
@@ -837,6 +863,7 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 		ix_abort(&t);
 		goto out;
 	}
+	pending_sort(pend);
 	m.t = &t;
 	for (size_t i = 0; i < l->n && !t.err; i++) {
 		const struct backend_entry *e = &l->e[i];
@@ -863,7 +890,8 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 			hlog_info("late upload of \"%s\" (deleted or renamed "
 				  "since) found; deleting it again",
 				  path);
-			ix_journal_append(&t, JOP_UNLINK, path, NULL);
+			ix_journal_append_delete(&t, JOP_UNLINK, path, e->rev,
+						 e->hash);
 			m.late++;
 			continue;
 		}
@@ -1402,6 +1430,17 @@ static void mark_unlinked(struct hfs *fs, uint64_t ino)
 	pthread_mutex_unlock(&fs->itab_lock);
 }
 
+/* Marks the hnode of @ino, if any, unlinked with its record and content
+ * already gone: its forget has nothing to purge. */
+static void mark_gone(struct hfs *fs, uint64_t ino)
+{
+	pthread_mutex_lock(&fs->itab_lock);
+	struct hnode *h = itab_find(fs, ino);
+	if (h)
+		h->unlinked = h->gone = true;
+	pthread_mutex_unlock(&fs->itab_lock);
+}
+
 static bool inode_known(struct hfs *fs, uint64_t ino)
 {
 	pthread_mutex_lock(&fs->itab_lock);
@@ -1412,15 +1451,19 @@ static bool inode_known(struct hfs *fs, uint64_t ino)
 
 /*
  * Removes the entry @name (node @n) of @parent inside @t. A node still in
- * use becomes an orphan, purged when released (or at the next mount).
- * Returns true in *@purge_now if the content can go at once.
+ * use (open, or being uploaded) becomes an orphan, purged when released
+ * (or at the next mount). One the kernel merely knows (it looked the name
+ * up) goes at once: nothing can reach it any more but its forget, which
+ * then has nothing left to do (mark_gone), so an unlink costs one index
+ * txn, not two. Returns true in *@purge_now if the content can go at
+ * once.
  */
 static void remove_entry(struct hfs *fs, struct ixtxn *t, uint64_t parent,
 			 const struct node *n, bool *purge_now)
 {
 	ix_unlink(t, parent, n->name);
 	ix_dirty_del(t, n->ino);
-	if (inode_known(fs, n->ino)) {
+	if (inode_busy(fs, n->ino)) {
 		struct node o = *n;
 		o.r.flags &= ~NODE_DIRTY;
 		o.r.parent = 0;
@@ -1473,6 +1516,27 @@ static void leave_tombstone(struct ixtxn *t, const struct node *n,
 	free(folded);
 }
 
+/* Journals the delete of @n at @path: what we knew of a file (its
+ * revision and content hash), so that the replay deletes that version
+ * and no other. */
+static void journal_delete(struct ixtxn *t, const struct node *n,
+			   const char *path)
+{
+	if (S_ISDIR(n->r.mode)) {
+		ix_journal_append_delete(t, JOP_RMDIR, path, NULL, NULL);
+		return;
+	}
+	ix_journal_append_delete(t, JOP_UNLINK, path, n->r.rev,
+				 (n->r.flags & NODE_HAS_HASH) ? n->r.remote_hash
+							      : NULL);
+}
+
+/*
+ * No network here: the entry is in the index (the kernel looked it up),
+ * and the replay deletes remotely only what this mount knew (deletes.c),
+ * so a stale listing cannot make us delete another machine's files. Only
+ * a folder never listed is listed first, to tell whether it is empty.
+ */
 static int do_remove(struct hfs *fs, uint64_t parent, const char *name,
 		     bool dir)
 {
@@ -1480,29 +1544,27 @@ static int do_remove(struct hfs *fs, uint64_t parent, const char *name,
 	struct node n, p;
 	uint64_t ino;
 	char exact[BACKEND_NAME_MAX + 1], path[4096];
-	int rc = fs_ensure_listed(fs, parent, false);
-	if (rc)
-		return rc;
+	int rc;
 	if (dir) {
-		/* Dropbox deletes folders recursively: make sure we know
-		 * everything the remote folder holds before calling it
-		 * empty. */
+		struct node d;
 		rc = ix_begin(fs->ix, false, &t);
 		if (rc)
 			return rc;
 		rc = ix_lookup(&t, parent, name, &ino, exact);
+		if (!rc)
+			rc = ix_get(&t, ino, &d);
 		ix_abort(&t);
 		if (rc)
 			return rc;
-		rc = fs_ensure_listed(fs, ino, false);
-		if (rc)
-			return rc;
-		struct node d;
-		rc = fs_get_node(fs, ino, &d);
-		if (rc)
-			return rc;
-		if (S_ISDIR(d.r.mode) && !(d.r.flags & NODE_LISTED))
-			return -EAGAIN; /* remote unreachable: unknown */
+		if (S_ISDIR(d.r.mode) && !(d.r.flags & NODE_LISTED)) {
+			rc = fs_ensure_listed(fs, ino, false);
+			if (!rc)
+				rc = fs_get_node(fs, ino, &d);
+			if (rc)
+				return rc;
+			if (!(d.r.flags & NODE_LISTED))
+				return -EAGAIN; /* remote unreachable */
+		}
 	}
 	rc = ix_begin(fs->ix, true, &t);
 	if (rc)
@@ -1538,13 +1600,15 @@ static int do_remove(struct hfs *fs, uint64_t parent, const char *name,
 		ix_put(&t, &p);
 	}
 	if (dir || maybe_remote(&n))
-		ix_journal_append(&t, dir ? JOP_RMDIR : JOP_UNLINK, path, NULL);
+		journal_delete(&t, &n, path);
 	hfs_ns_changed(fs);
 	rc = ix_commit(&t);
 	if (rc)
 		return rc;
 	stale_name(parent, exact, name);
-	if (!purge_now)
+	if (purge_now)
+		mark_gone(fs, ino);
+	else
 		mark_unlinked(fs, ino);
 	if (!dir && (n.r.flags & (NODE_CACHED | NODE_DIRTY)))
 		fs_note_unlinked(fs, parent, name);
@@ -1817,10 +1881,8 @@ int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
 			goto fail;
 		leave_tombstone(&t, &dst, to);
 		remove_entry(fs, &t, newparent, &dst, &purge_now);
-		if (S_ISDIR(dst.r.mode))
-			ix_journal_append(&t, JOP_RMDIR, to, NULL);
-		else if (maybe_remote(&dst))
-			ix_journal_append(&t, JOP_UNLINK, to, NULL);
+		if (S_ISDIR(dst.r.mode) || maybe_remote(&dst))
+			journal_delete(&t, &dst, to);
 	}
 	int64_t now = hfs_now_ns();
 	ix_unlink(&t, parent, exact);
@@ -1850,8 +1912,12 @@ int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
 	stale_name(parent, exact, name);
 	if (have_dst)
 		stale_name(newparent, dexact, newname);
-	if (have_dst && !purge_now)
-		mark_unlinked(fs, dino);
+	if (have_dst) {
+		if (purge_now)
+			mark_gone(fs, dino);
+		else
+			mark_unlinked(fs, dino);
+	}
 	flushers_kick_journal(fs->fl);
 	return 0;
 fail:
@@ -3627,6 +3693,7 @@ int hfs_create(const struct hfs_config *cfg, struct backend *be,
 	pthread_mutex_init(&fs->commit_lock, NULL);
 	pthread_mutex_init(&fs->list_lock, NULL);
 	pthread_mutex_init(&fs->lost_lock, NULL);
+	pthread_mutex_init(&fs->kept_lock, NULL);
 	pthread_mutex_init(&fs->room_lock, NULL);
 	pthread_mutex_init(&fs->recent_lock, NULL);
 	pthread_mutex_init(&fs->reap_lock, NULL);
@@ -3785,6 +3852,13 @@ void hfs_destroy(struct hfs *fs)
 	pthread_mutex_destroy(&fs->lost_lock);
 	pthread_mutex_destroy(&fs->recent_lock);
 	pthread_mutex_destroy(&fs->reap_lock);
+	for (size_t i = 0; i < fs->nkept; i++) {
+		free(fs->kept[i].path);
+		for (size_t k = 0; k < fs->kept[i].nnames; k++)
+			free(fs->kept[i].names[k]);
+	}
+	free(fs->kept);
+	pthread_mutex_destroy(&fs->kept_lock);
 	pthread_mutex_destroy(&fs->room_lock);
 	free(fs->mountpoint);
 	free(fs->control_path);

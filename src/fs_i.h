@@ -44,6 +44,7 @@ struct hnode {
 	uint64_t proven;
 	bool synced;
 	bool unlinked;
+	bool gone; /* unlinked, and its record and content are gone too */
 	char last_error[160];
 };
 
@@ -88,5 +89,12 @@ int fs_sync_content(struct hfs *fs, uint64_t ino);
  * whether it was, lately. */
 void fs_note_unlinked(struct hfs *fs, uint64_t parent, const char *name);
 bool fs_was_unlinked(struct hfs *fs, uint64_t parent, const char *name);
+/*
+ * Replays the run of deletes at the head of the journal (deletes.c): at
+ * most one folder delete per folder proven to hold nothing unknown, and
+ * batch deletes for the rest; fs->commit_lock held. Returns 0 once the
+ * run is out of the journal, or a transient -errno (the run stays).
+ */
+int hfs_replay_deletes(struct hfs *fs);
 
 #endif

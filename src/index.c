@@ -1647,10 +1647,18 @@ int ix_tomb_del(struct ixtxn *t, const char *folded)
 }
 
 /*
- * Journal values: u8 op, u16 length of path, path, path2 (the rest).
+ * Journal values: u8 op, u16 length of path, path, then the rest: path2,
+ * optionally followed by a NUL byte and the delete record of
+ * ix_journal_append_delete(): u8 version (1), u8 length of rev, rev,
+ * u8 1 + the 32-byte content hash, or u8 0. Renames never have a record
+ * (their path2 holds no NUL); versions that predate the record read the
+ * rest as path2 up to the NUL, which is empty for deletes.
  */
-int ix_journal_append(struct ixtxn *t, int op, const char *path,
-		      const char *path2)
+#define JOURNAL_REC_V1 1
+#define JOURNAL_REC_MAX (2 + BACKEND_REV_MAX + 1 + CHASH_LEN)
+
+static int journal_put(struct ixtxn *t, int op, const char *path,
+		       const char *path2, const uint8_t *rec, size_t reclen)
 {
 	if (t->err)
 		return t->err;
@@ -1686,18 +1694,73 @@ int ix_journal_append(struct ixtxn *t, int op, const char *path,
 	rc = mdb_to_errno(mdb_put(t->txn, t->ix->meta, &mk, &mv, 0));
 	if (rc)
 		return sticky(t, rc);
-	char buf[3 + 8192];
+	char buf[3 + 8192 + 1 + JOURNAL_REC_MAX];
 	uint16_t l1s = (uint16_t)l1;
 	buf[0] = (char)op;
 	memcpy(buf + 1, &l1s, 2);
 	memcpy(buf + 3, path, l1);
 	if (l2)
 		memcpy(buf + 3 + l1, path2, l2);
+	size_t len = 3 + l1 + l2;
+	if (reclen) {
+		buf[len++] = '\0';
+		memcpy(buf + len, rec, reclen);
+		len += reclen;
+	}
 	k = u64_val(&seq);
-	v.mv_size = 3 + l1 + l2;
+	v.mv_size = len;
 	v.mv_data = buf;
 	return sticky(t, mdb_to_errno(mdb_put(t->txn, t->ix->journal, &k, &v,
 					      MDB_APPEND)));
+}
+
+int ix_journal_append(struct ixtxn *t, int op, const char *path,
+		      const char *path2)
+{
+	return journal_put(t, op, path, path2, NULL, 0);
+}
+
+int ix_journal_append_delete(struct ixtxn *t, int op, const char *path,
+			     const char *rev, const uint8_t *hash)
+{
+	uint8_t rec[JOURNAL_REC_MAX];
+	size_t rl = rev ? strlen(rev) : 0, len = 0;
+	if (rl > BACKEND_REV_MAX)
+		return sticky(t, -EINVAL);
+	rec[len++] = JOURNAL_REC_V1;
+	rec[len++] = (uint8_t)rl;
+	if (rl)
+		memcpy(rec + len, rev, rl);
+	len += rl;
+	rec[len++] = hash ? 1 : 0;
+	if (hash) {
+		memcpy(rec + len, hash, CHASH_LEN);
+		len += CHASH_LEN;
+	}
+	return journal_put(t, op, path, NULL, rec, len);
+}
+
+/* Reads the delete record @p (@len bytes) into @out; a record of another
+ * version is left alone (the entry replays as an unconditional one). */
+static int decode_delete_record(const uint8_t *p, size_t len,
+				struct journal_entry *out)
+{
+	if (len < 1 || p[0] != JOURNAL_REC_V1)
+		return 0;
+	if (len < 3 || (size_t)p[1] > BACKEND_REV_MAX || len < 3u + p[1])
+		return -EIO;
+	size_t rl = p[1];
+	memcpy(out->rev, p + 2, rl);
+	out->rev[rl] = '\0';
+	const uint8_t *h = p + 2 + rl;
+	if (h[0] == 1) {
+		if (len < 3 + rl + CHASH_LEN)
+			return -EIO;
+		memcpy(out->hash, h + 1, CHASH_LEN);
+		out->has_hash = true;
+	}
+	out->known = true;
+	return 0;
 }
 
 static int decode_journal(const MDB_val *k, const MDB_val *v,
@@ -1712,14 +1775,22 @@ static int decode_journal(const MDB_val *k, const MDB_val *v,
 	memcpy(&l1, p + 1, 2);
 	if (3 + (size_t)l1 > v->mv_size || l1 >= sizeof(out->path))
 		return -EIO;
-	size_t l2 = v->mv_size - 3 - l1;
+	size_t rest = v->mv_size - 3 - l1;
+	const char *p2 = p + 3 + l1;
+	const char *nul = memchr(p2, '\0', rest);
+	size_t l2 = nul ? (size_t)(nul - p2) : rest;
 	if (l2 >= sizeof(out->path2))
 		return -EIO;
 	memcpy(out->path, p + 3, l1);
 	out->path[l1] = '\0';
-	memcpy(out->path2, p + 3 + l1, l2);
+	memcpy(out->path2, p2, l2);
 	out->path2[l2] = '\0';
-	return 0;
+	out->known = out->has_hash = false;
+	out->rev[0] = '\0';
+	if (!nul)
+		return 0;
+	return decode_delete_record((const uint8_t *)nul + 1, rest - l2 - 1,
+				    out);
 }
 
 int ix_journal_first(struct ixtxn *t, struct journal_entry *out)

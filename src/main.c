@@ -639,6 +639,32 @@ static void print_status(json_t *st)
 		json_array_foreach(found, k, p)
 			printf("  %s\n", json_string_value(p));
 	}
+	json_t *kept = json_object_get(st, "deletes_kept");
+	if (json_array_size(kept)) {
+		size_t k;
+		json_t *d;
+		printf("deletes that kept remote entries this mount had not "
+		       "seen, or that another machine changed (they stay on "
+		       "the remote and show again here):\n");
+		json_array_foreach(kept, k, d)
+		{
+			size_t j;
+			json_t *name;
+			json_t *names = json_object_get(d, "kept");
+			long long count = (long long)json_integer_value(
+				json_object_get(d, "count"));
+			printf("  %s: %lld kept:",
+			       json_string_value(json_object_get(d, "path")),
+			       count);
+			json_array_foreach(names, j, name) printf(
+				"%s %s", j ? "," : "", json_string_value(name));
+			if (count > (long long)json_array_size(names))
+				printf(" and %lld more",
+				       count - (long long)json_array_size(
+						       names));
+			printf("\n");
+		}
+	}
 	json_t *rs = json_object_get(st, "restore");
 	if (json_is_object(rs))
 		printf("data cache restore: %s, %lld/%lld files, %lld/%lld "

@@ -1,7 +1,8 @@
 /*
  * Sync work on the remote: uploading one dirty file, and replaying the
- * namespace journal. Both run with fs->commit_lock held (one committer per
- * account), called by the flushers.
+ * namespace journal (its deletes in deletes.c). Both run with
+ * fs->commit_lock held (one committer per account), called by the
+ * flushers.
  *
  * An upload takes a consistent snapshot of the file: writers are held off
  * (hnode.snap, exclusive) for as long as it takes to copy the content file
@@ -24,6 +25,7 @@
 #include "fs_i.h"
 #include "hfs/category.h"
 #include "hfs/log.h"
+#include "hfs/watcher.h"
 
 /* Files at most this large are always copied for the snapshot. */
 #define SNAPSHOT_COPY_MAX ((uint64_t)64 << 20)
@@ -538,8 +540,9 @@ static const char *jop_name(int op)
 	}
 }
 
-/* Replays one journal entry. Returns 0 when the entry is done with (also
- * when it is moot or refused for good), or a transient -errno. */
+/* Replays one journal entry other than a delete (those go through
+ * hfs_replay_deletes). Returns 0 when the entry is done with (also when it
+ * is moot or refused for good), or a transient -errno. */
 static int replay_one(struct hfs *fs, const struct journal_entry *e)
 {
 	struct backend *be = fs->be;
@@ -550,19 +553,26 @@ static int replay_one(struct hfs *fs, const struct journal_entry *e)
 		if (rc == -EEXIST)
 			rc = 0;
 		break;
-	case JOP_UNLINK:
-	case JOP_RMDIR:
-		rc = be->ops->remove(be, e->path);
-		if (rc == -ENOENT)
-			rc = 0;
-		break;
 	case JOP_RENAME:
 		rc = be->ops->move(be, e->path, e->path2);
 		if (rc == -EEXIST && strcasecmp(e->path, e->path2) != 0) {
-			/* A stale target: the journal removed it locally. */
-			rc = be->ops->remove(be, e->path2);
-			if (rc == 0 || rc == -ENOENT)
-				rc = be->ops->move(be, e->path, e->path2);
+			/*
+			 * The target is there although the delete of what
+			 * we replaced went first (deletes.c): another
+			 * machine made or changed it since we saw it (a
+			 * folder with entries we never saw, a file at
+			 * another revision). It is not ours to delete: both
+			 * stay, ours at its old name, and the listings show
+			 * it so.
+			 */
+			hlog_warn("rename of \"%s\" to \"%s\" kept on the "
+				  "remote as it was: \"%s\" holds another "
+				  "machine's version; both stay, ours as "
+				  "\"%s\"",
+				  e->path, e->path2, e->path2, e->path);
+			watcher_apply(fs, e->path);
+			watcher_apply(fs, e->path2);
+			rc = 0;
 		}
 		if (rc == -ENOENT)
 			rc = 0; /* never reached the remote */
@@ -571,7 +581,8 @@ static int replay_one(struct hfs *fs, const struct journal_entry *e)
 		rc = 0;
 		break;
 	}
-	if (rc == -EAGAIN || rc == -EACCES || rc == -ENOSPC || rc == -EIO)
+	if (rc == -EAGAIN || rc == -EACCES || rc == -ENOSPC || rc == -EIO ||
+	    rc == -EINTR)
 		return rc;
 	if (rc)
 		hlog_warn("remote refused %s of \"%s\": %s (%s); dropped",
@@ -599,6 +610,13 @@ int hfs_replay_journal(struct hfs *fs)
 		}
 		if (rc)
 			break;
+		if (e->op == JOP_UNLINK || e->op == JOP_RMDIR) {
+			/* This and the deletes that follow it, together. */
+			rc = hfs_replay_deletes(fs);
+			if (rc)
+				break;
+			continue;
+		}
 		rc = replay_one(fs, e);
 		if (rc)
 			break;

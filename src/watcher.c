@@ -1,6 +1,11 @@
 /*
  * The watcher (see watcher.h).
  *
+ * A page of changes is applied in one txn. Entries that the index already
+ * agrees with (our own replayed deletes, our own uploads) are skipped: an
+ * rm -rf of a big folder must not have the folder listed again after
+ * every delete the remote reports back.
+ *
  * Why invalidate rather than apply entries directly: the merge of a full
  * folder listing (fs.c) already knows every rule about what wins (dirty
  * files, journaled renames and deletes, open files, type changes), and it
@@ -43,13 +48,9 @@ static void invalidate(struct ixtxn *t, uint64_t ino)
 	}
 }
 
-int watcher_apply(struct hfs *fs, const char *path)
+void watcher_invalidate(struct ixtxn *t, const char *path)
 {
-	struct ixtxn t;
 	char buf[4096];
-	int rc = ix_begin(fs->ix, true, &t);
-	if (rc)
-		return rc;
 	snprintf(buf, sizeof(buf), "%s", path);
 	uint64_t dir = INDEX_ROOT_INO;
 	char *save = NULL;
@@ -60,22 +61,82 @@ int watcher_apply(struct hfs *fs, const char *path)
 		if (!next) {
 			/* The last component: its folder changed, and if it
 			 * is a folder itself, so may its contents. */
-			invalidate(&t, dir);
-			if (ix_lookup(&t, dir, comp, &ino, NULL) == 0)
-				invalidate(&t, ino);
+			invalidate(t, dir);
+			if (ix_lookup(t, dir, comp, &ino, NULL) == 0)
+				invalidate(t, ino);
 			break;
 		}
-		if (ix_lookup(&t, dir, comp, &ino, NULL) != 0) {
+		if (ix_lookup(t, dir, comp, &ino, NULL) != 0) {
 			/* A folder new to us: the deepest one we know must
 			 * be listed again to show it. */
-			invalidate(&t, dir);
+			invalidate(t, dir);
 			break;
 		}
 		dir = ino;
 		comp = next;
 	}
-	if (t.err == -ENOENT)
-		t.err = 0;
+	if (t->err == -ENOENT)
+		t->err = 0;
+}
+
+int watcher_apply(struct hfs *fs, const char *path)
+{
+	struct ixtxn t;
+	int rc = ix_begin(fs->ix, true, &t);
+	if (rc)
+		return rc;
+	watcher_invalidate(&t, path);
+	return ix_commit(&t);
+}
+
+/*
+ * True if change @e tells the index nothing new: a deletion of a path it
+ * does not hold (typically our own delete, replayed), or a file it holds
+ * at that very revision (our own upload). Such entries are skipped, so
+ * that replaying our own changes does not make every folder they touch
+ * be listed again.
+ */
+static bool already_known(struct ixtxn *t, const struct backend_entry *e)
+{
+	char buf[4096];
+	uint64_t dir = INDEX_ROOT_INO, ino = 0;
+	struct node n;
+	snprintf(buf, sizeof(buf), "%s", e->path);
+	char *save = NULL;
+	for (char *comp = strtok_r(buf, "/", &save); comp;
+	     comp = strtok_r(NULL, "/", &save)) {
+		if (ix_lookup(t, dir, comp, &ino, NULL) != 0) {
+			ino = 0;
+			break;
+		}
+		dir = ino;
+	}
+	if (t->err == -ENOENT)
+		t->err = 0;
+	if (e->deleted)
+		return ino == 0;
+	if (ino == 0 || e->is_dir || !e->rev[0] || ix_get(t, ino, &n) != 0)
+		return false;
+	return S_ISREG(n.r.mode) && (n.r.flags & NODE_ON_REMOTE) &&
+	       strcmp(n.r.rev, e->rev) == 0;
+}
+
+/* Applies one page of changes in one txn. */
+static int apply_page(struct hfs *fs, const struct backend_page *page,
+		      size_t *applied)
+{
+	struct ixtxn t;
+	int rc = ix_begin(fs->ix, true, &t);
+	if (rc)
+		return rc;
+	*applied = 0;
+	for (size_t i = 0; i < page->n && !t.err; i++) {
+		const struct backend_entry *e = &page->entries[i];
+		if (!e->path || already_known(&t, e))
+			continue;
+		watcher_invalidate(&t, e->path);
+		(*applied)++;
+	}
 	return ix_commit(&t);
 }
 
@@ -111,13 +172,14 @@ static int drain(struct watcher *w, char **cursor)
 		int rc = be->ops->list_changes(be, *cursor, &page);
 		if (rc)
 			return rc;
-		for (size_t i = 0; i < page.n; i++) {
-			const struct backend_entry *e = &page.entries[i];
-			if (e->path)
-				watcher_apply(w->fs, e->path);
-		}
+		size_t applied = 0;
+		if (page.n && apply_page(w->fs, &page, &applied) < 0)
+			hlog_debug("watcher: could not record %zu changes",
+				   page.n);
 		if (page.n)
-			hlog_debug("watcher: %zu remote changes", page.n);
+			hlog_debug("watcher: %zu remote changes, %zu new to "
+				   "the index",
+				   page.n, applied);
 		bool more = page.has_more;
 		if (page.cursor) {
 			free(*cursor);

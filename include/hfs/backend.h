@@ -78,6 +78,9 @@ struct backend_page {
 	size_t n;
 	char *cursor; /* owned; pass to the next list() call */
 	bool has_more;
+	/* list_tree only: entries the remote holds that the page could not
+	 * give (an unknown kind, a name the filesystem refuses). */
+	size_t skipped;
 };
 
 /* Releases what a page owns and zeroes it. */
@@ -101,6 +104,22 @@ struct backend_upload {
 	const char *parent_rev;
 	bool autorename;
 };
+
+/* One delete of a batch (remove_batch). */
+struct backend_delete {
+	const char *path;
+	/*
+	 * Files: delete only if the current revision is this one; otherwise
+	 * nothing is deleted and the entry's result is -EEXIST (the file was
+	 * changed elsewhere). NULL: whatever is there (a folder with all it
+	 * holds). A folder with a parent_rev is -EISDIR.
+	 */
+	const char *parent_rev;
+};
+
+/* The most entries one remote call of remove_batch takes (Dropbox's
+ * delete_batch limit); remove_batch itself takes any number. */
+#define BACKEND_DELETE_BATCH 1000
 
 struct backend_ops {
 	const char *name; /* "local", "dropbox" */
@@ -148,6 +167,37 @@ struct backend_ops {
 
 	/* Deletes @path; folders recursively. */
 	int (*remove)(struct backend *be, const char *path);
+
+	/*
+	 * Deletes the @n entries of @dels (any number; Dropbox: one
+	 * delete_batch per BACKEND_DELETE_BATCH, its job polled until done),
+	 * each judged on its own: @rcs[i] gets 0 (deleted), -ENOENT (nothing
+	 * there: already gone), -EEXIST (parent_rev is not the current
+	 * revision: the file stays), -EAGAIN (not done: the remote was busy
+	 * with this entry, too_many_write_operations, after the backend's
+	 * own retries with backoff) or another -errno as for remove().
+	 * Entries are independent; none may lie inside a folder that another
+	 * entry deletes. Returns 0 if the batch was processed (look at @rcs),
+	 * or -errno if it could not be sent at all (-EAGAIN: unreachable or
+	 * busy, try again later; then every @rcs[i] holds the same). Blocks
+	 * for the whole batch (network and polling); thread-safe like every
+	 * method.
+	 */
+	int (*remove_batch)(struct backend *be,
+			    const struct backend_delete *dels, size_t n,
+			    int *rcs);
+
+	/*
+	 * Optional (NULL: list() each folder). One page of the recursive
+	 * listing of folder @path (@cursor NULL for the first page): every
+	 * file and folder at any depth below it, not @path itself, each with
+	 * ->path set to its path from the mount root (Dropbox: the remote's
+	 * lower-case form), and ->deleted for entries that went while the
+	 * listing was paged. -ENOENT if @path does not exist, -ENOTDIR if it
+	 * is a file. Blocks on the network; thread-safe.
+	 */
+	int (*list_tree)(struct backend *be, const char *path,
+			 const char *cursor, struct backend_page *page);
 
 	/* Moves @from to @to; never overwrites (-EEXIST). */
 	int (*move)(struct backend *be, const char *from, const char *to);

@@ -112,6 +112,16 @@ int dbx_parse_changes_page(const char *body, size_t len, const char *root,
 			   struct backend_page *page);
 
 /*
+ * A recursive list_folder(/continue) reply of a folder, for a proof of
+ * what it holds: like dbx_parse_changes_page, but non-downloadable files
+ * are kept (they are entries like any other), and page->skipped counts
+ * the entries that had to be dropped (unknown kind, invalid name or
+ * path): the folder holds something it cannot describe.
+ */
+int dbx_parse_tree_page(const char *body, size_t len, const char *root,
+			struct backend_page *page);
+
+/*
  * If @path_lower lies inside or at @prefix (whole components compared
  * folded, fold.h), returns a pointer to the rest of @path_lower ("" or
  * "/..."); else NULL.
@@ -185,5 +195,31 @@ void dbx_oauth_error(const char *body, size_t len, char *code, size_t codelen);
  */
 int dbx_parse_batch(const char *body, size_t len, size_t n,
 		    struct dbx_meta *metas, struct dbx_error *errs, bool *ok);
+
+/* The state of a delete_batch job. */
+enum dbx_job {
+	DBX_JOB_ASYNC, /* launched: poll its id with delete_batch/check */
+	DBX_JOB_IN_PROGRESS, /* check: not done yet */
+	DBX_JOB_COMPLETE, /* per-entry results in @ok / @errs */
+	DBX_JOB_FAILED, /* the whole batch failed: @failed says why */
+};
+
+#define DBX_JOB_ID_MAX 1024
+
+/*
+ * A files/delete_batch reply (@job non-NULL: the launch, which gives
+ * {".tag":"async_job_id"} with the id in *@job, malloc'd, or "complete")
+ * or a files/delete_batch/check reply (@job NULL: "in_progress",
+ * "complete" or "failed"). For "complete", @n entries are expected, in
+ * request order: ok[i] for success, else errs[i] is the entry's
+ * DeleteError translated (path_lookup/not_found -> ENOENT, a parent_rev
+ * that does not match -> EEXIST, too_many_write_operations -> retry). For
+ * "failed", @failed gets the DeleteBatchError (too_many_write_operations:
+ * retry the whole batch). Returns 0 and *@state, or -EIO for a malformed
+ * reply, an unknown state or another number of entries.
+ */
+int dbx_parse_delete_job(const char *body, size_t len, size_t n,
+			 enum dbx_job *state, char **job, bool *ok,
+			 struct dbx_error *errs, struct dbx_error *failed);
 
 #endif

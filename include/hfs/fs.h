@@ -84,6 +84,13 @@ struct hfs {
 	 * /lost+found): reported by status. Protected by lost_lock. */
 	char **found;
 	size_t nfound;
+	/* Deletes that left remote entries in place, because this mount had
+	 * not seen them or they had changed remotely since (deletes.c):
+	 * reported by status and the log. Protected by kept_lock; the newest
+	 * HFS_KEPT_MAX are kept. */
+	pthread_mutex_t kept_lock;
+	struct hfs_kept *kept;
+	size_t nkept;
 	/* Set by the space monitor when free space on the cache filesystem
 	 * is below cache_min_free_bytes: writers slow down. */
 	atomic_bool low_space;
@@ -172,6 +179,21 @@ void hfs_destroy(struct hfs *fs);
 void hfs_note_lost(struct hfs *fs, const char *path);
 /* Records what recovery did to a file (a line for status). */
 void hfs_note_found(struct hfs *fs, const char *what);
+
+/* A delete that kept remote entries (see struct hfs.kept). */
+#define HFS_KEPT_MAX 100
+#define HFS_KEPT_NAMES 10
+struct hfs_kept {
+	int64_t when; /* seconds since the epoch */
+	char *path; /* owned: the folder (or file) this mount deleted */
+	char *names[HFS_KEPT_NAMES]; /* owned: the first entries kept */
+	size_t nnames; /* of @names */
+	size_t total; /* entries kept in all */
+};
+/* Records one: @n of the @total entries kept are named (copied); the
+ * oldest record goes beyond HFS_KEPT_MAX. */
+void hfs_note_kept(struct hfs *fs, const char *path, char *const *names,
+		   size_t n, size_t total);
 
 struct hfs_file; /* an open file handle */
 struct hfs_dir; /* an open directory handle */

@@ -14,7 +14,8 @@
  *            alias under a longer key (index.c, "Directory entries").
  *   dirty    ino -> nothing: the files whose local bytes must be uploaded
  *   journal  seq (u64) -> op + paths: namespace changes (mkdir, unlink,
- *            rmdir, rename) to replay on the remote, in order
+ *            rmdir, rename) to replay on the remote, in order; deletes
+ *            also say which revision of the file was deleted
  *   orphans  ino -> nothing: unlinked while open; purged at mount
  *   chunks   ino -> bitmap: which 4 MiB chunks of a partially cached file
  *            are in its content file (bit i = bytes [i*4MiB, (i+1)*4MiB))
@@ -129,6 +130,18 @@ struct journal_entry {
 	int op;
 	char path[4096]; /* remote path */
 	char path2[4096]; /* rename target */
+	/*
+	 * Unlink entries: what this mount knew of the remote file when it
+	 * was deleted, so that the replay deletes that version and no other
+	 * (a file changed meanwhile on another machine stays). @known is
+	 * false for entries written before this was recorded (replayed as
+	 * before: whatever is at the path goes). @rev is "" if no revision
+	 * was known; @has_hash says whether @hash holds its content hash.
+	 */
+	bool known;
+	char rev[BACKEND_REV_MAX + 1];
+	bool has_hash;
+	uint8_t hash[CHASH_LEN];
 };
 
 struct hfs_index;
@@ -290,6 +303,17 @@ int ix_journal_append(struct ixtxn *t, int op, const char *path,
 /* Puts back entry @seq with its stored value (repair.c). */
 int ix_journal_restore(struct ixtxn *t, uint64_t seq, const void *val,
 		       size_t len);
+/*
+ * Appends a delete of file or folder @path (@op JOP_UNLINK or JOP_RMDIR)
+ * that records what was known of it: the remote revision @rev (NULL or
+ * "": none) and content hash @hash (NULL: none); see struct
+ * journal_entry. Stored after the path behind a NUL byte, where older
+ * versions of huracanfs see an empty rename target and ignore it, so an
+ * index written by this version still replays with them (as an
+ * unconditional delete).
+ */
+int ix_journal_append_delete(struct ixtxn *t, int op, const char *path,
+			     const char *rev, const uint8_t *hash);
 /* The oldest entry, or -ENOENT if the journal is empty. */
 int ix_journal_first(struct ixtxn *t, struct journal_entry *out);
 int ix_journal_del(struct ixtxn *t, uint64_t seq);

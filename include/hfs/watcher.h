@@ -25,4 +25,8 @@ void watcher_stop(struct watcher *w);
  */
 int watcher_apply(struct hfs *fs, const char *path);
 
+struct ixtxn;
+/* The same inside write txn @t (the caller commits). */
+void watcher_invalidate(struct ixtxn *t, const char *path);
+
 #endif

@@ -24,7 +24,10 @@ What a rule does (see README.md for the full table):
     process: true           with `status`: process, then answer `status`
     invalid_json: true      200 with a body that is not JSON
     hostile: NAME           corrupt a list_folder/download reply
-    batch_entry_error: TAG  per-entry failures in finish_batch(_v2)
+    batch_entry_error: TAG  per-entry failures in finish_batch(_v2) and
+                            delete_batch (those entries are not deleted)
+    job_failed: TAG         delete_batch: nothing is deleted and the job
+                            ends `failed` (too_many_write_operations)
 """
 
 import collections
@@ -37,6 +40,7 @@ RULE_KEYS = {
     'reason', 'plain', 'error', 'body', 'raw_body', 'content_type', 'process',
     'drop_request_after', 'drop_response_after', 'lose_response', 'truncate',
     'delay', 'bandwidth', 'invalid_json', 'hostile', 'batch_entry_error', 'entries',
+    'job_failed',
 }
 
 HOSTILE_LIST = {'name_slash', 'name_dotdot', 'name_dot', 'name_empty', 'name_nul',
@@ -127,6 +131,11 @@ class Rule:
             self.spec.setdefault('status', 409)
         if g('batch_entry_error') is not None and g('batch_entry_error') not in BATCH_ENTRY_ERRORS:
             raise ValueError('unknown batch_entry_error %r' % g('batch_entry_error'))
+        if g('job_failed') is not None:
+            if g('job_failed') != 'too_many_write_operations':
+                raise ValueError('job_failed must be too_many_write_operations')
+            if self.routes != {'files/delete_batch'}:
+                raise ValueError('job_failed is for route files/delete_batch')
         if g('hostile') is not None and g('hostile') not in HOSTILE_LIST | HOSTILE_DOWNLOAD:
             raise ValueError('unknown hostile variant %r' % g('hostile'))
         if g('status') == 429 and g('reason') not in (None, 'too_many_requests',
@@ -217,6 +226,7 @@ class Stats:
             self.route_statuses = collections.defaultdict(collections.Counter)
             self.bytes_uploaded = 0
             self.bytes_downloaded = 0
+            self.reply_bytes = collections.Counter()
             self.faults_fired = collections.Counter()
             self.connections = 0
             self.log = collections.deque(maxlen=2000)
@@ -238,6 +248,10 @@ class Stats:
         with self.lock:
             self.bytes_downloaded += n
 
+    def add_reply(self, route, n):
+        with self.lock:
+            self.reply_bytes[route] += n
+
     def fired(self, rule):
         with self.lock:
             self.faults_fired[str(rule.id)] += 1
@@ -255,6 +269,7 @@ class Stats:
                 'requests': sum(self.routes.values()),
                 'bytes_uploaded': self.bytes_uploaded,
                 'bytes_downloaded': self.bytes_downloaded,
+                'reply_bytes': dict(self.reply_bytes),
                 'faults_fired': dict(self.faults_fired),
                 'connections': self.connections,
             }

@@ -499,7 +499,7 @@ def upload_session_finish_batch(req):
 def upload_session_finish_batch_check(req):
     with req.store.lock:
         job = req.store.jobs.get(req.arg['async_job_id'])
-        if job is None:
+        if job is None or 'failed' in job:     # unknown, or a delete_batch job
             raise RouteError(tag('invalid_async_job_id'))
         if job['pending'] > 0:
             job['pending'] -= 1
@@ -532,6 +532,59 @@ def delete_v2(req):
     except DeleteFailed as e:
         raise RouteError(e.err)
     return Response.json({'metadata': meta})
+
+
+@route('files/delete_batch', stone.DeleteBatchArg)
+def delete_batch(req):
+    """Deletes at launch (so a poll cannot race another request), then
+    answers with an async job that is in_progress for
+    `batch_check_in_progress` polls; with `delete_batch_sync` it answers
+    `complete` at once. Fault rules: `batch_entry_error` fails the
+    entries listed in `entries` (all if absent) without deleting them;
+    `job_failed: too_many_write_operations` deletes nothing and makes the
+    job end `failed`."""
+    rule = req.rule
+    bad = which = None
+    if rule is not None and rule.get('batch_entry_error'):
+        bad = BATCH_ENTRY_ERRORS[rule.get('batch_entry_error')]
+        which = rule.get('entries')
+    failed = rule.get('job_failed') if rule is not None else None
+    out = []
+    for i, d in enumerate(req.arg['entries']):
+        if failed:
+            break
+        if bad is not None and (which is None or i in which):
+            out.append({'.tag': 'failure', 'failure': dict(bad)})
+            continue
+        try:
+            meta = req.store.delete(d['path'], d['parent_rev'])
+            out.append({'.tag': 'success', 'metadata': meta})
+        except DeleteFailed as e:
+            out.append({'.tag': 'failure', 'failure': e.err})
+    if req.config['delete_batch_sync'] and not failed:
+        return Response.json({'.tag': 'complete', 'entries': out})
+    job = 'dbjid:' + secrets.token_urlsafe(32)
+    with req.store.lock:
+        req.store.jobs[job] = {'entries': out,
+                               'failed': failed,
+                               'pending': req.config['batch_check_in_progress']}
+        req.store.dirty = True
+    return Response.json({'.tag': 'async_job_id', 'async_job_id': job})
+
+
+@route('files/delete_batch/check', stone.PollArg)
+def delete_batch_check(req):
+    with req.store.lock:
+        job = req.store.jobs.get(req.arg['async_job_id'])
+        if job is None or 'failed' not in job:
+            raise RouteError(tag('invalid_async_job_id'))
+        if job['pending'] > 0:
+            job['pending'] -= 1
+            return Response.json({'.tag': 'in_progress'})
+        if job['failed']:
+            return Response.json({'.tag': 'failed',
+                                  'failed': {'.tag': job['failed']}})
+        return Response.json({'.tag': 'complete', 'entries': job['entries']})
 
 
 def _relocate(req, copy):

@@ -24,6 +24,7 @@ a correct Content-Length (bandwidth-limited if configured).
 
 import argparse
 import base64
+import fnmatch
 import json
 import os
 import secrets
@@ -71,7 +72,8 @@ DEFAULT_CONFIG = {
     'latency': 0.0,                   # s, added before every API request
     'bandwidth': None,                # bytes/s for upload/download bodies
     'session_ttl': 7 * 86400,         # s, upload session lifetime
-    'batch_check_in_progress': 1,     # finish_batch/check in_progress replies
+    'batch_check_in_progress': 1,     # finish_batch/check, delete_batch/check in_progress replies
+    'delete_batch_sync': False,       # delete_batch answers "complete" at once
     'default_list_limit': 2000,       # page size when `limit` is absent
     'max_relocation_entries': 10000,  # too_many_files beyond
     'max_upload_body': 150 * MiB,     # payload_too_large beyond (never raise it)
@@ -358,6 +360,8 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             if route is not None and route.style == 'download':
                 app.stats.add_down(sent)
+            if route is not None:
+                app.stats.add_reply(route.name, sent)
 
     def _mangle_chunk(self, resp, pos, c):
         if resp.meta.get('corrupt') and pos == 0 and c:
@@ -439,6 +443,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 resp, rule = Response(e.status, e.body, e.content_type, e.headers), None
             entry['status'] = resp.status
+            if resp.status == 200:
+                app.run_hooks(name, entry['arg'])
             app.stats.status(name, resp.status)
             # Recorded before the reply goes out: a client that got the
             # reply always finds its request in the log (fields of the
@@ -854,6 +860,9 @@ class FakeDropbox:
         self.dirty_tokens = False
         self.faults = Faults()
         self.stats = Stats()
+        self.hooks = []
+        self._hooks_lock = threading.Lock()
+        self._hook_ids = 0
         self.ca_file = None
         self._tls_tmp = None
         self.ssl_ctx = self._make_ssl(tls)
@@ -1113,6 +1122,7 @@ class FakeDropbox:
         self.store.reset()
         if faults:
             self.faults.clear()
+            self.clear_hooks()
         if stats:
             self.stats.reset()
         if tokens:
@@ -1139,6 +1149,59 @@ class FakeDropbox:
 
     def list_faults(self):
         return self.faults.list()
+
+    # ---------------------------------------------------------------- hooks
+
+    def add_hook(self, route='files/list_folder', path=None, put=None, delete=None,
+                 count=1):
+        """Another machine acting right after a request of ours: once a
+        request to `route` whose `path` argument matches `path` (fnmatch,
+        case-insensitive; None: any) has been answered 200, and before the
+        reply is sent, `put` ({"path", "data_b64"|"text"|"data"}) writes a
+        file and/or `delete` ("/path") deletes one, as put_file/delete do.
+        Fires `count` times (None: forever). Returns the hook id."""
+        if put is None and delete is None:
+            raise ValueError('a hook needs put or delete')
+        if put is not None and (not isinstance(put, dict) or 'path' not in put):
+            raise ValueError('put must be an object with a path')
+        with self._hooks_lock:
+            self._hook_ids += 1
+            self.hooks.append({'id': self._hook_ids, 'route': route, 'path': path,
+                               'put': put, 'delete': delete, 'count': count,
+                               'fired': 0})
+            return self._hook_ids
+
+    def list_hooks(self):
+        with self._hooks_lock:
+            return [dict(h) for h in self.hooks]
+
+    def clear_hooks(self):
+        with self._hooks_lock:
+            self.hooks.clear()
+        return True
+
+    def run_hooks(self, route, arg):
+        paths = [p.lower() for p in request_paths(route, arg)]
+        todo = []
+        with self._hooks_lock:
+            for h in self.hooks:
+                if h['route'] != route or (h['count'] is not None and h['count'] <= 0):
+                    continue
+                if h['path'] is not None and not any(
+                        fnmatch.fnmatchcase(p, h['path'].lower()) for p in paths):
+                    continue
+                if h['count'] is not None:
+                    h['count'] -= 1
+                h['fired'] += 1
+                todo.append(h)
+        for h in todo:
+            if h['put'] is not None:
+                self.put_file(**h['put'])
+            if h['delete'] is not None:
+                try:
+                    self.delete(h['delete'])
+                except DeleteFailed:
+                    pass
 
     # --------------------------------------------------------------- config
 
@@ -1208,6 +1271,7 @@ class FakeDropbox:
             'metadata': self.metadata, 'invalidate_cursors': self.invalidate_cursors,
             'sessions': self.sessions, 'expire_sessions': self.expire_sessions,
             'fault': self.add_fault, 'faults_add': self.add_fault, 'faults': self.list_faults,
+            'hook': self.add_hook, 'hooks': self.list_hooks, 'hooks_clear': self.clear_hooks,
             'faults_clear': self.clear_faults, 'faults_remove': self.remove_fault,
             'outage': self.outage, 'outage_end': self.end_outage,
             'config': self.set_config, 'config_get': self.get_config,

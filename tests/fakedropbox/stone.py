@@ -504,6 +504,10 @@ DeleteArg = Struct('DeleteArg', [
     ('parent_rev', Nullable(Rev), None),
 ])
 
+DeleteBatchArg = Struct('DeleteBatchArg', [
+    ('entries', List(DeleteArg, max_items=1000), REQUIRED),
+])
+
 RelocationArg = Struct('RelocationArg', [
     ('from_path', WritePathOrId, REQUIRED),
     ('to_path', WritePathOrId, REQUIRED),

@@ -803,6 +803,105 @@ def test_create_delete_move_copy(fd, c):
                                                       '/Moved/P2/Sub/file.txt']
 
 
+def _poll_delete_job(c, launch):
+    """Polls a delete_batch launch reply; returns (polls, final reply)."""
+    assert launch['.tag'] == 'async_job_id' and launch['async_job_id'].startswith('dbjid:')
+    polls = 0
+    while True:
+        r = c.rpc('files/delete_batch/check', {'async_job_id': launch['async_job_id']})
+        assert r.status == 200, r
+        polls += 1
+        if r.json['.tag'] != 'in_progress':
+            return polls, r.json
+        assert r.json == {'.tag': 'in_progress'} and polls < 10
+
+
+def test_delete_batch(fd, c):
+    a = c.put('/d/a.txt', b'a')
+    b = c.put('/d/b.txt', b'b')
+    c.put('/d/sub/x.txt', b'x')
+    c.put('/d/c.txt', b'c')
+    fd.set_config(batch_check_in_progress=2)
+    r = c.rpc('files/delete_batch', {'entries': [
+        {'path': '/d/a.txt', 'parent_rev': a['rev']},
+        {'path': '/d/B.TXT', 'parent_rev': '0123456789abcdef'},   # another rev: kept
+        {'path': '/d/nothing'},
+        {'path': '/d/sub'},                                       # folders: recursive
+        {'path': '/d/sub2', 'parent_rev': b['rev']},
+    ]})
+    assert r.status == 200, r
+    polls, done = _poll_delete_job(c, r.json)
+    assert polls == 3 and done['.tag'] == 'complete'
+    e = done['entries']
+    assert [x['.tag'] for x in e] == ['success', 'failure', 'failure', 'success', 'failure']
+    assert e[0]['metadata']['.tag'] == 'file' and e[0]['metadata']['rev'] == a['rev']
+    assert e[1]['failure'] == {'.tag': 'path_write', 'path_write': {
+        '.tag': 'conflict', 'conflict': {'.tag': 'file'}}}
+    assert e[2]['failure'] == {'.tag': 'path_lookup', 'path_lookup': {'.tag': 'not_found'}}
+    assert e[3]['metadata']['.tag'] == 'folder'
+    assert e[4]['failure']['path_lookup'] == {'.tag': 'not_found'}
+    assert [x['path_lower'] for x in fd.tree()] == ['/d', '/d/b.txt', '/d/c.txt']
+    # A job id of another kind, or unknown, is refused; so is the other route's.
+    assert_error(c.rpc('files/delete_batch/check', {'async_job_id': 'dbjid:nope'}), 409,
+                 'invalid_async_job_id')
+    assert_error(c.rpc('files/upload_session/finish_batch/check',
+                       {'async_job_id': r.json['async_job_id']}), 409, 'invalid_async_job_id')
+    # More than 1000 entries is a bad request; an empty batch is fine.
+    assert_400(c.rpc('files/delete_batch', {'entries': [{'path': '/x'}] * 1001}),
+               'at most 1000')
+    assert_400(c.rpc('files/delete_batch', {'entries': [{'path': '/x', 'parent_rev': 'zz'}]}))
+    # Answered at once with delete_batch_sync.
+    fd.set_config(delete_batch_sync=True)
+    r = c.rpc('files/delete_batch', {'entries': [{'path': '/d/c.txt'}]})
+    assert r.json['.tag'] == 'complete' and r.json['entries'][0]['.tag'] == 'success'
+
+
+def test_delete_batch_faults(fd, c):
+    c.put('/f/a.txt', b'a')
+    c.put('/f/b.txt', b'b')
+    fd.add_fault(route='files/delete_batch', job_failed='too_many_write_operations')
+    r = c.rpc('files/delete_batch', {'entries': [{'path': '/f/a.txt'}, {'path': '/f/b.txt'}]})
+    polls, done = _poll_delete_job(c, r.json)
+    assert done == {'.tag': 'failed', 'failed': {'.tag': 'too_many_write_operations'}}
+    assert len(fd.tree()) == 3                      # nothing was deleted
+    fd.add_fault(route='files/delete_batch', batch_entry_error='too_many_write_operations',
+                 entries=[1])
+    r = c.rpc('files/delete_batch', {'entries': [{'path': '/f/a.txt'}, {'path': '/f/b.txt'}]})
+    polls, done = _poll_delete_job(c, r.json)
+    assert [x['.tag'] for x in done['entries']] == ['success', 'failure']
+    assert done['entries'][1]['failure'] == {'.tag': 'too_many_write_operations'}
+    assert [x['path_lower'] for x in fd.tree()] == ['/f', '/f/b.txt']
+    with pytest.raises(ValueError):
+        fd.add_fault(route='files/delete_v2', job_failed='too_many_write_operations')
+
+
+def test_hook_writes_after_a_listing(fd, c):
+    c.put('/h/sub/a.txt', b'a')
+    hid = c.control('hook', route='files/list_folder', path='/H/SUB',
+                    put={'path': '/h/sub/late.txt', 'text': 'from another machine'})
+    assert isinstance(hid, int)
+    entries, cursor = c.list_all('/h')          # another path: not fired
+    assert fd.list_hooks()[0]['fired'] == 0
+    entries, cursor = c.list_all('/h/sub')
+    # The reply was made before the other machine wrote: it does not show it ...
+    assert [e['name'] for e in entries] == ['a.txt']
+    assert fd.get_file('/h/sub/late.txt') == b'from another machine'
+    # ... and the cursor reports it as a change.
+    r = c.rpc('files/list_folder/continue', {'cursor': cursor})
+    assert [e['name'] for e in r.json['entries']] == ['late.txt']
+    # One-shot: the next listing shows it and writes nothing.
+    entries, _ = c.list_all('/h/sub')
+    assert sorted(e['name'] for e in entries) == ['a.txt', 'late.txt']
+    assert fd.list_hooks()[0]['fired'] == 1 and fd.list_hooks()[0]['count'] == 0
+    # A hook may delete, and match any path.
+    fd.add_hook(route='files/get_metadata', delete='/h/sub/a.txt')
+    assert c.rpc('files/get_metadata', {'path': '/h'}).status == 200
+    assert_error(c.rpc('files/get_metadata', {'path': '/h/sub/a.txt'}), 409, 'path/not_found')
+    assert c.control('hooks_clear') is True and fd.list_hooks() == []
+    with pytest.raises(ValueError):
+        fd.add_hook(path='/x')
+
+
 def test_account_routes(fd, c):
     r = c.void('users/get_current_account')
     assert r.status == 200 and r.json['account_id'].startswith('dbid:')
@@ -1239,6 +1338,10 @@ def test_counters(fd, c):
     s = c.control('stats')
     assert s['routes'] == {'files/upload': 1, 'files/download': 2, 'files/get_metadata': 1}
     assert s['bytes_uploaded'] == 1000 and s['bytes_downloaded'] == 1100
+    # Reply bodies by route (downloads: the file bytes).
+    assert s['reply_bytes']['files/download'] == 1100
+    assert 100 < s['reply_bytes']['files/upload'] < 2000
+    assert s['reply_bytes']['files/get_metadata'] > 0
     assert s['statuses'] == {'200': 2, '206': 1, '409': 1}
     assert s['route_statuses']['files/get_metadata'] == {'409': 1}
     assert fd.get_stats() == s

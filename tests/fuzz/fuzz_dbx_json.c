@@ -6,7 +6,8 @@
  * member of a namespace-operation result), folder listings and change
  * pages (for a few folders and roots), cursor, session, longpoll, space,
  * account and token replies, error replies under several HTTP statuses,
- * OAuth errors and finish_batch_v2 replies. The same bytes, split at the
+ * OAuth errors, finish_batch_v2 replies, recursive tree pages and
+ * delete_batch job replies. The same bytes, split at the
  * first newline, also go through the path helpers, and as one string
  * through the time parser and the Dropbox-API-Arg encoder.
  *
@@ -190,8 +191,56 @@ static void fuzz_pages(const uint8_t *data, size_t size)
 			check_page(&pg, true);
 		else
 			FUZZ_CHECK(all_zero(&pg, sizeof(pg)));
+		FUZZ_CHECK(pg.skipped == 0);
+		backend_page_release(&pg);
+
+		rc = dbx_parse_tree_page((const char *)data, size, folders[i],
+					 &pg);
+		FUZZ_CHECK(rc == 0 || rc == -EIO || rc == -ENOMEM);
+		if (rc == 0)
+			check_page(&pg, true);
+		else
+			FUZZ_CHECK(all_zero(&pg, sizeof(pg)));
 		backend_page_release(&pg);
 	}
+}
+
+/* delete_batch launch and check replies, for a few entry counts. */
+static void fuzz_delete_job(const uint8_t *data, size_t size)
+{
+	static const size_t counts[] = {0, 1, 3, BATCH_MAX};
+	struct dbx_error *errs = calloc(BATCH_MAX, sizeof(*errs)), failed;
+	bool *ok = calloc(BATCH_MAX, sizeof(*ok));
+	enum dbx_job st;
+	size_t i, k;
+	int rc;
+
+	FUZZ_CHECK(errs && ok);
+	for (i = 0; i < sizeof(counts) / sizeof(counts[0]); i++) {
+		for (k = 0; k < 2; k++) {
+			char *job = NULL;
+
+			rc = dbx_parse_delete_job(
+				(const char *)data, size, counts[i], &st,
+				k ? &job : NULL, ok, errs, &failed);
+			FUZZ_CHECK(rc == 0 || rc == -EIO || rc == -ENOMEM);
+			if (rc == 0 && st == DBX_JOB_ASYNC)
+				FUZZ_CHECK(k && job && job[0] &&
+					   strlen(job) <= DBX_JOB_ID_MAX);
+			else
+				FUZZ_CHECK(!job);
+			if (rc == 0 && st == DBX_JOB_IN_PROGRESS)
+				FUZZ_CHECK(!k);
+			if (rc == 0 && st == DBX_JOB_FAILED)
+				FUZZ_CHECK(!k && failed.err < 0);
+			if (rc == 0 && st == DBX_JOB_COMPLETE)
+				for (size_t j = 0; j < counts[i]; j++)
+					FUZZ_CHECK(ok[j] || errs[j].err < 0);
+			free(job);
+		}
+	}
+	free(errs);
+	free(ok);
 }
 
 static bool token_ok(const char *s)
@@ -408,6 +457,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fuzz_small(data, size);
 	fuzz_errors(data, size);
 	fuzz_batch(data, size);
+	fuzz_delete_job(data, size);
 	fuzz_header_arg(data, size);
 	fuzz_strings(data, size);
 	return 0;

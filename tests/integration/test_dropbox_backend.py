@@ -324,6 +324,96 @@ def test_batch_entry_failure(fake, drv, tmp_path):
     assert [e['rc'] for e in r['results']] == [0, -28]      # ENOSPC
 
 
+# ------------------------------------------------------------ deletes
+
+def test_batch_delete_judges_each_entry(fake, drv):
+    a = put(fake, '/del/a.txt', b'a')
+    b = put(fake, '/del/b.txt', b'b')
+    put(fake, '/del/sub/x.txt', b'x')
+    put(fake, '/del/c.txt', b'c')
+    # Another machine changes b after we knew its rev.
+    put(fake, '/del/b.txt', b'b, changed elsewhere')
+    fake.set_config(batch_check_in_progress=2)
+    r = ok(drv('rmbatch', '/del/a.txt@' + a['rev'], '/del/b.txt@' + b['rev'],
+               '/del/gone.txt@' + a['rev'], '/del/sub', '/del/c.txt'))
+    assert r['results'] == [0, -17, -2, 0, 0]       # -, EEXIST, ENOENT, -, -
+    assert [e['path_lower'] for e in fake.tree()] == ['/huracan', '/huracan/del',
+                                                      '/huracan/del/b.txt']
+    st = routes(fake)
+    assert st['files/delete_batch'] == 1
+    # The job was polled until complete, with pauses in between.
+    assert st['files/delete_batch/check'] == 3
+    assert 'files/delete_v2' not in st
+    arg = fake.requests('files/delete_batch')[0]['arg']
+    assert arg['entries'][0] == {'path': '/Huracan/del/a.txt', 'parent_rev': a['rev']}
+    assert arg['entries'][3] == {'path': '/Huracan/del/sub'}
+    # A complete answer at once needs no check.
+    fake.reset_stats()
+    fake.set_config(delete_batch_sync=True)
+    put(fake, '/del/d.txt', b'd')
+    assert ok(drv('rmbatch', '/del/d.txt', '/del/e.txt'))['results'] == [0, -2]
+    assert 'files/delete_batch/check' not in routes(fake)
+
+
+def test_batch_delete_of_2500_is_three_batches(fake, drv):
+    for i in range(2500):
+        put(fake, '/many/f%04d' % i, b'%d' % i)
+    r = ok(drv('rmbatch', *['/many/f%04d' % i for i in range(2500)]))
+    assert r['results'] == [0] * 2500
+    assert routes(fake)['files/delete_batch'] == 3
+    assert [e['path_lower'] for e in fake.tree()] == ['/huracan', '/huracan/many']
+
+
+def test_batch_delete_retries_too_many_write_operations(fake, drv):
+    for n in 'abcd':
+        put(fake, '/t/' + n, n.encode())
+    # The whole job fails once, then one entry is busy once.
+    fake.add_fault(route='files/delete_batch', job_failed='too_many_write_operations')
+    fake.add_fault(route='files/delete_batch', batch_entry_error='too_many_write_operations',
+                   entries=[2])
+    r = ok(drv('rmbatch', '/t/a', '/t/b', '/t/c', '/t/d'))
+    assert r['results'] == [0, 0, 0, 0]
+    assert routes(fake)['files/delete_batch'] == 3
+    third = fake.requests('files/delete_batch')[2]['arg']
+    assert third['entries'] == [{'path': '/Huracan/t/c'}]
+    # Busy for good: -EAGAIN for what is left, after a bounded number of rounds.
+    put(fake, '/t/e', b'e')
+    fake.reset_stats()
+    fake.add_fault(route='files/delete_batch', job_failed='too_many_write_operations',
+                   count=None)
+    r = ok(drv('rmbatch', '/t/e'))
+    assert r['results'] == [-11]
+    assert 2 <= routes(fake)['files/delete_batch'] <= 10
+    assert fake.metadata('/Huracan/t/e')['name'] == 'e'
+
+
+def test_batch_delete_unreachable_is_eagain(fake, drv):
+    put(fake, '/u/a', b'a')
+    fake.outage(60)
+    try:
+        r = drv('rmbatch', '/u/a', '/u/b')
+    finally:
+        fake.end_outage()
+    assert r['errno'] == 'EAGAIN' and r['results'] == [-11, -11]
+    assert fake.metadata('/Huracan/u/a')['name'] == 'a'
+
+
+def test_tree_listing(fake, drv):
+    put(fake, '/tr/a.txt', b'a')
+    put(fake, '/tr/sub/deep/b.txt', b'b')
+    for i in range(2100):
+        put(fake, '/tr/big/f%04d' % i, b'')
+    r = ok(drv('tree', '/TR'))
+    paths = [e['path'] for e in r['entries']]
+    assert '/tr' not in paths and len(paths) == 2 + 2 + 1 + 2100
+    assert '/tr/sub/deep/b.txt' in paths and '/tr/big' in paths
+    assert r['pages'] == 2 and r['skipped'] == 0
+    arg = fake.requests('files/list_folder')[-1]['arg']
+    assert arg['recursive'] is True and arg['include_non_downloadable_files'] is True
+    assert drv('tree', '/nothing')['errno'] == 'ENOENT'
+    assert drv('tree', '/tr/a.txt')['errno'] == 'ENOTDIR'
+
+
 # ------------------------------------------------------------- retries
 
 def test_429_retry_after_honoured(fake, drv):

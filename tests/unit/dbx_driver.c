@@ -7,7 +7,8 @@
  *
  * Commands: probe | list PATH | stat PATH | download PATH OUT [OFF LEN]
  * [--rev REV] | upload PATH FILE [--parent-rev REV] [--autorename]
- * [--mtime T] | batch DIR FILE... | mkdir PATH | rm PATH | mv FROM TO |
+ * [--mtime T] | batch DIR FILE... | mkdir PATH | rm PATH |
+ * rmbatch PATH[@PARENT_REV]... | tree PATH | mv FROM TO |
  * cp FROM TO | space | cursor | changes CURSOR | longpoll CURSOR TIMEOUT |
  * stress THREADS DIR (each thread uploads DIR/t<i>, stats it and
  * downloads it again, all at once on one backend).
@@ -57,25 +58,30 @@ static int usage(void)
 	return 2;
 }
 
-/* Fetches every page: list() (changes false) or list_changes(). */
+enum pages_of { PAGES_LIST, PAGES_CHANGES, PAGES_TREE };
+
+/* Fetches every page of list(), list_changes() or list_tree(). */
 static int all_pages(struct backend *be, const char *path, const char *cursor0,
-		     bool changes, json_t *res)
+		     enum pages_of what, json_t *res)
 {
 	struct backend_page page;
 	json_t *arr = json_array();
 	char *cursor = cursor0 ? strdup(cursor0) : NULL;
 	int rc = 0, pages = 0;
-	size_t i;
+	size_t i, skipped = 0;
 
 	for (;;) {
 		memset(&page, 0, sizeof(page));
-		if (changes)
+		if (what == PAGES_CHANGES)
 			rc = be->ops->list_changes(be, cursor, &page);
+		else if (what == PAGES_TREE)
+			rc = be->ops->list_tree(be, path, cursor, &page);
 		else
 			rc = be->ops->list(be, path, cursor, &page);
 		if (rc < 0)
 			break;
 		pages++;
+		skipped += page.skipped;
 		for (i = 0; i < page.n; i++)
 			json_array_append_new(arr,
 					      entry_json(&page.entries[i]));
@@ -90,6 +96,7 @@ static int all_pages(struct backend *be, const char *path, const char *cursor0,
 	}
 	json_object_set_new(res, "entries", arr);
 	json_object_set_new(res, "pages", json_integer(pages));
+	json_object_set_new(res, "skipped", json_integer((json_int_t)skipped));
 	if (cursor)
 		json_object_set_new(res, "cursor", json_string(cursor));
 	free(cursor);
@@ -206,7 +213,9 @@ static int run(struct backend *be, int argc, char **argv, json_t *res)
 	if (strcmp(cmd, "probe") == 0) {
 		rc = be->ops->probe(be);
 	} else if (strcmp(cmd, "list") == 0 && argc == 2) {
-		rc = all_pages(be, argv[1], NULL, false, res);
+		rc = all_pages(be, argv[1], NULL, PAGES_LIST, res);
+	} else if (strcmp(cmd, "tree") == 0 && argc == 2) {
+		rc = all_pages(be, argv[1], NULL, PAGES_TREE, res);
 	} else if (strcmp(cmd, "stat") == 0 && argc == 2) {
 		rc = be->ops->stat(be, argv[1], &e);
 		if (rc == 0)
@@ -297,6 +306,28 @@ static int run(struct backend *be, int argc, char **argv, json_t *res)
 		free(rcs);
 		free(errs);
 		free(paths);
+	} else if (strcmp(cmd, "rmbatch") == 0 && argc >= 2) {
+		size_t n = (size_t)argc - 1, k;
+		struct backend_delete *dels = calloc(n, sizeof(*dels));
+		int *rcs = calloc(n, sizeof(*rcs));
+		json_t *arr = json_array();
+
+		if (!dels || !rcs)
+			return -ENOMEM;
+		for (k = 0; k < n; k++) {
+			char *at = strchr(argv[k + 1], '@');
+
+			if (at)
+				*at = '\0';
+			dels[k].path = argv[k + 1];
+			dels[k].parent_rev = at ? at + 1 : NULL;
+		}
+		rc = be->ops->remove_batch(be, dels, n, rcs);
+		for (k = 0; k < n; k++)
+			json_array_append_new(arr, json_integer(rcs[k]));
+		json_object_set_new(res, "results", arr);
+		free(dels);
+		free(rcs);
 	} else if (strcmp(cmd, "mkdir") == 0 && argc == 2) {
 		rc = be->ops->mkdir(be, argv[1]);
 	} else if (strcmp(cmd, "rm") == 0 && argc == 2) {
@@ -321,7 +352,7 @@ static int run(struct backend *be, int argc, char **argv, json_t *res)
 			json_object_set_new(res, "cursor", json_string(cursor));
 		free(cursor);
 	} else if (strcmp(cmd, "changes") == 0 && argc == 2) {
-		rc = all_pages(be, NULL, argv[1], true, res);
+		rc = all_pages(be, NULL, argv[1], PAGES_CHANGES, res);
 	} else if (strcmp(cmd, "stress") == 0 && argc == 3) {
 		rc = stress(be, atoi(argv[1]), argv[2], res);
 	} else if (strcmp(cmd, "longpoll") == 0 && argc == 3) {

@@ -859,6 +859,49 @@ static void test_case(void)
 	backend_page_release(&page);
 }
 
+/* Batch deletes: each entry on its own, files only at the revision named. */
+static void test_remove_batch(void)
+{
+	struct backend_entry a, b, c;
+	struct backend_delete d[7];
+	int rcs[7];
+
+	CHECK(upload_text("/rb/a.txt", "a", &a) == 0);
+	CHECK(upload_text("/rb/b.txt", "b", &b) == 0);
+	CHECK(upload_text("/rb/c.txt", "c", &c) == 0);
+	CHECK(upload_text("/rb/sub/x.txt", "x", NULL) == 0);
+	/* Another machine changes b: its revision is no longer ours. */
+	put_file("/rb/b.txt", "b, changed elsewhere");
+	memset(d, 0, sizeof(d));
+	d[0].path = "/rb/a.txt";
+	d[0].parent_rev = a.rev;
+	d[1].path = "/rb/b.txt";
+	d[1].parent_rev = b.rev;
+	d[2].path = "/rb/gone.txt";
+	d[2].parent_rev = "0123456789";
+	d[3].path = "/rb/sub";
+	d[4].path = "/rb/c.txt"; /* no revision: whatever is there */
+	d[5].path = "/rb/nothing";
+	d[6].path = "/rb/../x";
+	memset(rcs, 0x55, sizeof(rcs));
+	CHECK(be->ops->remove_batch(be, d, 7, rcs) == 0);
+	CHECK(rcs[0] == 0 && !exists("/rb/a.txt"));
+	CHECK(rcs[1] == -EEXIST &&
+	      remote_is("/rb/b.txt", "b, changed elsewhere", 20));
+	CHECK(rcs[2] == -ENOENT);
+	CHECK(rcs[3] == 0 && !exists("/rb/sub"));
+	CHECK(rcs[4] == 0 && !exists("/rb/c.txt"));
+	CHECK(rcs[5] == -ENOENT);
+	CHECK(rcs[6] == -EINVAL);
+	/* A folder is not deleted by revision. */
+	CHECK(be->ops->mkdir(be, "/rb/dir") == 0);
+	d[0].path = "/rb/dir";
+	d[0].parent_rev = a.rev;
+	CHECK(be->ops->remove_batch(be, d, 1, rcs) == 0);
+	CHECK(rcs[0] == -EISDIR && exists("/rb/dir"));
+	CHECK(be->ops->remove_batch(be, d, 0, rcs) == 0);
+}
+
 static void test_space(void)
 {
 	uint64_t used = 0, total = 0;
@@ -890,6 +933,14 @@ static void check_unavailable(void)
 	CHECK(upload_text("/new/deep/x.txt", "x", &e) == -EAGAIN);
 	CHECK(be->ops->mkdir(be, "/newdir") == -EAGAIN);
 	CHECK(be->ops->remove(be, "/d1") == -EAGAIN);
+	{
+		struct backend_delete d[2] = {{"/d1", NULL},
+					      {"/x", "0123456789"}};
+		int rcs[2] = {1, 1};
+
+		CHECK(be->ops->remove_batch(be, d, 2, rcs) == -EAGAIN);
+		CHECK(rcs[0] == -EAGAIN && rcs[1] == -EAGAIN);
+	}
 	CHECK(be->ops->move(be, "/d1", "/d9") == -EAGAIN);
 	CHECK(be->ops->copy(be, "/d1", "/d9") == -EAGAIN);
 	CHECK(be->ops->space(be, &used, &total) == -EAGAIN);
@@ -1045,6 +1096,7 @@ int main(void)
 	test_copy();
 	test_remove_mkdir();
 	test_case();
+	test_remove_batch();
 	test_space();
 	test_unavailable();
 	test_no_xattrs();

@@ -731,6 +731,106 @@ static void test_batch(void)
 	CHECK(dbx_parse_batch("{\"entries\":", 11, 1, metas, errs, ok) == -EIO);
 }
 
+static void test_tree(void)
+{
+	struct backend_page p;
+	const char *body =
+		"{\"entries\":["
+		"{\".tag\":\"folder\",\"name\":\"T\",\"path_lower\":"
+		"\"/huracan/t\"},"
+		"{\".tag\":\"file\",\"name\":\"paper\",\"path_lower\":"
+		"\"/huracan/t/paper\",\"is_downloadable\":false," FILE_FIELDS
+		"},"
+		"{\".tag\":\"future\",\"name\":\"f\",\"path_lower\":"
+		"\"/huracan/t/f\"},"
+		"{\".tag\":\"file\",\"name\":\"a\\\\b\",\"path_lower\":"
+		"\"/huracan/t/a\\\\b\"," FILE_FIELDS "},"
+		"{\".tag\":\"file\",\"name\":\"ok\",\"path_lower\":"
+		"\"/huracan/t/ok\"," FILE_FIELDS "}],"
+		"\"cursor\":\"c\",\"has_more\":true}";
+
+	/* Non-downloadable files are entries; what cannot be given is
+	 * counted. */
+	CHECK(dbx_parse_tree_page(body, strlen(body), "/Huracan", &p) == 0);
+	CHECK(p.n == 3 && p.skipped == 2 && p.has_more);
+	CHECK(strcmp(p.entries[0].path, "/t") == 0 && p.entries[0].is_dir);
+	CHECK(strcmp(p.entries[1].path, "/t/paper") == 0);
+	CHECK(strcmp(p.entries[2].path, "/t/ok") == 0);
+	CHECK(strcmp(p.entries[2].rev, "a1c10ce0dd78") == 0);
+	backend_page_release(&p);
+	/* The change feed leaves both out and counts nothing. */
+	CHECK(dbx_parse_changes_page(body, strlen(body), "/Huracan", &p) == 0);
+	CHECK(p.n == 2 && p.skipped == 0);
+	backend_page_release(&p);
+}
+
+static void test_delete_job(void)
+{
+	struct dbx_error errs[3], failed;
+	enum dbx_job st;
+	char *job = NULL;
+	bool ok[3];
+	const char *b = "{\".tag\":\"async_job_id\",\"async_job_id\":"
+			"\"dbjid:AAB\"}";
+
+	CHECK(dbx_parse_delete_job(b, strlen(b), 3, &st, &job, ok, errs,
+				   &failed) == 0);
+	CHECK(st == DBX_JOB_ASYNC && strcmp(job, "dbjid:AAB") == 0);
+	free(job);
+	job = NULL;
+	/* A check never names a job; a launch is never in_progress. */
+	CHECK(dbx_parse_delete_job(b, strlen(b), 3, &st, NULL, ok, errs,
+				   &failed) == -EIO);
+	b = "{\".tag\":\"in_progress\"}";
+	CHECK(dbx_parse_delete_job(b, strlen(b), 3, &st, NULL, ok, errs,
+				   &failed) == 0);
+	CHECK(st == DBX_JOB_IN_PROGRESS);
+	CHECK(dbx_parse_delete_job(b, strlen(b), 3, &st, &job, ok, errs,
+				   &failed) == -EIO);
+	b = "{\".tag\":\"complete\",\"entries\":["
+	    "{\".tag\":\"success\",\"metadata\":{\".tag\":\"file\",\"name\":"
+	    "\"a\"," FILE_FIELDS "}},"
+	    "{\".tag\":\"failure\",\"failure\":{\".tag\":\"path_lookup\","
+	    "\"path_lookup\":{\".tag\":\"not_found\"}}},"
+	    "{\".tag\":\"failure\",\"failure\":{\".tag\":\"path_write\","
+	    "\"path_write\":{\".tag\":\"conflict\",\"conflict\":{\".tag\":"
+	    "\"file\"}}}}]}";
+	CHECK(dbx_parse_delete_job(b, strlen(b), 3, &st, NULL, ok, errs,
+				   &failed) == 0);
+	CHECK(st == DBX_JOB_COMPLETE && ok[0] && !ok[1] && !ok[2]);
+	CHECK(errs[1].err == -ENOENT && errs[2].err == -EEXIST);
+	CHECK(strcmp(errs[2].summary, "path_write/conflict/file") == 0);
+	/* complete may also come straight from the launch. */
+	CHECK(dbx_parse_delete_job(b, strlen(b), 3, &st, &job, ok, errs,
+				   &failed) == 0);
+	CHECK(st == DBX_JOB_COMPLETE && !job);
+	CHECK(dbx_parse_delete_job(b, strlen(b), 2, &st, NULL, ok, errs,
+				   &failed) == -EIO);
+	b = "{\".tag\":\"complete\",\"entries\":["
+	    "{\".tag\":\"failure\",\"failure\":{\".tag\":"
+	    "\"too_many_write_operations\"}}]}";
+	CHECK(dbx_parse_delete_job(b, strlen(b), 1, &st, NULL, ok, errs,
+				   &failed) == 0);
+	CHECK(!ok[0] && errs[0].retry && errs[0].err == -EAGAIN);
+	b = "{\".tag\":\"failed\",\"failed\":{\".tag\":"
+	    "\"too_many_write_operations\"}}";
+	CHECK(dbx_parse_delete_job(b, strlen(b), 1, &st, NULL, ok, errs,
+				   &failed) == 0);
+	CHECK(st == DBX_JOB_FAILED && failed.retry);
+	b = "{\".tag\":\"other\"}";
+	CHECK(dbx_parse_delete_job(b, strlen(b), 1, &st, NULL, ok, errs,
+				   &failed) == -EIO);
+	b = "{\".tag\":\"async_job_id\",\"async_job_id\":\"a b\"}";
+	CHECK(dbx_parse_delete_job(b, strlen(b), 1, &st, &job, ok, errs,
+				   &failed) == -EIO);
+	b = "{\".tag\":\"async_job_id\",\"async_job_id\":7}";
+	CHECK(dbx_parse_delete_job(b, strlen(b), 1, &st, &job, ok, errs,
+				   &failed) == -EIO);
+	CHECK(dbx_parse_delete_job("[", 1, 1, &st, &job, ok, errs, &failed) ==
+	      -EIO);
+	CHECK(!job);
+}
+
 int main(void)
 {
 	test_encoding();
@@ -742,6 +842,8 @@ int main(void)
 	test_errors();
 	test_small();
 	test_batch();
+	test_tree();
+	test_delete_job();
 	printf("test_dbx_json: all checks passed\n");
 	return 0;
 }

@@ -1360,6 +1360,80 @@ static void test_journal_ops(void)
 	index_close(ix);
 }
 
+/* Deletes that record what was deleted: revision and content hash. */
+static void test_journal_deletes(void)
+{
+	static char long1[4096];
+	struct journal_list *jl = &test_journal;
+	uint8_t hash[CHASH_LEN];
+	char rev[BACKEND_REV_MAX + 1], toolong[BACKEND_REV_MAX + 2];
+	struct hfs_index *ix;
+	struct ixtxn t;
+	char dir[256];
+
+	for (size_t i = 0; i < CHASH_LEN; i++)
+		hash[i] = (uint8_t)(i * 7 + 1);
+	memset(rev, 'f', BACKEND_REV_MAX);
+	rev[BACKEND_REV_MAX] = '\0';
+	ix_dir("journal-deletes", dir, sizeof(dir));
+	ix = open_ix(dir);
+	wbegin(ix, &t);
+	CHECK(ix_journal_append(&t, JOP_UNLINK, "/old", NULL) == 0);
+	CHECK(ix_journal_append_delete(&t, JOP_UNLINK, "/a/f", "015e0001abc",
+				       hash) == 0);
+	CHECK(ix_journal_append_delete(&t, JOP_UNLINK, "/a/g", "", NULL) == 0);
+	CHECK(ix_journal_append_delete(&t, JOP_RMDIR, "/a", NULL, NULL) == 0);
+	CHECK(ix_journal_append_delete(&t, JOP_UNLINK, "/a/h", rev, NULL) == 0);
+	CHECK(ix_journal_append(&t, JOP_RENAME, "/b", "/c") == 0);
+	commit_ok(&t);
+	wbegin(ix, &t);
+	memset(toolong, 'e', sizeof(toolong) - 1);
+	toolong[sizeof(toolong) - 1] = '\0';
+	CHECK(ix_journal_append_delete(&t, JOP_UNLINK, "/x", toolong, NULL) ==
+	      -EINVAL);
+	abort_txn(&t);
+
+	index_close(ix);
+	ix = open_ix(dir);
+	rbegin(ix, &t);
+	list_journal(&t, jl);
+	CHECK(jl->n == 6);
+	/* Entries without a record: nothing known, replayed as before. */
+	CHECK(strcmp(jl->e[0].path, "/old") == 0 && !jl->e[0].known);
+	CHECK(!jl->e[0].has_hash && jl->e[0].rev[0] == '\0');
+	CHECK(jl->e[5].op == JOP_RENAME && !jl->e[5].known);
+	CHECK(strcmp(jl->e[5].path2, "/c") == 0);
+	/* What older versions read as the rename target of a delete (the
+	 * bytes up to the NUL) is empty, and so it is here. */
+	for (size_t i = 1; i < 5; i++) {
+		CHECK(jl->e[i].known);
+		CHECK(jl->e[i].path2[0] == '\0');
+	}
+	CHECK(jl->e[1].op == JOP_UNLINK && strcmp(jl->e[1].path, "/a/f") == 0);
+	CHECK(strcmp(jl->e[1].rev, "015e0001abc") == 0 && jl->e[1].has_hash);
+	CHECK(memcmp(jl->e[1].hash, hash, CHASH_LEN) == 0);
+	CHECK(jl->e[2].rev[0] == '\0' && !jl->e[2].has_hash);
+	CHECK(jl->e[3].op == JOP_RMDIR && strcmp(jl->e[3].path, "/a") == 0);
+	CHECK(strlen(jl->e[4].rev) == BACKEND_REV_MAX && !jl->e[4].has_hash);
+	CHECK(ix_commit(&t) == 0);
+
+	/* The longest path still fits with its record. */
+	long1[0] = '/';
+	memset(long1 + 1, 'q', 4094);
+	long1[4095] = '\0';
+	wbegin(ix, &t);
+	CHECK(ix_journal_append_delete(&t, JOP_UNLINK, long1,
+				       "0123456789abcdef", hash) == 0);
+	commit_ok(&t);
+	rbegin(ix, &t);
+	list_journal(&t, jl);
+	CHECK(jl->n == 7 && strcmp(jl->e[6].path, long1) == 0);
+	CHECK(strcmp(jl->e[6].rev, "0123456789abcdef") == 0);
+	CHECK(jl->e[6].has_hash);
+	CHECK(ix_commit(&t) == 0);
+	index_close(ix);
+}
+
 /* An aborted write txn leaves nothing behind. */
 static void test_abort(void)
 {
@@ -1856,6 +1930,7 @@ int main(void)
 	test_path();
 	test_sets();
 	test_journal_ops();
+	test_journal_deletes();
 	test_abort();
 	test_sticky();
 	test_read_only();
