@@ -25,7 +25,7 @@ _huracanfs()
     prev=${COMP_WORDS[COMP_CWORD-1]}
 
     if [ "$COMP_CWORD" -eq 1 ]; then
-        COMPREPLY=($(compgen -W 'mount status flush check-config auth
+        COMPREPLY=($(compgen -W 'mount status flush check-config auth repair
             --version --help' -- "$cur"))
         return 0
     fi
@@ -101,6 +101,14 @@ _huracanfs()
         ;;
     check-config|auth)
         COMPREPLY=($(compgen -W '--config' -- "$cur"))
+        ;;
+    repair)
+        if [[ "$cur" == -* ]]; then
+            COMPREPLY=($(compgen -W '--config' -- "$cur"))
+        else
+            compopt -o filenames 2>/dev/null
+            COMPREPLY=($(compgen -d -- "$cur"))
+        fi
         ;;
     esac
     return 0
