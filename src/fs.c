@@ -3362,7 +3362,9 @@ static void recover_dirty(struct recovery *r, uint64_t ino)
 	cache_path(fs->cache, ino, cpath);
 	bool present = stat(cpath, &st) == 0;
 	bool remote = (n.r.flags & NODE_ON_REMOTE) && n.r.rev[0];
-	bool rewriting = n.r.flags & NODE_REWRITING;
+	/* A rewrite in progress matters only after a power cut: after
+	 * kill -9 the content file is what the writer wrote, whole. */
+	bool rewriting = fs->rolled_back && (n.r.flags & NODE_REWRITING);
 	n.r.flags &= ~NODE_REWRITING;
 	uint64_t proven = ix_proven_get(t, ino);
 	if (fs->rolled_back && present && proven > 0 &&

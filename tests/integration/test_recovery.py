@@ -42,8 +42,11 @@ def test_short_dirty_file_goes_back_to_the_remote(hfs):
     m.m('notes.txt').write_bytes(good)
     m.flush()
     assert m.r('notes.txt').read_bytes() == good
-    newer = b'a newer version, longer, never fsynced\n' * 300
-    m.m('notes.txt').write_bytes(newer)
+    newer = b'a newer version, longer\n' * 300
+    with open(m.m('notes.txt'), 'wb') as f:
+        f.write(newer)
+        f.flush()
+        os.fsync(f.fileno())  # its size is recorded
     m.kill9()
     cf = content_file_of(m, newer)
     with open(cf, 'r+b') as f:
