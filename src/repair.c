@@ -196,13 +196,16 @@ static int salvage(const char *dir, struct salvaged *s)
 	int status;
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
-	qsort(s->nodes, s->n, sizeof(*s->nodes), cmp_node);
+	if (s->n)
+		qsort(s->nodes, s->n, sizeof(*s->nodes), cmp_node);
 	return rc;
 }
 
 static const struct node *find_node(const struct salvaged *s, uint64_t ino)
 {
 	struct node key = {.ino = ino};
+	if (!s->n)
+		return NULL;
 	return bsearch(&key, s->nodes, s->n, sizeof(*s->nodes), cmp_node);
 }
 

@@ -1335,6 +1335,12 @@ def test_counters(fd, c):
     c.download({'path': '/x.bin'})
     c.download({'path': '/x.bin'}, {'Range': 'bytes=0-99'})
     c.rpc('files/get_metadata', {'path': '/nope'})
+    # A reply is counted once the server has written it, which may be
+    # just after the client has read it.
+    deadline = time.time() + 5
+    while ('files/get_metadata' not in fd.get_stats()['reply_bytes']
+           and time.time() < deadline):
+        time.sleep(0.01)
     s = c.control('stats')
     assert s['routes'] == {'files/upload': 1, 'files/download': 2, 'files/get_metadata': 1}
     assert s['bytes_uploaded'] == 1000 and s['bytes_downloaded'] == 1100
