@@ -3820,6 +3820,9 @@ void hfs_destroy(struct hfs *fs)
 		return;
 	flushers_destroy(fs->fl);
 	runs_destroy(fs->runs);
+	/* Before the inode table goes: the reaper looks inodes up. */
+	if (fs->ix && fs->cache && fs->buckets && hfs_reap(fs) == 0)
+		index_mark_stopped(fs->ix);
 	if (fs->buckets) {
 		for (size_t i = 0; i < fs->nbuckets; i++) {
 			struct hnode *h = fs->buckets[i], *next;
@@ -3835,8 +3838,6 @@ void hfs_destroy(struct hfs *fs)
 		}
 	}
 	free(fs->buckets);
-	if (fs->ix && fs->cache && hfs_reap(fs) == 0)
-		index_mark_stopped(fs->ix);
 	index_close(fs->ix);
 	cache_destroy(fs->cache);
 	backend_destroy(fs->be);
