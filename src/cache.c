@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "hfs/cache.h"
+#include "hfs/log.h"
 
 struct cache {
 	char *dir; /* owned */
@@ -86,13 +87,70 @@ int cache_open_read(struct cache *c, uint64_t ino)
 	return fd < 0 ? -errno : fd;
 }
 
+static void prev_path(struct cache *c, uint64_t ino, char *buf)
+{
+	snprintf(buf, PATH_MAX, "%s/data/%02x/%llx.prev", c->dir,
+		 (unsigned)(ino & 0xff), (unsigned long long)ino);
+}
+
 int cache_remove(struct cache *c, uint64_t ino)
 {
 	char path[PATH_MAX];
+	int rc = cache_drop_prev(c, ino);
 	cache_path(c, ino, path);
 	if (unlink(path) < 0 && errno != ENOENT)
 		return -errno;
+	return rc;
+}
+
+int cache_set_aside(struct cache *c, uint64_t ino)
+{
+	char path[PATH_MAX], prev[PATH_MAX];
+	cache_path(c, ino, path);
+	prev_path(c, ino, prev);
+	if (rename(path, prev) < 0)
+		return -errno;
+	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		int rc = -errno;
+		if (rename(prev, path) < 0)
+			hlog_warn("cache: cannot move \"%s\" back: %s", prev,
+				  strerror(errno));
+		return rc;
+	}
+	return fd;
+}
+
+int cache_restore_prev(struct cache *c, uint64_t ino)
+{
+	char path[PATH_MAX], prev[PATH_MAX];
+	cache_path(c, ino, path);
+	prev_path(c, ino, prev);
+	return rename(prev, path) < 0 ? -errno : 0;
+}
+
+int cache_drop_prev(struct cache *c, uint64_t ino)
+{
+	char prev[PATH_MAX];
+	prev_path(c, ino, prev);
+	if (unlink(prev) < 0 && errno != ENOENT)
+		return -errno;
 	return 0;
+}
+
+int cache_adopt_prev(struct cache *c, uint64_t from, uint64_t to)
+{
+	char path[PATH_MAX], prev[PATH_MAX];
+	cache_path(c, from, path);
+	prev_path(c, to, prev);
+	return rename(path, prev) < 0 ? -errno : 0;
+}
+
+bool cache_has_prev(struct cache *c, uint64_t ino)
+{
+	char prev[PATH_MAX];
+	prev_path(c, ino, prev);
+	return access(prev, F_OK) == 0;
 }
 
 int cache_tmpfile(struct cache *c)

@@ -18,7 +18,10 @@
  *      synced before the replacement is recorded (rename) or when its
  *      writer closes it (create, truncate): the name then holds the old
  *      or the new bytes after a cut, never an empty file, as ext4's
- *      auto_da_alloc promises.
+ *      auto_da_alloc promises. Since the close(2) does not wait for that
+ *      (the kernel sends RELEASE after it returns), a file truncated to
+ *      0 while it holds fsync'd bytes keeps them aside until the new ones
+ *      are synced (fs.c, rewrite_begin): old or new, whenever the cut.
  *   3. The clean->dirty mark is durable before the first byte of a change
  *      is written, so a cut never leaves changed bytes marked clean.
  *   4. A clean mark (after an upload) is committed only after the content
@@ -55,26 +58,54 @@ int fs_sync_content(struct hfs *fs, uint64_t ino)
 /* Unlinks remembered for rule 2, and for how long (ns). */
 #define RECENT_NS (60LL * 1000000000LL)
 
-void fs_note_unlinked(struct hfs *fs, uint64_t parent, const char *name)
+void fs_note_unlinked(struct hfs *fs, uint64_t parent, const char *name,
+		      uint64_t ino, uint64_t keep)
 {
 	pthread_mutex_lock(&fs->recent_lock);
 	struct hfs_recent *r = &fs->recent[fs->recent_next];
 	fs->recent_next = (fs->recent_next + 1) % HFS_RECENT;
 	r->parent = parent;
+	r->ino = ino;
+	r->keep = keep;
 	r->at = hfs_now_ns();
 	snprintf(r->name, sizeof(r->name), "%s", name);
 	pthread_mutex_unlock(&fs->recent_lock);
 }
 
-bool fs_was_unlinked(struct hfs *fs, uint64_t parent, const char *name)
+bool fs_was_unlinked(struct hfs *fs, uint64_t parent, const char *name,
+		     uint64_t *ino, uint64_t *keep)
+{
+	bool hit = false;
+	int64_t now = hfs_now_ns();
+	*ino = *keep = 0;
+	pthread_mutex_lock(&fs->recent_lock);
+	for (int i = 0; i < HFS_RECENT && !hit; i++) {
+		struct hfs_recent *r = &fs->recent[i];
+		hit = r->at && now - r->at < RECENT_NS && r->parent == parent &&
+		      strcmp(r->name, name) == 0;
+		if (hit) {
+			*ino = r->ino;
+			*keep = r->keep;
+			r->keep = 0;
+		}
+	}
+	pthread_mutex_unlock(&fs->recent_lock);
+	return hit;
+}
+
+/* How long the content of a file just unlinked waits before it is reaped
+ * (ns): a trainer that deletes a file and writes it again does so at once. */
+#define ADOPT_NS (5LL * 1000000000LL)
+
+bool fs_unlinked_lately(struct hfs *fs, uint64_t ino)
 {
 	bool hit = false;
 	int64_t now = hfs_now_ns();
 	pthread_mutex_lock(&fs->recent_lock);
 	for (int i = 0; i < HFS_RECENT && !hit; i++) {
 		const struct hfs_recent *r = &fs->recent[i];
-		hit = r->at && now - r->at < RECENT_NS && r->parent == parent &&
-		      strcmp(r->name, name) == 0;
+		hit = r->at && now - r->at < ADOPT_NS && r->ino == ino &&
+		      r->keep > 0;
 	}
 	pthread_mutex_unlock(&fs->recent_lock);
 	return hit;
@@ -117,11 +148,19 @@ static bool reap_one(struct hfs *fs, uint64_t ino)
 	if (hn)
 		pthread_mutex_lock(&hn->mu);
 	struct node n;
-	if (hn && (hn->fetching || hn->fd >= 0))
+	bool needed = fs_get_node(fs, ino, &n) == 0 &&
+		      (n.r.flags & (NODE_CACHED | NODE_PARTIAL | NODE_DIRTY));
+	if (needed) {
+		/* Only a version set aside for a rewrite that is over may go
+		 * (fs.c, rewrite_begin). */
+		if (!(n.r.flags & NODE_REWRITING))
+			cache_drop_prev(fs->cache, ino);
+	} else if ((hn && (hn->fetching || hn->fd >= 0)) ||
+		   fs_unlinked_lately(fs, ino)) {
 		done = false;
-	else if (fs_get_node(fs, ino, &n) != 0 ||
-		 !(n.r.flags & (NODE_CACHED | NODE_PARTIAL | NODE_DIRTY)))
+	} else {
 		cache_remove(fs->cache, ino);
+	}
 	if (hn) {
 		pthread_mutex_unlock(&hn->mu);
 		hnode_put(fs, hn);

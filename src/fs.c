@@ -278,6 +278,8 @@ int hnode_load(struct hfs *fs, struct hnode *hn)
 		return rc;
 	hn->proven = ix_proven_get(&t, hn->ino);
 	ix_abort(&t);
+	hn->prev_kept = (n.r.flags & NODE_REWRITING) &&
+			cache_has_prev(fs->cache, hn->ino);
 	return 0;
 }
 
@@ -1359,6 +1361,32 @@ int hfs_classify(struct hfs *fs, uint64_t ino)
 	return rc ? rc : classify_path(fs, path);
 }
 
+/*
+ * A file created where one with @keep synced bytes (content of inode
+ * @old) was just unlinked: that content becomes the new file's set-aside
+ * version (rewrite_begin), so a cut before the new bytes are synced
+ * brings the old ones back under the name. The index says so first
+ * (NODE_REWRITING is set; the proven size is the old one's, durable). If
+ * the old content is gone already, the new file is simply new.
+ */
+static void adopt_prev(struct hfs *fs, uint64_t ino, uint64_t old,
+		       uint64_t keep)
+{
+	struct ixtxn t;
+	if (ix_begin(fs->ix, true, &t))
+		return;
+	ix_proven_put(&t, ino, keep);
+	if (ix_commit(&t) || index_sync(fs->ix))
+		return;
+	pthread_mutex_lock(&fs->reap_lock); /* not reaped meanwhile */
+	int rc = cache_adopt_prev(fs->cache, old, ino);
+	pthread_mutex_unlock(&fs->reap_lock);
+	if (rc && ix_begin(fs->ix, true, &t) == 0) {
+		ix_proven_put(&t, ino, 0);
+		ix_commit(&t);
+	}
+}
+
 /* Creates a regular file node, dirty (an empty file must reach the remote
  * too), and its empty content file. */
 static int create_reg(struct hfs *fs, uint64_t parent, const char *name,
@@ -1366,7 +1394,9 @@ static int create_reg(struct hfs *fs, uint64_t parent, const char *name,
 		      int *fd_out)
 {
 	/* unlink + create again replaces bytes (durable.c, rule 2). */
-	bool rewriting = fd_out && fs_was_unlinked(fs, parent, name);
+	uint64_t old = 0, keep = 0;
+	bool rewriting =
+		fd_out && fs_was_unlinked(fs, parent, name, &old, &keep);
 	if (is_today(fs, parent, name))
 		return -EEXIST;
 	struct ixtxn t;
@@ -1400,6 +1430,8 @@ static int create_reg(struct hfs *fs, uint64_t parent, const char *name,
 		return rc;
 	}
 	flushers_schedule(fs->fl, n->ino, n->r.cat, n->r.dirty_since, true);
+	if (rewriting && keep > 0)
+		adopt_prev(fs, n->ino, old, keep);
 	return 0;
 fail:
 	ix_abort(&t);
@@ -1593,6 +1625,15 @@ static int do_remove(struct hfs *fs, uint64_t parent, const char *name,
 	if (rc)
 		goto fail;
 	leave_tombstone(&t, &n, path);
+	/* Its synced bytes, which a file created again under the name
+	 * keeps until its own are synced (create_reg). */
+	uint64_t keep = 0;
+	if (n.r.flags & NODE_REWRITING)
+		keep = 0; /* its synced bytes are not in its content file */
+	else if (S_ISREG(n.r.mode) && (n.r.flags & NODE_DIRTY))
+		keep = ix_proven_get(&t, ino);
+	else if (S_ISREG(n.r.mode) && (n.r.flags & NODE_CACHED))
+		keep = n.r.size;
 	bool purge_now = false;
 	remove_entry(fs, &t, parent, &n, &purge_now);
 	if (ix_get(&t, parent, &p) == 0) {
@@ -1611,7 +1652,7 @@ static int do_remove(struct hfs *fs, uint64_t parent, const char *name,
 	else
 		mark_unlinked(fs, ino);
 	if (!dir && (n.r.flags & (NODE_CACHED | NODE_DIRTY)))
-		fs_note_unlinked(fs, parent, name);
+		fs_note_unlinked(fs, parent, name, ino, purge_now ? keep : 0);
 	flushers_kick_journal(fs->fl);
 	return 0;
 fail:
@@ -2001,9 +2042,12 @@ static int mark_dirty(struct hfs *fs, struct hnode *hn, uint64_t gen,
 static int mark_dirty_first(struct hfs *fs, struct hnode *hn, uint64_t off)
 {
 	pthread_mutex_lock(&hn->mu);
-	if ((hn->dirty_persisted && off >= hn->proven) || hn->unlinked) {
+	if ((hn->dirty_persisted && off >= hn->proven) || hn->unlinked ||
+	    hn->prev_kept) {
+		/* dirty already, and the fsync'd size stays (or is that of
+		 * the version set aside, which the change does not touch) */
 		pthread_mutex_unlock(&hn->mu);
-		return 0; /* dirty already, and the fsync'd size stays */
+		return 0;
 	}
 	bool was_dirty = hn->dirty_persisted;
 	uint64_t was_proven = hn->proven;
@@ -2025,6 +2069,57 @@ static int mark_dirty_first(struct hfs *fs, struct hnode *hn, uint64_t off)
 	return rc;
 }
 
+/*
+ * A file whose fsync'd bytes (index.h, "proven") are about to be replaced
+ * by a truncate to 0 (O_TRUNC, truncate(2)) keeps them aside, in the
+ * content's .prev file, until the new bytes are on disk (durable.c, rule
+ * 2): a cut before that brings the old version back, never an empty or
+ * torn file. The index says so first (NODE_REWRITING with the old proven
+ * size, durable), so that recovery knows what the .prev file is; the
+ * persist that records the new bytes as synced dooms it (hfs_reap).
+ * hn->mu held, dropped meanwhile. Returns 0 (also when there is nothing
+ * to set aside, or it cannot be: then the rewrite goes on as before) or
+ * -errno.
+ */
+static int rewrite_begin(struct hfs *fs, struct hnode *hn)
+{
+	if (hn->prev_kept || hn->proven == 0 || !hn->dirty_persisted ||
+	    hn->unlinked || hn->fetching)
+		return 0;
+	hn->sync_on_release = true;
+	uint64_t gen = hn->gen, size = hn->size;
+	int64_t mt = hn->mtime_ns;
+	pthread_mutex_unlock(&hn->mu);
+	int rc = mark_dirty(fs, hn, gen, size, mt);
+	if (!rc)
+		rc = index_sync(fs->ix);
+	pthread_mutex_lock(&hn->mu);
+	if (rc || hn->prev_kept)
+		return rc;
+	int fd = cache_set_aside(fs->cache, hn->ino);
+	if (fd < 0) {
+		hlog_warn("cannot keep the fsync'd version of inode %llu aside "
+			  "during its rewrite: %s",
+			  (unsigned long long)hn->ino, strerror(-fd));
+		return 0;
+	}
+	if (hn->fd >= 0) {
+		/* In place, so an fd taken from hn->fd stays valid. */
+		if (dup2(fd, hn->fd) < 0) {
+			close(hn->fd);
+			hn->fd = fd;
+			fd = -1;
+		}
+		if (fd >= 0)
+			close(fd);
+	} else {
+		hn->fd = fd;
+	}
+	hn->complete = true;
+	hn->prev_kept = true;
+	return 0;
+}
+
 /* Persists what hn knows better than the index (size, times, gen). */
 static int persist_live_txn(struct hfs *fs, struct hnode *hn)
 {
@@ -2036,6 +2131,7 @@ static int persist_live_txn(struct hfs *fs, struct hnode *hn)
 	uint64_t size = hn->size, gen = hn->gen;
 	int64_t mtime = hn->mtime_ns, ctime = hn->ctime_ns;
 	bool rewriting = hn->sync_on_release, synced = hn->synced;
+	bool prev = hn->prev_kept && !rewriting;
 	pthread_mutex_unlock(&hn->mu);
 
 	struct ixtxn t;
@@ -2053,16 +2149,25 @@ static int persist_live_txn(struct hfs *fs, struct hnode *hn)
 	n.r.ctime_ns = ctime;
 	if (gen > n.r.gen)
 		n.r.gen = gen;
+	bool was_rewriting = n.r.flags & NODE_REWRITING;
 	n.r.flags &= ~NODE_REWRITING;
 	if (rewriting)
 		n.r.flags |= NODE_REWRITING;
 	ix_put(&t, &n);
 	if (synced && (n.r.flags & NODE_DIRTY))
 		ix_proven_put(&t, hn->ino, size); /* its bytes are on disk */
+	else if (was_rewriting && !rewriting)
+		ix_proven_put(&t, hn->ino, 0); /* it was the set-aside one's */
+	if (prev)
+		ix_doom_add(&t, hn->ino); /* the .prev file (rewrite_begin) */
 	rc = ix_commit(&t);
 	if (rc)
 		return rc;
 	pthread_mutex_lock(&hn->mu);
+	if (prev)
+		hn->prev_kept = false;
+	if (was_rewriting && !rewriting && !synced && hn->gen == gen)
+		hn->proven = 0;
 	if (hn->gen == gen && hn->size == size && hn->mtime_ns == mtime)
 		hn->live = false;
 	if (synced && (n.r.flags & NODE_DIRTY) && hn->gen == gen)
@@ -2450,7 +2555,9 @@ static int open_handle(struct hfs *fs, uint64_t ino, int flags, int fd,
 		/* No need to fetch what is about to be discarded. The new
 		 * bytes replace the old: synced at close (durable.c). */
 		hn->sync_on_release = true;
-		rc = hnode_open_fd(fs, hn, true);
+		rc = rewrite_begin(fs, hn);
+		if (!rc)
+			rc = hnode_open_fd(fs, hn, true);
 		if (!rc) {
 			pthread_mutex_unlock(&hn->mu);
 			rc = mark_dirty_first(fs, hn, 0);
@@ -2775,7 +2882,9 @@ int hfs_setattr(struct hfs *fs, uint64_t ino, const struct stat *attr,
 		}
 		if (!rc) {
 			if (attr->st_size == 0) {
-				rc = hnode_open_fd(fs, hn, true);
+				rc = rewrite_begin(fs, hn);
+				if (!rc)
+					rc = hnode_open_fd(fs, hn, true);
 				hn->complete = rc == 0;
 			} else if (hn->fd < 0 || hn->fetching || !hn->complete)
 				rc = ensure_cached(fs, hn);
@@ -3346,6 +3455,29 @@ struct recovery {
  * no remote copy they are all there is, and stay, reported. Missing: the
  * remote's version if it has one, else lost (as before).
  */
+/* Brings back the version of @n set aside for a rewrite (fs.c,
+ * rewrite_begin), cut to the @proven bytes that were fsync'd. */
+static bool restore_prev(struct recovery *r, struct node *n, uint64_t proven,
+			 const char *path)
+{
+	char cpath[PATH_MAX];
+	struct stat st;
+	if (cache_restore_prev(r->fs->cache, n->ino) != 0)
+		return false;
+	cache_path(r->fs->cache, n->ino, cpath);
+	if (stat(cpath, &st) < 0)
+		return false;
+	uint64_t size = (uint64_t)st.st_size;
+	if (size > proven && truncate(cpath, (off_t)proven) == 0)
+		size = proven;
+	hlog_warn("recovery: \"%s\" is its last fsync'd version again (%llu "
+		  "bytes): the rewrite begun after it never reached the disk",
+		  path, (unsigned long long)size);
+	n->r.size = size;
+	ix_put(r->t, n);
+	return true;
+}
+
 static void recover_dirty(struct recovery *r, uint64_t ino)
 {
 	struct ixtxn *t = r->t;
@@ -3365,8 +3497,21 @@ static void recover_dirty(struct recovery *r, uint64_t ino)
 	/* A rewrite in progress matters only after a power cut: after
 	 * kill -9 the content file is what the writer wrote, whole. */
 	bool rewriting = fs->rolled_back && (n.r.flags & NODE_REWRITING);
+	bool was_rewriting = n.r.flags & NODE_REWRITING;
 	n.r.flags &= ~NODE_REWRITING;
 	uint64_t proven = ix_proven_get(t, ino);
+	if (cache_has_prev(fs->cache, ino)) {
+		/* Its fsync'd version, set aside for a rewrite (fs.c,
+		 * rewrite_begin) that never reached the disk: that version
+		 * again. After kill -9 the rewrite is whole: it stays. */
+		if (rewriting && proven > 0 &&
+		    restore_prev(r, &n, proven, path))
+			return;
+		cache_drop_prev(fs->cache, ino);
+		if (was_rewriting)
+			ix_proven_put(t, ino, 0);
+		proven = 0;
+	}
 	if (fs->rolled_back && present && proven > 0 &&
 	    (uint64_t)st.st_size >= proven) {
 		/*
@@ -3478,8 +3623,15 @@ static void recover_unreferenced(struct recovery *r)
 		while ((de = readdir(d)) && n < 256) {
 			char *end;
 			unsigned long long ino = strtoull(de->d_name, &end, 16);
-			if (de->d_name[0] != '.' && *end == '\0' && ino)
+			struct node old;
+			if (de->d_name[0] == '.' || !ino)
+				continue;
+			if (*end == '\0')
 				inos[n++] = ino;
+			else if (strcmp(end, ".prev") == 0 &&
+				 (ix_get(t, ino, &old) != 0 ||
+				  !(old.r.flags & NODE_REWRITING)))
+				cache_drop_prev(r->fs->cache, ino);
 		}
 		closedir(d);
 		for (size_t i = 0; i < n && !t->err; i++) {

@@ -38,6 +38,10 @@ struct hnode {
 	 * a file was just unlinked): its content file is synced when the
 	 * last writer closes it (durable.c, rule 2). */
 	bool sync_on_release;
+	/* Its last fsync'd version waits in the content's .prev file
+	 * (cache.h) until the rewrite that replaced it is on disk: see
+	 * rewrite_begin() in fs.c. */
+	bool prev_kept;
 	/* The proven prefix (index.h) as the index has it; and whether the
 	 * content file was just synced (the next persist makes the whole
 	 * size proven). */
@@ -85,10 +89,19 @@ bool fs_free_reserve(struct hfs *fs);
 /* Power loss (durable.c). */
 /* fdatasync of the content file of @ino (none: nothing to do). */
 int fs_sync_content(struct hfs *fs, uint64_t ino);
-/* Remembers that @name of @parent was unlinked; fs_was_unlinked() tells
- * whether it was, lately. */
-void fs_note_unlinked(struct hfs *fs, uint64_t parent, const char *name);
-bool fs_was_unlinked(struct hfs *fs, uint64_t parent, const char *name);
+/*
+ * Remembers that @name of @parent, file @ino whose content file holds
+ * @keep synced bytes (0: none worth keeping), was unlinked.
+ * fs_was_unlinked() tells whether it was, lately, and takes the entry's
+ * @ino and @keep (so only one new file adopts them); fs_unlinked_lately()
+ * whether @ino was unlinked in the last seconds (its content is not
+ * reaped yet: the file may be created again, see create_reg()).
+ */
+void fs_note_unlinked(struct hfs *fs, uint64_t parent, const char *name,
+		      uint64_t ino, uint64_t keep);
+bool fs_was_unlinked(struct hfs *fs, uint64_t parent, const char *name,
+		     uint64_t *ino, uint64_t *keep);
+bool fs_unlinked_lately(struct hfs *fs, uint64_t ino);
 /*
  * Replays the run of deletes at the head of the journal (deletes.c): at
  * most one folder delete per folder proven to hold nothing unknown, and

@@ -9,6 +9,7 @@
 #ifndef HFS_CACHE_H
 #define HFS_CACHE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct cache;
@@ -24,8 +25,24 @@ int cache_open(struct cache *c, uint64_t ino, int create);
  * (O_NOATIME: the uploader's reads must not count as uses for eviction).
  * Returns an fd or -errno. */
 int cache_open_read(struct cache *c, uint64_t ino);
-/* Removes the content file of @ino; a missing file is not an error. */
+/* Removes the content file of @ino, and its set-aside version if any; a
+ * missing file is not an error. */
 int cache_remove(struct cache *c, uint64_t ino);
+/*
+ * The set-aside version of a file being rewritten (durable.c, rule 2): the
+ * content file of @ino renamed to "<content>.prev", where it waits until
+ * the new bytes are on disk. cache_set_aside() moves the content there and
+ * creates an empty content file in its place, returning its fd (or
+ * -errno, with nothing changed); cache_restore_prev() moves it back over
+ * the content file; cache_drop_prev() deletes it (missing: not an error).
+ * cache_has_prev() says whether there is one.
+ */
+int cache_set_aside(struct cache *c, uint64_t ino);
+int cache_restore_prev(struct cache *c, uint64_t ino);
+int cache_drop_prev(struct cache *c, uint64_t ino);
+bool cache_has_prev(struct cache *c, uint64_t ino);
+/* Moves the content file of @from to the set-aside version of @to. */
+int cache_adopt_prev(struct cache *c, uint64_t from, uint64_t to);
 /* Path of the content file (@buf of PATH_MAX bytes). */
 void cache_path(struct cache *c, uint64_t ino, char *buf);
 /* Creates an anonymous temporary file in the cache filesystem (O_TMPFILE,

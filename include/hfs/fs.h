@@ -107,7 +107,7 @@ struct hfs {
 	/* Recent unlinks (durable.c); protected by recent_lock. */
 	pthread_mutex_t recent_lock;
 	struct hfs_recent {
-		uint64_t parent;
+		uint64_t parent, ino, keep;
 		int64_t at; /* ns; 0: unused */
 		char name[BACKEND_NAME_MAX + 1];
 	} recent[HFS_RECENT];

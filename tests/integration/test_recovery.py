@@ -173,3 +173,45 @@ def test_repair_of_a_sound_index_changes_nothing(hfs):
 def test_repair_refuses_a_mounted_mountpoint(mount):
     r = mount.run('repair', mount.mnt, '--config', mount.config)
     assert r.returncode != 0 and 'unmount' in r.stderr
+
+
+def prev_files(m):
+    return [p for p in content_files(m) if p.name.endswith('.prev')]
+
+
+def test_rewrite_keeps_the_fsyncd_version_aside_until_synced(hfs):
+    """A file with fsync'd bytes truncated to 0 and written again keeps its
+    old version in a .prev file of the cache until the new bytes are
+    synced (what a power cut would bring back; tests/powerloss). After
+    kill -9 mid-rewrite the new bytes the daemon was given are whole and
+    stay (no writeback cache here, so they all were); once a rewrite is
+    closed the .prev file goes."""
+    m = hfs(intervals=LONG, hfs_extra={'writeback_cache': False})
+    v1, v2 = b'first version\n' * 2000, b'second\n' * 700
+    with open(m.m('model.bin'), 'wb') as f:
+        f.write(v1)
+        f.flush()
+        os.fsync(f.fileno())
+    f = open(m.m('model.bin'), 'r+b')
+    f.truncate(0)
+    f.write(v2)
+    f.flush()
+    [prev] = prev_files(m)
+    assert prev.read_bytes() == v1
+    m.kill9()
+    f.close()
+    m.start()
+    assert m.m('model.bin').read_bytes() == v2
+    assert prev_files(m) == []
+    # A rewrite that closes: the .prev goes once the new bytes are synced.
+    v3 = b'third\n' * 900
+    with open(m.m('model.bin'), 'wb') as f:
+        f.write(v2 + b'more')
+        f.flush()
+        os.fsync(f.fileno())
+    with open(m.m('model.bin'), 'wb') as f:
+        f.write(v3)
+    wait_until(lambda: prev_files(m) == [], 20, 'the .prev file to go')
+    assert m.m('model.bin').read_bytes() == v3
+    m.flush()
+    assert m.r('model.bin').read_bytes() == v3

@@ -391,6 +391,36 @@ def test_b_otrunc_rewrite_without_fsync(rig, when):
 
 
 @daemon_test
+@pytest.mark.parametrize('how', ['o_trunc', 'ftruncate'])
+def test_b_rewrite_still_open_at_the_cut(rig, how):
+    """fsync'd, then rewritten (O_TRUNC, or ftruncate to 0) and cut while
+    the writer still has it open: its close never came, so nothing
+    synced the new bytes; the fsync'd version must come back (an empty or
+    torn file is what the bug served)."""
+    r = rig()
+    f = r.mnt / 'models/policy.pt'
+    v1, v2 = pattern('v1', 300 * KiB), pattern('v2', 120 * KiB)
+    write_file(f, v1, fsync=True)
+    if how == 'o_trunc':
+        fd = os.open(f, os.O_WRONLY | os.O_TRUNC)
+    else:
+        fd = os.open(f, os.O_RDWR)
+        os.ftruncate(fd, 0)
+    os.write(fd, v2)
+    # Another file's fsync makes the index durable with the rewrite in
+    # it, as the periodic sync would.
+    write_file(r.mnt / 'logs/other.log', b'x' * 100, fsync=True)
+    r.cut_power('drop')
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+    r.finish_cut()
+    power_on_ok(r)
+    expect(r, [check_file(r, 'models/policy.pt', [v1])] + lost_check(r))
+
+
+@daemon_test
 @WHEN
 def test_c_unlink_and_recreate_without_fsync(rig, when):
     r = rig()
@@ -404,6 +434,37 @@ def test_c_unlink_and_recreate_without_fsync(rig, when):
     power_on_ok(r)
     expect(r, [check_file(r, 'models/state.json', [v1, v2])]
            + lost_check(r))
+
+
+@daemon_test
+@pytest.mark.parametrize('first', ['fsynced', 'flushed'])
+def test_c_recreated_file_still_open_at_the_cut(rig, first):
+    """fsync'd (or uploaded and clean), unlinked and created again, and cut
+    while the new file is still open: the old version must come back under
+    the name, not an empty file (nor, for the clean one, an empty upload
+    over the remote copy)."""
+    r = rig()
+    rel = 'models/state.json'
+    f = r.mnt / rel
+    v1, v2 = pattern('v1', 60 * KiB), pattern('v2', 70 * KiB)
+    write_file(f, v1, fsync=True)
+    if first == 'flushed':
+        r.hfs.flush()
+        assert read_remote(r.remote)[rel] == v1
+    os.unlink(f)
+    fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    os.write(fd, v2)
+    write_file(r.mnt / 'logs/other.log', b'x' * 100, fsync=True)
+    r.cut_power('drop')
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+    r.finish_cut()
+    power_on_ok(r)
+    expect(r, [check_file(r, rel, [v1])] + lost_check(r))
+    r.hfs.flush()
+    assert read_remote(r.remote).get(rel) == v1
 
 
 @daemon_test
