@@ -126,6 +126,7 @@ static const struct ckey keys[] = {
 	{ "huracanfs", "log_level", CT_LOGLEVEL, 0, 0, "info", F(log_level), 0 },
 	INT("huracanfs", "flush_timeout_seconds", 1, "120", flush_timeout),
 	INT("huracanfs", "dir_cache_seconds", 0, "60", dir_cache_seconds),
+	INT("huracanfs", "remote_wait_seconds", 1, "15", remote_wait_seconds),
 	BOOL("huracanfs", "writeback_cache", "true", writeback_cache),
 	INT("huracanfs", "sync_interval_other_seconds", 1, "300",
 	    interval[CAT_OTHER]),

@@ -354,7 +354,7 @@ ssize_t hfs_readlink(struct hfs *fs, uint64_t ino, char *buf, size_t size)
 	/* Created on demand: the link must lead somewhere writable. */
 	struct ixtxn t;
 	uint64_t dino;
-	int rc = fs_ensure_listed(fs, INDEX_ROOT_INO, false);
+	int rc = fs_visit_dir(fs, INDEX_ROOT_INO, FS_VISIT_USE);
 	if (rc)
 		return rc;
 	rc = ix_begin(fs->ix, false, &t);
@@ -1039,9 +1039,11 @@ static bool listing_fresh(struct hfs *fs, const struct node *d, bool refresh)
 		return false;
 	if (d->r.listed_at < fs->mounted_at)
 		return false;
-	return !refresh || !(d->r.flags & NODE_ON_REMOTE) ||
-	       hfs_now_ns() - d->r.listed_at <
-		       fs->cfg->dir_cache_seconds * 1000000000LL;
+	/* A folder made here is listed again too: others (another
+	 * machine, a process in the local backend's directory) may have
+	 * put files in it since. */
+	return !refresh || hfs_now_ns() - d->r.listed_at <
+				   fs->cfg->dir_cache_seconds * 1000000000LL;
 }
 
 int fs_ensure_listed(struct hfs *fs, uint64_t dir, bool refresh)
@@ -1128,6 +1130,120 @@ out:
 	return rc;
 }
 
+/* ---- Listings in the background ----
+ *
+ * An operation of a user never waits for the network on a folder listed
+ * before: the index answers, and a listing that is stale (from before this
+ * mount, invalidated by a change seen elsewhere, or, where the caller asks
+ * for fresh, older than dir_cache_seconds) is queued for the listing
+ * thread (refresh.c), which lists and merges it as fs_ensure_listed()
+ * does. A folder never listed waits for its first listing, at most
+ * remote_wait_seconds (then the index answers: what this mount made
+ * there). A name not found in a stale folder, and a folder whose listing
+ * is known to be out of date (listed before this mount, or invalidated)
+ * wait for the refresh at most MISS_WAIT_MS, so what another machine just
+ * added is seen at once when the remote answers quickly; one merely older
+ * than dir_cache_seconds does not wait. Failures back off through
+ * offline_until. Without a listing thread (before it starts, after it stops)
+ * the caller lists itself, as fs_ensure_listed() does.
+ *
+ * Locking: listings.mu guards the queue; it is never held across a
+ * listing.
+ */
+#define MISS_WAIT_MS 500
+
+static bool listing_pending(const struct hfs_listings *ls, uint64_t dir)
+{
+	if (ls->busy == dir)
+		return true;
+	for (int i = 0; i < ls->n; i++)
+		if (ls->q[i] == dir)
+			return true;
+	return false;
+}
+
+int fs_visit_dir(struct hfs *fs, uint64_t dir, enum fs_visit how)
+{
+	struct node d;
+	int rc = fs_get_node(fs, dir, &d);
+	if (rc)
+		return rc;
+	if (!S_ISDIR(d.r.mode))
+		return -ENOTDIR;
+	if (listing_fresh(fs, &d, how != FS_VISIT_USE) ||
+	    atomic_load(&fs->offline_until) > hfs_now())
+		return 0;
+	bool listed = d.r.flags & NODE_LISTED;
+	struct hfs_listings *ls = &fs->listings;
+	pthread_mutex_lock(&ls->mu);
+	if (!ls->running) {
+		pthread_mutex_unlock(&ls->mu);
+		return fs_ensure_listed(fs, dir, how != FS_VISIT_USE);
+	}
+	if (!listing_pending(ls, dir)) {
+		if (ls->n == HFS_LISTINGS_MAX) {
+			/* Full: the index answers; asked again next time. */
+			pthread_mutex_unlock(&ls->mu);
+			return 0;
+		}
+		ls->q[ls->n++] = dir;
+		pthread_cond_broadcast(&ls->cv);
+	}
+	/* Known to be out of date (from before this mount, or a change
+	 * seen elsewhere): the refresh is worth a moment's wait too. */
+	bool outdated = d.r.listed_at < fs->mounted_at;
+	if (!listed || outdated || how == FS_VISIT_MISS) {
+		int64_t ms = listed ? MISS_WAIT_MS
+				    : fs->cfg->remote_wait_seconds * 1000;
+		struct timespec until;
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		until.tv_sec += ms / 1000;
+		until.tv_nsec += (ms % 1000) * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		while (ls->running && listing_pending(ls, dir))
+			if (pthread_cond_timedwait(&ls->cv, &ls->mu, &until) ==
+			    ETIMEDOUT)
+				break;
+	}
+	pthread_mutex_unlock(&ls->mu);
+	return 0;
+}
+
+bool fs_listing_next(struct hfs *fs, uint64_t *dir)
+{
+	struct hfs_listings *ls = &fs->listings;
+	pthread_mutex_lock(&ls->mu);
+	ls->busy = 0;
+	ls->done++;
+	pthread_cond_broadcast(&ls->cv);
+	while (ls->n == 0 && ls->running)
+		pthread_cond_wait(&ls->cv, &ls->mu);
+	bool got = ls->running;
+	if (got) {
+		*dir = ls->q[0];
+		memmove(ls->q, ls->q + 1,
+			(size_t)(ls->n - 1) * sizeof(ls->q[0]));
+		ls->n--;
+		ls->busy = *dir;
+	}
+	pthread_mutex_unlock(&ls->mu);
+	return got;
+}
+
+void fs_listings_run(struct hfs *fs, bool running)
+{
+	struct hfs_listings *ls = &fs->listings;
+	pthread_mutex_lock(&ls->mu);
+	ls->running = running;
+	if (!running)
+		ls->n = 0;
+	pthread_cond_broadcast(&ls->cv);
+	pthread_mutex_unlock(&ls->mu);
+}
+
 void hfs_ns_changed(struct hfs *fs)
 {
 	atomic_fetch_add(&fs->ns_gen, 1);
@@ -1182,7 +1298,7 @@ int hfs_lookup(struct hfs *fs, uint64_t parent, const char *name,
 	uint64_t ino;
 	if (strlen(name) > BACKEND_NAME_MAX)
 		return -ENAMETOOLONG;
-	int rc = fs_ensure_listed(fs, parent, false);
+	int rc = fs_visit_dir(fs, parent, FS_VISIT_USE);
 	if (rc)
 		return rc;
 	if (is_today(fs, parent, name)) {
@@ -1202,7 +1318,7 @@ int hfs_lookup(struct hfs *fs, uint64_t parent, const char *name,
 		if (rc != -ENOENT || pass == 1)
 			break;
 		/* Not known: a stale listing may not have it yet. */
-		rc = fs_ensure_listed(fs, parent, true);
+		rc = fs_visit_dir(fs, parent, FS_VISIT_MISS);
 		if (rc)
 			return rc;
 		rc = -ENOENT;
@@ -1302,7 +1418,7 @@ static int begin_create(struct hfs *fs, uint64_t parent, const char *name,
 	int rc = check_name(name);
 	if (rc)
 		return rc;
-	rc = fs_ensure_listed(fs, parent, false);
+	rc = fs_visit_dir(fs, parent, FS_VISIT_USE);
 	if (rc)
 		return rc;
 	rc = ix_begin(fs->ix, true, t);
@@ -1589,7 +1705,7 @@ static int do_remove(struct hfs *fs, uint64_t parent, const char *name,
 		if (rc)
 			return rc;
 		if (S_ISDIR(d.r.mode) && !(d.r.flags & NODE_LISTED)) {
-			rc = fs_ensure_listed(fs, ino, false);
+			rc = fs_visit_dir(fs, ino, FS_VISIT_USE);
 			if (!rc)
 				rc = fs_get_node(fs, ino, &d);
 			if (rc)
@@ -1811,9 +1927,9 @@ int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
 	int rc = check_name(newname);
 	if (rc)
 		return rc;
-	rc = fs_ensure_listed(fs, parent, false);
+	rc = fs_visit_dir(fs, parent, FS_VISIT_USE);
 	if (!rc && newparent != parent)
-		rc = fs_ensure_listed(fs, newparent, false);
+		rc = fs_visit_dir(fs, newparent, FS_VISIT_USE);
 	if (rc)
 		return rc;
 
@@ -1833,7 +1949,7 @@ int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
 	if (ix_lookup(&t, newparent, newname, &dino, dexact) == 0 &&
 	    ix_get(&t, dino, &dst) == 0 && S_ISDIR(dst.r.mode)) {
 		ix_abort(&t);
-		rc = fs_ensure_listed(fs, dino, false);
+		rc = fs_visit_dir(fs, dino, FS_VISIT_USE);
 		if (rc)
 			return rc;
 	} else if (dino && ix_lookup(&t, parent, name, &sino, NULL) == 0 &&
@@ -2432,11 +2548,30 @@ static int content_lost(struct hfs *fs, struct hnode *hn, struct node *n)
  * (@len 0: the whole file), fetching what is missing from the remote.
  * Called and returns with hn->mu held; drops it while fetching.
  */
-static int ensure_range(struct hfs *fs, struct hnode *hn, uint64_t off,
-			uint64_t len)
+static int ensure_range_until(struct hfs *fs, struct hnode *hn, uint64_t off,
+			      uint64_t len, int64_t deadline)
 {
-	while (hn->fetching)
-		pthread_cond_wait(&hn->fetched, &hn->mu);
+	while (hn->fetching) {
+		if (!deadline) {
+			pthread_cond_wait(&hn->fetched, &hn->mu);
+			continue;
+		}
+		int64_t left = deadline - http_mono_ns();
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		int64_t ns = until.tv_nsec + (left > 0 ? left : 0);
+		until.tv_sec += ns / 1000000000LL;
+		until.tv_nsec = ns % 1000000000LL;
+		if (left <= 0 || pthread_cond_timedwait(&hn->fetched, &hn->mu,
+							&until) == ETIMEDOUT) {
+			hlog_warn("a read of inode %llu waited %lld s "
+				  "(remote_wait_seconds) for a fetch of its "
+				  "bytes in progress: EIO",
+				  (unsigned long long)hn->ino,
+				  (long long)fs->cfg->remote_wait_seconds);
+			return -EIO;
+		}
+	}
 	struct node n;
 	int rc = fs_get_node(fs, hn->ino, &n);
 	if (rc)
@@ -2479,11 +2614,19 @@ static int ensure_range(struct hfs *fs, struct hnode *hn, uint64_t off,
 		rc = ix_path(&t, hn->ino, path, sizeof(path));
 		ix_abort(&t);
 	}
+	http_set_thread_deadline(deadline);
 	if (!rc && chunked)
 		rc = fetch_chunks(fs, hn, path, &n, off, len);
 	else if (!rc)
 		rc = fetch_whole(fs, hn, path, &n, &got);
-	if (rc) {
+	http_set_thread_deadline(0);
+	if (rc && deadline && http_mono_ns() >= deadline) {
+		hlog_warn("fetch of \"%s\" failed: the remote did not answer "
+			  "within remote_wait_seconds (%lld s): %s",
+			  path, (long long)fs->cfg->remote_wait_seconds,
+			  backend_last_error());
+		rc = -EIO;
+	} else if (rc) {
 		hlog_warn("fetch of \"%s\" failed: %s (%s)", path,
 			  strerror(-rc), backend_last_error());
 		if (rc == -EAGAIN || rc == -EACCES || rc == -ENOENT)
@@ -2513,6 +2656,16 @@ static int ensure_range(struct hfs *fs, struct hnode *hn, uint64_t off,
 	if (!rc && chunked && fs_get_node(fs, hn->ino, &n) == 0)
 		hn->complete = (n.r.flags & NODE_CACHED) != 0;
 	return rc;
+}
+
+/* A user waits for bytes not in the cache at most remote_wait_seconds:
+ * then EIO, and the log says why. */
+static int ensure_range(struct hfs *fs, struct hnode *hn, uint64_t off,
+			uint64_t len)
+{
+	return ensure_range_until(
+		fs, hn, off, len,
+		http_mono_ns() + fs->cfg->remote_wait_seconds * 1000000000LL);
 }
 
 /* Makes the content file of @hn complete. hn->mu held. */
@@ -3029,7 +3182,7 @@ void hfs_releasedir(struct hfs *fs, struct hfs_dir *dh)
 
 int hfs_opendir(struct hfs *fs, uint64_t ino, struct hfs_dir **out)
 {
-	int rc = fs_ensure_listed(fs, ino, true);
+	int rc = fs_visit_dir(fs, ino, FS_VISIT_FRESH);
 	if (rc)
 		return rc;
 	struct hfs_dir *d = calloc(1, sizeof(*d));
@@ -3254,7 +3407,7 @@ int fs_fetch(struct hfs *fs, uint64_t ino)
 	if (!hn)
 		return -ENOMEM;
 	pthread_mutex_lock(&hn->mu);
-	int rc = ensure_cached(fs, hn);
+	int rc = ensure_range_until(fs, hn, 0, 0, 0); /* no user waits */
 	pthread_mutex_unlock(&hn->mu);
 	hnode_put(fs, hn);
 	return rc;
@@ -3846,6 +3999,12 @@ int hfs_create(const struct hfs_config *cfg, struct backend *be,
 	pthread_mutex_init(&fs->itab_lock, NULL);
 	pthread_mutex_init(&fs->commit_lock, NULL);
 	pthread_mutex_init(&fs->list_lock, NULL);
+	pthread_mutex_init(&fs->listings.mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&fs->listings.cv, &ca);
+	pthread_condattr_destroy(&ca);
 	pthread_mutex_init(&fs->lost_lock, NULL);
 	pthread_mutex_init(&fs->kept_lock, NULL);
 	pthread_mutex_init(&fs->room_lock, NULL);
@@ -3998,6 +4157,8 @@ void hfs_destroy(struct hfs *fs)
 	pthread_mutex_destroy(&fs->itab_lock);
 	pthread_mutex_destroy(&fs->commit_lock);
 	pthread_mutex_destroy(&fs->list_lock);
+	pthread_mutex_destroy(&fs->listings.mu);
+	pthread_cond_destroy(&fs->listings.cv);
 	for (size_t i = 0; i < fs->nlost; i++)
 		free(fs->lost[i]);
 	free(fs->lost);

@@ -72,6 +72,22 @@ int fs_get_node(struct hfs *fs, uint64_t ino, struct node *n);
 /* Lists directory @dir remotely if it never was (or, with @refresh, if
  * the listing is older than dir_cache_seconds); see fs.c. */
 int fs_ensure_listed(struct hfs *fs, uint64_t dir, bool refresh);
+/*
+ * What an operation of a user needs of directory @dir's listing (fs.c,
+ * "Listings in the background"): FS_VISIT_USE, the children as the index
+ * has them (a listing from before this mount is refreshed in the
+ * background); FS_VISIT_FRESH, the same, refreshing a listing older than
+ * dir_cache_seconds (opendir); FS_VISIT_MISS, a name was not found: wait
+ * a moment for the refresh. Waits for the network only for a folder never
+ * listed (remote_wait_seconds at most). 0, or -errno for a bad @dir.
+ */
+enum fs_visit { FS_VISIT_USE, FS_VISIT_FRESH, FS_VISIT_MISS };
+int fs_visit_dir(struct hfs *fs, uint64_t dir, enum fs_visit how);
+/* The listing thread (refresh.c): takes the next directory to list,
+ * waiting for one (false: stop); each call also ends the previous one.
+ * fs_listings_run() says whether a thread serves the queue. */
+bool fs_listing_next(struct hfs *fs, uint64_t *dir);
+void fs_listings_run(struct hfs *fs, bool running);
 /* Makes the content file of @ino complete (fetches it if needed). */
 int fs_fetch(struct hfs *fs, uint64_t ino);
 /* Resolves remote path @path ("/a/b") to an inode, listing directories

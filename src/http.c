@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "hfs/hash.h"
@@ -650,6 +651,9 @@ static _Thread_local const atomic_bool *thread_cancel;
 /* The calling thread wants answers soon (http_set_thread_quick). */
 static _Thread_local bool thread_quick;
 
+/* ... by then (http_set_thread_deadline), or 0. */
+static _Thread_local int64_t thread_deadline;
+
 void http_set_thread_quick(bool quick)
 {
 	thread_quick = quick;
@@ -657,7 +661,19 @@ void http_set_thread_quick(bool quick)
 
 bool http_thread_quick(void)
 {
-	return thread_quick;
+	return thread_quick || thread_deadline != 0;
+}
+
+void http_set_thread_deadline(int64_t deadline_ns)
+{
+	thread_deadline = deadline_ns;
+}
+
+int64_t http_mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
 void http_set_thread_cancel(const atomic_bool *flag)
@@ -706,6 +722,12 @@ int http_perform(struct http_pool *pool, const struct http_request *req,
 	int rc;
 
 	http_response_release(resp);
+	if (thread_deadline && http_mono_ns() >= thread_deadline) {
+		snprintf(resp->error, sizeof(resp->error),
+			 "no answer within the time a user waits "
+			 "(remote_wait_seconds)");
+		return -ETIMEDOUT;
+	}
 	memset(&x, 0, sizeof(x));
 	x.req = req;
 	x.resp = resp;
@@ -746,18 +768,31 @@ int http_perform(struct http_pool *pool, const struct http_request *req,
 		curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, xferinfo_cb);
 		curl_easy_setopt(c, CURLOPT_XFERINFODATA, &x);
 	}
-	if (thread_quick && req->kind != HTTP_LONGPOLL)
-		curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 3L);
+	bool quick = http_thread_quick();
+	long left_s = HTTP_RPC_TIMEOUT; /* before the caller's deadline */
+	if (thread_deadline) {
+		int64_t left = thread_deadline - http_mono_ns();
+		left_s = (long)(left / 1000000000LL);
+		if (left_s < 1)
+			left_s = 1;
+	}
+	if (quick && req->kind != HTTP_LONGPOLL)
+		curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT,
+				 left_s < 3 ? left_s : 3L);
 	switch (req->kind) {
-	case HTTP_RPC:
+	case HTTP_RPC: {
+		long total = quick ? 20L : HTTP_RPC_TIMEOUT;
 		curl_easy_setopt(c, CURLOPT_TIMEOUT,
-				 thread_quick ? 20L : HTTP_RPC_TIMEOUT);
+				 left_s < total ? left_s : total);
 		break;
+	}
 	case HTTP_TRANSFER:
 		curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT,
 				 HTTP_LOW_SPEED_LIMIT);
 		curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME,
-				 HTTP_LOW_SPEED_TIME);
+				 left_s < HTTP_LOW_SPEED_TIME
+					 ? left_s
+					 : HTTP_LOW_SPEED_TIME);
 		break;
 	case HTTP_LONGPOLL:
 		curl_easy_setopt(c, CURLOPT_TIMEOUT,

@@ -38,6 +38,7 @@
 #include "hfs/control.h"
 #include "hfs/evict.h"
 #include "hfs/flusher.h"
+#include "hfs/refresh.h"
 #include "hfs/fs.h"
 #include "hfs/fuse_ops.h"
 #include "hfs/log.h"
@@ -326,6 +327,7 @@ static int run_mount(struct mount_opts *mo)
 	struct fuse_session *se = NULL;
 	struct control *ctl = NULL;
 	struct watcher *watcher = NULL;
+	struct refresher *lister = NULL;
 	struct keeper keeper = {0};
 	bool keeper_started = false, mounted = false, handlers = false;
 	int rc, status = 1;
@@ -480,6 +482,8 @@ static int run_mount(struct mount_opts *mo)
 		rc = watcher_start(fs, &watcher);
 	if (!rc)
 		rc = restore_start(fs, &fs->restore);
+	if (!rc)
+		rc = refresher_start(fs, &lister);
 	if (rc) {
 		report("cannot start the daemon threads: %s", strerror(-rc));
 		goto out;
@@ -502,6 +506,8 @@ static int run_mount(struct mount_opts *mo)
 	rc = fuse_session_loop_mt(se, lc);
 	fuse_loop_cfg_destroy(lc);
 	hlog_info("unmounting %s", abs);
+	refresher_stop(lister);
+	lister = NULL;
 	watcher_stop(watcher);
 	watcher = NULL;
 	restore_stop(fs->restore);
@@ -522,6 +528,7 @@ static int run_mount(struct mount_opts *mo)
 		  (long long)((hfs_now_ns() - t0) / 1000000));
 	status = 0;
 out:
+	refresher_stop(lister);
 	watcher_stop(watcher);
 	if (fs) {
 		restore_stop(fs->restore);

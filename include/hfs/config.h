@@ -53,6 +53,8 @@ struct hfs_config {
 				  flush bound, default 120 */
 	int64_t dir_cache_seconds; /* re-list a remote directory after this
 				      long, default 60 */
+	int64_t remote_wait_seconds; /* the longest a user operation waits
+					for the remote, default 15 */
 	bool writeback_cache; /* default true */
 	char *today_link; /* name of the mount root's link to the current
 			     UTC date folder; "" disables; default "today" */

@@ -40,6 +40,7 @@ struct fuse_session;
 struct fuse_bufvec;
 
 #define HFS_RECENT 32
+#define HFS_LISTINGS_MAX 256
 
 struct hfs {
 	const struct hfs_config *cfg; /* borrowed */
@@ -114,6 +115,18 @@ struct hfs {
 	int recent_next;
 	/* One hfs_reap() at a time. */
 	pthread_mutex_t reap_lock;
+	/* Listings a user operation asked for, made in the background
+	 * (fs.c, "Listings in the background"; refresh.c lists them): a
+	 * queue without duplicates, and the one being listed. */
+	struct hfs_listings {
+		pthread_mutex_t mu;
+		pthread_cond_t cv; /* a request, a listing done, or stop */
+		uint64_t q[HFS_LISTINGS_MAX];
+		int n;
+		uint64_t busy; /* listed now; 0: none */
+		uint64_t done; /* listings done, ever */
+		bool running; /* a listing thread serves the queue */
+	} listings;
 	/* The last daemon on this cache stopped without unmounting. */
 	bool unclean;
 	/* ... and the index went back to its last sync point (index.h). */

@@ -90,6 +90,17 @@ bool http_thread_cancelled(void);
 void http_set_thread_quick(bool quick);
 bool http_thread_quick(void);
 
+/*
+ * A user waits for the calling thread's requests (a read of bytes not in
+ * the cache) at most until @deadline_ns (CLOCK_MONOTONIC; 0: no limit, the
+ * default): a request is refused with -ETIMEDOUT once it has passed, an
+ * exchange is cut at it, and a transfer that stalls (below
+ * HTTP_LOW_SPEED_LIMIT) for the time left is cut then, while one that
+ * moves goes on. Implies http_thread_quick(). http_mono_ns() is that clock.
+ */
+void http_set_thread_deadline(int64_t deadline_ns);
+int64_t http_mono_ns(void);
+
 enum http_kind {
 	HTTP_RPC, /* small exchange: total timeout HTTP_RPC_TIMEOUT */
 	HTTP_TRANSFER, /* upload/download: low-speed limits, no total limit */

@@ -289,6 +289,68 @@ def test_outage_keeps_serving_and_drains(dbx, fake):
     check_drained(m, fake, expect)
 
 
+def test_a_hanging_remote_never_holds_up_visited_paths(dbx, fake):
+    """The server accepts connections and never answers (issue 10, item
+    3): on folders listed before and files in the cache, ls, stat, open
+    and cat answer at once (from the index; stale listings are refreshed
+    in the background); a name not known answers ENOENT soon; only a read
+    of bytes not in the cache waits, remote_wait_seconds at most, then
+    EIO with the reason in the log. Once the server answers again, the
+    background refresh shows what another machine added meanwhile."""
+    fake.put_file(ROOT + '/runs/r1/metrics.json', b'{"loss": 0.1}\n')
+    fake.put_file(ROOT + '/runs/r1/sub/notes.md', b'notes\n')
+    fake.put_file(ROOT + '/runs/big.bin', b'b' * (1 << 20))
+    m = dbx(hfs_extra={'dir_cache_seconds': 1, 'remote_wait_seconds': 3})
+    assert sorted(os.listdir(m.m('runs'))) == ['big.bin', 'r1']
+    assert sorted(os.listdir(m.m('runs/r1'))) == ['metrics.json', 'sub']
+    assert m.m('runs/r1/sub/notes.md').read_bytes() == b'notes\n'
+    assert m.m('runs/r1/metrics.json').read_bytes() == b'{"loss": 0.1}\n'
+    time.sleep(1.5)  # every listing is older than dir_cache_seconds now
+    fake.outage(120, mode='hang')
+    try:
+        def write_new():
+            with open(m.m('runs/r1/new.txt'), 'w') as f:
+                f.write('written while the remote hangs\n')
+        bounded(write_new, OFFLINE_OP_S, 'a create (hang)')
+
+        def visit():
+            return (sorted(os.listdir(m.m('runs'))),
+                    sorted(os.listdir(m.m('runs/r1'))),
+                    os.listdir(m.m('runs/r1/sub')),
+                    os.stat(m.m('runs/big.bin')).st_size,
+                    m.m('runs/r1/metrics.json').read_bytes(),
+                    m.m('runs/r1/sub/notes.md').read_bytes())
+        for _ in range(3):  # the background refresh keeps failing
+            assert bounded(visit, OFFLINE_OP_S, 'visited paths (hang)') == (
+                ['big.bin', 'r1'], ['metrics.json', 'new.txt', 'sub'],
+                ['notes.md'], 1 << 20, b'{"loss": 0.1}\n', b'notes\n')
+            time.sleep(1.1)
+
+        def missing():
+            return os.path.exists(m.m('runs/r1/nothing.here'))
+        assert bounded(missing, OFFLINE_OP_S, 'an unknown name') is False
+
+        def read_uncached():
+            try:
+                m.m('runs/big.bin').read_bytes()
+                return 'read'
+            except OSError as e:
+                return e.errno
+        log0 = m.log_size()
+        assert bounded(read_uncached, 3 + 12, 'a read of bytes not cached'
+                       ) == errno.EIO
+        assert 'remote_wait_seconds' in m.log_since(log0)
+        fake.put_file(ROOT + '/runs/r1/from_elsewhere.txt', b'x\n')
+    finally:
+        fake.end_outage()
+    wait_until(lambda: 'from_elsewhere.txt' in os.listdir(m.m('runs/r1')),
+               60, 'the background refresh after the hang')
+    assert m.m('runs/big.bin').read_bytes() == b'b' * (1 << 20)
+    m.flush()
+    assert fake.get_file(ROOT + '/runs/r1/new.txt') == \
+        b'written while the remote hangs\n'
+
+
 def test_mount_from_index_while_dropbox_is_down(dbx, fake):
     m = dbx(hfs_extra={'flush_timeout_seconds': 5})
     for rel, data in OUTAGE_FILES.items():

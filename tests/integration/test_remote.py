@@ -232,3 +232,22 @@ def test_state_xattr_changes_on_upload(mount):
     again = state()
     assert again != clean, ('state stayed %r after the file was written'
                             ' again' % again)
+
+
+def test_folder_made_here_shows_what_others_put_in_it(hfs):
+    """A folder created through the mount is listed again after
+    dir_cache_seconds like any other (issue 10, item 7): a file another
+    process puts in the local backend's directory appears in it."""
+    m = hfs(hfs_extra={'dir_cache_seconds': 1})
+    m.m('shared').mkdir()
+    m.m('shared/deep').mkdir()
+    m.flush()
+    assert os.listdir(m.m('shared/deep')) == []
+    assert (m.remote / 'shared' / 'deep').is_dir()
+    (m.remote / 'shared' / 'deep' / 'theirs.txt').write_bytes(b'theirs\n')
+    (m.remote / 'shared' / 'also.txt').write_bytes(b'also\n')
+    wait_until(lambda: os.listdir(m.m('shared/deep')) == ['theirs.txt'], 20,
+               'a file put in the folder by another process to show')
+    wait_until(lambda: sorted(os.listdir(m.m('shared'))) ==
+               ['also.txt', 'deep'], 20, 'and in its parent')
+    assert m.m('shared/deep/theirs.txt').read_bytes() == b'theirs\n'
