@@ -664,6 +664,7 @@ struct merge_ctx {
 };
 
 static void mark_unlinked(struct hfs *fs, uint64_t ino);
+static int sync_and_prove(struct hfs *fs, struct hnode *hn, int datasync);
 static bool inode_known(struct hfs *fs, uint64_t ino);
 
 /* Adds a node for remote entry @e to directory @dir inside @t; returns
@@ -1956,7 +1957,17 @@ int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
 		   ix_get(&t, sino, &src) == 0 && S_ISREG(src.r.mode) &&
 		   (src.r.flags & NODE_DIRTY)) {
 		ix_abort(&t);
-		rc = fs_sync_content(fs, sino);
+		/* Proven too, before the rename txn: no durable state has
+		 * the rename without the size its bytes were synced at. */
+		struct hnode *shn = hnode_get(fs, sino);
+		if (!shn)
+			return -ENOMEM;
+		pthread_mutex_lock(&shn->mu);
+		rc = hnode_load(fs, shn);
+		pthread_mutex_unlock(&shn->mu);
+		if (!rc)
+			rc = sync_and_prove(fs, shn, 1);
+		hnode_put(fs, shn);
 		if (rc)
 			return rc;
 	} else {
@@ -2938,9 +2949,13 @@ int hfs_fallocate(struct hfs *fs, struct hfs_file *fh, int mode, uint64_t off,
 	return rc;
 }
 
-int hfs_fsync(struct hfs *fs, struct hfs_file *fh, int datasync)
+/*
+ * Syncs the content file of @hn and records its size as proven (index.h)
+ * in the index (not durably: the caller takes a sync point, or commits a
+ * txn that must not be durable without this one, after it).
+ */
+static int sync_and_prove(struct hfs *fs, struct hnode *hn, int datasync)
 {
-	struct hnode *hn = fh->hn;
 	pthread_mutex_lock(&hn->mu);
 	int fd = hn->fd >= 0 ? dup(hn->fd) : -1;
 	uint64_t gen = hn->gen;
@@ -2963,6 +2978,13 @@ int hfs_fsync(struct hfs *fs, struct hfs_file *fh, int datasync)
 		pthread_mutex_unlock(&hn->mu);
 		rc = persist_live(fs, hn);
 	}
+	return rc;
+}
+
+int hfs_fsync(struct hfs *fs, struct hfs_file *fh, int datasync)
+{
+	struct hnode *hn = fh->hn;
+	int rc = sync_and_prove(fs, hn, datasync);
 	if (!rc)
 		rc = index_sync(fs->ix);
 	/* With the writeback cache the kernel would keep the size and

@@ -216,7 +216,12 @@ class Soak:
         append = bool(flags & os.O_APPEND)
         states = [keep]
         self.session = (rel, states)
+        created = self.pm(rel).cur() is ABSENT
         fd = os.open(path, flags, 0o644)
+        if created:
+            # A new file is empty until written: a version too (a cut
+            # before its bytes are synced may leave it so, as on ext4).
+            self.pm(rel).add(b'')
         try:
             off = 0
             while off < len(data):
