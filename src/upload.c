@@ -595,6 +595,7 @@ int hfs_replay_journal(struct hfs *fs)
 {
 	struct journal_entry *e = malloc(sizeof(*e));
 	int rc;
+	bool popped = false;
 	if (!e)
 		return -ENOMEM;
 	for (;;) {
@@ -615,6 +616,7 @@ int hfs_replay_journal(struct hfs *fs)
 			rc = hfs_replay_deletes(fs);
 			if (rc)
 				break;
+			popped = true;
 			continue;
 		}
 		rc = replay_one(fs, e);
@@ -630,7 +632,17 @@ int hfs_replay_journal(struct hfs *fs)
 		rc = ix_commit(&t);
 		if (rc)
 			break;
+		popped = true;
 	}
 	free(e);
+	/* The remote is ahead of the index now: a cut that took the index
+	 * back past these pops would replay them over what came after
+	 * (a delete at a revision since replaced, a move of a file already
+	 * moved). Durable at once, not at the next periodic sync point. */
+	if (popped) {
+		int src = index_sync(fs->ix);
+		if (!rc)
+			rc = src;
+	}
 	return rc;
 }

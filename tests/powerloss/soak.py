@@ -513,7 +513,13 @@ class Soak:
 
     def classify(self, rel, m, obs, remote_before):
         remote_has = rel in remote_before
-        if m.durable is None:
+        # Durably absent (deleted, or renamed away, and that synced):
+        # what was written there since was never synced either; a cut may
+        # leave any part of it, as on any filesystem.
+        if m.durable is None or (
+                m.hist[m.durable] is ABSENT and
+                any(s is not ABSENT for s in m.hist[m.durable:]) and
+                not isinstance(obs, FileNotFoundError)):
             if isinstance(obs, OSError) and obs.errno == errno.EIO:
                 return 'false_lost' if remote_has else 'nondurable_lost'
             st = ABSENT if isinstance(obs, FileNotFoundError) else obs
