@@ -102,6 +102,29 @@ int fs_create_file(struct hfs *fs, uint64_t parent, const char *name,
  * can commit on a full disk; true if there was one. */
 bool fs_free_reserve(struct hfs *fs);
 
+/* The inode table (fs.c): is @ino in use (a handle, a flusher)? known to
+ * the kernel at all? fs_mark_unlinked() marks its hnode unlinked, so its
+ * record and content go when it is unused. */
+bool fs_inode_busy(struct hfs *fs, uint64_t ino);
+bool fs_inode_known(struct hfs *fs, uint64_t ino);
+void fs_mark_unlinked(struct hfs *fs, uint64_t ino);
+
+/*
+ * Fetching (fetch.c), hn->mu held (dropped while the bytes come): makes
+ * [@off, @off+@len) of @hn's content file present (@len 0: all of it),
+ * fs_ensure_cached() the whole file. A user waits at most
+ * remote_wait_seconds (then EIO, the reason in the log);
+ * fs_ensure_range_until() takes the deadline (CLOCK_MONOTONIC ns, 0: none).
+ */
+int fs_ensure_range(struct hfs *fs, struct hnode *hn, uint64_t off,
+		    uint64_t len);
+int fs_ensure_cached(struct hfs *fs, struct hnode *hn);
+int fs_ensure_range_until(struct hfs *fs, struct hnode *hn, uint64_t off,
+			  uint64_t len, int64_t deadline);
+
+/* Recovery after an unclean stop (recover.c); 0 or -errno. */
+int fs_recover(struct hfs *fs);
+
 /* Power loss (durable.c). */
 /* fdatasync of the content file of @ino (none: nothing to do). */
 int fs_sync_content(struct hfs *fs, uint64_t ino);

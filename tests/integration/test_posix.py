@@ -1500,3 +1500,23 @@ def test_concurrent_creates_and_renames(hfs):
     mnt.remount()
     check()
     assert (d / 'shared').read_bytes() == shared
+
+
+def test_syncfs_after_a_delete_succeeds(mount):
+    """After a file is removed the kernel still writes back the times it
+    kept for it (a setattr of an inode whose record is gone): that is no
+    error, and the next syncfs(2) of the mount returns 0."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    p = mount.m('gone.bin')
+    p.write_bytes(b'x' * 100000)
+    with open(p, 'rb') as f:
+        assert len(f.read()) == 100000
+    with open(p, 'r+b') as f:
+        f.write(b'y')  # times the kernel keeps and writes back later
+    os.unlink(p)
+    fd = os.open(mount.mnt, os.O_RDONLY)
+    try:
+        rc = libc.syncfs(fd)
+        assert rc == 0, os.strerror(ctypes.get_errno())
+    finally:
+        os.close(fd)

@@ -185,12 +185,15 @@ def test_big_remote_folder_local(hfs):
     assert ls_l(m.m('big')) == sizes
 
     assert not m.remote.exists()
-    # Back again: a new mount lists it afresh and sees the late file.
+    # Back again: a new mount lists it afresh (in the background: the
+    # index answers the first ls at once if the listing takes long) and
+    # sees the late file.
     m.unmount()
     m.bring_remote_back()
     m.start()
-    assert sorted(os.listdir(m.m('big'))) == \
-        sorted(names + ['zz-added-later.json'])
+    wait_until(lambda: sorted(os.listdir(m.m('big'))) ==
+               sorted(names + ['zz-added-later.json']), 60,
+               'the late file after the remount')
 
 
 # -- a big index ------------------------------------------------------------
