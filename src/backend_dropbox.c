@@ -89,7 +89,7 @@
 
 #include <jansson.h>
 
-#include "hfs/backend.h"
+#include "hfs/backend_api.h"
 #include "hfs/config.h"
 #include "hfs/dbx_json.h"
 #include "hfs/dropbox.h"

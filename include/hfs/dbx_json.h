@@ -30,7 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "hfs/backend.h"
+#include "hfs/backend_api.h"
 
 #define DBX_ID_MAX 128
 #define DBX_CURSOR_MAX ((size_t)64 * 1024)
