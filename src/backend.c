@@ -1,7 +1,7 @@
 /*
  * The backend factory (backend.h): creates the backend the configuration
  * names. The one file that includes the implementations (backend_local.h,
- * dropbox.h); they and their callers share only backend_api.h. The
+ * backend_dropbox.h); they and their callers share only backend_api.h. The
  * thread's cancel flag is set here too: it reaches the Dropbox backend's
  * transport (http.h), which no caller of the backends should know of.
  */
@@ -12,9 +12,9 @@
 #include <sys/stat.h>
 
 #include "hfs/backend.h"
+#include "hfs/backend_dropbox.h"
 #include "hfs/backend_local.h"
 #include "hfs/config.h"
-#include "hfs/dropbox.h"
 #include "hfs/http.h"
 
 void backend_set_thread_cancel(const atomic_bool *flag)

@@ -1,7 +1,7 @@
 /*
  * The backend factory: creates the backend the configuration names. This
  * is the one file that knows every implementation (backend_local.h,
- * dropbox.h); the interface they implement is backend_api.h.
+ * backend_dropbox.h); the interface they implement is backend_api.h.
  */
 #ifndef HFS_BACKEND_H
 #define HFS_BACKEND_H

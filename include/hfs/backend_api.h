@@ -3,7 +3,7 @@
  * speak, and the helpers every backend shares (the error detail, the name
  * filter, page release). Two implementations: "local" (backend_local.h, a
  * directory that plays the remote; the embedded default) and "dropbox"
- * (dropbox.h, HTTPS API v2); backend.h creates the one the
+ * (backend_dropbox.h, HTTPS API v2); backend.h creates the one the
  * configuration names. Tests may add a faulty one. This header and
  * backend_api.c depend on no backend: the backends include them, and
  * only backend.c includes the backends.
