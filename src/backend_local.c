@@ -69,7 +69,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "hfs/backend.h"
+#include "hfs/backend_api.h"
+#include "hfs/backend_local.h"
 #include "hfs/fold.h"
 #include "hfs/hash.h"
 

@@ -255,7 +255,7 @@ static bool token_chars_ok(const char *s)
 	return true;
 }
 
-static bool rev_ok(const char *s)
+bool dbx_rev_ok(const char *s)
 {
 	size_t n = 0;
 
@@ -318,7 +318,7 @@ static int meta_fields(const json_t *obj, struct dbx_meta *m)
 		return 0;
 
 	rc = get_str(obj, "rev", true, BACKEND_REV_MAX, &s);
-	if (rc < 0 || !rev_ok(s))
+	if (rc < 0 || !dbx_rev_ok(s))
 		return -EIO;
 	memcpy(m->rev, s, strlen(s) + 1);
 	rc = get_u64(obj, "size", true, &present, &m->size);

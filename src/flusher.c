@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "fs_i.h"
+#include "hfs/backend.h"
 #include "hfs/category.h"
 #include "hfs/flusher.h"
 #include "hfs/log.h"

@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "fs_i.h"
+#include "hfs/backend.h"
 #include "hfs/evict.h"
 #include "hfs/log.h"
 #include "hfs/restore.h"

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "hfs/backend.h"
 #include "hfs/fs.h"
 #include "hfs/log.h"
 #include "hfs/watcher.h"

@@ -30,7 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "hfs/backend.h"
+#include "hfs/backend_api.h"
 
 #define DBX_ID_MAX 128
 #define DBX_CURSOR_MAX ((size_t)64 * 1024)
@@ -129,6 +129,9 @@ int dbx_parse_tree_page(const char *body, size_t len, const char *root,
 const char *dbx_path_strip(const char *path_lower, const char *prefix);
 /* True if @a and @b are one name (or path) for Dropbox: fold_equal(). */
 bool dbx_name_equal(const char *a, const char *b);
+/* True if @s can be a Dropbox revision: 1 to BACKEND_REV_MAX letters and
+ * digits. */
+bool dbx_rev_ok(const char *s);
 
 /* {"cursor": "..."} (get_latest_cursor). */
 int dbx_parse_cursor(const char *body, size_t len, char **cursor);

@@ -31,7 +31,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "hfs/backend.h"
+#include "hfs/backend_api.h"
 
 /* Folding never makes a name more than this many times longer. */
 #define FOLD_RATIO 3

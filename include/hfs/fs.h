@@ -27,7 +27,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
-#include "hfs/backend.h"
+#include "hfs/backend_api.h"
 #include "hfs/cache.h"
 #include "hfs/config.h"
 #include "hfs/index.h"

@@ -66,7 +66,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "hfs/backend.h"
+#include "hfs/backend_api.h"
 #include "hfs/hash.h"
 
 /* Layout 2: dirents keyed by Unicode folding (layout 1: ASCII letters

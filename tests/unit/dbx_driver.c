@@ -31,7 +31,7 @@
 
 #include "hfs/backend.h"
 #include "hfs/config.h"
-#include "hfs/dropbox.h"
+#include "hfs/backend_dropbox.h"
 #include "hfs/hash.h"
 
 static json_t *entry_json(const struct backend_entry *e)

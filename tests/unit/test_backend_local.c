@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "hfs/backend.h"
+#include "hfs/backend_local.h"
 #include "hfs/config.h"
 #include "hfs/hash.h"
 

@@ -12,11 +12,11 @@
  * access token is used first and the refresh token takes over once it
  * expires. api_url, content_url and notify_url must be https:// URLs.
  *
- * Every method follows backend.h; the error detail of a failure (never a
+ * Every method follows backend_api.h; the error detail of a failure (never a
  * secret) is in backend_last_error(). All methods are thread-safe.
  */
-#ifndef HFS_DROPBOX_H
-#define HFS_DROPBOX_H
+#ifndef HFS_BACKEND_DROPBOX_H
+#define HFS_BACKEND_DROPBOX_H
 
 #include <stddef.h>
 #include <stdint.h>
