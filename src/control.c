@@ -87,6 +87,14 @@ void *control_status(struct hfs *fs, bool with_files)
 	json_t *rs = restore_status(fs->restore);
 	if (rs)
 		json_object_set_new(st, "restore", rs);
+	/* Each counter as some value it had (relaxed, see fuse_stats.h). */
+	json_t *reqs = json_object();
+	for (int op = 0; op < HFS_FUSE_NOPS; op++)
+		json_object_set_new(
+			reqs, hfs_fuse_op_name((enum hfs_fuse_op)op),
+			json_integer((json_int_t)atomic_load_explicit(
+				&fs->fuse_stats.n[op], memory_order_relaxed)));
+	json_object_set_new(st, "fuse_requests", reqs);
 	return st;
 }
 

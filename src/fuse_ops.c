@@ -5,7 +5,8 @@
  * change behind us (another machine); negative lookups are not cached,
  * nor a file found under another spelling of its name (fs.h, hfs_lookup).
  * Unlink, rmdir and rename reply first, then drop the kernel's dentries of
- * other spellings they made stale (hfs_drop_stale_names).
+ * other spellings they made stale (hfs_drop_stale_names). Every handler
+ * first counts its request (fuse_stats.h), for status --json.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -24,6 +25,52 @@
 static struct hfs *hfs_of(fuse_req_t req)
 {
 	return fuse_req_userdata(req);
+}
+
+static const char *const op_names[HFS_FUSE_NOPS] = {
+	[HFS_OP_LOOKUP] = "lookup",
+	[HFS_OP_FORGET] = "forget",
+	[HFS_OP_BATCH_FORGET] = "batch_forget",
+	[HFS_OP_GETATTR] = "getattr",
+	[HFS_OP_SETATTR] = "setattr",
+	[HFS_OP_MKNOD] = "mknod",
+	[HFS_OP_MKDIR] = "mkdir",
+	[HFS_OP_UNLINK] = "unlink",
+	[HFS_OP_RMDIR] = "rmdir",
+	[HFS_OP_READLINK] = "readlink",
+	[HFS_OP_SYMLINK] = "symlink",
+	[HFS_OP_LINK] = "link",
+	[HFS_OP_RENAME] = "rename",
+	[HFS_OP_OPEN] = "open",
+	[HFS_OP_CREATE] = "create",
+	[HFS_OP_READ] = "read",
+	[HFS_OP_WRITE] = "write",
+	[HFS_OP_FALLOCATE] = "fallocate",
+	[HFS_OP_FLUSH] = "flush",
+	[HFS_OP_RELEASE] = "release",
+	[HFS_OP_FSYNC] = "fsync",
+	[HFS_OP_OPENDIR] = "opendir",
+	[HFS_OP_READDIR] = "readdir",
+	[HFS_OP_READDIRPLUS] = "readdirplus",
+	[HFS_OP_RELEASEDIR] = "releasedir",
+	[HFS_OP_FSYNCDIR] = "fsyncdir",
+	[HFS_OP_STATFS] = "statfs",
+	[HFS_OP_SETXATTR] = "setxattr",
+	[HFS_OP_GETXATTR] = "getxattr",
+	[HFS_OP_LISTXATTR] = "listxattr",
+	[HFS_OP_REMOVEXATTR] = "removexattr",
+};
+
+const char *hfs_fuse_op_name(enum hfs_fuse_op op)
+{
+	return (unsigned)op < HFS_FUSE_NOPS ? op_names[op] : NULL;
+}
+
+/* One request of @op served: a relaxed increment (see fuse_stats.h). */
+static void count_req(fuse_req_t req, enum hfs_fuse_op op)
+{
+	atomic_fetch_add_explicit(&hfs_of(req)->fuse_stats.n[op], 1,
+				  memory_order_relaxed);
 }
 
 static void reply_entry_for(fuse_req_t req, int rc, const struct stat *st,
@@ -75,6 +122,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	count_req(req, HFS_OP_LOOKUP);
 	struct stat st;
 	bool other = false;
 	int rc = hfs_lookup(hfs_of(req), parent, name, &st, &other);
@@ -85,6 +133,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
+	count_req(req, HFS_OP_FORGET);
 	hfs_forget(hfs_of(req), ino, nlookup);
 	fuse_reply_none(req);
 }
@@ -92,6 +141,7 @@ static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 static void op_forget_multi(fuse_req_t req, size_t count,
 			    struct fuse_forget_data *forgets)
 {
+	count_req(req, HFS_OP_BATCH_FORGET);
 	for (size_t i = 0; i < count; i++)
 		hfs_forget(hfs_of(req), forgets[i].ino, forgets[i].nlookup);
 	fuse_reply_none(req);
@@ -100,6 +150,7 @@ static void op_forget_multi(fuse_req_t req, size_t count,
 static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
+	count_req(req, HFS_OP_GETATTR);
 	(void)fi;
 	struct stat st;
 	int rc = hfs_getattr(hfs_of(req), ino, &st);
@@ -109,6 +160,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		       int to_set, struct fuse_file_info *fi)
 {
+	count_req(req, HFS_OP_SETATTR);
 	struct stat st;
 	struct hfs_file *fh = fi ? (struct hfs_file *)(uintptr_t)fi->fh : NULL;
 	int rc;
@@ -120,6 +172,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 		     mode_t mode, dev_t rdev)
 {
+	count_req(req, HFS_OP_MKNOD);
 	(void)rdev;
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct stat st;
@@ -133,6 +186,7 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 		     mode_t mode)
 {
+	count_req(req, HFS_OP_MKDIR);
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct stat st;
 	int rc;
@@ -144,6 +198,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	count_req(req, HFS_OP_UNLINK);
 	struct hfs *fs = hfs_of(req); /* req is gone after the reply */
 	int rc;
 	HFS_RETRY_NOSPC(fs, rc, hfs_unlink(fs, parent, name));
@@ -153,6 +208,7 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	count_req(req, HFS_OP_RMDIR);
 	struct hfs *fs = hfs_of(req);
 	int rc;
 	HFS_RETRY_NOSPC(fs, rc, hfs_rmdir(fs, parent, name));
@@ -162,6 +218,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 {
+	count_req(req, HFS_OP_READLINK);
 	char buf[64];
 	ssize_t n = hfs_readlink(hfs_of(req), ino, buf, sizeof(buf) - 1);
 	if (n < 0) {
@@ -176,6 +233,7 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
 		       const char *name)
 {
+	count_req(req, HFS_OP_SYMLINK);
 	(void)link;
 	(void)parent;
 	(void)name;
@@ -185,6 +243,7 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 		    const char *newname)
 {
+	count_req(req, HFS_OP_LINK);
 	(void)ino;
 	(void)newparent;
 	(void)newname;
@@ -195,6 +254,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      fuse_ino_t newparent, const char *newname,
 		      unsigned int flags)
 {
+	count_req(req, HFS_OP_RENAME);
 	struct hfs *fs = hfs_of(req);
 	int rc;
 	HFS_RETRY_NOSPC(
@@ -221,6 +281,7 @@ static void direct_when_short(struct hfs *fs, struct fuse_file_info *fi)
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	count_req(req, HFS_OP_OPEN);
 	struct hfs_file *fh;
 	int rc = hfs_open(hfs_of(req), ino, fi->flags, &fh);
 	if (rc) {
@@ -237,6 +298,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      mode_t mode, struct fuse_file_info *fi)
 {
+	count_req(req, HFS_OP_CREATE);
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct hfs_file *fh;
 	struct stat st;
@@ -264,6 +326,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
+	count_req(req, HFS_OP_READ);
 	(void)ino;
 	struct hfs_file *fh = (struct hfs_file *)(uintptr_t)fi->fh;
 	int fd = hfs_read_fd(hfs_of(req), fh, (uint64_t)off, size);
@@ -282,6 +345,7 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino,
 			 struct fuse_bufvec *in_buf, off_t off,
 			 struct fuse_file_info *fi)
 {
+	count_req(req, HFS_OP_WRITE);
 	(void)ino;
 	struct hfs_file *fh = (struct hfs_file *)(uintptr_t)fi->fh;
 	ssize_t n = hfs_write(hfs_of(req), fh, in_buf, (uint64_t)off,
@@ -301,6 +365,7 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino,
  */
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	count_req(req, HFS_OP_FLUSH);
 	(void)ino;
 	(void)fi;
 	fuse_reply_err(req, ENOSYS);
@@ -309,6 +374,7 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
 			 off_t length, struct fuse_file_info *fi)
 {
+	count_req(req, HFS_OP_FALLOCATE);
 	(void)ino;
 	struct hfs_file *fh = (struct hfs_file *)(uintptr_t)fi->fh;
 	if (offset < 0 || length <= 0) {
@@ -325,6 +391,7 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
 static void op_release(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
+	count_req(req, HFS_OP_RELEASE);
 	(void)ino;
 	struct hfs_file *fh = (struct hfs_file *)(uintptr_t)fi->fh;
 	fuse_reply_err(req, -hfs_release(hfs_of(req), fh));
@@ -333,6 +400,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino,
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 		     struct fuse_file_info *fi)
 {
+	count_req(req, HFS_OP_FSYNC);
 	(void)ino;
 	struct hfs_file *fh = (struct hfs_file *)(uintptr_t)fi->fh;
 	fuse_reply_err(req, -hfs_fsync(hfs_of(req), fh, datasync));
@@ -341,6 +409,7 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
+	count_req(req, HFS_OP_OPENDIR);
 	struct hfs_dir *dh;
 	int rc = hfs_opendir(hfs_of(req), ino, &dh);
 	if (rc) {
@@ -374,6 +443,7 @@ static void readdir_common(fuse_req_t req, size_t size, off_t off,
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
+	count_req(req, HFS_OP_READDIR);
 	(void)ino;
 	readdir_common(req, size, off, fi, false);
 }
@@ -381,6 +451,7 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
 			   off_t off, struct fuse_file_info *fi)
 {
+	count_req(req, HFS_OP_READDIRPLUS);
 	(void)ino;
 	readdir_common(req, size, off, fi, true);
 }
@@ -388,6 +459,7 @@ static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino,
 			  struct fuse_file_info *fi)
 {
+	count_req(req, HFS_OP_RELEASEDIR);
 	(void)ino;
 	hfs_releasedir(hfs_of(req), (struct hfs_dir *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
@@ -396,6 +468,7 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino,
 static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
 			struct fuse_file_info *fi)
 {
+	count_req(req, HFS_OP_FSYNCDIR);
 	(void)ino;
 	(void)datasync;
 	(void)fi;
@@ -404,6 +477,7 @@ static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
+	count_req(req, HFS_OP_STATFS);
 	(void)ino;
 	struct statvfs st;
 	int rc = hfs_statfs(hfs_of(req), &st);
@@ -416,6 +490,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			const char *value, size_t size, int flags)
 {
+	count_req(req, HFS_OP_SETXATTR);
 	(void)ino;
 	(void)name;
 	(void)value;
@@ -427,6 +502,7 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			size_t size)
 {
+	count_req(req, HFS_OP_GETXATTR);
 	char *buf = size ? malloc(size) : NULL;
 	if (size && !buf) {
 		fuse_reply_err(req, ENOMEM);
@@ -444,6 +520,7 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
+	count_req(req, HFS_OP_LISTXATTR);
 	char *buf = size ? malloc(size) : NULL;
 	if (size && !buf) {
 		fuse_reply_err(req, ENOMEM);
@@ -461,6 +538,7 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
+	count_req(req, HFS_OP_REMOVEXATTR);
 	(void)ino;
 	(void)name;
 	fuse_reply_err(req, ENOTSUP);

@@ -30,6 +30,7 @@
 #include "hfs/backend_api.h"
 #include "hfs/cache.h"
 #include "hfs/config.h"
+#include "hfs/fuse_stats.h"
 #include "hfs/index.h"
 
 struct hnode;
@@ -131,6 +132,9 @@ struct hfs {
 	bool unclean;
 	/* ... and the index went back to its last sync point (index.h). */
 	bool rolled_back;
+	/* FUSE requests served, by operation (fuse_stats.h): relaxed
+	 * atomics, bumped by src/fuse_ops.c, read by status. */
+	struct hfs_fuse_stats fuse_stats;
 };
 
 /* Deletes the content files the index no longer needs, once the txns that
