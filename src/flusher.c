@@ -655,6 +655,12 @@ int flushers_create(struct hfs *fs, struct flushers **out)
 	struct flushers *fl = calloc(1, sizeof(*fl));
 	if (!fl)
 		return -ENOMEM;
+	/* The run folders' bookkeeping is theirs (runs.h), kept in fs. */
+	int rc = runs_create(&fs->runs);
+	if (rc) {
+		free(fl);
+		return rc;
+	}
 	fl->fs = fs;
 	for (int c = 0; c < CAT_COUNT; c++) {
 		struct catq *q = &fl->cq[c];
@@ -749,6 +755,8 @@ void flushers_destroy(struct flushers *fl)
 	pthread_mutex_destroy(&fl->jmu);
 	pthread_cond_destroy(&fl->jcv);
 	pthread_cond_destroy(&fl->jdone);
+	runs_destroy(fl->fs->runs);
+	fl->fs->runs = NULL;
 	free(fl);
 }
 

@@ -42,12 +42,9 @@
 
 #include "fs_i.h"
 #include "hfs/category.h"
-#include "hfs/evict.h"
-#include "hfs/flusher.h"
 #include "hfs/fold.h"
 #include "hfs/http.h"
 #include "hfs/log.h"
-#include "hfs/runs.h"
 
 #define ATTR_TIMEOUT 1.0
 
@@ -686,7 +683,7 @@ static int mkdir_node(struct hfs *fs, uint64_t parent, const char *name,
 	rc = ix_commit(&t);
 	if (rc)
 		return rc;
-	flushers_kick_journal(fs->fl);
+	fs_tell_journal(fs);
 	*out = n;
 	return 0;
 }
@@ -778,7 +775,7 @@ static int create_reg(struct hfs *fs, uint64_t parent, const char *name,
 		cache_remove(fs->cache, n->ino);
 		return rc;
 	}
-	flushers_schedule(fs->fl, n->ino, n->r.cat, n->r.dirty_since, true);
+	fs_tell_dirty(fs, n->ino, n->r.cat, n->r.dirty_since, true);
 	if (rewriting && keep > 0)
 		adopt_prev(fs, n->ino, old, keep);
 	return 0;
@@ -1012,7 +1009,7 @@ static int do_remove(struct hfs *fs, uint64_t parent, const char *name,
 		fs_mark_unlinked(fs, ino);
 	if (!dir && (n.r.flags & (NODE_CACHED | NODE_DIRTY)))
 		fs_note_unlinked(fs, parent, name, ino, purge_now ? keep : 0);
-	flushers_kick_journal(fs->fl);
+	fs_tell_journal(fs);
 	return 0;
 fail:
 	ix_abort(&t);
@@ -1076,10 +1073,11 @@ bool hfs_room_again(struct hfs *fs)
 	int64_t free_b = cache_free_bytes(fs->cache);
 	uint64_t used = 0, freed = 0;
 	bool again = free_b >= (int64_t)ROOM_WANTED; /* made meanwhile */
-	if (!again && free_b >= 0 &&
-	    evict_run(fs, UINT64_MAX, &used, NULL) == 0) {
+	if (!again && free_b >= 0 && fs->hooks.evict &&
+	    fs->hooks.evict(fs->hooks.arg, UINT64_MAX, &used, NULL) == 0) {
 		uint64_t need = ROOM_WANTED - (uint64_t)free_b;
-		evict_run(fs, used > need ? used - need : 0, &used, &freed);
+		fs->hooks.evict(fs->hooks.arg, used > need ? used - need : 0,
+				&used, &freed);
 		if (freed)
 			hfs_reap(fs);
 		again = freed > 0;
@@ -1328,7 +1326,7 @@ int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
 		else
 			fs_mark_unlinked(fs, dino);
 	}
-	flushers_kick_journal(fs->fl);
+	fs_tell_journal(fs);
 	return 0;
 fail:
 	ix_abort(&t);
@@ -1387,8 +1385,8 @@ static int mark_dirty_txn(struct hfs *fs, struct hnode *hn, uint64_t gen,
 	if (rc)
 		return rc;
 	if (!was_dirty)
-		flushers_schedule(fs->fl, hn->ino, n.r.cat, n.r.dirty_since,
-				  n.r.last_upload == 0);
+		fs_tell_dirty(fs, hn->ino, n.r.cat, n.r.dirty_since,
+			      n.r.last_upload == 0);
 	return 0;
 }
 
@@ -2242,7 +2240,10 @@ ssize_t hfs_getxattr(struct hfs *fs, uint64_t ino, const char *name, char *buf,
 			return -ENODATA;
 		chash_to_hex(n.r.remote_hash, val);
 	} else if (strcmp(key, "next_upload") == 0 && !dir) {
-		int64_t next = flushers_next_upload(fs->fl, ino);
+		int64_t next =
+			fs->hooks.next_upload
+				? fs->hooks.next_upload(fs->hooks.arg, ino)
+				: 0;
 		if (!next)
 			return -ENODATA;
 		struct tm tm;
@@ -2558,11 +2559,6 @@ int hfs_create(const struct hfs_config *cfg, struct backend *be,
 	fs->mounted_at = hfs_now_ns();
 	hfs_keep_reserve(fs);
 	hfs_check_space(fs);
-	rc = runs_create(&fs->runs);
-	if (rc) {
-		snprintf(err, errlen, "out of memory");
-		goto fail;
-	}
 	*out = fs;
 	return 0;
 fail:
@@ -2570,12 +2566,15 @@ fail:
 	return rc;
 }
 
+void hfs_set_hooks(struct hfs *fs, const struct hfs_hooks *hooks)
+{
+	fs->hooks = *hooks;
+}
+
 void hfs_destroy(struct hfs *fs)
 {
 	if (!fs)
 		return;
-	flushers_destroy(fs->fl);
-	runs_destroy(fs->runs);
 	/* Before the inode table goes: the reaper looks inodes up. */
 	if (fs->ix && fs->cache && fs->buckets && hfs_reap(fs) == 0)
 		index_mark_stopped(fs->ix);

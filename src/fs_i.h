@@ -67,6 +67,20 @@ int hnode_load(struct hfs *fs, struct hnode *hn);
 /* Opens the content fd if needed; hn->mu held. */
 int hnode_open_fd(struct hfs *fs, struct hnode *hn, bool create);
 
+/* The hooks (fs.h, struct hfs_hooks), NULL-safe. */
+static inline void fs_tell_dirty(struct hfs *fs, uint64_t ino, int cat,
+				 int64_t since, bool first)
+{
+	if (fs->hooks.dirty)
+		fs->hooks.dirty(fs->hooks.arg, ino, cat, since, first);
+}
+
+static inline void fs_tell_journal(struct hfs *fs)
+{
+	if (fs->hooks.journal)
+		fs->hooks.journal(fs->hooks.arg);
+}
+
 /* Reads node @ino in a read txn of its own. */
 int fs_get_node(struct hfs *fs, uint64_t ino, struct node *n);
 /* Lists directory @dir remotely if it never was (or, with @refresh, if

@@ -14,7 +14,6 @@
 #include <unistd.h>
 
 #include "fs_i.h"
-#include "hfs/flusher.h"
 #include "hfs/fold.h"
 #include "hfs/http.h"
 #include "hfs/log.h"
@@ -520,7 +519,7 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 	}
 	rc = ix_commit(&t);
 	if (rc == 0 && m.late)
-		flushers_kick_journal(fs->fl);
+		fs_tell_journal(fs);
 	for (size_t i = 0; i < m.nfreed; i++)
 		if (rc == 0 && m.freed[i].known)
 			fs_mark_unlinked(fs, m.freed[i].ino);

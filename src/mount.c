@@ -250,6 +250,32 @@ static void keeper_stop(struct keeper *k)
 	pthread_join(k->thread, NULL);
 }
 
+/* The core's hooks (fs.h, struct hfs_hooks), wired to the workers. */
+static void hook_dirty(void *arg, uint64_t ino, int cat, int64_t since,
+		       bool first)
+{
+	struct hfs *fs = arg;
+	flushers_schedule(fs->fl, ino, cat, since, first);
+}
+
+static void hook_journal(void *arg)
+{
+	struct hfs *fs = arg;
+	flushers_kick_journal(fs->fl);
+}
+
+static int64_t hook_next_upload(void *arg, uint64_t ino)
+{
+	struct hfs *fs = arg;
+	return flushers_next_upload(fs->fl, ino);
+}
+
+static int hook_evict(void *arg, uint64_t limit, uint64_t *used,
+		      uint64_t *freed)
+{
+	return evict_run(arg, limit, used, freed);
+}
+
 /* True if the comma-separated @opts holds @name (alone or as name=...). */
 static bool has_option(const char *opts, const char *name)
 {
@@ -401,6 +427,11 @@ int mount_run(const struct mount_opts *mo)
 		report("cannot create the flushers: %s", strerror(-rc));
 		goto out;
 	}
+	hfs_set_hooks(fs, &(struct hfs_hooks){.arg = fs,
+					      .dirty = hook_dirty,
+					      .journal = hook_journal,
+					      .next_upload = hook_next_upload,
+					      .evict = hook_evict});
 
 	/*
 	 * Only the mounting user can enter the mount unless allow_other (or
@@ -505,10 +536,11 @@ out:
 	if (keeper_started)
 		keeper_stop(&keeper);
 	control_stop(ctl);
-	if (fs)
+	if (fs) {
+		hfs_set_hooks(fs, &(struct hfs_hooks){0});
 		flushers_destroy(fs->fl);
-	if (fs)
 		fs->fl = NULL;
+	}
 	if (mounted)
 		fuse_session_unmount(se);
 	if (handlers)

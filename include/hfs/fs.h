@@ -43,13 +43,36 @@ struct fuse_bufvec;
 #define HFS_RECENT 32
 #define HFS_LISTINGS_MAX 256
 
+/*
+ * What the core tells the layers above it, which wire these when they
+ * start (hfs_set_hooks; the daemon: the flushers and eviction). The core
+ * calls down only; a NULL member does nothing (returns 0).
+ *   dirty:   @ino became dirty in category @cat, since @since (seconds);
+ *            @first: never uploaded
+ *   journal: the namespace journal has new entries
+ *   next_upload: when @ino is due for upload (seconds; 0: not queued)
+ *   evict:   make the clean content files take at most @limit bytes;
+ *            *@used, *@freed: bytes (evict.h, evict_run)
+ */
+struct hfs_hooks {
+	void *arg;
+	void (*dirty)(void *arg, uint64_t ino, int cat, int64_t since,
+		      bool first);
+	void (*journal)(void *arg);
+	int64_t (*next_upload)(void *arg, uint64_t ino);
+	int (*evict)(void *arg, uint64_t limit, uint64_t *used,
+		     uint64_t *freed);
+};
+
 struct hfs {
 	const struct hfs_config *cfg; /* borrowed */
 	struct hfs_index *ix; /* owned */
 	struct backend *be; /* owned */
 	struct cache *cache; /* owned */
-	struct flushers *fl; /* owned */
-	struct runs *runs; /* owned: run folder bookkeeping (runs.h) */
+	struct flushers
+		*fl; /* the daemon's (mount.c), for the control socket */
+	struct hfs_hooks hooks; /* hfs_set_hooks() */
+	struct runs *runs; /* the flushers': run folder bookkeeping (runs.h) */
 	struct restore *restore; /* owned: the startup restore (restore.h) */
 	struct fuse_session *se; /* borrowed */
 	char *mountpoint; /* owned, absolute */
@@ -136,6 +159,10 @@ struct hfs {
 	 * atomics, bumped by src/fuse_ops.c, read by status. */
 	struct hfs_fuse_stats fuse_stats;
 };
+
+/* Sets the hooks the core calls (struct hfs_hooks); before the mount
+ * serves, or with nothing running that could call them. */
+void hfs_set_hooks(struct hfs *fs, const struct hfs_hooks *hooks);
 
 /* Deletes the content files the index no longer needs, once the txns that
  * doomed them are durable (see durable.c). Returns 0 or -errno. */
