@@ -81,6 +81,20 @@ static inline void fs_tell_journal(struct hfs *fs)
 		fs->hooks.journal(fs->hooks.arg);
 }
 
+static inline void fs_tell_inval_inode(struct hfs *fs, uint64_t ino,
+				       int64_t off, int64_t len)
+{
+	if (fs->hooks.inval_inode)
+		fs->hooks.inval_inode(fs->hooks.arg, ino, off, len);
+}
+
+static inline void fs_tell_inval_entry(struct hfs *fs, uint64_t parent,
+				       const char *name)
+{
+	if (fs->hooks.inval_entry)
+		fs->hooks.inval_entry(fs->hooks.arg, parent, name);
+}
+
 /* Reads node @ino in a read txn of its own. */
 int fs_get_node(struct hfs *fs, uint64_t ino, struct node *n);
 /* Lists directory @dir remotely if it never was (or, with @refresh, if
@@ -135,6 +149,30 @@ int fs_ensure_range(struct hfs *fs, struct hnode *hn, uint64_t off,
 int fs_ensure_cached(struct hfs *fs, struct hnode *hn);
 int fs_ensure_range_until(struct hfs *fs, struct hnode *hn, uint64_t off,
 			  uint64_t len, int64_t deadline);
+
+/*
+ * Shared by the files of the core. fs.c: fs_itab_find() (the hnode of
+ * @ino, itab_lock held), fs_hnode_add_lookup() (the kernel got a reference
+ * to @ino), fs_is_today() (the name is the today link), fs_stale_name()
+ * (the kernel's dentry @stored of @parent went stale, dropped after the
+ * reply), fs_overlay_live() (an open file's size and times over node @n).
+ * namespace.c: fs_classify_path() (the category of @path),
+ * fs_create_reg() and fs_mkdir_node() (a new file or directory node, in
+ * its own txn). file.c: fs_sync_and_prove() (the content synced and its
+ * size recorded as proven, not durably).
+ */
+struct hnode *fs_itab_find(struct hfs *fs, uint64_t ino);
+void fs_hnode_add_lookup(struct hfs *fs, uint64_t ino);
+bool fs_is_today(struct hfs *fs, uint64_t parent, const char *name);
+void fs_stale_name(uint64_t parent, const char *stored, const char *used);
+void fs_overlay_live(struct hfs *fs, struct node *n);
+int fs_classify_path(struct hfs *fs, const char *path);
+int fs_create_reg(struct hfs *fs, uint64_t parent, const char *name,
+		  mode_t mode, uid_t uid, gid_t gid, struct node *n,
+		  int *fd_out);
+int fs_mkdir_node(struct hfs *fs, uint64_t parent, const char *name,
+		  mode_t mode, uid_t uid, gid_t gid, struct node *out);
+int fs_sync_and_prove(struct hfs *fs, struct hnode *hn, int datasync);
 
 /* Recovery after an unclean stop (recover.c); 0 or -errno. */
 int fs_recover(struct hfs *fs);

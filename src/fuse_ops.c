@@ -163,9 +163,26 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	count_req(req, HFS_OP_SETATTR);
 	struct stat st;
 	struct hfs_file *fh = fi ? (struct hfs_file *)(uintptr_t)fi->fh : NULL;
+	static const struct {
+		int fuse, hfs;
+	} bits[] = {
+		{FUSE_SET_ATTR_MODE, HFS_SET_MODE},
+		{FUSE_SET_ATTR_UID, HFS_SET_UID},
+		{FUSE_SET_ATTR_GID, HFS_SET_GID},
+		{FUSE_SET_ATTR_SIZE, HFS_SET_SIZE},
+		{FUSE_SET_ATTR_ATIME, HFS_SET_ATIME},
+		{FUSE_SET_ATTR_MTIME, HFS_SET_MTIME},
+		{FUSE_SET_ATTR_ATIME_NOW, HFS_SET_ATIME_NOW},
+		{FUSE_SET_ATTR_MTIME_NOW, HFS_SET_MTIME_NOW},
+		{FUSE_SET_ATTR_CTIME, HFS_SET_CTIME},
+	};
+	int set = 0;
+	for (size_t i = 0; i < sizeof(bits) / sizeof(bits[0]); i++)
+		if (to_set & bits[i].fuse)
+			set |= bits[i].hfs;
 	int rc;
 	HFS_RETRY_NOSPC(hfs_of(req), rc,
-			hfs_setattr(hfs_of(req), ino, attr, to_set, fh, &st));
+			hfs_setattr(hfs_of(req), ino, attr, set, fh, &st));
 	reply_attr(req, rc, &st);
 }
 

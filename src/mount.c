@@ -250,30 +250,52 @@ static void keeper_stop(struct keeper *k)
 	pthread_join(k->thread, NULL);
 }
 
-/* The core's hooks (fs.h, struct hfs_hooks), wired to the workers. */
+/* The core's hooks (fs.h, struct hfs_hooks), wired to the workers and
+ * the FUSE session. */
+struct wiring {
+	struct hfs *fs;
+	struct fuse_session *se; /* set before the session serves */
+};
+
 static void hook_dirty(void *arg, uint64_t ino, int cat, int64_t since,
 		       bool first)
 {
-	struct hfs *fs = arg;
-	flushers_schedule(fs->fl, ino, cat, since, first);
+	struct wiring *w = arg;
+	flushers_schedule(w->fs->fl, ino, cat, since, first);
 }
 
 static void hook_journal(void *arg)
 {
-	struct hfs *fs = arg;
-	flushers_kick_journal(fs->fl);
+	struct wiring *w = arg;
+	flushers_kick_journal(w->fs->fl);
 }
 
 static int64_t hook_next_upload(void *arg, uint64_t ino)
 {
-	struct hfs *fs = arg;
-	return flushers_next_upload(fs->fl, ino);
+	struct wiring *w = arg;
+	return flushers_next_upload(w->fs->fl, ino);
+}
+
+static void hook_inval_inode(void *arg, uint64_t ino, int64_t off, int64_t len)
+{
+	struct wiring *w = arg;
+	if (w->se)
+		fuse_lowlevel_notify_inval_inode(w->se, ino, off, len);
+}
+
+static void hook_inval_entry(void *arg, uint64_t parent, const char *name)
+{
+	struct wiring *w = arg;
+	if (w->se)
+		fuse_lowlevel_notify_inval_entry(w->se, parent, name,
+						 strlen(name));
 }
 
 static int hook_evict(void *arg, uint64_t limit, uint64_t *used,
 		      uint64_t *freed)
 {
-	return evict_run(arg, limit, used, freed);
+	struct wiring *w = arg;
+	return evict_run(w->fs, limit, used, freed);
 }
 
 /* True if the comma-separated @opts holds @name (alone or as name=...). */
@@ -323,6 +345,7 @@ int mount_run(const struct mount_opts *mo)
 	struct watcher *watcher = NULL;
 	struct refresher *lister = NULL;
 	struct keeper keeper = {0};
+	struct wiring wiring = {0};
 	bool keeper_started = false, mounted = false, handlers = false;
 	int rc, status = 1;
 
@@ -427,11 +450,14 @@ int mount_run(const struct mount_opts *mo)
 		report("cannot create the flushers: %s", strerror(-rc));
 		goto out;
 	}
-	hfs_set_hooks(fs, &(struct hfs_hooks){.arg = fs,
+	wiring.fs = fs;
+	hfs_set_hooks(fs, &(struct hfs_hooks){.arg = &wiring,
 					      .dirty = hook_dirty,
 					      .journal = hook_journal,
 					      .next_upload = hook_next_upload,
-					      .evict = hook_evict});
+					      .evict = hook_evict,
+					      .inval_inode = hook_inval_inode,
+					      .inval_entry = hook_inval_entry});
 
 	/*
 	 * Only the mounting user can enter the mount unless allow_other (or
@@ -461,7 +487,7 @@ int mount_run(const struct mount_opts *mo)
 		       "the message above)");
 		goto out;
 	}
-	fs->se = se;
+	wiring.se = se; /* before any thread can call a hook */
 	if (fuse_set_signal_handlers(se) != 0) {
 		report("cannot install signal handlers");
 		goto out;
@@ -537,9 +563,10 @@ out:
 		keeper_stop(&keeper);
 	control_stop(ctl);
 	if (fs) {
-		hfs_set_hooks(fs, &(struct hfs_hooks){0});
+		/* No thread of ours is left that could call a hook. */
 		flushers_destroy(fs->fl);
 		fs->fl = NULL;
+		hfs_set_hooks(fs, &(struct hfs_hooks){0});
 	}
 	if (mounted)
 		fuse_session_unmount(se);

@@ -173,8 +173,7 @@ static int rewrite_file(struct hfs *fs, uint64_t ino, const char *data,
 	rc = hfs_release(fs, fh);
 	if (w < 0)
 		return (int)w;
-	if (fs->se)
-		fuse_lowlevel_notify_inval_inode(fs->se, ino, 0, 0);
+	fs_tell_inval_inode(fs, ino, 0, 0);
 	return rc;
 }
 

@@ -16,7 +16,6 @@
  * the index's gen <= G); otherwise it stays dirty and is queued again.
  */
 #include <errno.h>
-#include <fuse_lowlevel.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -269,8 +268,8 @@ int hfs_upload_prepare(struct hfs *fs, uint64_t ino, struct upload_job *job)
 	pthread_mutex_lock(&hn->mu);
 	res->open_for_write = hn->nwriters > 0;
 	pthread_mutex_unlock(&hn->mu);
-	if (res->open_for_write && fs->se)
-		fuse_lowlevel_notify_inval_inode(fs->se, ino, 0, 0);
+	if (res->open_for_write)
+		fs_tell_inval_inode(fs, ino, 0, 0);
 
 	rc = ix_begin(fs->ix, false, &t);
 	if (rc)

@@ -53,6 +53,9 @@ struct fuse_bufvec;
  *   next_upload: when @ino is due for upload (seconds; 0: not queued)
  *   evict:   make the clean content files take at most @limit bytes;
  *            *@used, *@freed: bytes (evict.h, evict_run)
+ *   inval_inode: the kernel's cache of @ino is stale: its attributes
+ *            (@off < 0), or its pages from @off (@len bytes, 0: to the end)
+ *   inval_entry: the kernel's entry @name of @parent is stale
  */
 struct hfs_hooks {
 	void *arg;
@@ -62,6 +65,8 @@ struct hfs_hooks {
 	int64_t (*next_upload)(void *arg, uint64_t ino);
 	int (*evict)(void *arg, uint64_t limit, uint64_t *used,
 		     uint64_t *freed);
+	void (*inval_inode)(void *arg, uint64_t ino, int64_t off, int64_t len);
+	void (*inval_entry)(void *arg, uint64_t parent, const char *name);
 };
 
 struct hfs {
@@ -74,7 +79,6 @@ struct hfs {
 	struct hfs_hooks hooks; /* hfs_set_hooks() */
 	struct runs *runs; /* the flushers': run folder bookkeeping (runs.h) */
 	struct restore *restore; /* owned: the startup restore (restore.h) */
-	struct fuse_session *se; /* borrowed */
 	char *mountpoint; /* owned, absolute */
 	char *control_path; /* owned: the control socket */
 	int lock_fd; /* flock on {cache_dir}/lock */
@@ -253,7 +257,20 @@ int hfs_lookup(struct hfs *fs, uint64_t parent, const char *name,
 	       struct stat *st, bool *other_spelling);
 void hfs_forget(struct hfs *fs, uint64_t ino, uint64_t nlookup);
 int hfs_getattr(struct hfs *fs, uint64_t ino, struct stat *st);
-/* @to_set uses FUSE_SET_ATTR_* bits; @fh may be NULL. */
+/* What hfs_setattr() sets (@to_set, any of them or'ed), from @attr. */
+enum hfs_set {
+	HFS_SET_MODE = 1 << 0,
+	HFS_SET_UID = 1 << 1,
+	HFS_SET_GID = 1 << 2,
+	HFS_SET_SIZE = 1 << 3,
+	HFS_SET_ATIME = 1 << 4,
+	HFS_SET_MTIME = 1 << 5,
+	HFS_SET_ATIME_NOW = 1 << 6, /* now, not @attr's */
+	HFS_SET_MTIME_NOW = 1 << 7,
+	HFS_SET_CTIME = 1 << 8,
+};
+
+/* @to_set: enum hfs_set bits; @fh may be NULL. */
 int hfs_setattr(struct hfs *fs, uint64_t ino, const struct stat *attr,
 		int to_set, struct hfs_file *fh, struct stat *out);
 int hfs_mkdir(struct hfs *fs, uint64_t parent, const char *name, mode_t mode,
