@@ -17,6 +17,21 @@
 #include "hfs/config.h"
 #include "hfs/http.h"
 
+void backend_set_thread_quick(bool quick)
+{
+	http_set_thread_quick(quick);
+}
+
+void backend_set_thread_deadline(int64_t deadline_ns)
+{
+	http_set_thread_deadline(deadline_ns);
+}
+
+int64_t backend_mono_ns(void)
+{
+	return http_mono_ns();
+}
+
 void backend_set_thread_cancel(const atomic_bool *flag)
 {
 	http_set_thread_cancel(flag);

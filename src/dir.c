@@ -6,7 +6,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <fuse_lowlevel.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,11 +17,7 @@
 #include "fs_i.h"
 #include "hfs/category.h"
 #include "hfs/fold.h"
-#include "hfs/http.h"
 #include "hfs/log.h"
-
-/* What readdirplus entries may be cached for (s), as lookups (fuse_ops.c). */
-#define ATTR_TIMEOUT 1.0
 
 /* ---- Directories ---- */
 
@@ -97,13 +92,12 @@ fail:
 	return rc;
 }
 
-ssize_t hfs_readdir(struct hfs *fs, void *req, struct hfs_dir *dh, uint64_t off,
-		    bool plus, char *buf, size_t size)
+int hfs_readdir(struct hfs *fs, struct hfs_dir *dh, uint64_t off, bool plus,
+		hfs_fill_fn fill, void *ctx)
 {
-	fuse_req_t r = req;
-	size_t used = 0;
 	struct ixtxn t;
 	bool txn = false;
+	int rc = 0;
 	/* Offsets: 0 ".", 1 "..", 2 + i for entry i. */
 	for (uint64_t pos = off; pos < dh->n + 2; pos++) {
 		struct stat st;
@@ -118,7 +112,8 @@ ssize_t hfs_readdir(struct hfs *fs, void *req, struct hfs_dir *dh, uint64_t off,
 			const struct dirent_snap *e = &dh->e[pos - 2];
 			name = e->name;
 			if (!txn) {
-				if (ix_begin(fs->ix, false, &t))
+				rc = ix_begin(fs->ix, false, &t);
+				if (rc)
 					break;
 				txn = true;
 			}
@@ -128,33 +123,14 @@ ssize_t hfs_readdir(struct hfs *fs, void *req, struct hfs_dir *dh, uint64_t off,
 				fs_overlay_live(fs, &n);
 			hfs_fill_stat(&n, &st);
 		}
-		size_t rem = size - used, need;
-		if (plus) {
-			struct fuse_entry_param ep;
-			memset(&ep, 0, sizeof(ep));
-			if (pos >= 2) {
-				ep.ino = st.st_ino;
-				ep.attr = st;
-				ep.attr_timeout = ATTR_TIMEOUT;
-				ep.entry_timeout = ATTR_TIMEOUT;
-			} else {
-				ep.attr = st;
-			}
-			need = fuse_add_direntry_plus(r, buf + used, rem, name,
-						      &ep, (off_t)pos + 1);
-		} else {
-			need = fuse_add_direntry(r, buf + used, rem, name, &st,
-						 (off_t)pos + 1);
-		}
-		if (need > rem)
+		if (fill(ctx, name, &st, pos + 1, pos >= 2) > 0)
 			break;
 		if (plus && pos >= 2)
 			fs_hnode_add_lookup(fs, st.st_ino);
-		used += need;
 	}
 	if (txn)
 		ix_abort(&t);
-	return (ssize_t)used;
+	return rc;
 }
 
 /* ---- statfs, xattrs ---- */

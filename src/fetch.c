@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "fs_i.h"
-#include "hfs/http.h"
+#include "hfs/backend.h"
 #include "hfs/log.h"
 
 /*
@@ -271,7 +271,7 @@ int fs_ensure_range_until(struct hfs *fs, struct hnode *hn, uint64_t off,
 			pthread_cond_wait(&hn->fetched, &hn->mu);
 			continue;
 		}
-		int64_t left = deadline - http_mono_ns();
+		int64_t left = deadline - backend_mono_ns();
 		struct timespec until;
 		clock_gettime(CLOCK_REALTIME, &until);
 		int64_t ns = until.tv_nsec + (left > 0 ? left : 0);
@@ -329,13 +329,13 @@ int fs_ensure_range_until(struct hfs *fs, struct hnode *hn, uint64_t off,
 		rc = ix_path(&t, hn->ino, path, sizeof(path));
 		ix_abort(&t);
 	}
-	http_set_thread_deadline(deadline);
+	backend_set_thread_deadline(deadline);
 	if (!rc && chunked)
 		rc = fetch_chunks(fs, hn, path, &n, off, len);
 	else if (!rc)
 		rc = fetch_whole(fs, hn, path, &n, &got);
-	http_set_thread_deadline(0);
-	if (rc && deadline && http_mono_ns() >= deadline) {
+	backend_set_thread_deadline(0);
+	if (rc && deadline && backend_mono_ns() >= deadline) {
 		hlog_warn("fetch of \"%s\" failed: the remote did not answer "
 			  "within remote_wait_seconds (%lld s): %s",
 			  path, (long long)fs->cfg->remote_wait_seconds,
@@ -378,9 +378,10 @@ int fs_ensure_range_until(struct hfs *fs, struct hnode *hn, uint64_t off,
 int fs_ensure_range(struct hfs *fs, struct hnode *hn, uint64_t off,
 		    uint64_t len)
 {
-	return fs_ensure_range_until(
-		fs, hn, off, len,
-		http_mono_ns() + fs->cfg->remote_wait_seconds * 1000000000LL);
+	return fs_ensure_range_until(fs, hn, off, len,
+				     backend_mono_ns() +
+					     fs->cfg->remote_wait_seconds *
+						     1000000000LL);
 }
 
 /* Makes the content file of @hn complete. hn->mu held. */

@@ -6,7 +6,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <fuse_lowlevel.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +17,6 @@
 #include "fs_i.h"
 #include "hfs/category.h"
 #include "hfs/fold.h"
-#include "hfs/http.h"
 #include "hfs/log.h"
 
 /* ---- Dirty tracking ---- */
@@ -388,8 +386,26 @@ static int whole_fd(struct hfs *fs, struct hnode *hn)
 	return rc ? rc : fd;
 }
 
-ssize_t hfs_write(struct hfs *fs, struct hfs_file *fh, struct fuse_bufvec *buf,
-		  uint64_t off, bool writepage)
+static ssize_t copy_mem(void *arg, int fd, uint64_t off, size_t len)
+{
+	struct hfs_source *s = arg;
+	ssize_t n = pwrite(fd, s->mem, len, (off_t)off);
+	if (n < 0)
+		return -errno;
+	s->mem += n;
+	return n;
+}
+
+void hfs_source_mem(struct hfs_source *s, const void *data, size_t len)
+{
+	s->len = len;
+	s->copy = copy_mem;
+	s->arg = s;
+	s->mem = data;
+}
+
+ssize_t hfs_write(struct hfs *fs, struct hfs_file *fh,
+		  const struct hfs_source *src, uint64_t off, bool writepage)
 {
 	struct hnode *hn = fh->hn;
 	throttle(fs);
@@ -401,11 +417,7 @@ ssize_t hfs_write(struct hfs *fs, struct hfs_file *fh, struct fuse_bufvec *buf,
 	if (rc)
 		return rc;
 
-	size_t len = fuse_buf_size(buf);
-	struct fuse_bufvec dst = FUSE_BUFVEC_INIT(len);
-	dst.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-	dst.buf[0].fd = fd;
-	dst.buf[0].pos = (off_t)off;
+	size_t len = src->len;
 
 	/*
 	 * Write it all: a full disk is made room on once (clean files
@@ -419,7 +431,7 @@ ssize_t hfs_write(struct hfs *fs, struct hfs_file *fh, struct fuse_bufvec *buf,
 	ssize_t n = 0, r;
 	bool made_room = false;
 	while ((size_t)n < len) {
-		r = fuse_buf_copy(&dst, buf, 0);
+		r = src->copy(src->arg, fd, off + (uint64_t)n, len - (size_t)n);
 		if (r > 0) {
 			n += r;
 			continue;

@@ -42,7 +42,6 @@
 #include "fs_i.h"
 #include "hfs/category.h"
 #include "hfs/fold.h"
-#include "hfs/http.h"
 #include "hfs/log.h"
 
 /*

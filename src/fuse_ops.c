@@ -358,6 +358,17 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 }
 
+/* A write's source (fs.h, struct hfs_source): libfuse's buffers, memory
+ * or a pipe (splice), which fuse_buf_copy() advances as it copies. */
+static ssize_t copy_bufvec(void *arg, int fd, uint64_t off, size_t len)
+{
+	struct fuse_bufvec dst = FUSE_BUFVEC_INIT(len);
+	dst.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	dst.buf[0].fd = fd;
+	dst.buf[0].pos = (off_t)off;
+	return fuse_buf_copy(&dst, arg, 0);
+}
+
 static void op_write_buf(fuse_req_t req, fuse_ino_t ino,
 			 struct fuse_bufvec *in_buf, off_t off,
 			 struct fuse_file_info *fi)
@@ -365,8 +376,11 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino,
 	count_req(req, HFS_OP_WRITE);
 	(void)ino;
 	struct hfs_file *fh = (struct hfs_file *)(uintptr_t)fi->fh;
-	ssize_t n = hfs_write(hfs_of(req), fh, in_buf, (uint64_t)off,
-			      fi->writepage);
+	struct hfs_source src = {.len = fuse_buf_size(in_buf),
+				 .copy = copy_bufvec,
+				 .arg = in_buf};
+	ssize_t n =
+		hfs_write(hfs_of(req), fh, &src, (uint64_t)off, fi->writepage);
 	if (n < 0)
 		fuse_reply_err(req, (int)-n);
 	else
@@ -439,6 +453,40 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 		hfs_releasedir(hfs_of(req), dh);
 }
 
+/* The reply buffer of a readdir(plus) that hfs_readdir() fills. */
+struct fill_ctx {
+	fuse_req_t req;
+	char *buf;
+	size_t size, used;
+	bool plus;
+};
+
+static int fill_one(void *arg, const char *name, const struct stat *st,
+		    uint64_t next, bool entry)
+{
+	struct fill_ctx *fc = arg;
+	size_t rem = fc->size - fc->used, need;
+	if (fc->plus) {
+		struct fuse_entry_param ep;
+		memset(&ep, 0, sizeof(ep));
+		ep.attr = *st;
+		if (entry) { /* "." and "..": no reference, nothing cached */
+			ep.ino = st->st_ino;
+			ep.attr_timeout = TIMEOUT;
+			ep.entry_timeout = TIMEOUT;
+		}
+		need = fuse_add_direntry_plus(fc->req, fc->buf + fc->used, rem,
+					      name, &ep, (off_t)next);
+	} else {
+		need = fuse_add_direntry(fc->req, fc->buf + fc->used, rem, name,
+					 st, (off_t)next);
+	}
+	if (need > rem)
+		return 1;
+	fc->used += need;
+	return 0;
+}
+
 static void readdir_common(fuse_req_t req, size_t size, off_t off,
 			   struct fuse_file_info *fi, bool plus)
 {
@@ -448,12 +496,14 @@ static void readdir_common(fuse_req_t req, size_t size, off_t off,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	ssize_t n = hfs_readdir(hfs_of(req), req, dh, (uint64_t)off, plus, buf,
-				size);
-	if (n < 0)
-		fuse_reply_err(req, (int)-n);
+	struct fill_ctx fc = {
+		.req = req, .buf = buf, .size = size, .plus = plus};
+	int rc = hfs_readdir(hfs_of(req), dh, (uint64_t)off, plus, fill_one,
+			     &fc);
+	if (rc && fc.used == 0)
+		fuse_reply_err(req, -rc);
 	else
-		fuse_reply_buf(req, buf, (size_t)n);
+		fuse_reply_buf(req, buf, fc.used);
 	free(buf);
 }
 

@@ -15,7 +15,7 @@
 
 #include "fs_i.h"
 #include "hfs/fold.h"
-#include "hfs/http.h"
+#include "hfs/backend.h"
 #include "hfs/log.h"
 
 /* After a failed listing, the remote counts as unreachable (listings
@@ -614,7 +614,7 @@ int fs_ensure_listed(struct hfs *fs, uint64_t dir, bool refresh)
 			goto out;
 		/* Someone waits on this listing (a lookup, an ls): few
 		 * retries; if the remote is unreachable the index answers. */
-		http_set_thread_quick(true);
+		backend_set_thread_quick(true);
 		l.n = 0;
 		rc = listing_fetch(fs, path, &l);
 		if (rc == -ESTALE) {
@@ -622,7 +622,7 @@ int fs_ensure_listed(struct hfs *fs, uint64_t dir, bool refresh)
 			l.n = 0;
 			rc = listing_fetch(fs, path, &l);
 		}
-		http_set_thread_quick(false);
+		backend_set_thread_quick(false);
 		if (rc == 0)
 			rc = merge_listing(fs, dir, path, &l, &pend, gen);
 		if (rc != -ECANCELED) /* not merged: the listing is stale */

@@ -2,7 +2,7 @@
  * The listing thread: lists, in the background, the directories that
  * operations of users asked for (fs.c, "Listings in the background"), one
  * at a time, so a hanging or unreachable remote never holds a user up.
- * Its transfers are cancelled at stop (http_set_thread_cancel), so an
+ * Its transfers are cancelled at stop (backend_set_thread_cancel), so an
  * unmount does not wait for a remote that does not answer.
  */
 #include <errno.h>
@@ -11,7 +11,7 @@
 #include <stdlib.h>
 
 #include "fs_i.h"
-#include "hfs/http.h"
+#include "hfs/backend.h"
 #include "hfs/refresh.h"
 
 struct refresher {
@@ -24,7 +24,7 @@ static void *refresh_thread(void *arg)
 {
 	struct refresher *r = arg;
 	uint64_t dir;
-	http_set_thread_cancel(&r->cancel);
+	backend_set_thread_cancel(&r->cancel);
 	while (fs_listing_next(r->fs, &dir))
 		fs_ensure_listed(r->fs, dir, true);
 	return NULL;

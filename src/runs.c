@@ -10,7 +10,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <fuse_lowlevel.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -167,9 +166,9 @@ static int rewrite_file(struct hfs *fs, uint64_t ino, const char *data,
 	int rc = hfs_open(fs, ino, O_WRONLY | O_TRUNC, &fh);
 	if (rc)
 		return rc;
-	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(len);
-	bv.buf[0].mem = (void *)data;
-	ssize_t w = hfs_write(fs, fh, &bv, 0, true); /* all or nothing */
+	struct hfs_source src;
+	hfs_source_mem(&src, data, len);
+	ssize_t w = hfs_write(fs, fh, &src, 0, true); /* all or nothing */
 	rc = hfs_release(fs, fh);
 	if (w < 0)
 		return (int)w;

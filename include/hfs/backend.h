@@ -24,4 +24,12 @@ int backend_create(const struct hfs_config *cfg, struct backend **out,
  * NULL removes it. */
 void backend_set_thread_cancel(const atomic_bool *flag);
 
+/* A user waits for the calling thread's backend calls (a lookup, an ls):
+ * few retries, short waits (http.h, http_set_thread_quick). */
+void backend_set_thread_quick(bool quick);
+/* ... at most until @deadline_ns (backend_mono_ns()'s clock; 0: no
+ * limit): see http.h, http_set_thread_deadline. */
+void backend_set_thread_deadline(int64_t deadline_ns);
+int64_t backend_mono_ns(void);
+
 #endif

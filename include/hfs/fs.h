@@ -296,11 +296,25 @@ int hfs_open(struct hfs *fs, uint64_t ino, int flags, struct hfs_file **fh);
 /* Makes [@off, @off + @size) readable from the content file and returns
  * its fd (borrowed; valid until the handle is released). */
 int hfs_read_fd(struct hfs *fs, struct hfs_file *fh, uint64_t off, size_t size);
-/* Writes @buf at @off; returns the number of bytes written (short only if
+/*
+ * Where the bytes of a write come from (the front end's buffers or pipe,
+ * memory): @len bytes in all; @copy writes the next ones, at most @len,
+ * into @fd at @off and returns how many, 0 if it has none left, or
+ * -errno. hfs_source_mem() makes one of @len bytes at @data (@s keeps the
+ * position; @data must outlive the write).
+ */
+struct hfs_source {
+	size_t len;
+	ssize_t (*copy)(void *arg, int fd, uint64_t off, size_t len);
+	void *arg;
+	const char *mem; /* hfs_source_mem()'s */
+};
+void hfs_source_mem(struct hfs_source *s, const void *data, size_t len);
+/* Writes @src at @off; returns the number of bytes written (short only if
  * the disk is full, and never for @writepage: the kernel writing back its
  * cached pages), or -errno. */
-ssize_t hfs_write(struct hfs *fs, struct hfs_file *fh, struct fuse_bufvec *buf,
-		  uint64_t off, bool writepage);
+ssize_t hfs_write(struct hfs *fs, struct hfs_file *fh,
+		  const struct hfs_source *src, uint64_t off, bool writepage);
 /* fallocate(2) on an open file: done on its content file (every mode the
  * cache filesystem supports); the size follows it. */
 int hfs_fallocate(struct hfs *fs, struct hfs_file *fh, int mode, uint64_t off,
@@ -310,12 +324,20 @@ int hfs_release(struct hfs *fs, struct hfs_file *fh);
 
 int hfs_opendir(struct hfs *fs, uint64_t ino, struct hfs_dir **dh);
 /*
- * Fills @buf (@size bytes) with entries from position @off, in the format
- * of fuse_add_direntry (or _plus if @plus, which counts as a lookup of
- * each entry). Returns the number of bytes used.
+ * One entry of a listing for the front end: @name, its attributes @st,
+ * the position after it @next; @entry is false for "." and "..", whose
+ * attributes are not to be cached. Returns 0 if taken, > 0 if there is no
+ * room for it (it comes first next time).
  */
-ssize_t hfs_readdir(struct hfs *fs, void *req, struct hfs_dir *dh, uint64_t off,
-		    bool plus, char *buf, size_t size);
+typedef int (*hfs_fill_fn)(void *ctx, const char *name, const struct stat *st,
+			   uint64_t next, bool entry);
+/*
+ * Gives @fill the entries of @dh from position @off, until it has no room.
+ * With @plus, each entry taken (@entry true) counts as a lookup of it (the
+ * kernel got a reference, as with readdirplus). Returns 0 or -errno.
+ */
+int hfs_readdir(struct hfs *fs, struct hfs_dir *dh, uint64_t off, bool plus,
+		hfs_fill_fn fill, void *ctx);
 void hfs_releasedir(struct hfs *fs, struct hfs_dir *dh);
 
 /* The target of a symbolic link: only the today link exists, whose
