@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,9 @@ struct control {
 	pthread_mutex_t mu;
 	pthread_cond_t idle; /* signals: active dropped to 0 */
 	int active; /* connections being served; mu */
+	/* The bound of the final flush after the unmount, as the last
+	 * `unmount` request asked (0: flush_timeout_seconds). */
+	_Atomic int64_t shutdown_timeout;
 };
 
 struct conn {
@@ -52,6 +56,8 @@ void *control_status(struct hfs *fs, bool with_files)
 	json_object_set_new(st, "mountpoint", json_string(fs->mountpoint));
 	json_object_set_new(st, "cache_dir", json_string(cache_dir(fs->cache)));
 	json_object_set_new(st, "pid", json_integer(getpid()));
+	json_object_set_new(st, "flush_timeout",
+			    json_integer(fs->cfg->flush_timeout));
 	json_object_set_new(
 		st, "offline",
 		json_boolean(atomic_load(&fs->offline_until) > hfs_now()));
@@ -120,8 +126,15 @@ static json_t *handle(struct control *c, json_t *req)
 					"other)");
 		}
 		bool wait = json_is_true(json_object_get(req, "wait"));
-		int rc = flushers_flush(c->fs->fl, cat, wait,
-					c->fs->cfg->flush_timeout);
+		int64_t timeout = c->fs->cfg->flush_timeout;
+		json_t *jt = json_object_get(req, "timeout");
+		if (json_is_integer(jt) && json_integer_value(jt) > 0)
+			timeout = json_integer_value(jt);
+		/* `huracanfs unmount` flushes first: its bound then also
+		 * applies to the final flush after the unmount. */
+		if (json_is_true(json_object_get(req, "unmount")))
+			atomic_store(&c->shutdown_timeout, timeout);
+		int rc = flushers_flush(c->fs->fl, cat, wait, timeout);
 		if (rc == 0)
 			return json_pack("{s:b}", "ok", 1);
 		return json_pack("{s:b, s:s}", "ok", 0, "error",
@@ -274,6 +287,11 @@ int control_start(struct hfs *fs, struct control **out)
 fail:
 	control_stop(c);
 	return rc;
+}
+
+int64_t control_shutdown_timeout(struct control *c)
+{
+	return c ? atomic_load(&c->shutdown_timeout) : 0;
 }
 
 void control_stop(struct control *c)

@@ -4,6 +4,7 @@
  *   huracanfs mount MOUNTPOINT [--config FILE] [--foreground] [-o OPTS]
  *   huracanfs status MOUNTPOINT [--json] [--files]
  *   huracanfs flush MOUNTPOINT [--category NAME] [--wait]
+ *   huracanfs unmount MOUNTPOINT [--timeout S] [--lazy]
  *   huracanfs check-config [--config FILE]
  *   huracanfs auth [--config FILE]
  *   huracanfs repair MOUNTPOINT [--config FILE]
@@ -38,6 +39,8 @@ static void usage(FILE *out)
 		     "       huracanfs status MOUNTPOINT [--json] [--files]\n"
 		     "       huracanfs flush MOUNTPOINT [--category NAME] "
 		     "[--wait]\n"
+		     "       huracanfs unmount MOUNTPOINT [--timeout SECONDS] "
+		     "[--lazy]\n"
 		     "       huracanfs check-config [--config FILE]\n"
 		     "       huracanfs auth [--config FILE]\n"
 		     "       huracanfs repair MOUNTPOINT [--config FILE]\n"
@@ -179,6 +182,41 @@ static int cmd_flush(int argc, char **argv)
 			json_string_value(json_object_get(reply, "error")));
 	json_decref(reply);
 	return ok ? 0 : 1;
+}
+
+static int cmd_unmount(int argc, char **argv)
+{
+	int64_t timeout = 0;
+	bool lazy = false;
+	static const struct option longopts[] = {
+		{"timeout", required_argument, NULL, 't'},
+		{"lazy", no_argument, NULL, 'l'},
+		{NULL, 0, NULL, 0}};
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "t:l", longopts, NULL)) != -1) {
+		if (c == 't') {
+			char *end;
+			long long v = strtoll(optarg, &end, 10);
+			if (*optarg == '\0' || *end || v <= 0) {
+				fprintf(stderr,
+					"huracanfs: --timeout: a number of "
+					"seconds > 0\n");
+				return EXIT_USAGE;
+			}
+			timeout = v;
+		} else if (c == 'l') {
+			lazy = true;
+		} else {
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind != argc - 1) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	return unmount_run(argv[optind], timeout, lazy);
 }
 
 /* ---- check-config, auth ---- */
@@ -327,6 +365,8 @@ int main(int argc, char **argv)
 		return cmd_status(argc - 1, argv + 1);
 	if (strcmp(cmd, "flush") == 0)
 		return cmd_flush(argc - 1, argv + 1);
+	if (strcmp(cmd, "unmount") == 0)
+		return cmd_unmount(argc - 1, argv + 1);
 	if (strcmp(cmd, "check-config") == 0)
 		return cmd_check_config(argc - 1, argv + 1);
 	if (strcmp(cmd, "auth") == 0)

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
+#include <jansson.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
@@ -298,6 +299,66 @@ static int hook_evict(void *arg, uint64_t limit, uint64_t *used,
 	return evict_run(w->fs, limit, used, freed);
 }
 
+/* At most this many files are named in the shutdown report. */
+#define REPORT_FILES_MAX 1000
+
+/*
+ * Writes {cache_dir}/shutdown.json (see mount.h) once the final flush is
+ * over: what is still queued, for `huracanfs unmount`. Files of a category
+ * whose sync is switched off are counted apart: they wait by design.
+ */
+static void write_shutdown_report(struct hfs *fs, const struct hfs_config *cfg,
+				  const char *result)
+{
+	json_t *st = flushers_status(fs->fl, true);
+	json_t *files = json_array(), *cats, *c;
+	json_int_t nfiles = 0, nbytes = 0, off_files = 0, off_bytes = 0;
+	size_t i, j;
+	char path[PATH_MAX], tmp[PATH_MAX];
+	if (!st || !files)
+		goto out;
+	cats = json_object_get(st, "categories");
+	json_array_foreach(cats, i, c)
+	{
+		bool on = json_is_true(json_object_get(c, "enabled"));
+		json_int_t f = json_integer_value(
+				   json_object_get(c, "pending_files")),
+			   b = json_integer_value(
+				   json_object_get(c, "pending_bytes"));
+		if (!on) {
+			off_files += f;
+			off_bytes += b;
+			continue;
+		}
+		nfiles += f;
+		nbytes += b;
+		json_t *fe;
+		json_array_foreach(json_object_get(c, "files"), j, fe)
+		{
+			if (json_array_size(files) >= REPORT_FILES_MAX)
+				break;
+			json_object_set(fe, "category",
+					json_object_get(c, "name"));
+			json_array_append(files, fe);
+		}
+	}
+	json_t *rep = json_pack("{s:I, s:s, s:I, s:I, s:I, s:I, s:s, s:O}",
+				"time", (json_int_t)time(NULL), "result",
+				result, "pending_files", nfiles,
+				"pending_bytes", nbytes, "sync_off_files",
+				off_files, "sync_off_bytes", off_bytes,
+				"cache_dir", cfg->cache_dir, "files", files);
+	snprintf(path, sizeof(path), "%s/" SHUTDOWN_REPORT, cfg->cache_dir);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	if (!rep || json_dump_file(rep, tmp, JSON_COMPACT) < 0 ||
+	    rename(tmp, path) < 0)
+		hlog_warn("cannot write %s: %s", path, strerror(errno));
+	json_decref(rep);
+out:
+	json_decref(files);
+	json_decref(st);
+}
+
 /* True if the comma-separated @opts holds @name (alone or as name=...). */
 static bool has_option(const char *opts, const char *name)
 {
@@ -540,10 +601,13 @@ int mount_run(const struct mount_opts *mo)
 	fuse_session_unmount(se);
 	mounted = false;
 
-	/* Upload what is pending, within flush_timeout_seconds; what is
-	 * left stays queued in the index for the next mount. */
+	/* Upload what is pending, within flush_timeout_seconds (or the
+	 * bound `huracanfs unmount` gave); what is left stays queued in the
+	 * index for the next mount. */
 	int64_t t0 = hfs_now_ns();
-	rc = flushers_flush(fs->fl, -1, true, cfg.flush_timeout);
+	int64_t bound = control_shutdown_timeout(ctl);
+	rc = flushers_flush(fs->fl, -1, true,
+			    bound ? bound : cfg.flush_timeout);
 	const char *result = "ok";
 	if (rc == -ETIMEDOUT)
 		result = "timeout (the rest stays queued)";
@@ -551,6 +615,7 @@ int mount_run(const struct mount_opts *mo)
 		result = "some uploads failed (they stay queued)";
 	hlog_info("shutdown_flush result=%s ms=%lld", result,
 		  (long long)((hfs_now_ns() - t0) / 1000000));
+	write_shutdown_report(fs, &cfg, rc == 0 ? "ok" : result);
 	status = 0;
 out:
 	refresher_stop(lister);
