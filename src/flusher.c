@@ -853,6 +853,20 @@ int flushers_flush(struct flushers *fl, int cat, bool wait, int64_t timeout_s)
 	return failures || journal_rc ? -EIO : 0;
 }
 
+void flushers_queued(struct flushers *fl, uint64_t *files, int64_t *last_sync)
+{
+	*files = 0;
+	*last_sync = 0;
+	for (int c = 0; fl && c < CAT_COUNT; c++) {
+		struct catq *q = &fl->cq[c];
+		pthread_mutex_lock(&q->mu);
+		*files += q->n;
+		if (q->last_sync > *last_sync)
+			*last_sync = q->last_sync;
+		pthread_mutex_unlock(&q->mu);
+	}
+}
+
 int64_t flushers_next_upload(struct flushers *fl, uint64_t ino)
 {
 	int64_t best = 0;

@@ -15,6 +15,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +35,7 @@
 #include "hfs/fs.h"
 #include "hfs/fuse_ops.h"
 #include "hfs/log.h"
+#include "hfs/notify.h"
 #include "hfs/refresh.h"
 #include "hfs/restore.h"
 #include "hfs/watcher.h"
@@ -183,6 +185,42 @@ static void banner(const struct hfs *fs, const struct hfs_config *cfg)
 	}
 }
 
+/* Set once the final flush begins: the status line then says so. */
+static atomic_bool stopping;
+
+/*
+ * Tells the service manager (notify.h) how the queue stands, when it
+ * changed since @last (a buffer of NOTIFY_LINE bytes, updated).
+ */
+#define NOTIFY_LINE 256
+static void notify_queue(struct hfs *fs, char *last)
+{
+	uint64_t files;
+	int64_t last_sync;
+	char line[NOTIFY_LINE], when[32] = "";
+	if (atomic_load(&stopping))
+		return;
+	flushers_queued(fs->fl, &files, &last_sync);
+	if (last_sync) {
+		time_t t = (time_t)last_sync;
+		struct tm tm;
+		gmtime_r(&t, &tm);
+		strftime(when, sizeof(when), "; last upload %H:%M:%SZ", &tm);
+	}
+	snprintf(line, sizeof(line),
+		 "STATUS=Mounted on %s; %llu file%s "
+		 "waiting for upload%s%s",
+		 fs->mountpoint, (unsigned long long)files,
+		 files == 1 ? "" : "s", when,
+		 atomic_load(&fs->offline_until) > hfs_now()
+			 ? "; remote unreachable"
+			 : "");
+	if (strcmp(line, last) == 0)
+		return;
+	snprintf(last, NOTIFY_LINE, "%s", line);
+	notify_send(line);
+}
+
 /* The housekeeping thread: space watch and periodic index sync. */
 struct keeper {
 	struct hfs *fs;
@@ -200,6 +238,8 @@ static void *keeper_thread(void *arg)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	pthread_setname_np(pthread_self(), "hfs-keeper");
 	int tick = 0, next_evict = 2;
+	char notified[NOTIFY_LINE] = "";
+	bool notify = notify_wanted();
 	pthread_mutex_lock(&k->mu);
 	while (!k->stop) {
 		struct timespec ts;
@@ -218,6 +258,8 @@ static void *keeper_thread(void *arg)
 				  (long long)(free_b >> 20),
 				  low ? "; slowing writers down" : "");
 		hfs_reap(k->fs);
+		if (notify)
+			notify_queue(k->fs, notified);
 		if (++tick % 5 == 0) {
 			index_sync(k->fs->ix);
 			hfs_keep_reserve(k->fs);
@@ -582,6 +624,17 @@ int mount_run(const struct mount_opts *mo)
 
 	banner(fs, &cfg);
 	report_ready();
+	{
+		/* Usable now: tell the service manager (Type=notify). A
+		 * daemonized child is not the process it started. */
+		char msg[PATH_MAX + 128];
+		int n = snprintf(msg, sizeof(msg),
+				 "READY=1\nSTATUS=Mounted on %s", abs);
+		if (!mo->foreground && n > 0 && (size_t)n < sizeof(msg))
+			snprintf(msg + n, sizeof(msg) - (size_t)n,
+				 "\nMAINPID=%d", (int)getpid());
+		notify_send(msg);
+	}
 
 	struct fuse_loop_config *lc = fuse_loop_cfg_create();
 	if (lc) {
@@ -606,6 +659,21 @@ int mount_run(const struct mount_opts *mo)
 	 * index for the next mount. */
 	int64_t t0 = hfs_now_ns();
 	int64_t bound = control_shutdown_timeout(ctl);
+	if (notify_wanted()) {
+		uint64_t files;
+		int64_t last_sync;
+		char msg[256];
+		atomic_store(&stopping, true);
+		flushers_queued(fs->fl, &files, &last_sync);
+		/* The flush may take its whole bound: ask for that long. */
+		snprintf(msg, sizeof(msg),
+			 "STOPPING=1\nSTATUS=Unmounted; uploading the %llu "
+			 "file%s still waiting\nEXTEND_TIMEOUT_USEC=%lld",
+			 (unsigned long long)files, files == 1 ? "" : "s",
+			 (long long)((bound ? bound : cfg.flush_timeout) + 30) *
+				 1000000LL);
+		notify_send(msg);
+	}
 	rc = flushers_flush(fs->fl, -1, true,
 			    bound ? bound : cfg.flush_timeout);
 	const char *result = "ok";
