@@ -23,7 +23,9 @@
 #include "hfs/control.h"
 #include "hfs/flusher.h"
 #include "hfs/fs.h"
+#include "hfs/http.h"
 #include "hfs/log.h"
+#include "hfs/metrics.h"
 #include "hfs/restore.h"
 
 #define REQ_MAX 4096
@@ -93,6 +95,14 @@ void *control_status(struct hfs *fs, bool with_files)
 	json_t *rs = restore_status(fs->restore);
 	if (rs)
 		json_object_set_new(st, "restore", rs);
+	metrics_add_status(st);
+	uint64_t up, down;
+	http_get_rate_limits(&up, &down);
+	json_object_set_new(st, "limits",
+			    json_pack("{s:I, s:I}", "upload_bytes_per_second",
+				      (json_int_t)up,
+				      "download_bytes_per_second",
+				      (json_int_t)down));
 	/* Each counter as some value it had (relaxed, see fuse_stats.h). */
 	json_t *reqs = json_object();
 	for (int op = 0; op < HFS_FUSE_NOPS; op++)
@@ -140,8 +150,33 @@ static json_t *handle(struct control *c, json_t *req)
 		return json_pack("{s:b, s:s}", "ok", 0, "error",
 				 rc == -ETIMEDOUT
 					 ? "timed out waiting for uploads"
-					 : "some uploads failed; see "
-					   "`huracanfs status`");
+					 : "some uploads failed");
+	}
+	if (strcmp(cmd, "limit") == 0) {
+		uint64_t up, down;
+		json_t *ju = json_object_get(req, "up"),
+		       *jd = json_object_get(req, "down");
+		if ((ju &&
+		     (!json_is_integer(ju) || json_integer_value(ju) < 0)) ||
+		    (jd &&
+		     (!json_is_integer(jd) || json_integer_value(jd) < 0)))
+			return json_pack("{s:b, s:s}", "ok", 0, "error",
+					 "a limit is a number of bytes per "
+					 "second >= 0");
+		http_get_rate_limits(&up, &down);
+		if (ju)
+			up = (uint64_t)json_integer_value(ju);
+		if (jd)
+			down = (uint64_t)json_integer_value(jd);
+		if (ju || jd) {
+			http_set_rate_limits(up, down);
+			hlog_info("bandwidth limits: up=%llu down=%llu bytes/s",
+				  (unsigned long long)up,
+				  (unsigned long long)down);
+		}
+		return json_pack("{s:b, s:I, s:I}", "ok", 1,
+				 "upload_bytes_per_second", (json_int_t)up,
+				 "download_bytes_per_second", (json_int_t)down);
 	}
 	return json_pack("{s:b, s:s}", "ok", 0, "error", "unknown cmd");
 }

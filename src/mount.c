@@ -34,7 +34,9 @@
 #include "hfs/flusher.h"
 #include "hfs/fs.h"
 #include "hfs/fuse_ops.h"
+#include "hfs/http.h"
 #include "hfs/log.h"
+#include "hfs/metrics.h"
 #include "hfs/notify.h"
 #include "hfs/refresh.h"
 #include "hfs/restore.h"
@@ -268,8 +270,10 @@ static void *keeper_thread(void *arg)
 			/* Measure and evict; often while the cache is near
 			 * its limit or the disk is full, seldom otherwise. */
 			uint64_t limit = k->fs->cfg->cache_max_bytes, used = 0;
-			if (evict_run(k->fs, limit, &used, NULL) == 0 && low &&
-			    free_b >= 0) {
+			int erc = evict_run(k->fs, limit, &used, NULL);
+			if (erc == 0)
+				metrics_set_cache(used, free_b);
+			if (erc == 0 && low && free_b >= 0) {
 				uint64_t need =
 					k->fs->cfg->cache_min_free_bytes -
 					(uint64_t)free_b;
@@ -445,6 +449,7 @@ int mount_run(const struct mount_opts *mo)
 	struct hfs *fs = NULL;
 	struct fuse_session *se = NULL;
 	struct control *ctl = NULL;
+	struct metrics_server *metrics = NULL;
 	struct watcher *watcher = NULL;
 	struct refresher *lister = NULL;
 	struct keeper keeper = {0};
@@ -515,6 +520,7 @@ int mount_run(const struct mount_opts *mo)
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
 
+	http_set_rate_limits(cfg.upload_bps, cfg.download_bps);
 	rc = backend_create(&cfg, &be, err, sizeof(err));
 	if (rc) {
 		report("%s", err);
@@ -606,6 +612,14 @@ int mount_run(const struct mount_opts *mo)
 	rc = flushers_start(fs->fl);
 	if (!rc)
 		rc = control_start(fs, &ctl);
+	if (!rc && cfg.metrics_listen) {
+		rc = metrics_start(fs, cfg.metrics_listen, &metrics, err,
+				   sizeof(err));
+		if (rc) {
+			report("%s", err);
+			goto out;
+		}
+	}
 	if (!rc)
 		rc = watcher_start(fs, &watcher);
 	if (!rc)
@@ -694,6 +708,7 @@ out:
 	}
 	if (keeper_started)
 		keeper_stop(&keeper);
+	metrics_stop(metrics);
 	control_stop(ctl);
 	if (fs) {
 		/* No thread of ours is left that could call a hook. */

@@ -10,6 +10,9 @@
  *   {"cmd":"flush","category":"models"|null,"wait":true|false,
  *    "timeout":seconds?,"unmount":bool?}
  *                                         -> {"ok":bool,"error":string?}
+ *   {"cmd":"limit","up":N?,"down":N?}     -> {"ok":true,
+ *        "upload_bytes_per_second":N, "download_bytes_per_second":N}
+ *        (sets the bandwidth limits given, http.h; answers those in force)
  * "timeout" bounds the wait (default flush_timeout_seconds); "unmount"
  * (from `huracanfs unmount`) makes it the bound of the final flush after
  * the unmount too.
