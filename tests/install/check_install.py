@@ -111,8 +111,8 @@ def check_units(dest, opts, binary):
         if str(installed_bin) not in text:
             problem('%s does not run the installed binary %s'
                     % (u, installed_bin))
-        for want in ('Type=simple', 'ExecStart=', 'ExecStartPost=',
-                     'ExecStop=', '--foreground', 'flush', '--wait',
+        for want in ('Type=notify', 'ExecStart=', 'ExecStop=',
+                     '--foreground', 'huracanfs unmount',
                      'Restart=on-failure', 'TimeoutStopSec='):
             if want not in text:
                 problem('%s lacks %s' % (u, want))
