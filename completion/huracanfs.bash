@@ -2,7 +2,7 @@
 #
 # Completes the subcommands, their options, category names, FUSE options,
 # configuration files, directories for `mount`, and the mounted huracanfs
-# file systems for `status` and `flush`. Self-contained: works with or
+# file systems for `status`, `flush`, `unmount` and `limit`. Self-contained: works with or
 # without the bash-completion package.
 
 # Prints the mount points of the huracanfs file systems, one per line.
@@ -25,8 +25,8 @@ _huracanfs()
     prev=${COMP_WORDS[COMP_CWORD-1]}
 
     if [ "$COMP_CWORD" -eq 1 ]; then
-        COMPREPLY=($(compgen -W 'mount status flush check-config auth repair
-            --version --help' -- "$cur"))
+        COMPREPLY=($(compgen -W 'mount status flush unmount limit
+            check-config auth repair --version --help' -- "$cur"))
         return 0
     fi
     cmd=${COMP_WORDS[1]}
@@ -49,6 +49,9 @@ _huracanfs()
             data_cache other' -- "$cur"))
         return 0
         ;;
+    -t|--timeout|--max-unreachable|--up|--down)
+        return 0   # a number or a rate: nothing to complete
+        ;;
     -o)
         # FUSE options: complete the last of a comma-separated list.
         local head=""
@@ -66,7 +69,8 @@ _huracanfs()
         word=${COMP_WORDS[i]}
         if [ $skip -eq 1 ]; then skip=0; continue; fi
         case "$word" in
-        -c|--config|--category|-o) skip=1 ;;
+        -c|--config|--category|-o|-t|--timeout|--max-unreachable|--up|--down)
+            skip=1 ;;
         -*) ;;
         *) have_arg=1 ;;
         esac
@@ -83,13 +87,15 @@ _huracanfs()
             COMPREPLY=($(compgen -d -- "$cur"))
         fi
         ;;
-    status|flush)
+    status|flush|unmount|limit)
         if [[ "$cur" == -* ]]; then
-            if [ "$cmd" = status ]; then
-                COMPREPLY=($(compgen -W '--json --files' -- "$cur"))
-            else
-                COMPREPLY=($(compgen -W '--category --wait' -- "$cur"))
-            fi
+            case "$cmd" in
+            status) COMPREPLY=($(compgen -W '--json --files --check
+                --max-unreachable' -- "$cur")) ;;
+            flush) COMPREPLY=($(compgen -W '--category --wait' -- "$cur")) ;;
+            unmount) COMPREPLY=($(compgen -W '--timeout --lazy' -- "$cur")) ;;
+            limit) COMPREPLY=($(compgen -W '--up --down' -- "$cur")) ;;
+            esac
         elif [ $have_arg -eq 0 ]; then
             local IFS=$'\n'
             COMPREPLY=($(compgen -W "$(_huracanfs_mounts)" -- "$cur"))

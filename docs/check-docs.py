@@ -30,8 +30,11 @@ CATEGORIES = {'learning', 'logs', 'monitoring', 'models', 'data_cache',
               'other'}
 OPTIONS = {
     'mount': {'--config', '-c', '--foreground', '-f', '-o', '--help', '-h'},
-    'status': {'--json', '-j', '--files', '-F'},
+    'status': {'--json', '-j', '--files', '-F', '--check',
+               '--max-unreachable'},
     'flush': {'--category', '-c', '--wait', '-w'},
+    'unmount': {'--timeout', '-t', '--lazy', '-l'},
+    'limit': {'--up', '--down'},
     'check-config': {'--config', '-c'},
     'auth': {'--config', '-c'},
 }

@@ -17,7 +17,9 @@
  * value: some values are secrets, and a message must not have to know
  * which.
  */
+#include <arpa/inet.h>
 #include <ctype.h>
+#include <netinet/in.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -143,6 +145,12 @@ static const struct ckey keys[] = {
 	BOOL("huracanfs", "cache_keep_data_cache", "true",
 	     cache_keep[CAT_DATA_CACHE]),
 	BOOL("huracanfs", "cache_keep_other", "false", cache_keep[CAT_OTHER]),
+	STR("huracanfs", "metrics_listen", CF_NONEMPTY | CF_NULLABLE, NULL,
+	    metrics_listen),
+	BOOL("huracanfs", "metrics_allow_public", "false",
+	     metrics_allow_public),
+	SIZE("upload_bytes_per_second", 0, "0", upload_bps),
+	SIZE("download_bytes_per_second", 0, "0", download_bps),
 	{ "huracanfs", "rules", CT_RULES, 0, 0, NULL, F(rules), 0 },
 };
 /* clang-format on */
@@ -945,6 +953,31 @@ int config_load(struct hfs_config *cfg, const char *path, char *err,
 	if (rc < 0)
 		goto out;
 
+	if (cfg->metrics_listen) {
+		char host[256];
+		int port;
+		bool loopback;
+		rc = config_parse_listen(cfg->metrics_listen, host,
+					 sizeof(host), &port, &loopback);
+		if (rc < 0) {
+			set_error(err, errlen,
+				  "huracanfs.metrics_listen: \"%s\" is not "
+				  "HOST:PORT (for example 127.0.0.1:9477)",
+				  cfg->metrics_listen);
+			goto out;
+		}
+		if (!loopback && !cfg->metrics_allow_public) {
+			rc = -EINVAL;
+			set_error(err, errlen,
+				  "huracanfs.metrics_listen: %s is not a "
+				  "loopback address; metrics would be served "
+				  "to the network. Use 127.0.0.1:%d, or set "
+				  "huracanfs.metrics_allow_public: true",
+				  host, port);
+			goto out;
+		}
+	}
+
 	if (!cfg->backend_set)
 		cfg->backend = cfg->access_token || cfg->refresh_token
 				       ? BACKEND_DROPBOX
@@ -983,6 +1016,43 @@ static void print_size(FILE *out, uint64_t v)
 		fprintf(out, "%" PRIu64 "\n", v);
 	else
 		fprintf(out, "%" PRIu64 "%c\n", v, units[u]);
+}
+
+int config_parse_listen(const char *s, char *host, size_t hostlen, int *port,
+			bool *loopback)
+{
+	const char *colon, *h = s;
+	size_t hl;
+	if (s[0] == '[') { /* [v6]:port */
+		const char *close = strchr(s, ']');
+		if (!close || close[1] != ':')
+			return -EINVAL;
+		h = s + 1;
+		hl = (size_t)(close - h);
+		colon = close + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (!colon || strchr(s, ':') != colon)
+			return -EINVAL;
+		hl = (size_t)(colon - s);
+	}
+	if (hl == 0 || hl >= hostlen)
+		return -EINVAL;
+	memcpy(host, h, hl);
+	host[hl] = '\0';
+	int64_t p;
+	if (parse_int(colon + 1, &p) < 0 || p < 1 || p > 65535)
+		return -EINVAL;
+	*port = (int)p;
+	struct in_addr a4;
+	struct in6_addr a6;
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		*loopback = (ntohl(a4.s_addr) >> 24) == 127;
+	else if (inet_pton(AF_INET6, host, &a6) == 1)
+		*loopback = IN6_IS_ADDR_LOOPBACK(&a6);
+	else
+		*loopback = strcmp(host, "localhost") == 0;
+	return 0;
 }
 
 void config_dump(const struct hfs_config *cfg, void *stream)

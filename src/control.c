@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +23,9 @@
 #include "hfs/control.h"
 #include "hfs/flusher.h"
 #include "hfs/fs.h"
+#include "hfs/http.h"
 #include "hfs/log.h"
+#include "hfs/metrics.h"
 #include "hfs/restore.h"
 
 #define REQ_MAX 4096
@@ -36,6 +39,9 @@ struct control {
 	pthread_mutex_t mu;
 	pthread_cond_t idle; /* signals: active dropped to 0 */
 	int active; /* connections being served; mu */
+	/* The bound of the final flush after the unmount, as the last
+	 * `unmount` request asked (0: flush_timeout_seconds). */
+	_Atomic int64_t shutdown_timeout;
 };
 
 struct conn {
@@ -52,6 +58,8 @@ void *control_status(struct hfs *fs, bool with_files)
 	json_object_set_new(st, "mountpoint", json_string(fs->mountpoint));
 	json_object_set_new(st, "cache_dir", json_string(cache_dir(fs->cache)));
 	json_object_set_new(st, "pid", json_integer(getpid()));
+	json_object_set_new(st, "flush_timeout",
+			    json_integer(fs->cfg->flush_timeout));
 	json_object_set_new(
 		st, "offline",
 		json_boolean(atomic_load(&fs->offline_until) > hfs_now()));
@@ -87,6 +95,14 @@ void *control_status(struct hfs *fs, bool with_files)
 	json_t *rs = restore_status(fs->restore);
 	if (rs)
 		json_object_set_new(st, "restore", rs);
+	metrics_add_status(st);
+	uint64_t up, down;
+	http_get_rate_limits(&up, &down);
+	json_object_set_new(st, "limits",
+			    json_pack("{s:I, s:I}", "upload_bytes_per_second",
+				      (json_int_t)up,
+				      "download_bytes_per_second",
+				      (json_int_t)down));
 	/* Each counter as some value it had (relaxed, see fuse_stats.h). */
 	json_t *reqs = json_object();
 	for (int op = 0; op < HFS_FUSE_NOPS; op++)
@@ -120,15 +136,47 @@ static json_t *handle(struct control *c, json_t *req)
 					"other)");
 		}
 		bool wait = json_is_true(json_object_get(req, "wait"));
-		int rc = flushers_flush(c->fs->fl, cat, wait,
-					c->fs->cfg->flush_timeout);
+		int64_t timeout = c->fs->cfg->flush_timeout;
+		json_t *jt = json_object_get(req, "timeout");
+		if (json_is_integer(jt) && json_integer_value(jt) > 0)
+			timeout = json_integer_value(jt);
+		/* `huracanfs unmount` flushes first: its bound then also
+		 * applies to the final flush after the unmount. */
+		if (json_is_true(json_object_get(req, "unmount")))
+			atomic_store(&c->shutdown_timeout, timeout);
+		int rc = flushers_flush(c->fs->fl, cat, wait, timeout);
 		if (rc == 0)
 			return json_pack("{s:b}", "ok", 1);
 		return json_pack("{s:b, s:s}", "ok", 0, "error",
 				 rc == -ETIMEDOUT
 					 ? "timed out waiting for uploads"
-					 : "some uploads failed; see "
-					   "`huracanfs status`");
+					 : "some uploads failed");
+	}
+	if (strcmp(cmd, "limit") == 0) {
+		uint64_t up, down;
+		json_t *ju = json_object_get(req, "up"),
+		       *jd = json_object_get(req, "down");
+		if ((ju &&
+		     (!json_is_integer(ju) || json_integer_value(ju) < 0)) ||
+		    (jd &&
+		     (!json_is_integer(jd) || json_integer_value(jd) < 0)))
+			return json_pack("{s:b, s:s}", "ok", 0, "error",
+					 "a limit is a number of bytes per "
+					 "second >= 0");
+		http_get_rate_limits(&up, &down);
+		if (ju)
+			up = (uint64_t)json_integer_value(ju);
+		if (jd)
+			down = (uint64_t)json_integer_value(jd);
+		if (ju || jd) {
+			http_set_rate_limits(up, down);
+			hlog_info("bandwidth limits: up=%llu down=%llu bytes/s",
+				  (unsigned long long)up,
+				  (unsigned long long)down);
+		}
+		return json_pack("{s:b, s:I, s:I}", "ok", 1,
+				 "upload_bytes_per_second", (json_int_t)up,
+				 "download_bytes_per_second", (json_int_t)down);
 	}
 	return json_pack("{s:b, s:s}", "ok", 0, "error", "unknown cmd");
 }
@@ -274,6 +322,11 @@ int control_start(struct hfs *fs, struct control **out)
 fail:
 	control_stop(c);
 	return rc;
+}
+
+int64_t control_shutdown_timeout(struct control *c)
+{
+	return c ? atomic_load(&c->shutdown_timeout) : 0;
 }
 
 void control_stop(struct control *c)

@@ -51,6 +51,7 @@
 #include <time.h>
 
 #include "dbx_i.h"
+#include "hfs/metrics.h"
 
 #define DBX_REFRESH_MARGIN 300
 #define DBX_REFRESH_SPACING 5
@@ -551,8 +552,11 @@ int dbx_api_call(struct dbx *db, struct call *c)
 		}
 		rc = prepare(db, c, token, &url, &auth, &arg_hdr, headers,
 			     &req);
-		if (rc == 0)
+		if (rc == 0) {
 			rc = http_perform(db->pool, &req, &c->resp);
+			metrics_remote_request(c->route,
+					       rc < 0 ? 0 : c->resp.status);
+		}
 		dbx_api_free_secret(&auth);
 		dbx_api_free_secret(&token);
 		free(arg_hdr);
@@ -578,6 +582,7 @@ int dbx_api_call(struct dbx *db, struct call *c)
 			rc = advance_sink(c);
 			if (rc < 0)
 				return rc;
+			metrics_remote_retry();
 			dbx_api_sleep_ms(wait);
 			slept += wait;
 			continue;
@@ -645,6 +650,7 @@ int dbx_api_call(struct dbx *db, struct call *c)
 				dbx_api_sleep_ms(wait);
 				slept += wait;
 			}
+			metrics_remote_retry();
 			continue;
 		}
 		if (status == 400) {

@@ -16,6 +16,7 @@
 #include "fs_i.h"
 #include "hfs/backend.h"
 #include "hfs/log.h"
+#include "hfs/metrics.h"
 
 /*
  * Small files are fetched whole, into a temporary file moved into place
@@ -52,6 +53,7 @@ static int fetch_whole(struct hfs *fs, struct hnode *hn, const char *path,
 		return fd;
 	int rc = fs->be->ops->download(fs->be, path, NULL, 0, 0, fd, &got,
 				       &meta);
+	metrics_bytes_down(got);
 	if (!rc && !meta.has_hash)
 		rc = chash_fd(fd, hash, NULL);
 	if (!rc && fsync(fd) < 0)
@@ -122,6 +124,7 @@ static int fetch_chunks(struct hfs *fs, struct hnode *hn, const char *path,
 		rc = fs->be->ops->download(fs->be, path,
 					   n->r.rev[0] ? n->r.rev : NULL, coff,
 					   clen, fd, &got, NULL);
+		metrics_bytes_down(got);
 		if (!rc && got != clen)
 			rc = -EIO; /* the remote file changed size */
 		if (!rc && fdatasync(fd) < 0)

@@ -31,6 +31,7 @@
 #include "hfs/category.h"
 #include "hfs/flusher.h"
 #include "hfs/log.h"
+#include "hfs/metrics.h"
 #include "hfs/runs.h"
 
 #define RETRY_MAX 60
@@ -292,6 +293,7 @@ static void retry_later(struct catq *q, uint64_t ino, int64_t now)
 		delay = cfg->interval[q->cat];
 	if (delay > RETRY_MAX)
 		delay = RETRY_MAX;
+	metrics_upload_retry();
 	pthread_mutex_lock(&q->mu);
 	push(q, ino, now + delay);
 	pthread_mutex_unlock(&q->mu);
@@ -310,6 +312,7 @@ static void settle(struct catq *q, struct upload_job *job, int rc,
 		 * in status and its xattr, and is tried again in an hour or
 		 * at the next mount. */
 		bs->failed++;
+		metrics_upload(q->cat, false, 0);
 		snprintf(err, errlen, "%s: refused by the remote: %s (%s)",
 			 res->path[0] ? res->path : "?", strerror(-rc),
 			 backend_last_error());
@@ -324,6 +327,8 @@ static void settle(struct catq *q, struct upload_job *job, int rc,
 	}
 	if (rc) {
 		bs->failed++;
+		metrics_upload(q->cat, false, 0);
+		metrics_remote_result(rc);
 		snprintf(err, errlen, "%s: %s (%s)",
 			 res->path[0] ? res->path : "?", strerror(-rc),
 			 backend_last_error());
@@ -333,6 +338,7 @@ static void settle(struct catq *q, struct upload_job *job, int rc,
 		retry_later(q, job->ino, now);
 		return;
 	}
+	metrics_remote_result(0);
 	if (res->open_for_write) {
 		/* Keep an eye on a file a writer holds open: its new bytes
 		 * may sit in the kernel until we ask for them. */
@@ -349,6 +355,7 @@ static void settle(struct catq *q, struct upload_job *job, int rc,
 	} else if (!res->still_dirty || res->bytes) {
 		bs->files++;
 		bs->bytes += res->bytes;
+		metrics_upload(q->cat, true, res->bytes);
 		hlog_debug("uploaded \"%s\" bytes=%llu", res->path,
 			   (unsigned long long)res->bytes);
 	}
@@ -502,8 +509,11 @@ static void run_batch(struct catq *q, struct qent *batch, size_t n,
 		snprintf(err, sizeof(err), "journal replay: %s (%s)",
 			 strerror(-rc), backend_last_error());
 		int64_t now = hfs_now();
-		for (size_t i = 0; i < n; i++)
+		for (size_t i = 0; i < n; i++) {
 			retry_later(q, batch[i].ino, now);
+			metrics_upload(q->cat, false, 0);
+		}
+		metrics_remote_result(rc);
 		bs->failed += (int)n;
 	} else {
 		upload_all(q, batch, n, flushing, bs, err, sizeof(err));
@@ -623,6 +633,7 @@ static void *journal_thread(void *arg)
 		int rc = hfs_replay_journal(fs);
 		pthread_mutex_unlock(&fs->commit_lock);
 
+		metrics_remote_result(rc);
 		pthread_mutex_lock(&fl->jmu);
 		fl->jpasses++;
 		fl->jrunning = false;
@@ -851,6 +862,20 @@ int flushers_flush(struct flushers *fl, int cat, bool wait, int64_t timeout_s)
 	if (sync_rc)
 		return sync_rc;
 	return failures || journal_rc ? -EIO : 0;
+}
+
+void flushers_queued(struct flushers *fl, uint64_t *files, int64_t *last_sync)
+{
+	*files = 0;
+	*last_sync = 0;
+	for (int c = 0; fl && c < CAT_COUNT; c++) {
+		struct catq *q = &fl->cq[c];
+		pthread_mutex_lock(&q->mu);
+		*files += q->n;
+		if (q->last_sync > *last_sync)
+			*last_sync = q->last_sync;
+		pthread_mutex_unlock(&q->mu);
+	}
 }
 
 int64_t flushers_next_upload(struct flushers *fl, uint64_t ino)

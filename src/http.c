@@ -63,6 +63,63 @@ struct http_pool {
 	atomic_bool interrupted; /* http_pool_interrupt: no more long polls */
 };
 
+/*
+ * Bandwidth limits (http_set_rate_limits): one bucket per direction,
+ * shared by every request of the process, so the limit holds across all
+ * connections together. A bucket keeps the time at which the bytes
+ * charged so far may all have gone at @rate (@next_ns, CLOCK_MONOTONIC);
+ * a caller charges its bytes and sleeps until that time, less an
+ * allowance of RATE_BURST_NS, so an idle link may send that much at once
+ * and a busy one is held to the rate over any longer stretch. @rate is
+ * read without the lock (a change applies from the next charge); @next_ns
+ * is protected by @mu.
+ */
+#define RATE_BURST_NS (50LL * 1000000)
+/* A callback sends at most 1/RATE_SLICES of a second's worth at a time, so
+ * that concurrent transfers take turns (and never less than this). */
+#define RATE_SLICES 20
+#define RATE_CHUNK_MIN 4096
+
+struct rate_bucket {
+	pthread_mutex_t mu;
+	_Atomic uint64_t rate; /* bytes per second; 0: no limit */
+	int64_t next_ns; /* mu */
+};
+
+static struct rate_bucket up_bucket = {.mu = PTHREAD_MUTEX_INITIALIZER};
+static struct rate_bucket down_bucket = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+void http_set_rate_limits(uint64_t up, uint64_t down)
+{
+	atomic_store(&up_bucket.rate, up);
+	atomic_store(&down_bucket.rate, down);
+}
+
+void http_get_rate_limits(uint64_t *up, uint64_t *down)
+{
+	*up = atomic_load(&up_bucket.rate);
+	*down = atomic_load(&down_bucket.rate);
+}
+
+/* How many of @want bytes one callback may move under @b's limit. */
+static size_t rate_chunk(struct rate_bucket *b, size_t want)
+{
+	uint64_t rate = atomic_load(&b->rate);
+	if (!rate)
+		return want;
+	uint64_t chunk = rate / RATE_SLICES;
+	if (chunk < RATE_CHUNK_MIN)
+		chunk = RATE_CHUNK_MIN;
+	return (uint64_t)want > chunk ? (size_t)chunk : want;
+}
+
+/*
+ * Charges @n bytes to @b and sleeps until they may have gone. Returns 0,
+ * or -EINTR if the thread was cancelled meanwhile (http_set_thread_cancel).
+ * Sleeps in short steps, so a cancel or a lifted limit ends the wait soon.
+ */
+static int rate_wait(struct rate_bucket *b, size_t n);
+
 enum sink_mode { MODE_UNDECIDED, MODE_MEMORY, MODE_SINK };
 
 /* The state of one request while curl runs it. */
@@ -291,6 +348,11 @@ static size_t read_cb(char *buf, size_t size, size_t nitems, void *ud)
 		want = (size_t)left;
 	if (want == 0)
 		return 0;
+	want = rate_chunk(&up_bucket, want);
+	if (rate_wait(&up_bucket, want) < 0) {
+		x->err = -EINTR;
+		return CURL_READFUNC_ABORT;
+	}
 	if (req->body_fd < 0) {
 		memcpy(buf, (const char *)req->body + x->body_pos, want);
 		x->body_pos += want;
@@ -500,6 +562,11 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *ud)
 		if (x->err)
 			return 0;
 	}
+	/* What came is in our buffer already: charge it, then take it. */
+	if (rate_wait(&down_bucket, len) < 0) {
+		x->err = -EINTR;
+		return 0;
+	}
 	if (x->mode == MODE_MEMORY) {
 		if (len > HTTP_BODY_MAX - resp->body_len) {
 			x->err = -EIO;
@@ -705,6 +772,33 @@ static int xferinfo_cb(void *arg, curl_off_t dltotal, curl_off_t dlnow,
 	return 0;
 }
 
+static int rate_wait(struct rate_bucket *b, size_t n)
+{
+	uint64_t rate = atomic_load(&b->rate);
+	if (!rate || !n)
+		return 0;
+	int64_t now = http_mono_ns();
+	pthread_mutex_lock(&b->mu);
+	if (b->next_ns < now - RATE_BURST_NS)
+		b->next_ns = now - RATE_BURST_NS;
+	b->next_ns += (int64_t)((n * 1000000000ULL) / rate);
+	int64_t until = b->next_ns - RATE_BURST_NS;
+	pthread_mutex_unlock(&b->mu);
+	while ((now = http_mono_ns()) < until) {
+		if (http_thread_cancelled())
+			return -EINTR;
+		if (!atomic_load(&b->rate))
+			return 0; /* the limit was lifted */
+		int64_t step = until - now;
+		if (step > 100000000LL)
+			step = 100000000LL;
+		struct timespec ts = {(time_t)(step / 1000000000LL),
+				      (long)(step % 1000000000LL)};
+		nanosleep(&ts, NULL);
+	}
+	return 0;
+}
+
 void http_pool_interrupt(struct http_pool *pool)
 {
 	atomic_store(&pool->interrupted, true);
@@ -787,8 +881,14 @@ int http_perform(struct http_pool *pool, const struct http_request *req,
 		break;
 	}
 	case HTTP_TRANSFER:
+		/* Under a bandwidth limit shared by many transfers each may
+		 * well move less than the low-speed limit: then only a
+		 * transfer that moves nothing at all is cut. */
 		curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT,
-				 HTTP_LOW_SPEED_LIMIT);
+				 atomic_load(&up_bucket.rate) ||
+						 atomic_load(&down_bucket.rate)
+					 ? 1L
+					 : HTTP_LOW_SPEED_LIMIT);
 		curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME,
 				 left_s < HTTP_LOW_SPEED_TIME
 					 ? left_s

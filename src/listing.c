@@ -17,6 +17,7 @@
 #include "hfs/fold.h"
 #include "hfs/backend.h"
 #include "hfs/log.h"
+#include "hfs/metrics.h"
 
 /* After a failed listing, the remote counts as unreachable (listings
  * come from the index) for this long (s). */
@@ -639,6 +640,7 @@ int fs_ensure_listed(struct hfs *fs, uint64_t dir, bool refresh)
 	}
 	if (rc == 0) {
 		/* merged */
+		metrics_remote_result(0);
 	} else if (rc == -ENOENT || rc == -ENOTDIR) {
 		/* Not on the remote (yet): what we have is all there is. */
 		mark_listed(fs, dir);
@@ -649,6 +651,7 @@ int fs_ensure_listed(struct hfs *fs, uint64_t dir, bool refresh)
 			  path[0] ? path : "/", strerror(-rc),
 			  backend_last_error());
 		atomic_store(&fs->offline_until, hfs_now() + OFFLINE_BACKOFF);
+		metrics_remote_result(rc);
 		rc = 0;
 	}
 out:

@@ -11,9 +11,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
+#include <jansson.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,7 +34,10 @@
 #include "hfs/flusher.h"
 #include "hfs/fs.h"
 #include "hfs/fuse_ops.h"
+#include "hfs/http.h"
 #include "hfs/log.h"
+#include "hfs/metrics.h"
+#include "hfs/notify.h"
 #include "hfs/refresh.h"
 #include "hfs/restore.h"
 #include "hfs/watcher.h"
@@ -182,6 +187,42 @@ static void banner(const struct hfs *fs, const struct hfs_config *cfg)
 	}
 }
 
+/* Set once the final flush begins: the status line then says so. */
+static atomic_bool stopping;
+
+/*
+ * Tells the service manager (notify.h) how the queue stands, when it
+ * changed since @last (a buffer of NOTIFY_LINE bytes, updated).
+ */
+#define NOTIFY_LINE 256
+static void notify_queue(struct hfs *fs, char *last)
+{
+	uint64_t files;
+	int64_t last_sync;
+	char line[NOTIFY_LINE], when[32] = "";
+	if (atomic_load(&stopping))
+		return;
+	flushers_queued(fs->fl, &files, &last_sync);
+	if (last_sync) {
+		time_t t = (time_t)last_sync;
+		struct tm tm;
+		gmtime_r(&t, &tm);
+		strftime(when, sizeof(when), "; last upload %H:%M:%SZ", &tm);
+	}
+	snprintf(line, sizeof(line),
+		 "STATUS=Mounted on %s; %llu file%s "
+		 "waiting for upload%s%s",
+		 fs->mountpoint, (unsigned long long)files,
+		 files == 1 ? "" : "s", when,
+		 atomic_load(&fs->offline_until) > hfs_now()
+			 ? "; remote unreachable"
+			 : "");
+	if (strcmp(line, last) == 0)
+		return;
+	snprintf(last, NOTIFY_LINE, "%s", line);
+	notify_send(line);
+}
+
 /* The housekeeping thread: space watch and periodic index sync. */
 struct keeper {
 	struct hfs *fs;
@@ -199,6 +240,8 @@ static void *keeper_thread(void *arg)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	pthread_setname_np(pthread_self(), "hfs-keeper");
 	int tick = 0, next_evict = 2;
+	char notified[NOTIFY_LINE] = "";
+	bool notify = notify_wanted();
 	pthread_mutex_lock(&k->mu);
 	while (!k->stop) {
 		struct timespec ts;
@@ -217,6 +260,8 @@ static void *keeper_thread(void *arg)
 				  (long long)(free_b >> 20),
 				  low ? "; slowing writers down" : "");
 		hfs_reap(k->fs);
+		if (notify)
+			notify_queue(k->fs, notified);
 		if (++tick % 5 == 0) {
 			index_sync(k->fs->ix);
 			hfs_keep_reserve(k->fs);
@@ -225,8 +270,10 @@ static void *keeper_thread(void *arg)
 			/* Measure and evict; often while the cache is near
 			 * its limit or the disk is full, seldom otherwise. */
 			uint64_t limit = k->fs->cfg->cache_max_bytes, used = 0;
-			if (evict_run(k->fs, limit, &used, NULL) == 0 && low &&
-			    free_b >= 0) {
+			int erc = evict_run(k->fs, limit, &used, NULL);
+			if (erc == 0)
+				metrics_set_cache(used, free_b);
+			if (erc == 0 && low && free_b >= 0) {
 				uint64_t need =
 					k->fs->cfg->cache_min_free_bytes -
 					(uint64_t)free_b;
@@ -298,6 +345,66 @@ static int hook_evict(void *arg, uint64_t limit, uint64_t *used,
 	return evict_run(w->fs, limit, used, freed);
 }
 
+/* At most this many files are named in the shutdown report. */
+#define REPORT_FILES_MAX 1000
+
+/*
+ * Writes {cache_dir}/shutdown.json (see mount.h) once the final flush is
+ * over: what is still queued, for `huracanfs unmount`. Files of a category
+ * whose sync is switched off are counted apart: they wait by design.
+ */
+static void write_shutdown_report(struct hfs *fs, const struct hfs_config *cfg,
+				  const char *result)
+{
+	json_t *st = flushers_status(fs->fl, true);
+	json_t *files = json_array(), *cats, *c;
+	json_int_t nfiles = 0, nbytes = 0, off_files = 0, off_bytes = 0;
+	size_t i, j;
+	char path[PATH_MAX], tmp[PATH_MAX];
+	if (!st || !files)
+		goto out;
+	cats = json_object_get(st, "categories");
+	json_array_foreach(cats, i, c)
+	{
+		bool on = json_is_true(json_object_get(c, "enabled"));
+		json_int_t f = json_integer_value(
+				   json_object_get(c, "pending_files")),
+			   b = json_integer_value(
+				   json_object_get(c, "pending_bytes"));
+		if (!on) {
+			off_files += f;
+			off_bytes += b;
+			continue;
+		}
+		nfiles += f;
+		nbytes += b;
+		json_t *fe;
+		json_array_foreach(json_object_get(c, "files"), j, fe)
+		{
+			if (json_array_size(files) >= REPORT_FILES_MAX)
+				break;
+			json_object_set(fe, "category",
+					json_object_get(c, "name"));
+			json_array_append(files, fe);
+		}
+	}
+	json_t *rep = json_pack("{s:I, s:s, s:I, s:I, s:I, s:I, s:s, s:O}",
+				"time", (json_int_t)time(NULL), "result",
+				result, "pending_files", nfiles,
+				"pending_bytes", nbytes, "sync_off_files",
+				off_files, "sync_off_bytes", off_bytes,
+				"cache_dir", cfg->cache_dir, "files", files);
+	snprintf(path, sizeof(path), "%s/" SHUTDOWN_REPORT, cfg->cache_dir);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	if (!rep || json_dump_file(rep, tmp, JSON_COMPACT) < 0 ||
+	    rename(tmp, path) < 0)
+		hlog_warn("cannot write %s: %s", path, strerror(errno));
+	json_decref(rep);
+out:
+	json_decref(files);
+	json_decref(st);
+}
+
 /* True if the comma-separated @opts holds @name (alone or as name=...). */
 static bool has_option(const char *opts, const char *name)
 {
@@ -342,6 +449,7 @@ int mount_run(const struct mount_opts *mo)
 	struct hfs *fs = NULL;
 	struct fuse_session *se = NULL;
 	struct control *ctl = NULL;
+	struct metrics_server *metrics = NULL;
 	struct watcher *watcher = NULL;
 	struct refresher *lister = NULL;
 	struct keeper keeper = {0};
@@ -412,6 +520,7 @@ int mount_run(const struct mount_opts *mo)
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
 
+	http_set_rate_limits(cfg.upload_bps, cfg.download_bps);
 	rc = backend_create(&cfg, &be, err, sizeof(err));
 	if (rc) {
 		report("%s", err);
@@ -503,6 +612,14 @@ int mount_run(const struct mount_opts *mo)
 	rc = flushers_start(fs->fl);
 	if (!rc)
 		rc = control_start(fs, &ctl);
+	if (!rc && cfg.metrics_listen) {
+		rc = metrics_start(fs, cfg.metrics_listen, &metrics, err,
+				   sizeof(err));
+		if (rc) {
+			report("%s", err);
+			goto out;
+		}
+	}
 	if (!rc)
 		rc = watcher_start(fs, &watcher);
 	if (!rc)
@@ -521,6 +638,17 @@ int mount_run(const struct mount_opts *mo)
 
 	banner(fs, &cfg);
 	report_ready();
+	{
+		/* Usable now: tell the service manager (Type=notify). A
+		 * daemonized child is not the process it started. */
+		char msg[PATH_MAX + 128];
+		int n = snprintf(msg, sizeof(msg),
+				 "READY=1\nSTATUS=Mounted on %s", abs);
+		if (!mo->foreground && n > 0 && (size_t)n < sizeof(msg))
+			snprintf(msg + n, sizeof(msg) - (size_t)n,
+				 "\nMAINPID=%d", (int)getpid());
+		notify_send(msg);
+	}
 
 	struct fuse_loop_config *lc = fuse_loop_cfg_create();
 	if (lc) {
@@ -540,10 +668,28 @@ int mount_run(const struct mount_opts *mo)
 	fuse_session_unmount(se);
 	mounted = false;
 
-	/* Upload what is pending, within flush_timeout_seconds; what is
-	 * left stays queued in the index for the next mount. */
+	/* Upload what is pending, within flush_timeout_seconds (or the
+	 * bound `huracanfs unmount` gave); what is left stays queued in the
+	 * index for the next mount. */
 	int64_t t0 = hfs_now_ns();
-	rc = flushers_flush(fs->fl, -1, true, cfg.flush_timeout);
+	int64_t bound = control_shutdown_timeout(ctl);
+	if (notify_wanted()) {
+		uint64_t files;
+		int64_t last_sync;
+		char msg[256];
+		atomic_store(&stopping, true);
+		flushers_queued(fs->fl, &files, &last_sync);
+		/* The flush may take its whole bound: ask for that long. */
+		snprintf(msg, sizeof(msg),
+			 "STOPPING=1\nSTATUS=Unmounted; uploading the %llu "
+			 "file%s still waiting\nEXTEND_TIMEOUT_USEC=%lld",
+			 (unsigned long long)files, files == 1 ? "" : "s",
+			 (long long)((bound ? bound : cfg.flush_timeout) + 30) *
+				 1000000LL);
+		notify_send(msg);
+	}
+	rc = flushers_flush(fs->fl, -1, true,
+			    bound ? bound : cfg.flush_timeout);
 	const char *result = "ok";
 	if (rc == -ETIMEDOUT)
 		result = "timeout (the rest stays queued)";
@@ -551,6 +697,7 @@ int mount_run(const struct mount_opts *mo)
 		result = "some uploads failed (they stay queued)";
 	hlog_info("shutdown_flush result=%s ms=%lld", result,
 		  (long long)((hfs_now_ns() - t0) / 1000000));
+	write_shutdown_report(fs, &cfg, rc == 0 ? "ok" : result);
 	status = 0;
 out:
 	refresher_stop(lister);
@@ -561,6 +708,7 @@ out:
 	}
 	if (keeper_started)
 		keeper_stop(&keeper);
+	metrics_stop(metrics);
 	control_stop(ctl);
 	if (fs) {
 		/* No thread of ours is left that could call a hook. */

@@ -3,6 +3,7 @@
  * socket's reply, one section a line group.
  */
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -21,6 +22,80 @@ static const char *esc_member(json_t *o, const char *key, char *buf, size_t len)
 }
 
 #define ESC_MAX 16384
+
+/* Files named per category by status_problems. */
+#define PROBLEM_FILES_MAX 50
+
+int status_problems(json_t *st, long long max_unreachable_s, FILE *out,
+		    const char *prefix)
+{
+	static char e1[ESC_MAX], e2[ESC_MAX];
+	int n = 0;
+	size_t i, j;
+	json_t *c, *f;
+	json_array_foreach(json_object_get(st, "categories"), i, c)
+	{
+		int shown = 0;
+		/* A file without an error of its own waits on its category's
+		 * (a journal replay that failed first). */
+		static char ce[ESC_MAX];
+		bool cat_err =
+			esc_member(c, "last_error", ce, sizeof(ce)) != NULL;
+		json_array_foreach(json_object_get(c, "files"), j, f)
+		{
+			const char *why =
+				esc_member(f, "last_error", e2, sizeof(e2));
+			if (!why && cat_err)
+				why = ce;
+			if (!why)
+				continue;
+			if (shown == PROBLEM_FILES_MAX) {
+				fprintf(out, "%s... and more files in %s\n",
+					prefix,
+					json_string_value(
+						json_object_get(c, "name")));
+				shown++;
+				continue;
+			}
+			if (shown > PROBLEM_FILES_MAX)
+				continue;
+			fprintf(out, "%supload failed: %s: %s\n", prefix,
+				esc_member(f, "path", e1, sizeof(e1)), why);
+			shown++;
+		}
+		if (!shown && esc_member(c, "last_error", e2, sizeof(e2))) {
+			fprintf(out, "%s%s: last upload pass failed: %s\n",
+				prefix,
+				json_string_value(json_object_get(c, "name")),
+				e2);
+			shown++;
+		}
+		n += shown;
+	}
+	if (esc_member(st, "journal_error", e1, sizeof(e1))) {
+		fprintf(out, "%snamespace replay failed: %s\n", prefix, e1);
+		n++;
+	}
+	json_array_foreach(json_object_get(st, "lost"), i, f)
+	{
+		hlog_escape(e1, sizeof(e1), json_string_value(f),
+			    json_string_length(f));
+		fprintf(out, "%slost from the cache: %s\n", prefix, e1);
+		n++;
+	}
+	json_t *secs = json_object_get(st, "remote_unreachable_seconds");
+	if (max_unreachable_s >= 0 && json_is_integer(secs)) {
+		long long d = (long long)json_integer_value(secs);
+		if (d > max_unreachable_s) {
+			fprintf(out,
+				"%sremote unreachable for %lld s (more than "
+				"%lld)\n",
+				prefix, d, max_unreachable_s);
+			n++;
+		}
+	}
+	return n;
+}
 
 void status_print(json_t *st)
 {

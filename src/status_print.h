@@ -10,4 +10,15 @@
  * text, with every name from the filesystem escaped (hlog_escape). */
 void status_print(json_t *st);
 
+/*
+ * Writes one line per problem of status reply @st (taken with files) to
+ * @out, each after @prefix: a file whose last upload failed, with the
+ * error; a category's last error that no such file shows; a namespace
+ * replay error; files lost from the cache; and, if @max_unreachable_s >=
+ * 0, the remote unreachable for longer than that. Returns the number of
+ * problems.
+ */
+int status_problems(json_t *st, long long max_unreachable_s, FILE *out,
+		    const char *prefix);
+
 #endif

@@ -24,6 +24,7 @@
 #include "fs_i.h"
 #include "hfs/category.h"
 #include "hfs/log.h"
+#include "hfs/metrics.h"
 #include "hfs/watcher.h"
 
 /* Files at most this large are always copied for the snapshot. */
@@ -461,6 +462,8 @@ int hfs_upload_commit(struct hfs *fs, struct upload_job *job,
 	}
 	up.autorename = true;
 	rc = fs->be->ops->upload(fs->be, &up, meta);
+	if (rc == 0)
+		metrics_conflict();
 	if (rc == 0)
 		hlog_warn("conflict: \"%s\" was changed on the remote while we "
 			  "had changes of our own; ours is saved beside it as "

@@ -64,6 +64,12 @@ struct hfs_config {
 				on the remote; default true */
 	bool cache_keep[CAT_COUNT]; /* cache_keep_<category>: evicted last
 				       (true) or first (false) */
+	char *metrics_listen; /* HOST:PORT of the Prometheus endpoint, or NULL
+				 (none, the default); loopback only unless
+				 metrics_allow_public */
+	bool metrics_allow_public; /* default false */
+	uint64_t upload_bps; /* upload_bytes_per_second, 0: no limit */
+	uint64_t download_bps; /* download_bytes_per_second, 0: no limit */
 	struct cat_rule *rules; /* owned; user rules, tried before the
 				   built-in ones */
 	int n_rules;
@@ -111,5 +117,13 @@ void config_release(struct hfs_config *cfg);
  * G, T, optionally followed by "i", "iB" or "B"). Returns 0 or -EINVAL.
  */
 int config_parse_size(const char *s, uint64_t *out);
+
+/*
+ * Parses "HOST:PORT" or "[V6ADDR]:PORT" into @host (@hostlen bytes) and
+ * @port (1-65535); *@loopback tells whether HOST is a loopback address
+ * (127.0.0.0/8, ::1) or "localhost". Returns 0 or -EINVAL.
+ */
+int config_parse_listen(const char *s, char *host, size_t hostlen, int *port,
+			bool *loopback);
 
 #endif

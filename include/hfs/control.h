@@ -7,13 +7,22 @@
  * Protocol: the client sends one JSON object and a newline, the daemon
  * answers with one JSON object and a newline, then closes.
  *   {"cmd":"status","files":bool}         -> status object
- *   {"cmd":"flush","category":"models"|null,"wait":true|false}
+ *   {"cmd":"flush","category":"models"|null,"wait":true|false,
+ *    "timeout":seconds?,"unmount":bool?}
  *                                         -> {"ok":bool,"error":string?}
+ *   {"cmd":"limit","up":N?,"down":N?}     -> {"ok":true,
+ *        "upload_bytes_per_second":N, "download_bytes_per_second":N}
+ *        (sets the bandwidth limits given, http.h; answers those in force)
+ * "timeout" bounds the wait (default flush_timeout_seconds); "unmount"
+ * (from `huracanfs unmount`) makes it the bound of the final flush after
+ * the unmount too.
  */
 #ifndef HFS_CONTROL_H
 #define HFS_CONTROL_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct hfs;
 struct control;
@@ -22,6 +31,9 @@ struct control;
 int control_start(struct hfs *fs, struct control **out);
 /* Stops the thread and removes the socket; NULL-safe. */
 void control_stop(struct control *c);
+/* The bound in seconds of the final flush that an `unmount` request asked
+ * for, or 0 (none came: flush_timeout_seconds applies); NULL-safe. */
+int64_t control_shutdown_timeout(struct control *c);
 
 /*
  * Client: sends @req (json_t *, borrowed) to the daemon serving

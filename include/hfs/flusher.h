@@ -40,6 +40,10 @@ void flushers_kick_journal(struct flushers *fl);
  */
 int flushers_flush(struct flushers *fl, int cat, bool wait, int64_t timeout_s);
 
+/* Cheap, for a status line: the entries queued in every category (files
+ * waiting, without looking at the index) and the latest last_sync. */
+void flushers_queued(struct flushers *fl, uint64_t *files, int64_t *last_sync);
+
 /* The next upload time of @ino, or 0 if it is not queued. */
 int64_t flushers_next_upload(struct flushers *fl, uint64_t ino);
 

@@ -174,6 +174,16 @@ void http_response_release(struct http_response *resp);
 int http_perform(struct http_pool *pool, const struct http_request *req,
 		 struct http_response *resp);
 
+/*
+ * Bandwidth limits of the whole process, in bytes per second (0: none):
+ * @up for request bodies, @down for response bodies, each shared by every
+ * request in flight on every pool (a token bucket per direction, in the
+ * read and write callbacks). May be called at any time from any thread; a
+ * change applies to the next bytes. Default: none.
+ */
+void http_set_rate_limits(uint64_t up, uint64_t down);
+void http_get_rate_limits(uint64_t *up, uint64_t *down);
+
 /* True for the errors of http_perform worth retrying after a pause. */
 bool http_transient(int rc);
 

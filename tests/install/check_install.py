@@ -5,7 +5,7 @@
 
 Runs `meson install --destdir TMP --no-rebuild` for BUILD_DIR, then checks
 every file a package of huracanfs must hold, under the configured prefix:
-the binary (which runs), both mount helper names, the systemd units (with the
+the binary (which runs), both names of the mount and unmount helpers, the systemd units (with the
 installed binary's path, and accepted by `systemd-analyze verify` when that
 is available), the man pages (when scdoc was found: HFS_MAN_PAGES=1), the
 sample config (which `huracanfs check-config` accepts) and the bash
@@ -82,19 +82,21 @@ def check_binary(dest, opts, version):
 
 def check_helpers(dest, opts):
     sbin = optdir(dest, opts, 'sbindir')
-    helper = sbin / 'mount.huracanfs'
-    if not (helper.is_file() and os.access(helper, os.X_OK)):
-        problem('mount helper missing or not executable: %s' % helper)
-        return
-    r = run(['sh', '-n', helper])
-    if r.returncode != 0:
-        problem('sh -n %s: %s' % (helper, r.stderr))
-    alias = sbin / 'mount.fuse.huracanfs'
-    if not alias.is_symlink():
-        problem('%s is not a symlink' % alias)
-    elif alias.resolve() != helper.resolve():
-        problem('%s points to %s, not to %s'
-                % (alias, os.readlink(alias), helper))
+    for kind in ('mount', 'umount'):
+        helper = sbin / ('%s.huracanfs' % kind)
+        if not (helper.is_file() and os.access(helper, os.X_OK)):
+            problem('%s helper missing or not executable: %s'
+                    % (kind, helper))
+            continue
+        r = run(['sh', '-n', helper])
+        if r.returncode != 0:
+            problem('sh -n %s: %s' % (helper, r.stderr))
+        alias = sbin / ('%s.fuse.huracanfs' % kind)
+        if not alias.is_symlink():
+            problem('%s is not a symlink' % alias)
+        elif alias.resolve() != helper.resolve():
+            problem('%s points to %s, not to %s'
+                    % (alias, os.readlink(alias), helper))
 
 
 def check_units(dest, opts, binary):
@@ -109,8 +111,8 @@ def check_units(dest, opts, binary):
         if str(installed_bin) not in text:
             problem('%s does not run the installed binary %s'
                     % (u, installed_bin))
-        for want in ('Type=simple', 'ExecStart=', 'ExecStartPost=',
-                     'ExecStop=', '--foreground', 'flush', '--wait',
+        for want in ('Type=notify', 'ExecStart=', 'ExecStop=',
+                     '--foreground', 'huracanfs unmount',
                      'Restart=on-failure', 'TimeoutStopSec='):
             if want not in text:
                 problem('%s lacks %s' % (u, want))

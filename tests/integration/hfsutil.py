@@ -571,3 +571,64 @@ def errno_of(fn, *args, **kw):
         return e.errno
     return None
 
+
+
+class NotifySocket:
+    """The service manager's end of sd_notify: a unix datagram socket that
+    a daemon started with env NOTIFY_SOCKET=self.name sends to.
+
+    `name` is an abstract name ('@...') unless `path` is given. A thread
+    collects every datagram, as a dict of its VAR=value lines, in
+    self.messages (in order of arrival, each with the time.monotonic() of
+    its arrival under '_t').
+    """
+
+    def __init__(self, path=None):
+        import socket
+        import threading
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        if path:
+            self.name = str(path)
+            self.sock.bind(self.name)
+        else:
+            self.name = '@huracanfs-test-%d-%d' % (os.getpid(), id(self))
+            self.sock.bind('\0' + self.name[1:])
+        self.sock.settimeout(0.2)
+        self.messages = []
+        self._lock = threading.Lock()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        import socket
+        while not self._stop:
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            msg = {'_t': time.monotonic()}
+            for line in data.decode('utf-8', 'replace').split('\n'):
+                if '=' in line:
+                    k, v = line.split('=', 1)
+                    msg[k] = v
+            with self._lock:
+                self.messages.append(msg)
+
+    def all(self):
+        with self._lock:
+            return list(self.messages)
+
+    def find(self, key, value=None):
+        """The first message with `key` (equal to `value` if given)."""
+        for msg in self.all():
+            if key in msg and (value is None or msg[key] == value):
+                return msg
+        return None
+
+    def close(self):
+        self._stop = True
+        self._thread.join(timeout=5)
+        self.sock.close()

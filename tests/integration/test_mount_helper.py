@@ -1,8 +1,9 @@
 """The mount helper, driven by mount(8): `mount -t fuse.huracanfs`.
 
-mount(8) runs /sbin/mount.fuse.huracanfs for the type fuse.huracanfs. The
-tests put a symbolic link to mount-helpers/mount.huracanfs of this checkout
-there for the module's duration (and remove it after), and point the helper
+mount(8) runs /sbin/mount.fuse.huracanfs for the type fuse.huracanfs, and
+umount(8) /sbin/umount.fuse.huracanfs. The tests put symbolic links to
+mount-helpers/mount.huracanfs and umount.huracanfs of this checkout there
+for the module's duration (and remove them after), and point the helper
 at the built binary with HURACANFS_BIN. They need root (mount(8) and
 /sbin); otherwise they skip.
 
@@ -10,7 +11,8 @@ What is checked: a mount through mount(8) with the options of an fstab line
 works and its writes reach the remote; options huracanfs does not know go to
 FUSE (allow_other, ro, and a bogus one that FUSE refuses); an alternative
 fstab file drives it like /etc/fstab would; `umount` (not fusermount3)
-unmounts, and the daemon then uploads what was pending.
+runs /sbin/umount.fuse.huracanfs (linked the same way), which returns only
+once the daemon has uploaded what was pending and exited.
 """
 
 import os
@@ -26,17 +28,42 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 HELPER = os.path.join(REPO, 'mount-helpers', 'mount.huracanfs')
 LINK = '/sbin/mount.fuse.huracanfs'
+UHELPER = os.path.join(REPO, 'mount-helpers', 'umount.huracanfs')
+ULINK = '/sbin/umount.fuse.huracanfs'
 
 
-def _same_helper(path):
+def _same_helper(path, helper=HELPER):
     """True if `path` is our helper: a link to it, or a copy of it."""
     try:
-        if os.path.realpath(path) == os.path.realpath(HELPER):
+        if os.path.realpath(path) == os.path.realpath(helper):
             return True
-        with open(path, 'rb') as a, open(HELPER, 'rb') as b:
+        with open(path, 'rb') as a, open(helper, 'rb') as b:
             return a.read() == b.read()
     except OSError:
         return False
+
+
+def _link(helper, link):
+    """Links /sbin/`link` to `helper`; True if we created it (skips the
+    test if another program has that name)."""
+    try:
+        os.symlink(helper, link)
+        return True
+    except FileExistsError:
+        if not _same_helper(link, helper):
+            pytest.skip('%s exists and is not this checkout\'s helper; not'
+                        ' replacing it' % link)
+    except OSError as e:
+        pytest.skip('cannot create %s: %s' % (link, e))
+    return False
+
+
+def _unlink(helper, link):
+    try:
+        if os.path.islink(link) and os.readlink(link) == helper:
+            os.unlink(link)
+    except OSError:
+        pass
 
 
 @pytest.fixture(scope='module')
@@ -47,24 +74,15 @@ def helper_link():
         pytest.skip('mount(8) or umount(8) is missing')
     if not os.path.isdir('/sbin'):
         pytest.skip('/sbin is missing')
-    created = False
+    created = []
     try:
-        os.symlink(HELPER, LINK)
-        created = True
-    except FileExistsError:
-        if not _same_helper(LINK):
-            pytest.skip('%s exists and is not this checkout\'s helper; not'
-                        ' replacing it' % LINK)
-    except OSError as e:
-        pytest.skip('cannot create %s: %s' % (LINK, e))
-    yield LINK
-    if created:
-        try:
-            if os.path.islink(LINK) and \
-                    os.readlink(LINK) == HELPER:
-                os.unlink(LINK)
-        except OSError:
-            pass
+        for helper, link in ((HELPER, LINK), (UHELPER, ULINK)):
+            if _link(helper, link):
+                created.append((helper, link))
+        yield LINK
+    finally:
+        for helper, link in created:
+            _unlink(helper, link)
 
 
 def mount_cmd(m, args, timeout=CMD_TIMEOUT):
@@ -190,11 +208,12 @@ def test_umount_flushes(hfs, helper_link):
         p.write_bytes(data)
     assert not (m.remote / 'models/m.pkl').exists()
     pid = m.pid
-    r = mount_cmd(m, ['umount', str(m.mnt)])
+    r = mount_cmd(m, ['umount', str(m.mnt)], timeout=120)
     assert r.returncode == 0, 'umount failed: %s' % r.stderr
+    # umount(8) ran umount.fuse.huracanfs: when it returns, the daemon
+    # has uploaded everything and exited.
     assert not is_mounted(m.mnt)
-    wait_until(lambda: not pid_alive(pid), 60,
-               'the daemon to upload and exit after umount', interval=0.1)
+    assert not pid_alive(pid), 'umount returned before the daemon exited'
     m.pid = None
     for rel, data in files.items():
         assert file_equals(m.remote / rel, data), rel

@@ -5,16 +5,18 @@ part for one unit: it reads systemd/huracanfs@.service.in and
 systemd/huracanfs.service.in (with @BINDIR@ the built binary's directory),
 splits each Exec line into words, expands the specifiers (%i, %f, %h) and
 $$, and runs the commands in systemd's order: ExecStartPre, ExecStart (the
-main process), ExecStartPost (with $MAINPID) before the unit would be
-active, ExecStop, SIGTERM to the main process, ExecStopPost. For the system
-unit, /etc/huracanfs is replaced by a temporary directory.
+main process, with $NOTIFY_SOCKET: Type=notify) until it sends READY=1, when
+the unit would be active, ExecStop, SIGTERM to the main process if it is
+still there, ExecStopPost. For the system unit, /etc/huracanfs is replaced
+by a temporary directory.
 
-What is checked: the unit is "active" (ExecStartPost returned 0) only once
-the mount answers; ExecStart picks /etc/huracanfs/INSTANCE.yaml over
-config.yaml; ExecStop uploads what is pending before SIGTERM, and SIGTERM
-uploads what came after and exits 0; a daemon that fails to start makes
-ExecStartPost fail fast; after a crash ExecStopPost removes the dead mount so
-a restart mounts again, and leaves a working mount alone.
+What is checked: the unit is "active" (READY=1) only once the mount
+answers; ExecStart picks /etc/huracanfs/INSTANCE.yaml over config.yaml;
+ExecStop (huracanfs unmount) returns once everything pending is uploaded and
+the daemon has exited 0, after STOPPING=1; a daemon that fails to start
+exits without READY=1; after a crash ExecStop or ExecStopPost removes the
+dead mount so a restart mounts again, and ExecStopPost leaves a working
+mount alone.
 """
 
 import os
@@ -29,8 +31,8 @@ from pathlib import Path
 
 import pytest
 
-from hfsutil import (LONG_INTERVALS, build_config, file_equals, is_mounted,
-                     write_private)
+from hfsutil import (LONG_INTERVALS, NotifySocket, build_config,
+                     file_equals, is_mounted, pid_alive, write_private)
 
 REPO = Path(__file__).resolve().parents[2]
 UNITS = REPO / 'systemd'
@@ -76,6 +78,7 @@ class Unit:
         self.spec = spec
         self.replace = replace or {}
         self.main = None
+        self.notify = None
         self.journal = m.base / ('%s.journal' % name)
 
     def argv(self, key, i=0):
@@ -91,6 +94,18 @@ class Unit:
             env['MAINPID'] = str(self.main.pid)
         return env
 
+    def ready(self, timeout=200):
+        """Type=notify: 0 once the main process sent READY=1, 1 if it
+        exited first (or never sent it)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.notify.find('READY', '1'):
+                return 0
+            if self.main.poll() is not None:
+                return 0 if self.notify.find('READY', '1') else 1
+            time.sleep(0.05)
+        return 1
+
     def run(self, key, timeout=120):
         """Runs every ExecX line in order; returns the last exit code."""
         rc = 0
@@ -105,17 +120,23 @@ class Unit:
         return rc
 
     def start(self):
-        """ExecStartPre, ExecStart, ExecStartPost; returns the latter's rc."""
+        """ExecStartPre, ExecStart; 0 once the main process is ready."""
         assert self.run('ExecStartPre') == 0
         ignore, argv = self.argv('ExecStart')
+        if self.notify:
+            self.notify.close()
+        self.notify = NotifySocket()
+        env = self.env()
+        env['NOTIFY_SOCKET'] = self.notify.name
         with open(self.journal, 'ab') as j:
             self.main = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                         stdout=j, stderr=j, env=self.env())
+                                         stdout=j, stderr=j, env=env)
         self.m.all_pids.append(self.main.pid)
         # systemd reaps its main process as soon as it exits; so do we, or
         # a zombie would still answer `kill -0 $MAINPID`.
         threading.Thread(target=self.main.wait, daemon=True).start()
-        return self.run('ExecStartPost', timeout=200)
+        assert 'ExecStartPost' not in self.cmds
+        return self.ready()
 
     def stop(self, timeout=60):
         """ExecStop, SIGTERM, wait, ExecStopPost; returns the main's rc."""
@@ -149,13 +170,13 @@ def escape():
 def test_unit_files_are_what_systemd_needs():
     for name in ('huracanfs@.service', 'huracanfs.service'):
         cmds, text = unit_exec(name, '/usr/bin')
-        assert 'Type=simple' in text
+        assert 'Type=notify' in text
         assert 'Restart=on-failure' in text
         assert re.search(r'^TimeoutStopSec=(\d+)$', text, re.M)
         assert len(cmds['ExecStart']) == 1
         assert '--foreground' in cmds['ExecStart'][0]
-        assert 'flush' in cmds['ExecStop'][0] and '--wait' in \
-            cmds['ExecStop'][0]
+        assert 'ExecStartPost' not in cmds
+        assert re.match(r'\S*/huracanfs unmount ', cmds['ExecStop'][0])
         for lines in cmds.values():
             for line in lines:
                 words_of(line, {'i': 'x', 'f': '/x', 'h': '/root', '%': '%'})
@@ -165,8 +186,8 @@ def test_unit_files_are_what_systemd_needs():
             assert not re.search('^' + opt, text, re.M), opt
     text = unit_exec('huracanfs@.service', '/usr/bin')[1]
     assert 'After=network-online.target' in text
-    # TimeoutStopSec covers ExecStop's flush and the SIGTERM flush at the
-    # default flush_timeout_seconds (120 s each).
+    # TimeoutStopSec covers ExecStop's flush and the final flush at the
+    # default flush_timeout_seconds (120 s, the bound of both together).
     assert int(re.search(r'^TimeoutStopSec=(\d+)$', text, re.M).group(1)) \
         >= 240
 
@@ -194,10 +215,11 @@ def test_system_unit_start_ready_stop_flush(hfs, escape, tmp_path):
     u = Unit(m, 'huracanfs@.service', spec, {'/etc/huracanfs': str(etc)})
 
     rc = u.start()
-    assert rc == 0, 'ExecStartPost failed: %s' % u.journal_text()
+    assert rc == 0, 'no READY=1: %s' % u.journal_text()
     # Active means usable: mounted, answering, and the main process is the
     # daemon itself (ExecStart execs it).
     assert is_mounted(m.mnt)
+    os.listdir(m.mnt)
     st = m.status()
     assert st['pid'] == u.main.pid
     m.pid = u.main.pid
@@ -205,15 +227,15 @@ def test_system_unit_start_ready_stop_flush(hfs, escape, tmp_path):
 
     (m.mnt / 'models').mkdir()
     (m.mnt / 'models' / 'a.pkl').write_bytes(b'before stop\n')
-    # ExecStop uploads what is pending, before the daemon gets SIGTERM.
-    assert u.run('ExecStop') == 0
+    # ExecStop (huracanfs unmount) returns once what was pending is
+    # uploaded and the daemon has exited: no SIGTERM needed.
+    assert u.run('ExecStop') == 0, u.journal_text()
     assert file_equals(m.remote / 'models/a.pkl', b'before stop\n')
     assert not (other_remote / 'models').exists()
-    (m.mnt / 'models' / 'b.pkl').write_bytes(b'after ExecStop\n')
-    u.main.send_signal(signal.SIGTERM)
-    assert u.main.wait(timeout=60) == 0
+    assert not pid_alive(u.main.pid)
+    assert u.main.wait(timeout=10) == 0
     m.pid = None
-    assert file_equals(m.remote / 'models/b.pkl', b'after ExecStop\n')
+    assert u.notify.find('STOPPING', '1'), u.notify.all()
     assert u.run('ExecStopPost') == 0
     assert not is_mounted(m.mnt)
 
@@ -246,9 +268,9 @@ def test_system_unit_crash_then_restart(hfs, escape, tmp_path):
     u.main.kill()
     u.main.wait(timeout=30)
     assert is_mounted(m.mnt)           # a dead mount is left behind
-    # ExecStop cannot flush a dead mount (its failure is ignored: "-");
-    # ExecStopPost removes the mount.
-    u.run('ExecStop')
+    # ExecStop cannot flush a dead mount: it removes it and fails, and
+    # ExecStopPost would have removed it too.
+    assert u.run('ExecStop') != 0
     assert u.run('ExecStopPost') == 0
     assert not is_mounted(m.mnt)
 
@@ -263,7 +285,7 @@ def test_system_unit_crash_then_restart(hfs, escape, tmp_path):
 
 @needs_root
 @pytest.mark.log_errors_expected()
-def test_start_post_fails_fast_when_the_daemon_fails(hfs, escape, tmp_path):
+def test_start_fails_fast_when_the_daemon_fails(hfs, escape, tmp_path):
     m = hfs(start=False)
     etc = tmp_path / 'etc-huracanfs'
     etc.mkdir()
@@ -295,10 +317,9 @@ def test_user_unit(hfs, tmp_path):
     m.pid = u.main.pid
     assert m.status()['pid'] == u.main.pid
     (home / 'huracan' / 'u.txt').write_bytes(b'user unit\n')
-    assert u.run('ExecStop') == 0
+    assert u.run('ExecStop') == 0, u.journal_text()
     assert file_equals(m.remote / 'u.txt', b'user unit\n')
-    u.main.send_signal(signal.SIGTERM)
-    assert u.main.wait(timeout=60) == 0
+    assert u.main.wait(timeout=10) == 0
     m.pid = None
     assert u.run('ExecStopPost') == 0
     assert not is_mounted(home / 'huracan')
