@@ -4,9 +4,9 @@
  * filter, page release). Two implementations: "local" (backend_local.h, a
  * directory that plays the remote; the embedded default) and "dropbox"
  * (backend_dropbox.h, HTTPS API v2); backend.h creates the one the
- * configuration names. Tests may add a faulty one. This header and
- * backend_api.c depend on no backend: the backends include them, and
- * only backend.c includes the backends.
+ * configuration names. Tests add a faulty one (backend_fault.h, never
+ * in the daemon). This header and backend_api.c depend on no backend:
+ * the backends include them, and only backend.c includes the backends.
  *
  * The interface follows Dropbox's model (dropbox-api.md):
  * - Paths are remote paths relative to the mount root: "" is the root,
