@@ -347,7 +347,10 @@ int fs_ensure_range_until(struct hfs *fs, struct hnode *hn, uint64_t off,
 	} else if (rc) {
 		hlog_warn("fetch of \"%s\" failed: %s (%s)", path,
 			  strerror(-rc), backend_last_error());
-		if (rc == -EAGAIN || rc == -EACCES || rc == -ENOENT)
+		if (rc == -EAGAIN || rc == -EACCES || rc == -ENOENT ||
+		    rc == -ETIMEDOUT || rc == -ECONNRESET ||
+		    rc == -ECONNREFUSED || rc == -EHOSTUNREACH ||
+		    rc == -ENETUNREACH)
 			rc = -EIO; /* never "no such file" for a transport
 				      failure or a vanished revision */
 	} else {
