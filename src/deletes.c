@@ -284,7 +284,7 @@ static int run_index(struct run *r)
  * ours. */
 static bool ours(struct ixtxn *t, const char *f, const uint8_t hash[CHASH_LEN])
 {
-	uint8_t h[IX_ATTEMPTS][CHASH_LEN];
+	uint8_t h[IX_TOMB_MAX][CHASH_LEN];
 	int64_t expires = 0;
 	int n = ix_tomb_get(t, f, &expires, h);
 	if (n <= 0 || expires < hfs_now())

@@ -794,9 +794,9 @@ static int tomb_key(struct ixtxn *t, const char *folded, uint8_t key[CHASH_LEN],
 int ix_tomb_put(struct ixtxn *t, const char *folded, int64_t expires,
 		const uint8_t h[][CHASH_LEN], int n)
 {
-	uint8_t key[CHASH_LEN], val[8 + IX_ATTEMPTS * CHASH_LEN];
+	uint8_t key[CHASH_LEN], val[8 + IX_TOMB_MAX * CHASH_LEN];
 	MDB_val k;
-	if (n < 1 || n > IX_ATTEMPTS)
+	if (n < 1 || n > IX_TOMB_MAX)
 		return -EINVAL;
 	int rc = tomb_key(t, folded, key, &k);
 	if (rc)
@@ -809,7 +809,7 @@ int ix_tomb_put(struct ixtxn *t, const char *folded, int64_t expires,
 }
 
 int ix_tomb_get(struct ixtxn *t, const char *folded, int64_t *expires,
-		uint8_t h[IX_ATTEMPTS][CHASH_LEN])
+		uint8_t h[IX_TOMB_MAX][CHASH_LEN])
 {
 	uint8_t key[CHASH_LEN];
 	MDB_val k, v;
@@ -824,8 +824,8 @@ int ix_tomb_get(struct ixtxn *t, const char *folded, int64_t *expires,
 	if (v.mv_size < 8 + CHASH_LEN)
 		return ix_sticky(t, -EIO);
 	size_t n = (v.mv_size - 8) / CHASH_LEN;
-	if (n > IX_ATTEMPTS)
-		n = IX_ATTEMPTS;
+	if (n > IX_TOMB_MAX)
+		n = IX_TOMB_MAX;
 	memcpy(expires, v.mv_data, 8);
 	memcpy(h, (uint8_t *)v.mv_data + 8, n * CHASH_LEN);
 	return (int)n;

@@ -328,7 +328,7 @@ static int collect_absent(void *arg, const char *name, uint64_t ino)
 static bool late_upload(struct ixtxn *t, const char *folded,
 			const struct backend_entry *e)
 {
-	uint8_t h[IX_ATTEMPTS][CHASH_LEN];
+	uint8_t h[IX_TOMB_MAX][CHASH_LEN];
 	int64_t expires = 0;
 	int n = ix_tomb_get(t, folded, &expires, h);
 	if (n > 0 && expires < hfs_now()) {

@@ -342,7 +342,7 @@ static bool maybe_remote(const struct node *n)
 static void leave_tombstone(struct ixtxn *t, const struct node *n,
 			    const char *path)
 {
-	uint8_t h[IX_ATTEMPTS][CHASH_LEN];
+	uint8_t h[IX_TOMB_MAX][CHASH_LEN], old[IX_TOMB_MAX][CHASH_LEN];
 	char *folded;
 	if (S_ISDIR(n->r.mode))
 		return;
@@ -355,7 +355,18 @@ static void leave_tombstone(struct ixtxn *t, const struct node *n,
 			t->err = rc; /* the delete must not go without it */
 		return;
 	}
-	ix_tomb_put(t, folded, hfs_now() + TOMB_SECONDS, h, k);
+	/* Another file's tombstone here may still wait for its upload:
+	 * added to, not replaced (a log rotated over and over). */
+	int64_t expires = 0, now = hfs_now();
+	int no = ix_tomb_get(t, folded, &expires, old);
+	for (int i = 0; i < no && expires >= now && k < IX_TOMB_MAX; i++) {
+		bool dup = false;
+		for (int j = 0; j < k && !dup; j++)
+			dup = memcmp(h[j], old[i], CHASH_LEN) == 0;
+		if (!dup)
+			memcpy(h[k++], old[i], CHASH_LEN);
+	}
+	ix_tomb_put(t, folded, now + TOMB_SECONDS, h, k);
 	free(folded);
 }
 

@@ -275,12 +275,15 @@ int ix_attempts_del(struct ixtxn *t, uint64_t ino);
  * or renamed away while an upload of it may still land there (sent,
  * answer never heard), with the content hashes that upload may carry and
  * an expiry (seconds). A listing showing such bytes there shows our late
- * upload, not a new file. ix_tomb_get returns how many hashes there are
- * (0: none). */
+ * upload, not a new file. Several files may leave one at the same path
+ * before the uploads land (a log rotated over and over): the caller adds
+ * to the tombstone there, at most IX_TOMB_MAX hashes, newest first.
+ * ix_tomb_get returns how many hashes there are (0: none). */
+#define IX_TOMB_MAX 16
 int ix_tomb_put(struct ixtxn *t, const char *folded, int64_t expires,
 		const uint8_t h[][CHASH_LEN], int n);
 int ix_tomb_get(struct ixtxn *t, const char *folded, int64_t *expires,
-		uint8_t h[IX_ATTEMPTS][CHASH_LEN]);
+		uint8_t h[IX_TOMB_MAX][CHASH_LEN]);
 int ix_tomb_del(struct ixtxn *t, const char *folded);
 
 /* The size of the remote revision of @ino (-ENOENT: unknown). */

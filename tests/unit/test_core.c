@@ -855,6 +855,59 @@ static void test_delete_conflict(void)
 	rig_close(&r);
 }
 
+struct up_arg {
+	struct hfs *fs;
+	uint64_t ino;
+	int rc;
+};
+
+static void *upload_in_thread(void *arg)
+{
+	struct up_arg *a = arg;
+	a->rc = upload(a->fs, a->ino, NULL);
+	return NULL;
+}
+
+/*
+ * A log rotated twice over log.2 while the upload of the first log.2 is
+ * on its way: both replaced files leave a tombstone at /log.2, and the
+ * second must add to the first, not replace it, or the late upload that
+ * lands there is taken for another machine's file and kept (it came back
+ * in the crash soak).
+ */
+static void test_tombstones_add_up(void)
+{
+	struct rig r;
+	rig_new(&r, "tombstones");
+	struct hfs *fs = r.fs;
+	uint64_t b = new_file(fs, ROOT, "log.2", "B: the rotation before");
+	uint64_t a = new_file(fs, ROOT, "log", "A: the log");
+	/* A reached the remote, its answer lost: its attempt stays. */
+	backend_fault_lose_reply(r.fb, FAULT_UPLOAD, 1, -EAGAIN);
+	CHECK(upload(fs, a, NULL) < 0);
+	CHECK(strcmp(remote_read(&r, "/log"), "A: the log") == 0);
+	/* B's upload is held in the backend while the log rotates twice. */
+	backend_fault_pause(r.fb, FAULT_UPLOAD, true);
+	struct up_arg ua = {fs, b, 0};
+	pthread_t th;
+	CHECK(pthread_create(&th, NULL, upload_in_thread, &ua) == 0);
+	backend_fault_wait_calls(r.fb, FAULT_UPLOAD, 2);
+	CHECK_RC(hfs_rename(fs, ROOT, "log", ROOT, "log.2", 0), 0);
+	new_file(fs, ROOT, "log", "C: the next log");
+	CHECK_RC(hfs_rename(fs, ROOT, "log", ROOT, "log.2", 0), 0);
+	backend_fault_pause(r.fb, FAULT_UPLOAD, false);
+	pthread_join(th, NULL);
+	CHECK(strcmp(remote_read(&r, "/log.2"), "B: the rotation before") == 0);
+	/* The replay deletes B's late upload and A: nothing is kept. */
+	CHECK_RC(replay(fs), 0);
+	CHECK(strcmp(journal(fs), "") == 0);
+	CHECK(fs->nkept == 0);
+	CHECK(!remote_exists(&r, "/log"));
+	CHECK(!remote_exists(&r, "/log.2") ||
+	      strcmp(remote_read(&r, "/log.2"), "C: the next log") == 0);
+	rig_close(&r);
+}
+
 /*
  * The remote is unreachable (list, stat, download fail with -EAGAIN,
  * -ETIMEDOUT or -EIO): lookups answer from the index, reads fail with EIO,
@@ -969,6 +1022,7 @@ int main(void)
 	test_conflict();
 	test_journal_order();
 	test_delete_conflict();
+	test_tombstones_add_up();
 	test_transport_errors();
 	if (!getenv("HFS_KEEP_TMP"))
 		nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);

@@ -1730,7 +1730,7 @@ static void test_tombstones(void)
 {
 	char dir[256], longpath[3000];
 	struct ixtxn t;
-	uint8_t h[2][CHASH_LEN], got[IX_ATTEMPTS][CHASH_LEN];
+	uint8_t h[2][CHASH_LEN], got[IX_TOMB_MAX][CHASH_LEN];
 	int64_t exp = 0;
 	memset(h[0], 0xaa, CHASH_LEN);
 	memset(h[1], 0xbb, CHASH_LEN);
