@@ -60,6 +60,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 from fileops import PER_DIR, paths  # noqa: E402
+from procs import alive, mounted  # noqa: E402
 
 FUSERMOUNT = shutil.which('fusermount3') or '/usr/bin/fusermount3'
 LIBC = ctypes.CDLL(None, use_errno=True)
@@ -74,21 +75,6 @@ def die(msg):
 def say(msg):
     sys.stderr.write('peers: %s\n' % msg)
     sys.stderr.flush()
-
-
-def alive(pid):
-    try:
-        with open('/proc/%d/stat' % pid, 'rb') as f:
-            data = f.read()
-    except OSError:
-        return False
-    return data[data.rindex(b')') + 2:data.rindex(b')') + 3] not in b'ZXx'
-
-
-def mounted(mnt):
-    want = os.fsencode(str(mnt))
-    with open('/proc/self/mountinfo', 'rb') as f:
-        return any(len(l.split()) > 4 and l.split()[4] == want for l in f)
 
 
 def vm_hwm(pid):

@@ -51,6 +51,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO / 'tests'))
 from fakedropbox import FakeDropbox, content_hash, make_test_ca  # noqa: E402
+sys.path.insert(0, str(HERE))
+from procs import alive, mounted  # noqa: E402
 
 FUSERMOUNT = shutil.which('fusermount3') or '/usr/bin/fusermount3'
 TOKEN = 'fake-static-token'  # the fake's static token, not a secret
@@ -68,21 +70,6 @@ def die(msg):
 def say(msg):
     sys.stderr.write('transfer: %s\n' % msg)
     sys.stderr.flush()
-
-
-def alive(pid):
-    try:
-        with open('/proc/%d/stat' % pid, 'rb') as f:
-            data = f.read()
-    except OSError:
-        return False
-    return data[data.rindex(b')') + 2:data.rindex(b')') + 3] not in b'ZXx'
-
-
-def mounted(mnt):
-    want = os.fsencode(str(mnt))
-    with open('/proc/self/mountinfo', 'rb') as f:
-        return any(len(l.split()) > 4 and l.split()[4] == want for l in f)
 
 
 def cpu_of(pid):

@@ -748,7 +748,6 @@ bool fs_listing_next(struct hfs *fs, uint64_t *dir)
 	struct hfs_listings *ls = &fs->listings;
 	pthread_mutex_lock(&ls->mu);
 	ls->busy = 0;
-	ls->done++;
 	pthread_cond_broadcast(&ls->cv);
 	while (ls->n == 0 && ls->running)
 		pthread_cond_wait(&ls->cv, &ls->mu);

@@ -152,7 +152,6 @@ struct hfs {
 		uint64_t q[HFS_LISTINGS_MAX];
 		int n;
 		uint64_t busy; /* listed now; 0: none */
-		uint64_t done; /* listings done, ever */
 		bool running; /* a listing thread serves the queue */
 	} listings;
 	/* The last daemon on this cache stopped without unmounting. */
