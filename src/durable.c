@@ -21,7 +21,7 @@
  *      auto_da_alloc promises. Since the close(2) does not wait for that
  *      (the kernel sends RELEASE after it returns), a file truncated to
  *      0 while it holds fsync'd bytes keeps them aside until the new ones
- *      are synced (fs.c, rewrite_begin): old or new, whenever the cut.
+ *      are synced (file.c, rewrite_begin): old or new, whenever the cut.
  *   3. The clean->dirty mark is durable before the first byte of a change
  *      is written, so a cut never leaves changed bytes marked clean.
  *   4. A clean mark (after an upload) is committed only after the content
@@ -152,7 +152,7 @@ static bool reap_one(struct hfs *fs, uint64_t ino)
 		      (n.r.flags & (NODE_CACHED | NODE_PARTIAL | NODE_DIRTY));
 	if (needed) {
 		/* Only a version set aside for a rewrite that is over may go
-		 * (fs.c, rewrite_begin). */
+		 * (file.c, rewrite_begin). */
 		if (!(n.r.flags & NODE_REWRITING))
 			cache_drop_prev(fs->cache, ino);
 	} else if ((hn && (hn->fetching || hn->fd >= 0)) ||

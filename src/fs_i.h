@@ -40,7 +40,7 @@ struct hnode {
 	bool sync_on_release;
 	/* Its last fsync'd version waits in the content's .prev file
 	 * (cache.h) until the rewrite that replaced it is on disk: see
-	 * rewrite_begin() in fs.c. */
+	 * rewrite_begin() in file.c. */
 	bool prev_kept;
 	/* The proven prefix (index.h) as the index has it; and whether the
 	 * content file was just synced (the next persist makes the whole
@@ -101,7 +101,7 @@ int fs_get_node(struct hfs *fs, uint64_t ino, struct node *n);
  * the listing is older than dir_cache_seconds); see fs.c. */
 int fs_ensure_listed(struct hfs *fs, uint64_t dir, bool refresh);
 /*
- * What an operation of a user needs of directory @dir's listing (fs.c,
+ * What an operation of a user needs of directory @dir's listing (listing.c,
  * "Listings in the background"): FS_VISIT_USE, the children as the index
  * has them (a listing from before this mount is refreshed in the
  * background); FS_VISIT_FRESH, the same, refreshing a listing older than

@@ -1,6 +1,6 @@
 /*
  * The listing thread: lists, in the background, the directories that
- * operations of users asked for (fs.c, "Listings in the background"), one
+ * operations of users asked for (listing.c, "Listings in the background"), one
  * at a time, so a hanging or unreachable remote never holds a user up.
  * Its transfers are cancelled at stop (backend_set_thread_cancel), so an
  * unmount does not wait for a remote that does not answer.

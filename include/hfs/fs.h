@@ -144,7 +144,7 @@ struct hfs {
 	/* One hfs_reap() at a time. */
 	pthread_mutex_t reap_lock;
 	/* Listings a user operation asked for, made in the background
-	 * (fs.c, "Listings in the background"; refresh.c lists them): a
+	 * (listing.c, "Listings in the background"; refresh.c lists them): a
 	 * queue without duplicates, and the one being listed. */
 	struct hfs_listings {
 		pthread_mutex_t mu;

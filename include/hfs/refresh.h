@@ -1,6 +1,6 @@
 /*
  * The listing thread (src/refresh.c): serves the queue of directories
- * that user operations want listed (fs.c, "Listings in the background").
+ * that user operations want listed (listing.c, "Listings in the background").
  */
 #ifndef HFS_REFRESH_H
 #define HFS_REFRESH_H
