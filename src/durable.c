@@ -27,7 +27,7 @@
  *   4. A clean mark (after an upload) is committed only after the content
  *      file it vouches for is synced; fetched bytes are synced before the
  *      index marks them present.
- *   5. After an unclean stop, recovery (fs.c) trusts nothing it cannot
+ *   5. After an unclean stop, recovery (recover.c) trusts nothing it cannot
  *      check: see recover().
  *
  * Locking: recent_lock guards the ring of recent unlinks; hfs_reap() is

@@ -7,7 +7,7 @@
  * every delete the remote reports back.
  *
  * Why invalidate rather than apply entries directly: the merge of a full
- * folder listing (fs.c) already knows every rule about what wins (dirty
+ * folder listing (listing.c) already knows every rule about what wins (dirty
  * files, journaled renames and deletes, open files, type changes), and it
  * runs with the freshest state when the folder is next used. A change feed
  * entry only says "look again here".
