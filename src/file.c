@@ -23,11 +23,11 @@
 
 /*
  * The clean->dirty transition: the only write txn the write path opens.
- * Called without hn->mu; @gen is the write generation that made the file
- * dirty.
+ * Called without hn->mu (and hn->persist_mu held); @gen is the write
+ * generation that made the file dirty. The times are the hnode's.
  */
 static int mark_dirty_txn(struct hfs *fs, struct hnode *hn, uint64_t gen,
-			  uint64_t size, int64_t mtime_ns)
+			  uint64_t size)
 {
 	struct ixtxn t;
 	struct node n;
@@ -35,6 +35,7 @@ static int mark_dirty_txn(struct hfs *fs, struct hnode *hn, uint64_t gen,
 	pthread_mutex_lock(&hn->mu);
 	bool rewriting = hn->sync_on_release;
 	uint64_t proven = hn->proven;
+	int64_t mtime = hn->mtime_ns, ctime = hn->ctime_ns;
 	pthread_mutex_unlock(&hn->mu);
 	int rc = ix_begin(fs->ix, true, &t);
 	if (rc)
@@ -62,7 +63,8 @@ static int mark_dirty_txn(struct hfs *fs, struct hnode *hn, uint64_t gen,
 	if (gen > n.r.gen)
 		n.r.gen = gen;
 	n.r.size = size;
-	n.r.mtime_ns = n.r.ctime_ns = mtime_ns;
+	n.r.mtime_ns = mtime;
+	n.r.ctime_ns = ctime;
 	n.r.cat = (uint8_t)fs_classify_path(fs, path);
 	ix_put(&t, &n);
 	ix_dirty_add(&t, hn->ino);
@@ -77,10 +79,12 @@ static int mark_dirty_txn(struct hfs *fs, struct hnode *hn, uint64_t gen,
 }
 
 static int mark_dirty(struct hfs *fs, struct hnode *hn, uint64_t gen,
-		      uint64_t size, int64_t mtime_ns)
+		      uint64_t size)
 {
 	int rc;
-	HFS_RETRY_NOSPC(fs, rc, mark_dirty_txn(fs, hn, gen, size, mtime_ns));
+	pthread_mutex_lock(&hn->persist_mu);
+	HFS_RETRY_NOSPC(fs, rc, mark_dirty_txn(fs, hn, gen, size));
+	pthread_mutex_unlock(&hn->persist_mu);
 	return rc;
 }
 
@@ -108,9 +112,8 @@ static int mark_dirty_first(struct hfs *fs, struct hnode *hn, uint64_t off)
 	if (off < hn->proven)
 		hn->proven = off; /* those bytes are about to change */
 	uint64_t gen = hn->gen, size = hn->size;
-	int64_t mt = hn->mtime_ns;
 	pthread_mutex_unlock(&hn->mu);
-	int rc = mark_dirty(fs, hn, gen, size, mt);
+	int rc = mark_dirty(fs, hn, gen, size);
 	if (!rc)
 		rc = index_sync(fs->ix);
 	if (rc) {
@@ -141,9 +144,8 @@ static int rewrite_begin(struct hfs *fs, struct hnode *hn)
 		return 0;
 	hn->sync_on_release = true;
 	uint64_t gen = hn->gen, size = hn->size;
-	int64_t mt = hn->mtime_ns;
 	pthread_mutex_unlock(&hn->mu);
-	int rc = mark_dirty(fs, hn, gen, size, mt);
+	int rc = mark_dirty(fs, hn, gen, size);
 	if (!rc)
 		rc = index_sync(fs->ix);
 	pthread_mutex_lock(&hn->mu);
@@ -173,7 +175,8 @@ static int rewrite_begin(struct hfs *fs, struct hnode *hn)
 	return 0;
 }
 
-/* Persists what hn knows better than the index (size, times, gen). */
+/* Persists what hn knows better than the index (size, times, gen);
+ * hn->persist_mu held. */
 static int persist_live_txn(struct hfs *fs, struct hnode *hn)
 {
 	pthread_mutex_lock(&hn->mu);
@@ -233,7 +236,9 @@ static int persist_live_txn(struct hfs *fs, struct hnode *hn)
 static int persist_live(struct hfs *fs, struct hnode *hn)
 {
 	int rc;
+	pthread_mutex_lock(&hn->persist_mu);
 	HFS_RETRY_NOSPC(fs, rc, persist_live_txn(fs, hn));
+	pthread_mutex_unlock(&hn->persist_mu);
 	return rc;
 }
 
@@ -288,10 +293,9 @@ static int open_handle(struct hfs *fs, uint64_t ino, int flags, int fd,
 			hn->gen++;
 			hn->live = true;
 			uint64_t gen = hn->gen;
-			int64_t mt = hn->mtime_ns;
 			hn->dirty_persisted = true;
 			pthread_mutex_unlock(&hn->mu);
-			rc = mark_dirty(fs, hn, gen, 0, mt);
+			rc = mark_dirty(fs, hn, gen, 0);
 			pthread_mutex_lock(&hn->mu);
 		}
 	}
@@ -495,7 +499,6 @@ int hfs_fallocate(struct hfs *fs, struct hfs_file *fh, int mode, uint64_t off,
 	bool changed = !rc && ((uint64_t)st.st_size != hn->size ||
 			       (mode & ~FALLOC_FL_KEEP_SIZE) != 0);
 	uint64_t gen = 0, size = 0;
-	int64_t mt = 0;
 	if (changed) {
 		hn->size = (uint64_t)st.st_size;
 		hn->mtime_ns = hn->ctime_ns = hfs_now_ns();
@@ -504,12 +507,11 @@ int hfs_fallocate(struct hfs *fs, struct hfs_file *fh, int mode, uint64_t off,
 		hn->dirty_persisted = true;
 		gen = hn->gen;
 		size = hn->size;
-		mt = hn->mtime_ns;
 	}
 	pthread_mutex_unlock(&hn->mu);
 	pthread_rwlock_unlock(&hn->snap);
 	if (changed)
-		rc = mark_dirty(fs, hn, gen, size, mt);
+		rc = mark_dirty(fs, hn, gen, size);
 	if (!rc && changed)
 		rc = persist_live(fs, hn);
 	return rc;
@@ -667,7 +669,7 @@ int hfs_setattr(struct hfs *fs, uint64_t ino, const struct stat *attr,
 			pthread_rwlock_unlock(snap);
 			if (!rc)
 				rc = mark_dirty(fs, hn, gen,
-						(uint64_t)attr->st_size, now);
+						(uint64_t)attr->st_size);
 			if (!rc)
 				rc = persist_live(fs, hn);
 		} else {
@@ -682,14 +684,22 @@ int hfs_setattr(struct hfs *fs, uint64_t ino, const struct stat *attr,
 	if (to_set & (HFS_SET_MODE | HFS_SET_UID | HFS_SET_GID | HFS_SET_ATIME |
 		      HFS_SET_MTIME | HFS_SET_ATIME_NOW | HFS_SET_MTIME_NOW |
 		      HFS_SET_CTIME)) {
+		/* An open file's hnode holds times newer than the index
+		 * (live): they change with the index, in the order of the
+		 * txns (persist_mu), or a persist that read them before this
+		 * would write them back over an explicit mtime. */
+		struct hnode *h =
+			S_ISREG(n.r.mode) ? hnode_find(fs, ino) : NULL;
+		if (h)
+			pthread_mutex_lock(&h->persist_mu);
 		struct ixtxn t;
 		rc = ix_begin(fs->ix, true, &t);
 		if (rc)
-			return rc;
+			goto times_out;
 		rc = ix_get(&t, ino, &n);
 		if (rc) {
 			ix_abort(&t);
-			return rc;
+			goto times_out;
 		}
 		if (to_set & HFS_SET_MODE)
 			n.r.mode =
@@ -719,19 +729,20 @@ int hfs_setattr(struct hfs *fs, uint64_t ino, const struct stat *attr,
 			n.r.ctime_ns = now;
 		ix_put(&t, &n);
 		rc = ix_commit(&t);
+		if (!rc && h) {
+			pthread_mutex_lock(&h->mu);
+			if (mtime)
+				h->mtime_ns = n.r.mtime_ns;
+			h->ctime_ns = n.r.ctime_ns;
+			pthread_mutex_unlock(&h->mu);
+		}
+	times_out:
+		if (h) {
+			pthread_mutex_unlock(&h->persist_mu);
+			hnode_put(fs, h);
+		}
 		if (rc)
 			return rc;
-		if (mtime && S_ISREG(n.r.mode)) {
-			/* An explicit mtime replaces the live one. */
-			struct hnode *h = hnode_find(fs, ino);
-			if (h) {
-				pthread_mutex_lock(&h->mu);
-				h->mtime_ns = n.r.mtime_ns;
-				h->ctime_ns = n.r.ctime_ns;
-				pthread_mutex_unlock(&h->mu);
-				hnode_put(fs, h);
-			}
-		}
 	}
 	return hfs_getattr(fs, ino, out);
 }

@@ -139,6 +139,7 @@ static struct hnode *itab_get_locked(struct hfs *fs, uint64_t ino)
 	h->ino = ino;
 	h->fd = -1;
 	pthread_mutex_init(&h->mu, NULL);
+	pthread_mutex_init(&h->persist_mu, NULL);
 	pthread_cond_init(&h->fetched, NULL);
 	pthread_rwlock_init(&h->snap, NULL);
 	if (fs->nnodes + 1 > fs->nbuckets)
@@ -203,6 +204,7 @@ static bool itab_maybe_free(struct hfs *fs, struct hnode *h)
 	if (h->fd >= 0)
 		close(h->fd);
 	pthread_mutex_destroy(&h->mu);
+	pthread_mutex_destroy(&h->persist_mu);
 	pthread_cond_destroy(&h->fetched);
 	pthread_rwlock_destroy(&h->snap);
 	free(h);
@@ -836,6 +838,7 @@ void hfs_destroy(struct hfs *fs)
 				if (h->fd >= 0)
 					close(h->fd);
 				pthread_mutex_destroy(&h->mu);
+				pthread_mutex_destroy(&h->persist_mu);
 				pthread_cond_destroy(&h->fetched);
 				pthread_rwlock_destroy(&h->snap);
 				free(h);

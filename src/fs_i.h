@@ -22,6 +22,12 @@ struct hnode {
 	int refs; /* fs->itab_lock */
 
 	pthread_rwlock_t snap; /* writers shared; snapshot exclusive */
+	/* Held from reading the times and size below to committing them to
+	 * the index (file.c, persist and mark dirty), and by setattr from its
+	 * txn to updating them here: an explicit time is never overwritten
+	 * by an older one read before it. Taken before a write txn and
+	 * before mu, never with either held. */
+	pthread_mutex_t persist_mu;
 	pthread_mutex_t mu; /* protects everything below */
 	pthread_cond_t fetched; /* signals: a fetch finished */
 	bool loaded; /* fields below were read from the index */

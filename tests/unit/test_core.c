@@ -1002,6 +1002,79 @@ static void test_transport_errors(void)
 	rig_close(&r);
 }
 
+/*
+ * An explicit mtime (utime) is never overwritten by the times a release
+ * of the same file read before it: with the index's writer held, a utime
+ * waits for it, then a release of the file written just before (as the
+ * kernel sends RELEASE after close(2) has returned) waits too. Whatever
+ * order they then run in, the index ends with the utime's mtime.
+ */
+struct timed_call {
+	struct hfs *fs;
+	uint64_t ino;
+	struct hfs_file *fh;
+	int rc;
+};
+
+static void *utime_in_thread(void *arg)
+{
+	struct timed_call *c = arg;
+	struct stat attr, out;
+	memset(&attr, 0, sizeof(attr));
+	attr.st_atim.tv_sec = 1500000000;
+	attr.st_atim.tv_nsec = 111111111;
+	attr.st_mtim.tv_sec = 1600000000;
+	attr.st_mtim.tv_nsec = 222222222;
+	c->rc = hfs_setattr(c->fs, c->ino, &attr, HFS_SET_ATIME | HFS_SET_MTIME,
+			    NULL, &out);
+	return NULL;
+}
+
+static void *release_in_thread(void *arg)
+{
+	struct timed_call *c = arg;
+	c->rc = hfs_release(c->fs, c->fh);
+	return NULL;
+}
+
+static void test_utime_beats_late_release(void)
+{
+	struct rig r;
+	rig_new(&r, "utime_beats_late_release");
+	const int64_t want = 1600000000222222222LL;
+	for (int i = 0; i < 8; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "f%d", i);
+		struct stat st;
+		struct hfs_file *fh;
+		CHECK_RC(hfs_create_file(r.fs, ROOT, name, 0644,
+					 O_WRONLY | O_CREAT, getuid(), getgid(),
+					 &st, &fh),
+			 0);
+		CHECK_RC(write_at(r.fs, fh, "bytes", 0), 5);
+		struct timed_call u = {r.fs, st.st_ino, NULL, 1};
+		struct timed_call rel = {r.fs, st.st_ino, fh, 1};
+		struct ixtxn t;
+		pthread_t tu, tr;
+		CHECK_RC(ix_begin(r.fs->ix, true, &t), 0);
+		CHECK(pthread_create(&tu, NULL, utime_in_thread, &u) == 0);
+		usleep(30000);
+		CHECK(pthread_create(&tr, NULL, release_in_thread, &rel) == 0);
+		usleep(30000);
+		ix_abort(&t);
+		pthread_join(tu, NULL);
+		pthread_join(tr, NULL);
+		CHECK_RC(u.rc, 0);
+		CHECK_RC(rel.rc, 0);
+		CHECK_RC(hfs_getattr(r.fs, st.st_ino, &st), 0);
+		CHECK(st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec ==
+		      want);
+		CHECK(node_of(r.fs, st.st_ino).r.mtime_ns == want);
+		CHECK(node_of(r.fs, st.st_ino).r.size == 5);
+	}
+	rig_close(&r);
+}
+
 static int rm_entry(const char *path, const struct stat *st, int flag,
 		    struct FTW *ftw)
 {
@@ -1024,6 +1097,7 @@ int main(void)
 	test_delete_conflict();
 	test_tombstones_add_up();
 	test_transport_errors();
+	test_utime_beats_late_release();
 	if (!getenv("HFS_KEEP_TMP"))
 		nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 	printf("core: all tests passed\n");
