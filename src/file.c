@@ -19,6 +19,9 @@
 #include "hfs/fold.h"
 #include "hfs/log.h"
 
+/* The kernel's page size, as far as torn writes go (fs_i.h, patched_at). */
+#define PATCH_PAGE 4096
+
 /* ---- Dirty tracking ---- */
 
 /*
@@ -456,6 +459,12 @@ ssize_t hfs_write(struct hfs *fs, struct hfs_file *fh,
 	}
 	pthread_mutex_lock(&hn->mu);
 	if (n > 0) {
+		/* Below the page that holds the end: the writeback cache
+		 * sends an append's last page again from its start, which
+		 * changes no byte a reader had. */
+		if (off < (hn->size & ~(uint64_t)(PATCH_PAGE - 1)) &&
+		    !hn->patched_at)
+			hn->patched_at = hfs_now();
 		if (off + (uint64_t)n > hn->size)
 			hn->size = off + (uint64_t)n;
 		hn->mtime_ns = hn->ctime_ns = hfs_now_ns();
@@ -500,6 +509,8 @@ int hfs_fallocate(struct hfs *fs, struct hfs_file *fh, int mode, uint64_t off,
 			       (mode & ~FALLOC_FL_KEEP_SIZE) != 0);
 	uint64_t gen = 0, size = 0;
 	if (changed) {
+		if (!hn->patched_at)
+			hn->patched_at = hfs_now();
 		hn->size = (uint64_t)st.st_size;
 		hn->mtime_ns = hn->ctime_ns = hfs_now_ns();
 		hn->gen++;
@@ -542,6 +553,8 @@ int fs_sync_and_prove(struct hfs *fs, struct hnode *hn, int datasync)
 		pthread_mutex_lock(&hn->mu);
 		hn->sync_on_release = false;
 		hn->synced = hn->gen == gen;
+		if (hn->synced)
+			hn->patched_at = 0; /* a whole version (fsync) */
 		hn->live = true;
 		pthread_mutex_unlock(&hn->mu);
 		rc = persist_live(fs, hn);
@@ -590,8 +603,12 @@ int hfs_release(struct hfs *fs, struct hfs_file *fh)
 		rc = persist_live(fs, hn);
 	pthread_mutex_lock(&hn->mu);
 	hn->nopen--;
-	if ((fh->flags & O_ACCMODE) != O_RDONLY)
+	if ((fh->flags & O_ACCMODE) != O_RDONLY) {
 		hn->nwriters--;
+		/* close(2) had the kernel write back every cached page of
+		 * the file before this RELEASE: a whole version. */
+		hn->patched_at = 0;
+	}
 	pthread_mutex_unlock(&hn->mu);
 	hnode_put(fs, hn);
 	free(fh);

@@ -344,6 +344,12 @@ static void settle(struct catq *q, struct upload_job *job, int rc,
 		 * may sit in the kernel until we ask for them. */
 		flushers_schedule(fl, job->ino, q->cat, now, false);
 	}
+	if (res->mid_patch) {
+		hlog_debug("\"%s\" is patched while open; sent at its next "
+			   "close or fsync",
+			   res->path[0] ? res->path : "?");
+		return;
+	}
 	if (res->not_dirty)
 		return;
 	if (!res->still_dirty || res->skipped)
@@ -445,7 +451,7 @@ static void upload_all(struct catq *q, struct qent *batch, size_t n,
 				continue;
 			}
 			struct upload_job *job = &jobs[used++];
-			int rc = hfs_upload_prepare(fs, ino, job);
+			int rc = hfs_upload_prepare(fs, ino, job, flushing);
 			if (rc == -ESTALE && stale < STALE_MAX) {
 				/* Namespace changes the remote has not seen:
 				 * commit what is prepared, replay them, then

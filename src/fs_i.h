@@ -53,6 +53,13 @@ struct hnode {
 	 * size proven). */
 	uint64_t proven;
 	bool synced;
+	/* hfs_now() of the first change below the end of the file since the
+	 * last close or fsync, or 0. While a writer holds the file open, its
+	 * content may then be torn: the kernel sends the pages of one write
+	 * (or of a mapping) separately, so a snapshot between two of them
+	 * holds bytes nobody wrote. Uploads wait for the next close or fsync
+	 * (upload.c, PATCH_WAIT_MAX at most). */
+	int64_t patched_at;
 	bool unlinked;
 	bool gone; /* unlinked, and its record and content are gone too */
 	char last_error[160];

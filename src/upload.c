@@ -29,6 +29,9 @@
 
 /* Files at most this large are always copied for the snapshot. */
 #define SNAPSHOT_COPY_MAX ((uint64_t)64 << 20)
+/* How long (s) a file patched while open waits for a close or fsync
+ * before its upload takes it as it is (fs_i.h, patched_at). */
+#define PATCH_WAIT_MAX 600
 
 static void set_last_error(struct hnode *hn, const char *msg)
 {
@@ -246,7 +249,8 @@ static int finish_conflict(struct hfs *fs, struct upload_job *job,
 	return rc;
 }
 
-int hfs_upload_prepare(struct hfs *fs, uint64_t ino, struct upload_job *job)
+int hfs_upload_prepare(struct hfs *fs, uint64_t ino, struct upload_job *job,
+		       bool asked)
 {
 	struct upload_result *res = &job->res;
 	struct ixtxn t;
@@ -268,8 +272,11 @@ int hfs_upload_prepare(struct hfs *fs, uint64_t ino, struct upload_job *job)
 	 */
 	pthread_mutex_lock(&hn->mu);
 	res->open_for_write = hn->nwriters > 0;
+	bool torn = res->open_for_write && hn->patched_at &&
+		    hfs_now() - hn->patched_at < PATCH_WAIT_MAX;
 	pthread_mutex_unlock(&hn->mu);
-	if (res->open_for_write)
+	torn = torn && !asked;
+	if (res->open_for_write && !torn)
 		fs_tell_inval_inode(fs, ino, 0, 0);
 
 	rc = ix_begin(fs->ix, false, &t);
@@ -289,6 +296,13 @@ int hfs_upload_prepare(struct hfs *fs, uint64_t ino, struct upload_job *job)
 		return rc;
 	res->cat =
 		cat_classify(fs->cfg->rules, fs->cfg->n_rules, res->path + 1);
+	if (torn) {
+		/* Patched in place while open: it may be torn between the
+		 * pages of a write (fs_i.h, patched_at). Its next close or
+		 * fsync makes a whole version to send. */
+		res->mid_patch = true;
+		return 0;
+	}
 
 	/* The snapshot. */
 	pthread_rwlock_wrlock(&hn->snap);
@@ -512,14 +526,14 @@ int hfs_upload(struct hfs *fs, uint64_t ino, struct upload_result *res)
 {
 	struct upload_job job;
 	struct backend_entry meta;
-	int rc = hfs_upload_prepare(fs, ino, &job);
+	int rc = hfs_upload_prepare(fs, ino, &job, true);
 	for (int tries = 1; rc == -ESTALE && tries < 10; tries++) {
 		/* The journal holds changes the remote has not seen. */
 		rc = hfs_replay_journal(fs);
 		if (rc)
 			break;
 		hfs_upload_release(fs, &job);
-		rc = hfs_upload_prepare(fs, ino, &job);
+		rc = hfs_upload_prepare(fs, ino, &job, true);
 	}
 	if (!rc && job.ready) {
 		rc = hfs_upload_commit(fs, &job, &meta);

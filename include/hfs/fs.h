@@ -360,6 +360,9 @@ struct upload_result {
 	bool not_dirty; /* nothing to do (clean, deleted) */
 	bool still_dirty; /* modified during the upload: queue again */
 	bool open_for_write; /* a writer has it open: look again later */
+	/* Not sent: patched in place while open, it may be torn until its
+	 * next close or fsync (only when not @asked) */
+	bool mid_patch;
 	uint64_t bytes;
 	int cat; /* the category by the file's current path */
 	char path[4096];
@@ -386,11 +389,14 @@ struct upload_job {
 	struct upload_result res;
 };
 
-/* Prepares @job for @ino; fs->commit_lock held. Returns 0 (look at
- * job->ready and job->res) or -errno; -ESTALE: namespace changes are not
- * replayed yet, or the file changed while it was read: replay the journal
- * and prepare again. The job must be released whatever the result. */
-int hfs_upload_prepare(struct hfs *fs, uint64_t ino, struct upload_job *job);
+/* Prepares @job for @ino; fs->commit_lock held. @asked: a user asked
+ * for it (flush), so even a file patched while open is sent as it is.
+ * Returns 0 (look at job->ready and job->res) or -errno; -ESTALE: namespace
+ * changes are not replayed yet, or the file changed while it was read: replay
+ * the journal and prepare again. The job must be released whatever the result.
+ */
+int hfs_upload_prepare(struct hfs *fs, uint64_t ino, struct upload_job *job,
+		       bool asked);
 /* Uploads one prepared job, with the conflict policy: the upload names the
  * revision it replaces; if the remote changed meanwhile, ours is kept as a
  * conflicted copy beside theirs. Fills @meta. */

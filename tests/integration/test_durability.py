@@ -114,6 +114,39 @@ def test_open_file_keeps_reaching_remote(mount):
     assert is_mounted(mount.mnt)
 
 
+
+def test_file_patched_while_open_waits_for_close_or_fsync(hfs):
+    """A file patched in place while open is not uploaded until a close or
+    fsync makes it a whole version: a snapshot taken between the pieces
+    of a write would hold bytes nobody wrote. Appends keep flowing (see
+    test_open_file_keeps_reaching_remote)."""
+    m = hfs(intervals={'models': 1},
+            hfs_extra={'writeback_cache': False})
+    rel = 'models/weights.bin'
+    m.m('models').mkdir()
+    old = b'a' * (256 * 1024)
+    m.m(rel).write_bytes(old)
+    m.wait_remote(rel, old, 10, 'the first version')
+    fd = os.open(m.m(rel), os.O_RDWR)
+    try:
+        patch = b'b' * (64 * 1024)
+        assert os.pwrite(fd, patch, 8192) == len(patch)
+        new = old[:8192] + patch + old[8192 + len(patch):]
+        # Three upload intervals while it stays open and unsynced.
+        end = time.monotonic() + 3.5
+        while time.monotonic() < end:
+            assert file_equals(m.r(rel), old), \
+                'a file patched while open was uploaded before its fsync'
+            time.sleep(0.1)
+        os.fsync(fd)
+        m.wait_remote(rel, new, 10, 'the version made whole by fsync')
+        assert os.pwrite(fd, b'c' * 8192, 0) == 8192
+    finally:
+        os.close(fd)
+    m.wait_remote(rel, b'c' * 8192 + new[8192:], 10,
+                  'the version made whole by close')
+
+
 @pytest.mark.log_errors_expected('lost')
 def test_content_removed_behind_our_back(hfs):
     """A clean file's cached bytes deleted behind the daemon's back are
