@@ -51,19 +51,8 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* True if a cache with an index is already in @cache_dir. */
-static bool index_exists(const char *cache_dir)
-{
-	char path[4096];
-	struct stat st;
-	if (!cache_dir)
-		return false;
-	snprintf(path, sizeof(path), "%s/index/data.mdb", cache_dir);
-	return stat(path, &st) == 0;
-}
-
-int backend_create(const struct hfs_config *cfg, struct backend **out,
-		   char *err, size_t errlen)
+int backend_create(const struct hfs_config *cfg, bool fresh_cache,
+		   struct backend **out, char *err, size_t errlen)
 {
 	struct backend *be = NULL;
 	int rc;
@@ -72,8 +61,7 @@ int backend_create(const struct hfs_config *cfg, struct backend **out,
 	switch (cfg->backend) {
 	case BACKEND_LOCAL:
 		backend_set_error("%s", "");
-		rc = backend_local_open(cfg->remote_dir,
-					!index_exists(cfg->cache_dir), &be);
+		rc = backend_local_open(cfg->remote_dir, fresh_cache, &be);
 		if (rc < 0) {
 			const char *detail = backend_last_error();
 

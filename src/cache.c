@@ -1,6 +1,7 @@
 /*
  * Content files. See cache.h.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -61,6 +62,57 @@ void cache_destroy(struct cache *c)
 const char *cache_dir(struct cache *c)
 {
 	return c->dir;
+}
+
+int cache_part_path(const char *dir, enum cache_part part, char *buf,
+		    size_t len)
+{
+	static const char *const names[] = {
+		[CACHE_INDEX] = "index",
+		[CACHE_DATA] = "data",
+		[CACHE_LOCK] = "lock",
+		[CACHE_CONTROL] = "control.sock",
+		[CACHE_SHUTDOWN] = "shutdown.json",
+		[CACHE_RESERVE] = "reserve",
+		[CACHE_LOG] = "huracanfs.log",
+	};
+	int n = snprintf(buf, len, "%s/%s", dir, names[part]);
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+int cache_walk(const char *dir, cache_walk_fn fn, void *arg)
+{
+	for (int b = 0; b < 256; b++) {
+		char path[PATH_MAX];
+		snprintf(path, sizeof(path), "%s/data/%02x", dir, b);
+		DIR *d = opendir(path);
+		if (!d)
+			continue;
+		struct dirent *de;
+		int rc = 0;
+		while (!rc && (de = readdir(d))) {
+			struct stat st;
+			char *end;
+			if (de->d_name[0] == '.' ||
+			    fstatat(dirfd(d), de->d_name, &st,
+				    AT_SYMLINK_NOFOLLOW) < 0)
+				continue;
+			unsigned long long ino = strtoull(de->d_name, &end, 16);
+			struct cache_file f = {.st = &st};
+			if (end != de->d_name && ino) {
+				f.ino = ino;
+				f.prev = strcmp(end, ".prev") == 0;
+				f.partial = strcmp(end, ".part") == 0;
+				if (*end && !f.prev && !f.partial)
+					f.ino = 0;
+			}
+			rc = fn(arg, &f);
+		}
+		closedir(d);
+		if (rc)
+			return rc;
+	}
+	return 0;
 }
 
 void cache_path(struct cache *c, uint64_t ino, char *buf)

@@ -6,7 +6,6 @@
  * a walk in the housekeeping thread costs a readdir and a stat per content
  * file, once a minute, and cannot drift from what is on disk.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -36,55 +35,49 @@ static int cmp_victim(const void *a, const void *b)
 	return (x->atime_ns > y->atime_ns) - (x->atime_ns < y->atime_ns);
 }
 
+struct walk {
+	struct cand *v;
+	size_t n, cap;
+	uint64_t total;
+};
+
+static int walk_one(void *arg, const struct cache_file *f)
+{
+	struct walk *w = arg;
+	uint64_t bytes = (uint64_t)f->st->st_blocks * 512;
+	w->total += bytes;
+	if (!f->ino || f->prev || f->partial)
+		return 0; /* not a content file one can evict */
+	if (w->n == w->cap) {
+		size_t cap = w->cap ? w->cap * 2 : 256;
+		struct cand *nv = realloc(w->v, cap * sizeof(*nv));
+		if (!nv)
+			return -ENOMEM;
+		w->v = nv;
+		w->cap = cap;
+	}
+	w->v[w->n].ino = f->ino;
+	w->v[w->n].bytes = bytes;
+	w->v[w->n].atime_ns =
+		f->st->st_atim.tv_sec * 1000000000LL + f->st->st_atim.tv_nsec;
+	w->v[w->n].keep = false;
+	w->n++;
+	return 0;
+}
+
 /* Lists every content file with its allocated size and atime. */
 static int walk(struct hfs *fs, struct cand **out, size_t *n_out,
 		uint64_t *total)
 {
-	struct cand *v = NULL;
-	size_t n = 0, cap = 0;
-	*total = 0;
-	for (int b = 0; b < 256; b++) {
-		char dir[PATH_MAX];
-		snprintf(dir, sizeof(dir), "%s/data/%02x", cache_dir(fs->cache),
-			 b);
-		DIR *d = opendir(dir);
-		if (!d)
-			continue;
-		struct dirent *de;
-		while ((de = readdir(d))) {
-			char *end;
-			if (de->d_name[0] == '.')
-				continue;
-			unsigned long long ino = strtoull(de->d_name, &end, 16);
-			struct stat st;
-			if (fstatat(dirfd(d), de->d_name, &st,
-				    AT_SYMLINK_NOFOLLOW) < 0)
-				continue;
-			uint64_t bytes = (uint64_t)st.st_blocks * 512;
-			*total += bytes;
-			if (*end != '\0' || ino == 0)
-				continue; /* a download in progress */
-			if (n == cap) {
-				cap = cap ? cap * 2 : 256;
-				struct cand *nv = realloc(v, cap * sizeof(*nv));
-				if (!nv) {
-					closedir(d);
-					free(v);
-					return -ENOMEM;
-				}
-				v = nv;
-			}
-			v[n].ino = ino;
-			v[n].bytes = bytes;
-			v[n].atime_ns = st.st_atim.tv_sec * 1000000000LL +
-					st.st_atim.tv_nsec;
-			v[n].keep = false;
-			n++;
-		}
-		closedir(d);
+	struct walk w = {0};
+	int rc = cache_walk(cache_dir(fs->cache), walk_one, &w);
+	if (rc) {
+		free(w.v);
+		return rc;
 	}
-	*out = v;
-	*n_out = n;
+	*out = w.v;
+	*n_out = w.n;
+	*total = w.total;
 	return 0;
 }
 

@@ -634,7 +634,7 @@ int fs_create_file(struct hfs *fs, uint64_t parent, const char *name,
 int hfs_take_lock(const char *dir, int *fd_out, char *err, size_t errlen)
 {
 	char path[PATH_MAX];
-	snprintf(path, sizeof(path), "%s/lock", dir);
+	cache_part_path(dir, CACHE_LOCK, path, sizeof(path));
 	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		snprintf(err, errlen, "cannot open %s: %s", path,
@@ -711,7 +711,7 @@ int hfs_create(const struct hfs_config *cfg, struct backend *be,
 	fs->nbuckets = 1024;
 	fs->buckets = calloc(fs->nbuckets, sizeof(*fs->buckets));
 	fs->mountpoint = strdup(mountpoint);
-	snprintf(path, sizeof(path), "%s/control.sock", cfg->cache_dir);
+	cache_part_path(cfg->cache_dir, CACHE_CONTROL, path, sizeof(path));
 	fs->control_path = strdup(path);
 	if (!fs->buckets || !fs->mountpoint || !fs->control_path) {
 		rc = -ENOMEM;
@@ -733,7 +733,7 @@ int hfs_create(const struct hfs_config *cfg, struct backend *be,
 	rc = hfs_take_lock(cfg->cache_dir, &fs->lock_fd, err, errlen);
 	if (rc)
 		goto fail;
-	snprintf(path, sizeof(path), "%s/index", cfg->cache_dir);
+	cache_part_path(cfg->cache_dir, CACHE_INDEX, path, sizeof(path));
 	char why[512] = "";
 	bool rolled_back = false;
 	rc = index_prepare(path, &rolled_back);
@@ -772,7 +772,7 @@ int hfs_create(const struct hfs_config *cfg, struct backend *be,
 		char data[PATH_MAX];
 		long long now = (long long)hfs_now();
 		snprintf(old_ix, sizeof(old_ix), "%s.old-%lld", path, now);
-		snprintf(data, sizeof(data), "%s/data", cfg->cache_dir);
+		cache_part_path(cfg->cache_dir, CACHE_DATA, data, sizeof(data));
 		snprintf(old_data, sizeof(old_data), "%s.old-%lld", data, now);
 		if (rename(path, old_ix) == 0 &&
 		    (rename(data, old_data) == 0 || errno == ENOENT)) {

@@ -463,6 +463,13 @@ bool index_rolled_back(struct hfs_index *ix)
 	return ix->rolled_back;
 }
 
+bool index_exists(const char *dir)
+{
+	char data[PATH_MAX];
+	snprintf(data, sizeof(data), "%s/data.mdb", dir);
+	return access(data, F_OK) == 0;
+}
+
 int index_prepare(const char *dir, bool *rolled_back)
 {
 	return roll_back_if_cut(dir, rolled_back);

@@ -27,8 +27,10 @@
 #include <unistd.h>
 
 #include "hfs/backend.h"
+#include "hfs/cache.h"
 #include "hfs/category.h"
 #include "hfs/config.h"
+#include "hfs/index.h"
 #include "hfs/control.h"
 #include "hfs/evict.h"
 #include "hfs/flusher.h"
@@ -394,7 +396,7 @@ static void write_shutdown_report(struct hfs *fs, const struct hfs_config *cfg,
 				"pending_bytes", nbytes, "sync_off_files",
 				off_files, "sync_off_bytes", off_bytes,
 				"cache_dir", cfg->cache_dir, "files", files);
-	snprintf(path, sizeof(path), "%s/" SHUTDOWN_REPORT, cfg->cache_dir);
+	cache_part_path(cfg->cache_dir, CACHE_SHUTDOWN, path, sizeof(path));
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	if (!rep || json_dump_file(rep, tmp, JSON_COMPACT) < 0 ||
 	    rename(tmp, path) < 0)
@@ -490,8 +492,8 @@ int mount_run(const struct mount_opts *mo)
 		if (cfg.log_file)
 			snprintf(lp, sizeof(lp), "%s", cfg.log_file);
 		else
-			snprintf(lp, sizeof(lp), "%s/huracanfs.log",
-				 cfg.cache_dir);
+			cache_part_path(cfg.cache_dir, CACHE_LOG, lp,
+					sizeof(lp));
 		if (!mo->foreground)
 			snprintf(stderr_path, sizeof(stderr_path), "%s", lp);
 		rc = cfg.log_file ? 0 : hfs_mkdir_p(cfg.cache_dir, 0700);
@@ -521,7 +523,9 @@ int mount_run(const struct mount_opts *mo)
 	}
 
 	http_set_rate_limits(cfg.upload_bps, cfg.download_bps);
-	rc = backend_create(&cfg, &be, err, sizeof(err));
+	char ixdir[PATH_MAX];
+	cache_part_path(cfg.cache_dir, CACHE_INDEX, ixdir, sizeof(ixdir));
+	rc = backend_create(&cfg, !index_exists(ixdir), &be, err, sizeof(err));
 	if (rc) {
 		report("%s", err);
 		goto out;

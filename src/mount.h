@@ -17,9 +17,9 @@
  * where pending_* count what is still queued for upload (kept for the next
  * mount) in the categories whose sync is on, sync_off_* the files waiting
  * in categories whose sync is switched off, and "files" names at most the
- * first 1000 of the former. `huracanfs unmount` reads it.
+ * first 1000 of the former. `huracanfs unmount` reads it. Its path:
+ * cache_part_path(CACHE_SHUTDOWN) (cache.h).
  */
-#define SHUTDOWN_REPORT "shutdown.json"
 
 /* What the command line asked for (main.c parses it). */
 struct mount_opts {

@@ -494,7 +494,7 @@ fail:
 
 static void reserve_path(struct hfs *fs, char *buf, size_t len)
 {
-	snprintf(buf, len, "%s/reserve", cache_dir(fs->cache));
+	cache_part_path(cache_dir(fs->cache), CACHE_RESERVE, buf, len);
 }
 
 /* 8 MiB, or a 32nd of a small cache filesystem. */

@@ -5,7 +5,6 @@
  * (durable.c, rule 5). Called by hfs_create() before the mount serves
  * anything.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -307,68 +306,86 @@ static void recover_dirty(struct recovery *r, uint64_t ino)
  * files made since (never synced) are in no node. Their bytes are kept in
  * /lost+found, never deleted.
  */
+struct unref {
+	uint64_t *inos, *prevs;
+	size_t n, cap, nprev, capprev;
+};
+
+static int push_ino(uint64_t **v, size_t *n, size_t *cap, uint64_t ino)
+{
+	if (*n == *cap) {
+		size_t nc = *cap ? *cap * 2 : 64;
+		uint64_t *nv = realloc(*v, nc * sizeof(*nv));
+		if (!nv)
+			return -ENOMEM;
+		*v = nv;
+		*cap = nc;
+	}
+	(*v)[(*n)++] = ino;
+	return 0;
+}
+
+static int collect_unref(void *arg, const struct cache_file *f)
+{
+	struct unref *u = arg;
+	if (!f->ino || f->partial)
+		return 0;
+	if (f->prev)
+		return push_ino(&u->prevs, &u->nprev, &u->capprev, f->ino);
+	return push_ino(&u->inos, &u->n, &u->cap, f->ino);
+}
+
 static void recover_unreferenced(struct recovery *r)
 {
 	struct ixtxn *t = r->t;
-	for (int b = 0; b < 256 && !t->err; b++) {
-		char dir[PATH_MAX];
-		snprintf(dir, sizeof(dir), "%s/data/%02x",
-			 cache_dir(r->fs->cache), b);
-		DIR *d = opendir(dir);
-		if (!d)
+	struct unref u = {0};
+	int rc = cache_walk(cache_dir(r->fs->cache), collect_unref, &u);
+	if (rc) {
+		if (!t->err)
+			t->err = rc;
+		goto out;
+	}
+	for (size_t i = 0; i < u.nprev; i++) {
+		struct node old;
+		if (ix_get(t, u.prevs[i], &old) != 0 ||
+		    !(old.r.flags & NODE_REWRITING))
+			cache_drop_prev(r->fs->cache, u.prevs[i]);
+	}
+	for (size_t i = 0; i < u.n && !t->err; i++) {
+		struct node old, found;
+		struct stat st;
+		char cpath[PATH_MAX], where[4096];
+		if (ix_get(t, u.inos[i], &old) != -ENOENT)
 			continue;
-		struct dirent *de;
-		uint64_t inos[256];
-		size_t n = 0;
-		while ((de = readdir(d)) && n < 256) {
-			char *end;
-			unsigned long long ino = strtoull(de->d_name, &end, 16);
-			struct node old;
-			if (de->d_name[0] == '.' || !ino)
-				continue;
-			if (*end == '\0')
-				inos[n++] = ino;
-			else if (strcmp(end, ".prev") == 0 &&
-				 (ix_get(t, ino, &old) != 0 ||
-				  !(old.r.flags & NODE_REWRITING)))
-				cache_drop_prev(r->fs->cache, ino);
+		cache_path(r->fs->cache, u.inos[i], cpath);
+		if (stat(cpath, &st) < 0 || !S_ISREG(st.st_mode))
+			continue;
+		if (st.st_size == 0) {
+			unlink(cpath);
+			continue;
 		}
-		closedir(d);
-		for (size_t i = 0; i < n && !t->err; i++) {
-			struct node old, found;
-			struct stat st;
-			char cpath[PATH_MAX], where[4096];
-			if (ix_get(t, inos[i], &old) != -ENOENT)
-				continue;
-			cache_path(r->fs->cache, inos[i], cpath);
-			if (stat(cpath, &st) < 0 || !S_ISREG(st.st_mode))
-				continue;
-			if (st.st_size == 0) {
-				unlink(cpath);
-				continue;
-			}
-			memset(&found, 0, sizeof(found));
-			found.ino = inos[i];
-			snprintf(found.name, sizeof(found.name), "content");
-			found.r.mode = S_IFREG | 0600;
-			found.r.uid = getuid();
-			found.r.gid = getgid();
-			found.r.mtime_ns = found.r.ctime_ns = found.r.atime_ns =
-				st.st_mtim.tv_sec * 1000000000LL +
-				st.st_mtim.tv_nsec;
-			if (keep_as_found(r->fs, t, &found,
-					  (uint64_t)st.st_size, where,
-					  sizeof(where)) == 0) {
-				char msg[4200];
-				snprintf(msg, sizeof(msg),
-					 "bytes of a file made after the last "
-					 "sync point kept in %s",
-					 where);
-				hfs_note_found(r->fs, msg);
-				r->kept_short++;
-			}
+		memset(&found, 0, sizeof(found));
+		found.ino = u.inos[i];
+		snprintf(found.name, sizeof(found.name), "content");
+		found.r.mode = S_IFREG | 0600;
+		found.r.uid = getuid();
+		found.r.gid = getgid();
+		found.r.mtime_ns = found.r.ctime_ns = found.r.atime_ns =
+			st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+		if (keep_as_found(r->fs, t, &found, (uint64_t)st.st_size, where,
+				  sizeof(where)) == 0) {
+			char msg[4200];
+			snprintf(msg, sizeof(msg),
+				 "bytes of a file made after the last "
+				 "sync point kept in %s",
+				 where);
+			hfs_note_found(r->fs, msg);
+			r->kept_short++;
 		}
 	}
+out:
+	free(u.inos);
+	free(u.prevs);
 }
 
 static int collect_clean(void *arg, const struct node *n)

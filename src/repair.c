@@ -368,46 +368,41 @@ struct content {
 	uint64_t size;
 };
 
+struct contents {
+	struct content *v;
+	size_t n, cap;
+};
+
+static int list_one(void *arg, const struct cache_file *f)
+{
+	struct contents *c = arg;
+	if (!f->ino || f->prev || f->partial || !S_ISREG(f->st->st_mode))
+		return 0;
+	if (c->n == c->cap) {
+		size_t cap = c->cap ? c->cap * 2 : 256;
+		struct content *nv = realloc(c->v, cap * sizeof(*nv));
+		if (!nv)
+			return -ENOMEM;
+		c->v = nv;
+		c->cap = cap;
+	}
+	c->v[c->n].ino = f->ino;
+	c->v[c->n].size = (uint64_t)f->st->st_size;
+	c->n++;
+	return 0;
+}
+
 static int list_content(const char *cache_dir, struct content **out,
 			size_t *nout)
 {
-	struct content *v = NULL;
-	size_t n = 0, cap = 0;
-	for (int b = 0; b < 256; b++) {
-		char dir[PATH_MAX];
-		snprintf(dir, sizeof(dir), "%s/data/%02x", cache_dir, b);
-		DIR *d = opendir(dir);
-		if (!d)
-			continue;
-		struct dirent *de;
-		while ((de = readdir(d))) {
-			char *end;
-			struct stat st;
-			unsigned long long ino = strtoull(de->d_name, &end, 16);
-			if (de->d_name[0] == '.' || *end || ino == 0 ||
-			    fstatat(dirfd(d), de->d_name, &st,
-				    AT_SYMLINK_NOFOLLOW) < 0 ||
-			    !S_ISREG(st.st_mode))
-				continue;
-			if (n == cap) {
-				cap = cap ? cap * 2 : 256;
-				struct content *nv =
-					realloc(v, cap * sizeof(*nv));
-				if (!nv) {
-					closedir(d);
-					free(v);
-					return -ENOMEM;
-				}
-				v = nv;
-			}
-			v[n].ino = ino;
-			v[n].size = (uint64_t)st.st_size;
-			n++;
-		}
-		closedir(d);
+	struct contents c = {0};
+	int rc = cache_walk(cache_dir, list_one, &c);
+	if (rc) {
+		free(c.v);
+		return rc;
 	}
-	*out = v;
-	*nout = n;
+	*out = c.v;
+	*nout = c.n;
 	return 0;
 }
 
@@ -425,7 +420,7 @@ int repair_run(const struct hfs_config *cfg, FILE *out, char *err,
 	int rc = hfs_take_lock(cfg->cache_dir, &lock, err, errlen);
 	if (rc)
 		return rc;
-	snprintf(ixdir, sizeof(ixdir), "%s/index", cfg->cache_dir);
+	cache_part_path(cfg->cache_dir, CACHE_INDEX, ixdir, sizeof(ixdir));
 	snprintf(aside, sizeof(aside), "%s.damaged-%lld", ixdir,
 		 (long long)hfs_now());
 	char why[512] = "";

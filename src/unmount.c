@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "hfs/cache.h"
 #include "hfs/control.h"
 #include "hfs/log.h"
 #include "mount.h"
@@ -293,8 +294,8 @@ int unmount_run(const char *mountpoint, int64_t timeout_s, bool lazy)
 			json_object_get(st, "flush_timeout"));
 	if (timeout_s <= 0)
 		timeout_s = 120;
-	snprintf(report, sizeof(report), "%s/" SHUTDOWN_REPORT,
-		 cache ? cache : "");
+	cache_part_path(cache ? cache : "", CACHE_SHUTDOWN, report,
+			sizeof(report));
 	json_decref(st);
 
 	/* 1. Upload everything pending while the mount still serves. */

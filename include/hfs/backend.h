@@ -13,11 +13,12 @@
 struct hfs_config;
 
 /*
- * Creates the backend @cfg names. Returns 0 and sets *@out (owned by the
+ * Creates the backend @cfg names; @fresh_cache: the cache directory holds
+ * no index yet (a first mount). Returns 0 and sets *@out (owned by the
  * caller, released with backend_destroy), or -errno with a message in @err.
  */
-int backend_create(const struct hfs_config *cfg, struct backend **out,
-		   char *err, size_t errlen);
+int backend_create(const struct hfs_config *cfg, bool fresh_cache,
+		   struct backend **out, char *err, size_t errlen);
 
 /* Gives the calling thread a cancel flag: once set, its backend calls in
  * flight and later ones fail soon with -EINTR (no retries, no waiting).

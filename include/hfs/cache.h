@@ -64,4 +64,39 @@ int64_t cache_free_bytes(struct cache *c);
 /* The cache directory. */
 const char *cache_dir(struct cache *c);
 
+/*
+ * The rest of a cache directory, by name: this module is the one that
+ * knows its layout (the index keeps its own files inside CACHE_INDEX,
+ * index.h). Every other module asks here for a path under cache_dir.
+ */
+enum cache_part {
+	CACHE_INDEX, /* index/: the LMDB index */
+	CACHE_DATA, /* data/: the content files */
+	CACHE_LOCK, /* lock: flock'd by the daemon or repair using it */
+	CACHE_CONTROL, /* control.sock: the control socket (control.h) */
+	CACHE_SHUTDOWN, /* shutdown.json: the last stop's report (mount.h) */
+	CACHE_RESERVE, /* reserve: space held back for metadata */
+	CACHE_LOG, /* huracanfs.log: the log of a daemon without log_file */
+};
+/* The path of @part of cache directory @dir, in @buf of @len bytes:
+ * 0, or -ENAMETOOLONG if it does not fit. */
+int cache_part_path(const char *dir, enum cache_part part, char *buf,
+		    size_t len);
+
+/* A file under data/, as cache_walk() finds it. */
+struct cache_file {
+	uint64_t ino; /* whose it is; 0 for a name of no inode */
+	bool prev; /* the set-aside version of ino (cache_set_aside) */
+	bool partial; /* a download of ino in progress */
+	const struct stat *st; /* its lstat */
+};
+/*
+ * Calls @fn for every file under data/ of cache directory @dir, content
+ * files and others; stops at the first non-zero return of @fn, which it
+ * returns. @fn must not create or remove files there (collect, then act).
+ * A bucket that cannot be read is skipped.
+ */
+typedef int (*cache_walk_fn)(void *arg, const struct cache_file *f);
+int cache_walk(const char *dir, cache_walk_fn fn, void *arg);
+
 #endif

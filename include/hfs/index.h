@@ -174,6 +174,8 @@ int index_sync(struct hfs_index *ix);
  * last sync point. *@rolled_back says whether it did.
  */
 int index_prepare(const char *dir, bool *rolled_back);
+/* True if an index lives in directory @dir. */
+bool index_exists(const char *dir);
 /* True if index_prepare rolled this index back (set by hfs_create). */
 bool index_rolled_back(struct hfs_index *ix);
 /*

@@ -267,7 +267,7 @@ static void test_create(void)
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.backend = BACKEND_DROPBOX;
 	/* The dropbox backend without credentials says what is missing. */
-	CHECK(backend_create(&cfg, &b, err, sizeof(err)) == -EINVAL);
+	CHECK(backend_create(&cfg, true, &b, err, sizeof(err)) == -EINVAL);
 	CHECK(!b);
 	CHECK(strstr(err, "no Dropbox credentials"));
 
@@ -275,7 +275,7 @@ static void test_create(void)
 	cfg.backend = BACKEND_LOCAL;
 	cfg.remote_dir = root;
 	CHECK(stat(root, &st) < 0 && errno == ENOENT);
-	CHECK(backend_create(&cfg, &be, err, sizeof(err)) == 0);
+	CHECK(backend_create(&cfg, true, &be, err, sizeof(err)) == 0);
 	CHECK(be && strcmp(be->ops->name, "local") == 0);
 	CHECK(stat(root, &st) == 0 && S_ISDIR(st.st_mode));
 	CHECK((st.st_mode & 07777) == 0700);
