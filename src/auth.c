@@ -26,6 +26,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "hfs/err.h"
 #include "hfs/auth.h"
 #include "hfs/config.h"
 #include "hfs/dbx_json.h"
@@ -39,20 +40,6 @@
 static const char verifier_chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 				     "abcdefghijklmnopqrstuvwxyz"
 				     "0123456789-._~";
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 static void wipe_free(char *s)
 {
@@ -245,7 +232,7 @@ static int edit_config(const char *old, size_t oldlen, const char *token,
 		if (!sec) {
 			h = is_dropbox_header(p, clen);
 			if (h < 0) {
-				set_err(err, errlen,
+				err_set(err, errlen,
 					"the dropbox: section is written in "
 					"flow style; add refresh_token by "
 					"hand");
@@ -381,7 +368,7 @@ int auth_store_refresh_token(const char *path, const char *refresh_token,
 	int fd = -1, dfd, rc;
 
 	if (!token_ok(refresh_token)) {
-		set_err(err, errlen,
+		err_set(err, errlen,
 			"Dropbox sent a refresh token with "
 			"unexpected characters; not stored");
 		return -EINVAL;
@@ -393,7 +380,7 @@ int auth_store_refresh_token(const char *path, const char *refresh_token,
 		rc = make_parent(path);
 	}
 	if (rc < 0) {
-		set_err(err, errlen, "%s: %s", path, strerror(-rc));
+		err_set(err, errlen, "%s: %s", path, strerror(-rc));
 		goto out;
 	}
 	rc = edit_config(old, oldlen, refresh_token, &neu, &neulen, err,
@@ -408,7 +395,7 @@ int auth_store_refresh_token(const char *path, const char *refresh_token,
 	fd = mkstemp(tmp);
 	if (fd < 0) {
 		rc = -errno;
-		set_err(err, errlen, "cannot create a file beside %s: %s", path,
+		err_set(err, errlen, "cannot create a file beside %s: %s", path,
 			strerror(errno));
 		free(tmp);
 		tmp = NULL;
@@ -417,14 +404,14 @@ int auth_store_refresh_token(const char *path, const char *refresh_token,
 	if (fchmod(fd, 0600) < 0 || (rc = write_all(fd, neu, neulen)) < 0 ||
 	    fsync(fd) < 0) {
 		rc = rc < 0 ? rc : -errno;
-		set_err(err, errlen, "writing %s: %s", tmp, strerror(-rc));
+		err_set(err, errlen, "writing %s: %s", tmp, strerror(-rc));
 		goto out;
 	}
 	rc = close(fd);
 	fd = -1;
 	if (rc < 0 || rename(tmp, path) < 0) {
 		rc = -errno;
-		set_err(err, errlen, "replacing %s: %s", path, strerror(errno));
+		err_set(err, errlen, "replacing %s: %s", path, strerror(errno));
 		goto out;
 	}
 	free(tmp);
@@ -496,7 +483,7 @@ static int exchange(const struct hfs_config *cfg, const char *code,
 	memset(&resp, 0, sizeof(resp));
 	*refresh = NULL;
 	if (!cfg->api_url || strncmp(cfg->api_url, "https://", 8) != 0) {
-		set_err(err, errlen,
+		err_set(err, errlen,
 			"huracanfs.api_url must be an https:// "
 			"URL");
 		return -EINVAL;
@@ -522,7 +509,7 @@ static int exchange(const struct hfs_config *cfg, const char *code,
 	if (rc == 0)
 		rc = http_pool_create(cfg->ca_file, 1, &pool);
 	if (rc < 0) {
-		set_err(err, errlen, "out of memory");
+		err_set(err, errlen, "out of memory");
 		goto out;
 	}
 	http_request_init(&req);
@@ -543,7 +530,7 @@ static int exchange(const struct hfs_config *cfg, const char *code,
 		break;
 	}
 	if (rc < 0) {
-		set_err(err, errlen, "cannot reach Dropbox: %s", resp.error);
+		err_set(err, errlen, "cannot reach Dropbox: %s", resp.error);
 		rc = http_transient(rc) || rc == -ECONNABORTED ? -EAGAIN : rc;
 		goto out;
 	}
@@ -551,24 +538,24 @@ static int exchange(const struct hfs_config *cfg, const char *code,
 		rc = dbx_parse_token(resp.body, resp.body_len, &access,
 				     &expires, refresh);
 		if (rc < 0) {
-			set_err(err, errlen,
+			err_set(err, errlen,
 				"malformed reply of the Dropbox "
 				"token endpoint");
 		} else if (!*refresh) {
-			set_err(err, errlen, "Dropbox sent no refresh token");
+			err_set(err, errlen, "Dropbox sent no refresh token");
 			rc = -EIO;
 		}
 		goto out;
 	}
 	dbx_oauth_error(resp.body, resp.body_len, ecode, sizeof(ecode));
 	if (resp.status >= 400 && resp.status < 500) {
-		set_err(err, errlen,
+		err_set(err, errlen,
 			"Dropbox refused the code (%s); run huracanfs auth "
 			"again and paste a fresh code",
 			ecode[0] ? ecode : "no reason given");
 		rc = -EACCES;
 	} else {
-		set_err(err, errlen,
+		err_set(err, errlen,
 			"the Dropbox token endpoint answered "
 			"HTTP %ld",
 			resp.status);
@@ -593,10 +580,10 @@ int auth_run(const char *config_path, FILE *in, FILE *out, char *err,
 	char *query = NULL, *target = NULL, *refresh = NULL;
 	int rc;
 
-	set_err(err, errlen, "%s", "");
+	err_set(err, errlen, "%s", "");
 	rc = config_init(&cfg);
 	if (rc < 0) {
-		set_err(err, errlen, "out of memory");
+		err_set(err, errlen, "out of memory");
 		return rc;
 	}
 	rc = config_load(&cfg, config_path, err, errlen);
@@ -609,7 +596,7 @@ int auth_run(const char *config_path, FILE *in, FILE *out, char *err,
 	} else {
 		home = getenv("HOME");
 		if (!home || !home[0]) {
-			set_err(err, errlen, "HOME is not set; use --config");
+			err_set(err, errlen, "HOME is not set; use --config");
 			rc = -EINVAL;
 			goto out;
 		}
@@ -622,7 +609,7 @@ int auth_run(const char *config_path, FILE *in, FILE *out, char *err,
 		goto out;
 	}
 	if (!cfg.app_key || !cfg.app_key[0]) {
-		set_err(err, errlen,
+		err_set(err, errlen,
 			"dropbox.app_key is not set in %s: create an "
 			"App-folder "
 			"app in the Dropbox App Console and put its app key "
@@ -635,7 +622,7 @@ int auth_run(const char *config_path, FILE *in, FILE *out, char *err,
 	if (rc == 0)
 		rc = make_challenge(verifier, challenge);
 	if (rc < 0) {
-		set_err(err, errlen, "cannot generate a PKCE verifier");
+		err_set(err, errlen, "cannot generate a PKCE verifier");
 		goto out;
 	}
 	rc = http_form_add(&query, "client_id", cfg.app_key);
@@ -648,7 +635,7 @@ int auth_run(const char *config_path, FILE *in, FILE *out, char *err,
 	if (rc == 0)
 		rc = http_form_add(&query, "code_challenge_method", "S256");
 	if (rc < 0) {
-		set_err(err, errlen, "out of memory");
+		err_set(err, errlen, "out of memory");
 		goto out;
 	}
 	base = getenv("HURACANFS_AUTHORIZE_URL");
@@ -663,7 +650,7 @@ int auth_run(const char *config_path, FILE *in, FILE *out, char *err,
 	fflush(out);
 	rc = read_code(in, code);
 	if (rc < 0) {
-		set_err(err, errlen, "no authorization code entered");
+		err_set(err, errlen, "no authorization code entered");
 		goto out;
 	}
 	rc = exchange(&cfg, code, verifier, &refresh, err, errlen);

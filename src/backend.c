@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "hfs/err.h"
 #include "hfs/backend.h"
 #include "hfs/backend_dropbox.h"
 #include "hfs/backend_local.h"
@@ -37,27 +38,13 @@ void backend_set_thread_cancel(const atomic_bool *flag)
 	http_set_thread_cancel(flag);
 }
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 int backend_create(const struct hfs_config *cfg, bool fresh_cache,
 		   struct backend **out, char *err, size_t errlen)
 {
 	struct backend *be = NULL;
 	int rc;
 
-	set_err(err, errlen, "%s", "");
+	err_set(err, errlen, "%s", "");
 	switch (cfg->backend) {
 	case BACKEND_LOCAL:
 		backend_set_error("%s", "");
@@ -65,7 +52,7 @@ int backend_create(const struct hfs_config *cfg, bool fresh_cache,
 		if (rc < 0) {
 			const char *detail = backend_last_error();
 
-			set_err(err, errlen, "local backend in %s: %s",
+			err_set(err, errlen, "local backend in %s: %s",
 				cfg->remote_dir ? cfg->remote_dir : "(unset)",
 				detail[0] ? detail : strerror(-rc));
 			return rc;
@@ -77,7 +64,7 @@ int backend_create(const struct hfs_config *cfg, bool fresh_cache,
 			return rc;
 		break;
 	default:
-		set_err(err, errlen, "unknown backend kind %d", cfg->backend);
+		err_set(err, errlen, "unknown backend kind %d", cfg->backend);
 		return -EINVAL;
 	}
 	*out = be;

@@ -20,6 +20,7 @@
 #include <strings.h>
 
 #include "dbx_i.h"
+#include "hfs/err.h"
 #include "hfs/config.h"
 
 #define MiB ((uint64_t)1024 * 1024)
@@ -555,20 +556,6 @@ static const struct backend_ops dbx_ops = {
 	.destroy = dbx_destroy,
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /* Copies URL @url without trailing slashes; it must be https://. */
 static int url_copy(const char *key, const char *url, char **out, char *err,
 		    size_t errlen)
@@ -576,7 +563,7 @@ static int url_copy(const char *key, const char *url, char **out, char *err,
 	size_t len;
 
 	if (!url || strncasecmp(url, "https://", 8) != 0 || !url[8]) {
-		set_err(err, errlen,
+		err_set(err, errlen,
 			"huracanfs.%s must be an https:// URL (got \"%s\")",
 			key, url ? url : "");
 		return -EINVAL;
@@ -607,7 +594,7 @@ static int make_root(const char *folder, char **out, char *err, size_t errlen)
 	if (asprintf(&s, "/%.*s", (int)len, p) < 0)
 		return -ENOMEM;
 	if (!dbx_api_path_ok(s, false)) {
-		set_err(err, errlen,
+		err_set(err, errlen,
 			"dropbox.app_folder \"%s\" is not a valid "
 			"Dropbox folder name",
 			folder);
@@ -636,9 +623,9 @@ int backend_dropbox_create(const struct hfs_config *cfg, struct backend **out,
 	struct dbx *db;
 	int rc;
 
-	set_err(err, errlen, "%s", "");
+	err_set(err, errlen, "%s", "");
 	if (!has_token && !has_refresh) {
-		set_err(err, errlen,
+		err_set(err, errlen,
 			"no Dropbox credentials: set dropbox.access_token (or "
 			"HURACANFS_DROPBOX_TOKEN), or dropbox.app_key and run "
 			"`huracanfs auth`");
@@ -682,7 +669,7 @@ int backend_dropbox_create(const struct hfs_config *cfg, struct backend **out,
 		rc = http_pool_create(cfg->ca_file, 0, &db->pool);
 	if (rc < 0) {
 		if (rc == -ENOMEM)
-			set_err(err, errlen, "out of memory");
+			err_set(err, errlen, "out of memory");
 		dbx_destroy(&db->base);
 		return rc;
 	}

@@ -468,12 +468,10 @@ static void fill_dir(struct backend_entry *out, const char *name)
 }
 
 /* Writes all of @buf to @fd at @off. Returns 0 or -errno. */
-int local_pwrite_all(int fd, const uint8_t *buf, size_t len, uint64_t off)
+static int pwrite_all(int fd, const uint8_t *buf, size_t len, uint64_t off)
 {
-	ssize_t n;
-
 	while (len > 0) {
-		n = pwrite(fd, buf, len, (off_t)off);
+		ssize_t n = pwrite(fd, buf, len, (off_t)off);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
@@ -485,6 +483,79 @@ int local_pwrite_all(int fd, const uint8_t *buf, size_t len, uint64_t off)
 		off += (uint64_t)n;
 	}
 	return 0;
+}
+
+/* Errors of copy_file_range that say "not here": copy through a buffer. */
+static bool no_kernel_copy(int e)
+{
+	return e == EXDEV || e == ENOSYS || e == EINVAL || e == EOPNOTSUPP;
+}
+
+int local_copy_bytes(int src, uint64_t off, int dst, uint64_t dst_off,
+		     uint64_t len, struct chash *h, uint64_t *copied,
+		     bool *write_failed)
+{
+	uint8_t *buf = NULL;
+	bool kernel = h == NULL;
+	uint64_t done = 0;
+	int rc = 0;
+
+	*write_failed = false;
+	while (done < len) {
+		size_t want = len - done < LOCAL_BUF ? (size_t)(len - done)
+						     : LOCAL_BUF;
+		ssize_t n;
+
+		if (kernel) {
+			loff_t in = (loff_t)(off + done);
+			loff_t out = (loff_t)(dst_off + done);
+			n = copy_file_range(src, &in, dst, &out, want, 0);
+			if (n < 0 && no_kernel_copy(errno)) {
+				kernel = false;
+				continue;
+			}
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0) {
+				rc = -errno;
+				*write_failed =
+					errno == ENOSPC || errno == EDQUOT ||
+					errno == EFBIG || errno == EROFS;
+				break;
+			}
+		} else {
+			if (!buf && !(buf = malloc(LOCAL_BUF))) {
+				rc = -ENOMEM;
+				break;
+			}
+			n = pread(src, buf, want, (off_t)(off + done));
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0) {
+				rc = -errno;
+				break;
+			}
+			if (n > 0 && h) {
+				rc = chash_update(h, buf, (size_t)n);
+				if (rc < 0)
+					break;
+			}
+			if (n > 0) {
+				rc = pwrite_all(dst, buf, (size_t)n,
+						dst_off + done);
+				if (rc < 0) {
+					*write_failed = true;
+					break;
+				}
+			}
+		}
+		if (n == 0)
+			break; /* the end of @src */
+		done += (uint64_t)n;
+	}
+	free(buf);
+	*copied = done;
+	return rc;
 }
 
 /* Opens a fresh hidden temporary file in local folder @dir. */

@@ -79,10 +79,19 @@ bool local_name_ok(const char *name);
 int local_make_parents(struct local_backend *lb, const char *path);
 void local_new_rev(char rev[BACKEND_REV_MAX + 1]);
 int local_open_tmp(const char *dir, char **tmp_out);
+/*
+ * The one byte mover of the local backend: copies up to @len bytes of @src
+ * from @off to @dst at @dst_off, hashing them into @h if given (without
+ * @h, in the kernel with copy_file_range where it can). Stops at the end
+ * of @src; *@copied says how far it got. Returns 0, or -errno with
+ * *@write_failed set if it was writing @dst that failed.
+ */
+int local_copy_bytes(int src, uint64_t off, int dst, uint64_t dst_off,
+		     uint64_t len, struct chash *h, uint64_t *copied,
+		     bool *write_failed);
 int local_parent_full_path(struct local_backend *lb, const char *path,
 			   char **out);
 const char *local_path_base(const char *path);
-int local_pwrite_all(int fd, const uint8_t *buf, size_t len, uint64_t off);
 uint64_t local_rand64(void);
 int local_read_meta(int fd, const char *full, const struct stat *st,
 		    struct local_meta *m);

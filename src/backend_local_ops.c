@@ -13,12 +13,10 @@ int local_download(struct backend *be, const char *path, const char *rev,
 	struct local_meta m;
 	struct stat st0, st1;
 	uint8_t hash[CHASH_LEN];
-	uint8_t *buf = NULL;
 	uint64_t size, end, pos;
 	char *full = NULL;
 	bool whole;
 	int sfd = -1, rc;
-	ssize_t n;
 
 	rc = local_full_path(lb, path, true, &full);
 	if (rc < 0)
@@ -66,37 +64,19 @@ int local_download(struct backend *be, const char *path, const char *rev,
 		if (rc < 0)
 			goto out;
 	}
-	buf = malloc(LOCAL_BUF);
-	if (!buf) {
-		rc = -ENOMEM;
+	uint64_t copied = 0;
+	bool wfail = false;
+	rc = local_copy_bytes(sfd, off, fd, off, end - off, whole ? &h : NULL,
+			      &copied, &wfail);
+	pos = off + copied;
+	if (rc < 0 && wfail) {
+		backend_set_error("writing the download of \"%s\": %s", path,
+				  strerror(-rc));
 		goto out;
 	}
-	for (pos = off; pos < end; pos += (uint64_t)n) {
-		size_t want =
-			end - pos < LOCAL_BUF ? (size_t)(end - pos) : LOCAL_BUF;
-
-		n = pread(sfd, buf, want, (off_t)pos);
-		if (n < 0 && errno == EINTR) {
-			n = 0;
-			continue;
-		}
-		if (n < 0) {
-			rc = local_err(lb, errno, false, "read", path);
-			goto out;
-		}
-		if (n == 0)
-			break; /* it shrank; caught below */
-		if (whole) {
-			rc = chash_update(&h, buf, (size_t)n);
-			if (rc < 0)
-				goto out;
-		}
-		rc = local_pwrite_all(fd, buf, (size_t)n, pos);
-		if (rc < 0) {
-			backend_set_error("writing the download of \"%s\": %s",
-					  path, strerror(-rc));
-			goto out;
-		}
+	if (rc < 0) {
+		rc = local_err(lb, -rc, false, "read", path);
+		goto out;
 	}
 	if (fstat(sfd, &st1) < 0) {
 		rc = local_err(lb, errno, false, "stat", path);
@@ -126,7 +106,6 @@ int local_download(struct backend *be, const char *path, const char *rev,
 	rc = 0;
 out:
 	chash_release(&h);
-	free(buf);
 	if (sfd >= 0)
 		close(sfd);
 	free(full);
@@ -142,48 +121,29 @@ static int upload_copy(struct local_backend *lb,
 		       uint8_t hash[CHASH_LEN])
 {
 	struct chash h = {0};
-	uint8_t *buf;
-	uint64_t pos = 0;
-	ssize_t n;
-	int rc;
-
-	buf = malloc(LOCAL_BUF);
-	if (!buf)
-		return -ENOMEM;
-	rc = chash_init(&h);
+	uint64_t copied = 0;
+	bool wfail = false;
+	int rc = chash_init(&h);
 	if (rc < 0)
 		goto out;
-	while (pos < up->size) {
-		size_t want = up->size - pos < LOCAL_BUF
-				      ? (size_t)(up->size - pos)
-				      : LOCAL_BUF;
-
-		n = pread(up->fd, buf, want, (off_t)pos);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			rc = n < 0 ? -errno : -EIO;
-			backend_set_error(
-				"reading the upload source of \"%s\": %s",
-				up->path,
-				n < 0 ? strerror(-rc)
-				      : "shorter than the size given");
-			goto out;
-		}
-		rc = chash_update(&h, buf, (size_t)n);
-		if (rc < 0)
-			goto out;
-		rc = local_pwrite_all(fd, buf, (size_t)n, pos);
-		if (rc < 0) {
-			rc = local_err(lb, -rc, true, "write", up->path);
-			goto out;
-		}
-		pos += (uint64_t)n;
+	rc = local_copy_bytes(up->fd, 0, fd, 0, up->size, &h, &copied, &wfail);
+	if (rc < 0 && wfail) {
+		rc = local_err(lb, -rc, true, "write", up->path);
+		goto out;
+	}
+	if (rc == 0 && copied < up->size)
+		rc = -EIO;
+	if (rc < 0) {
+		backend_set_error("reading the upload source of \"%s\": %s",
+				  up->path,
+				  rc == -EIO && copied < up->size
+					  ? "shorter than the size given"
+					  : strerror(-rc));
+		goto out;
 	}
 	rc = chash_final(&h, hash);
 out:
 	chash_release(&h);
-	free(buf);
 	return rc;
 }
 
@@ -678,11 +638,8 @@ static int copy_file(const char *src, const char *dst)
 	struct stat st0, st1, dst_st;
 	char rev[BACKEND_REV_MAX + 1];
 	char *dir = NULL, *tmp = NULL;
-	uint8_t *buf = NULL;
-	loff_t in = 0, outoff = 0;
-	bool fallback = false;
+	off_t in = 0;
 	int sfd = -1, dfd = -1, rc;
-	ssize_t n;
 
 	sfd = open(src, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (sfd < 0) {
@@ -711,44 +668,13 @@ static int copy_file(const char *src, const char *dst)
 		rc = dfd;
 		goto out;
 	}
-	while (in < st0.st_size) {
-		size_t want = (uint64_t)(st0.st_size - in) < LOCAL_BUF
-				      ? (size_t)(st0.st_size - in)
-				      : LOCAL_BUF;
-
-		if (!fallback) {
-			n = copy_file_range(sfd, &in, dfd, &outoff, want, 0);
-			if (n < 0 && (errno == EXDEV || errno == ENOSYS ||
-				      errno == EINVAL || errno == EOPNOTSUPP)) {
-				fallback = true;
-				continue;
-			}
-		} else {
-			if (!buf) {
-				buf = malloc(LOCAL_BUF);
-				if (!buf) {
-					rc = -ENOMEM;
-					goto out;
-				}
-			}
-			n = pread(sfd, buf, want, in);
-			if (n > 0) {
-				rc = local_pwrite_all(dfd, buf, (size_t)n,
-						      (uint64_t)in);
-				if (rc < 0)
-					goto out;
-				in += n;
-			}
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			rc = -errno;
-			goto out;
-		}
-		if (n == 0)
-			break;
-	}
+	uint64_t copied = 0;
+	bool wfail = false;
+	rc = local_copy_bytes(sfd, 0, dfd, 0, (uint64_t)st0.st_size, NULL,
+			      &copied, &wfail);
+	if (rc < 0)
+		goto out;
+	in = (off_t)copied;
 	if (fstat(sfd, &st1) < 0) {
 		rc = -errno;
 		goto out;
@@ -791,7 +717,6 @@ out:
 	}
 	if (sfd >= 0)
 		close(sfd);
-	free(buf);
 	free(dir);
 	return rc;
 }

@@ -35,6 +35,7 @@
 
 #include <yaml.h>
 
+#include "hfs/err.h"
 #include "hfs/config.h"
 #include "hfs/log.h"
 
@@ -448,20 +449,6 @@ struct loader {
 	const struct ckey *secret; /* first secret given a value */
 };
 
-static void set_error(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void set_error(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /* Formats "FILE:LINE: message" for @node and returns @rc. */
 static int fail(struct loader *l, const yaml_node_t *node, int rc,
 		const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -475,8 +462,8 @@ static int fail(struct loader *l, const yaml_node_t *node, int rc,
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	set_error(l->err, l->errlen, "%s:%lu: %s", l->path,
-		  (unsigned long)node->start_mark.line + 1, msg);
+	err_set(l->err, l->errlen, "%s:%lu: %s", l->path,
+		(unsigned long)node->start_mark.line + 1, msg);
 	return rc;
 }
 
@@ -744,11 +731,11 @@ static int yaml_error(struct loader *l, const yaml_parser_t *parser)
 	else
 		line = (unsigned long)parser->problem_mark.line + 1;
 	if (parser->error == YAML_MEMORY_ERROR) {
-		set_error(l->err, l->errlen, "%s: out of memory", l->path);
+		err_set(l->err, l->errlen, "%s: out of memory", l->path);
 		return -ENOMEM;
 	}
-	set_error(l->err, l->errlen, "%s:%lu: YAML syntax error: %s", l->path,
-		  line, parser->problem ? parser->problem : "unknown error");
+	err_set(l->err, l->errlen, "%s:%lu: YAML syntax error: %s", l->path,
+		line, parser->problem ? parser->problem : "unknown error");
 	return -EINVAL;
 }
 
@@ -761,7 +748,7 @@ static int parse_file(struct loader *l, FILE *fp)
 	int rc;
 
 	if (!yaml_parser_initialize(&parser)) {
-		set_error(l->err, l->errlen, "%s: out of memory", l->path);
+		err_set(l->err, l->errlen, "%s: out of memory", l->path);
 		return -ENOMEM;
 	}
 	yaml_parser_set_input_file(&parser, fp);
@@ -824,13 +811,13 @@ static int expand_paths(struct hfs_config *cfg, char *err, size_t errlen)
 		if (!home)
 			home = home_dir();
 		if (!home) {
-			set_error(err, errlen,
-				  "%s.%s: cannot expand \"~\": HOME is not set",
-				  keys[i].section, keys[i].key);
+			err_set(err, errlen,
+				"%s.%s: cannot expand \"~\": HOME is not set",
+				keys[i].section, keys[i].key);
 			return -EINVAL;
 		}
 		if (asprintf(&expanded, "%s%s", home, *s + 1) < 0) {
-			set_error(err, errlen, "out of memory");
+			err_set(err, errlen, "out of memory");
 			return -ENOMEM;
 		}
 		free(*s);
@@ -888,14 +875,14 @@ int config_load(struct hfs_config *cfg, const char *path, char *err,
 	FILE *fp = NULL;
 	int rc = 0;
 
-	set_error(err, errlen, "%s", "");
+	err_set(err, errlen, "%s", "");
 	if (!path) {
 		const char *home = home_dir();
 
 		if (home &&
 		    asprintf(&default_path, "%s/.config/huracanfs/config.yaml",
 			     home) < 0) {
-			set_error(err, errlen, "out of memory");
+			err_set(err, errlen, "out of memory");
 			return -ENOMEM;
 		}
 		path = default_path;
@@ -908,8 +895,8 @@ int config_load(struct hfs_config *cfg, const char *path, char *err,
 			if (default_path && (rc == -ENOENT || rc == -ENOTDIR)) {
 				rc = 0;
 			} else {
-				set_error(err, errlen, "%s: %s", path,
-					  strerror(-rc));
+				err_set(err, errlen, "%s: %s", path,
+					strerror(-rc));
 				goto out;
 			}
 		}
@@ -925,16 +912,16 @@ int config_load(struct hfs_config *cfg, const char *path, char *err,
 		if (rc < 0)
 			goto out;
 		if (l.secret && (st.st_mode & 077)) {
-			set_error(err, errlen,
-				  "%s holds a secret (%s.%s) and is readable "
-				  "by group or others; run: chmod 600 %s",
-				  path, l.secret->section, l.secret->key, path);
+			err_set(err, errlen,
+				"%s holds a secret (%s.%s) and is readable "
+				"by group or others; run: chmod 600 %s",
+				path, l.secret->section, l.secret->key, path);
 			rc = -EPERM;
 			goto out;
 		}
 		rc = set_string(&cfg->path, path);
 		if (rc < 0) {
-			set_error(err, errlen, "out of memory");
+			err_set(err, errlen, "out of memory");
 			goto out;
 		}
 	}
@@ -943,7 +930,7 @@ int config_load(struct hfs_config *cfg, const char *path, char *err,
 	if (env && env[0]) {
 		rc = set_string(&cfg->access_token, env);
 		if (rc < 0) {
-			set_error(err, errlen, "out of memory");
+			err_set(err, errlen, "out of memory");
 			goto out;
 		}
 		cfg->token_from_env = true;
@@ -960,20 +947,20 @@ int config_load(struct hfs_config *cfg, const char *path, char *err,
 		rc = config_parse_listen(cfg->metrics_listen, host,
 					 sizeof(host), &port, &loopback);
 		if (rc < 0) {
-			set_error(err, errlen,
-				  "huracanfs.metrics_listen: \"%s\" is not "
-				  "HOST:PORT (for example 127.0.0.1:9477)",
-				  cfg->metrics_listen);
+			err_set(err, errlen,
+				"huracanfs.metrics_listen: \"%s\" is not "
+				"HOST:PORT (for example 127.0.0.1:9477)",
+				cfg->metrics_listen);
 			goto out;
 		}
 		if (!loopback && !cfg->metrics_allow_public) {
 			rc = -EINVAL;
-			set_error(err, errlen,
-				  "huracanfs.metrics_listen: %s is not a "
-				  "loopback address; metrics would be served "
-				  "to the network. Use 127.0.0.1:%d, or set "
-				  "huracanfs.metrics_allow_public: true",
-				  host, port);
+			err_set(err, errlen,
+				"huracanfs.metrics_listen: %s is not a "
+				"loopback address; metrics would be served "
+				"to the network. Use 127.0.0.1:%d, or set "
+				"huracanfs.metrics_allow_public: true",
+				host, port);
 			goto out;
 		}
 	}
