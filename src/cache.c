@@ -102,8 +102,9 @@ int cache_walk(const char *dir, cache_walk_fn fn, void *arg)
 			if (end != de->d_name && ino) {
 				f.ino = ino;
 				f.prev = strcmp(end, ".prev") == 0;
+				f.undo = strcmp(end, ".undo") == 0;
 				f.partial = strcmp(end, ".part") == 0;
-				if (*end && !f.prev && !f.partial)
+				if (*end && !f.prev && !f.undo && !f.partial)
 					f.ino = 0;
 			}
 			rc = fn(arg, &f);
@@ -145,6 +146,29 @@ static void prev_path(struct cache *c, uint64_t ino, char *buf)
 		 (unsigned)(ino & 0xff), (unsigned long long)ino);
 }
 
+static void undo_path(struct cache *c, uint64_t ino, char *buf)
+{
+	snprintf(buf, PATH_MAX, "%s/data/%02x/%llx.undo", c->dir,
+		 (unsigned)(ino & 0xff), (unsigned long long)ino);
+}
+
+int cache_undo_open(struct cache *c, uint64_t ino, bool fresh)
+{
+	char path[PATH_MAX];
+	undo_path(c, ino, path);
+	int fd =
+		open(path, O_RDWR | O_CREAT | O_CLOEXEC | (fresh ? O_TRUNC : 0),
+		     0600);
+	return fd < 0 ? -errno : fd;
+}
+
+bool cache_has_undo(struct cache *c, uint64_t ino)
+{
+	char path[PATH_MAX];
+	undo_path(c, ino, path);
+	return access(path, F_OK) == 0;
+}
+
 int cache_remove(struct cache *c, uint64_t ino)
 {
 	char path[PATH_MAX];
@@ -183,19 +207,30 @@ int cache_restore_prev(struct cache *c, uint64_t ino)
 
 int cache_drop_prev(struct cache *c, uint64_t ino)
 {
-	char prev[PATH_MAX];
+	char prev[PATH_MAX], undo[PATH_MAX];
 	prev_path(c, ino, prev);
+	undo_path(c, ino, undo);
+	int rc = 0;
 	if (unlink(prev) < 0 && errno != ENOENT)
-		return -errno;
-	return 0;
+		rc = -errno;
+	if (unlink(undo) < 0 && errno != ENOENT && !rc)
+		rc = -errno;
+	return rc;
 }
 
 int cache_adopt_prev(struct cache *c, uint64_t from, uint64_t to)
 {
-	char path[PATH_MAX], prev[PATH_MAX];
+	char path[PATH_MAX], prev[PATH_MAX], ufrom[PATH_MAX], uto[PATH_MAX];
 	cache_path(c, from, path);
 	prev_path(c, to, prev);
-	return rename(path, prev) < 0 ? -errno : 0;
+	if (rename(path, prev) < 0)
+		return -errno;
+	/* Patched since its fsync'd version: the undo records go along. */
+	undo_path(c, from, ufrom);
+	undo_path(c, to, uto);
+	if (rename(ufrom, uto) < 0 && errno != ENOENT)
+		return -errno;
+	return 0;
 }
 
 bool cache_has_prev(struct cache *c, uint64_t ino)

@@ -29,6 +29,12 @@
  *      index marks them present.
  *   5. After an unclean stop, recovery (recover.c) trusts nothing it cannot
  *      check: see recover().
+ *   6. A file patched in place after it was fsync'd keeps what that version
+ *      had where the patches go, in its undo file (undo.h), synced before
+ *      each patch, until the new bytes are synced (at fsync, or when the
+ *      last writer closes it): a cut brings the fsync'd version back whole
+ *      instead of the mix of old and new pages a kernel may have written
+ *      (file.c, undo_before). Each range is saved once per version.
  *
  * Locking: recent_lock guards the ring of recent unlinks; hfs_reap() is
  * serialised by reap_lock and takes hn->mu of an inode it deletes.

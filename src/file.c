@@ -18,6 +18,7 @@
 #include "hfs/category.h"
 #include "hfs/fold.h"
 #include "hfs/log.h"
+#include "hfs/undo.h"
 
 /* The kernel's page size, as far as torn writes go (fs_i.h, patched_at). */
 #define PATCH_PAGE 4096
@@ -178,6 +179,168 @@ static int rewrite_begin(struct hfs *fs, struct hnode *hn)
 	return 0;
 }
 
+/* ---- Undo of in-place patches (durable.c, rule 6) ---- */
+
+/* Adds [@start, @end) to hn->undo, keeping it sorted and merged. hn->mu
+ * held. 0 or -ENOMEM. */
+static int span_add(struct hnode *hn, uint64_t start, uint64_t end)
+{
+	size_t i = 0;
+	while (i < hn->nundo && hn->undo[i].end < start)
+		i++;
+	/* [i, j) are the spans that touch the new one. */
+	size_t j = i;
+	while (j < hn->nundo && hn->undo[j].start <= end) {
+		if (hn->undo[j].start < start)
+			start = hn->undo[j].start;
+		if (hn->undo[j].end > end)
+			end = hn->undo[j].end;
+		j++;
+	}
+	if (i == j) {
+		if (hn->nundo == hn->capundo) {
+			size_t cap = hn->capundo ? hn->capundo * 2 : 16;
+			struct undo_span *nu =
+				realloc(hn->undo, cap * sizeof(*nu));
+			if (!nu)
+				return -ENOMEM;
+			hn->undo = nu;
+			hn->capundo = cap;
+		}
+		memmove(&hn->undo[i + 1], &hn->undo[i],
+			(hn->nundo - i) * sizeof(*hn->undo));
+		hn->nundo++;
+	} else if (j > i + 1) {
+		memmove(&hn->undo[i + 1], &hn->undo[j],
+			(hn->nundo - j) * sizeof(*hn->undo));
+		hn->nundo -= j - i - 1;
+	}
+	hn->undo[i].start = start;
+	hn->undo[i].end = end;
+	return 0;
+}
+
+/* The first part [*a, *b) of [@off, @end) not in hn->undo; false if it
+ * is all there. hn->mu held. */
+static bool span_gap(const struct hnode *hn, uint64_t off, uint64_t end,
+		     uint64_t *a, uint64_t *b)
+{
+	uint64_t pos = off;
+	for (size_t i = 0; i < hn->nundo && pos < end; i++) {
+		const struct undo_span *s = &hn->undo[i];
+		if (s->end <= pos)
+			continue;
+		if (s->start > pos) {
+			*a = pos;
+			*b = s->start < end ? s->start : end;
+			return true;
+		}
+		pos = s->end;
+	}
+	if (pos >= end)
+		return false;
+	*a = pos;
+	*b = end;
+	return true;
+}
+
+/* Whether a change at @off touches the fsync'd version (proven) of a file
+ * whose content file holds that version there. hn->mu held. */
+static bool undo_wanted(const struct hnode *hn, uint64_t off)
+{
+	return hn->dirty_persisted && !hn->unlinked && !hn->prev_kept &&
+	       !hn->fetching && hn->fd >= 0 && off < hn->proven;
+}
+
+static int span_from_file(void *arg, uint64_t off, uint64_t len)
+{
+	return span_add(arg, off, off + len);
+}
+
+void fs_undo_resume(struct hfs *fs, struct hnode *hn)
+{
+	int fd = cache_undo_open(fs->cache, hn->ino, false);
+	int rc = fd < 0 ? fd : undo_ranges(fd, span_from_file, hn);
+	if (rc) {
+		/* Its records stay as they are, never emptied: the file is
+		 * left as if its version were set aside (no more records). */
+		hlog_warn("cannot read the undo records of inode %llu: %s",
+			  (unsigned long long)hn->ino, strerror(-rc));
+		if (fd >= 0)
+			close(fd);
+		hn->nundo = 0;
+		hn->prev_kept = true;
+		return;
+	}
+	hn->undo_fd = fd;
+	hn->sync_on_release = true;
+}
+
+/* The session is over (its new bytes are synced, or no longer needed). */
+static void undo_end(struct hnode *hn)
+{
+	if (hn->undo_fd >= 0)
+		close(hn->undo_fd);
+	hn->undo_fd = -1;
+	hn->nundo = 0;
+}
+
+/*
+ * Before bytes [@off, @off + @len) of a file change in place: where they
+ * are part of its fsync'd version (index.h, "proven"), the bytes that
+ * version has there are appended to its undo file (undo.h) and synced
+ * first, so that a cut brings that version back, never a mix of old and
+ * new pages (durable.c, rule 6). The index says so before the first
+ * record (NODE_REWRITING, durable), as for a version set aside. Each range
+ * is saved once per session, which ends when the file's new bytes are
+ * synced (persist_live_txn). Called without hn->mu. 0 or -errno.
+ */
+static int undo_before(struct hfs *fs, struct hnode *hn, uint64_t off,
+		       uint64_t len)
+{
+	int rc = 0;
+	pthread_mutex_lock(&hn->mu);
+	if (!undo_wanted(hn, off))
+		goto out;
+	if (hn->undo_fd < 0) {
+		hn->sync_on_release = true;
+		uint64_t gen = hn->gen, size = hn->size;
+		pthread_mutex_unlock(&hn->mu);
+		rc = mark_dirty(fs, hn, gen, size);
+		if (!rc)
+			rc = index_sync(fs->ix);
+		pthread_mutex_lock(&hn->mu);
+		if (rc || !undo_wanted(hn, off))
+			goto out;
+		if (hn->undo_fd < 0) {
+			int fd = cache_undo_open(fs->cache, hn->ino, true);
+			if (fd < 0) {
+				hlog_warn("cannot keep the fsync'd bytes of "
+					  "inode %llu before a patch: %s",
+					  (unsigned long long)hn->ino,
+					  strerror(-fd));
+				goto out;
+			}
+			hn->undo_fd = fd;
+			hn->nundo = 0;
+		}
+	}
+	uint64_t end = len > hn->proven - off ? hn->proven : off + len;
+	uint64_t a, b;
+	bool wrote = false;
+	while (!rc && span_gap(hn, off, end, &a, &b)) {
+		rc = undo_save(hn->undo_fd, hn->fd, a, b - a);
+		if (!rc)
+			rc = span_add(hn, a, b);
+		wrote = true;
+	}
+	if (!rc && wrote && fdatasync(hn->undo_fd) < 0)
+		rc = -errno;
+out:
+	pthread_mutex_unlock(&hn->mu);
+	return rc;
+}
+
 /* Persists what hn knows better than the index (size, times, gen);
  * hn->persist_mu held. */
 static int persist_live_txn(struct hfs *fs, struct hnode *hn)
@@ -190,7 +353,7 @@ static int persist_live_txn(struct hfs *fs, struct hnode *hn)
 	uint64_t size = hn->size, gen = hn->gen;
 	int64_t mtime = hn->mtime_ns, ctime = hn->ctime_ns;
 	bool rewriting = hn->sync_on_release, synced = hn->synced;
-	bool prev = hn->prev_kept && !rewriting;
+	bool prev = (hn->prev_kept || hn->undo_fd >= 0) && !rewriting;
 	pthread_mutex_unlock(&hn->mu);
 
 	struct ixtxn t;
@@ -217,14 +380,16 @@ static int persist_live_txn(struct hfs *fs, struct hnode *hn)
 		ix_proven_put(&t, hn->ino, size); /* its bytes are on disk */
 	else if (was_rewriting && !rewriting)
 		ix_proven_put(&t, hn->ino, 0); /* it was the set-aside one's */
-	if (prev)
-		ix_doom_add(&t, hn->ino); /* the .prev file (rewrite_begin) */
+	if (prev) /* the .prev (rewrite_begin) and undo (undo_before) files */
+		ix_doom_add(&t, hn->ino);
 	rc = ix_commit(&t);
 	if (rc)
 		return rc;
 	pthread_mutex_lock(&hn->mu);
-	if (prev)
+	if (prev) {
 		hn->prev_kept = false;
+		undo_end(hn);
+	}
 	if (was_rewriting && !rewriting && !synced && hn->gen == gen)
 		hn->proven = 0;
 	if (hn->gen == gen && hn->size == size && hn->mtime_ns == mtime)
@@ -421,6 +586,8 @@ ssize_t hfs_write(struct hfs *fs, struct hfs_file *fh,
 		return fd;
 	/* Writes leave the fsync'd size as it is (see mark_dirty_first). */
 	int rc = mark_dirty_first(fs, hn, UINT64_MAX);
+	if (!rc)
+		rc = undo_before(fs, hn, off, src->len);
 	if (rc)
 		return rc;
 
@@ -494,6 +661,8 @@ int hfs_fallocate(struct hfs *fs, struct hfs_file *fh, int mode, uint64_t off,
 						 FALLOC_FL_INSERT_RANGE))
 						? off
 						: UINT64_MAX);
+	if (!rc && (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)))
+		rc = undo_before(fs, hn, off, len); /* bytes become zeros */
 	if (rc)
 		return rc;
 

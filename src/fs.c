@@ -138,6 +138,7 @@ static struct hnode *itab_get_locked(struct hfs *fs, uint64_t ino)
 		return NULL;
 	h->ino = ino;
 	h->fd = -1;
+	h->undo_fd = -1;
 	pthread_mutex_init(&h->mu, NULL);
 	pthread_mutex_init(&h->persist_mu, NULL);
 	pthread_cond_init(&h->fetched, NULL);
@@ -203,6 +204,9 @@ static bool itab_maybe_free(struct hfs *fs, struct hnode *h)
 	bool purge = h->unlinked && !h->gone;
 	if (h->fd >= 0)
 		close(h->fd);
+	if (h->undo_fd >= 0)
+		close(h->undo_fd);
+	free(h->undo);
 	pthread_mutex_destroy(&h->mu);
 	pthread_mutex_destroy(&h->persist_mu);
 	pthread_cond_destroy(&h->fetched);
@@ -274,6 +278,9 @@ int hnode_load(struct hfs *fs, struct hnode *hn)
 	ix_abort(&t);
 	hn->prev_kept = (n.r.flags & NODE_REWRITING) &&
 			cache_has_prev(fs->cache, hn->ino);
+	if ((n.r.flags & NODE_REWRITING) && !hn->prev_kept &&
+	    cache_has_undo(fs->cache, hn->ino))
+		fs_undo_resume(fs, hn);
 	return 0;
 }
 
@@ -837,6 +844,9 @@ void hfs_destroy(struct hfs *fs)
 				next = h->next;
 				if (h->fd >= 0)
 					close(h->fd);
+				if (h->undo_fd >= 0)
+					close(h->undo_fd);
+				free(h->undo);
 				pthread_mutex_destroy(&h->mu);
 				pthread_mutex_destroy(&h->persist_mu);
 				pthread_cond_destroy(&h->fetched);

@@ -48,6 +48,15 @@ struct hnode {
 	 * (cache.h) until the rewrite that replaced it is on disk: see
 	 * rewrite_begin() in file.c. */
 	bool prev_kept;
+	/* Patched in place since its fsync'd version: the undo file (fd, or
+	 * -1) holding that version's bytes of the ranges in @undo (sorted,
+	 * disjoint), until the new bytes are synced (durable.c, rule 6; see
+	 * undo_before() in file.c). */
+	int undo_fd;
+	struct undo_span {
+		uint64_t start, end;
+	} * undo;
+	size_t nundo, capundo;
 	/* The proven prefix (index.h) as the index has it; and whether the
 	 * content file was just synced (the next persist makes the whole
 	 * size proven). */
@@ -77,6 +86,9 @@ void hnode_put(struct hfs *fs, struct hnode *hn);
 /* Loads size/mtime/gen/dirty from the index if not done yet; hn->mu
  * held. */
 int hnode_load(struct hfs *fs, struct hnode *hn);
+/* Takes up the undo records of a file patched since its fsync'd version
+ * (file.c, undo_before) when its hnode is loaded again; hn->mu held. */
+void fs_undo_resume(struct hfs *fs, struct hnode *hn);
 /* Opens the content fd if needed; hn->mu held. */
 int hnode_open_fd(struct hfs *fs, struct hnode *hn, bool create);
 

@@ -16,6 +16,7 @@
 
 #include "fs_i.h"
 #include "hfs/log.h"
+#include "hfs/undo.h"
 
 static int purge_orphan(void *arg, uint64_t ino)
 {
@@ -159,19 +160,41 @@ struct recovery {
 static bool restore_prev(struct recovery *r, struct node *n, uint64_t proven,
 			 const char *path)
 {
+	struct cache *c = r->fs->cache;
 	char cpath[PATH_MAX];
 	struct stat st;
-	if (cache_restore_prev(r->fs->cache, n->ino) != 0)
-		return false;
-	cache_path(r->fs->cache, n->ino, cpath);
+	bool prev = cache_restore_prev(c, n->ino) == 0;
+	unsigned records = 0;
+	bool undone = false, undo = cache_has_undo(c, n->ino);
+	if (undo) {
+		/* Patched in place after it: the bytes it had there back. */
+		int u = cache_undo_open(c, n->ino, false);
+		int fd = u < 0 ? u : cache_open(c, n->ino, 0);
+		int rc = fd < 0 ? fd : undo_apply(u, fd, &records);
+		if (rc)
+			hlog_err("recovery: the undo records of \"%s\" cannot "
+				 "be applied: %s",
+				 path, strerror(-rc));
+		undone = rc == 0;
+		if (fd >= 0)
+			close(fd);
+		if (u >= 0)
+			close(u);
+		if (undone)
+			cache_drop_prev(c, n->ino);
+	}
+	if ((!prev && !undone) || (undo && !undone))
+		return false; /* not its fsync'd version: unproven */
+	cache_path(c, n->ino, cpath);
 	if (stat(cpath, &st) < 0)
 		return false;
 	uint64_t size = (uint64_t)st.st_size;
 	if (size > proven && truncate(cpath, (off_t)proven) == 0)
 		size = proven;
 	hlog_warn("recovery: \"%s\" is its last fsync'd version again (%llu "
-		  "bytes): the rewrite begun after it never reached the disk",
-		  path, (unsigned long long)size);
+		  "bytes): the %s after it never reached the disk whole",
+		  path, (unsigned long long)size,
+		  prev ? "rewrite begun" : "changes in place made");
 	n->r.size = size;
 	ix_put(r->t, n);
 	return true;
@@ -199,7 +222,7 @@ static void recover_dirty(struct recovery *r, uint64_t ino)
 	bool was_rewriting = n.r.flags & NODE_REWRITING;
 	n.r.flags &= ~NODE_REWRITING;
 	uint64_t proven = ix_proven_get(t, ino);
-	if (cache_has_prev(fs->cache, ino)) {
+	if (cache_has_prev(fs->cache, ino) || cache_has_undo(fs->cache, ino)) {
 		/* Its fsync'd version, set aside for a rewrite (fs.c,
 		 * rewrite_begin) that never reached the disk: that version
 		 * again. After kill -9 the rewrite is whole: it stays. */
@@ -330,7 +353,7 @@ static int collect_unref(void *arg, const struct cache_file *f)
 	struct unref *u = arg;
 	if (!f->ino || f->partial)
 		return 0;
-	if (f->prev)
+	if (f->prev || f->undo)
 		return push_ino(&u->prevs, &u->nprev, &u->capprev, f->ino);
 	return push_ino(&u->inos, &u->n, &u->cap, f->ino);
 }

@@ -34,15 +34,25 @@ int cache_remove(struct cache *c, uint64_t ino);
  * the new bytes are on disk. cache_set_aside() moves the content there and
  * creates an empty content file in its place, returning its fd (or
  * -errno, with nothing changed); cache_restore_prev() moves it back over
- * the content file; cache_drop_prev() deletes it (missing: not an error).
+ * the content file; cache_drop_prev() deletes it, and the undo file
+ * (missing: not an error).
  * cache_has_prev() says whether there is one.
  */
 int cache_set_aside(struct cache *c, uint64_t ino);
 int cache_restore_prev(struct cache *c, uint64_t ino);
 int cache_drop_prev(struct cache *c, uint64_t ino);
 bool cache_has_prev(struct cache *c, uint64_t ino);
-/* Moves the content file of @from to the set-aside version of @to. */
+/* Moves the content file of @from to the set-aside version of @to (and
+ * the undo file of @from, if any, to @to's). */
 int cache_adopt_prev(struct cache *c, uint64_t from, uint64_t to);
+/*
+ * The undo file of a content file patched in place (undo.h; durable.c,
+ * rule 6): opened for reading and appending, created if needed, emptied
+ * first if @fresh. Returns an fd or -errno. cache_drop_prev() deletes it
+ * with the set-aside version; cache_remove() with the content.
+ */
+int cache_undo_open(struct cache *c, uint64_t ino, bool fresh);
+bool cache_has_undo(struct cache *c, uint64_t ino);
 /* Path of the content file (@buf of PATH_MAX bytes). */
 void cache_path(struct cache *c, uint64_t ino, char *buf);
 /* Creates an anonymous temporary file in the cache filesystem (O_TMPFILE,
@@ -87,6 +97,7 @@ int cache_part_path(const char *dir, enum cache_part part, char *buf,
 struct cache_file {
 	uint64_t ino; /* whose it is; 0 for a name of no inode */
 	bool prev; /* the set-aside version of ino (cache_set_aside) */
+	bool undo; /* the undo file of ino (cache_undo_open) */
 	bool partial; /* a download of ino in progress */
 	const struct stat *st; /* its lstat */
 };

@@ -144,6 +144,7 @@ class Soak:
         self.model = {}
         self.counts = Counter()
         self.details = []
+        self.seen_unexpected = set()
         self.files_checked = 0
         self.ops = 0
         self.op_counts = Counter()
@@ -553,6 +554,9 @@ class Soak:
                                       self.rig.mnt)
                 if rel in known:
                     continue
+                if rel in self.seen_unexpected:
+                    continue  # noted at an earlier check
+                self.seen_unexpected.add(rel)
                 if '(conflicted copy' in n:
                     # One machine, one writer: a conflict is the daemon
                     # taking its own upload for another machine's change.
@@ -638,7 +642,11 @@ class Soak:
                 self.note('op_error', 'cleanup', p)
         bad = {k: v for k, v in self.counts.items()
                if k not in INFO and v}
-        for d in self.details[:60]:
+        # What fails the run first, then what is only reported.
+        first = [d for d in self.details
+                 if d.split(':', 1)[0] not in INFO]
+        rest = [d for d in self.details if d not in first]
+        for d in (first + rest)[:60]:
             print('powerloss: ' + d)
         cs = self.cut_totals
         print('powerloss: cuts %d, operations %d, flushes %d' % (

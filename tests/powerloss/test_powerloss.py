@@ -509,6 +509,37 @@ def test_d_patch_in_place_after_flush_then_append(rig):
     expect(r, results)
 
 
+
+@daemon_test
+@pytest.mark.parametrize('mode', ['drop', 'subset'])
+def test_g_patch_in_place_still_open_at_the_cut(rig, mode):
+    """fsync'd, then patched in place in three places and cut while the
+    writer still has it open: the daemon has the patched bytes but never
+    synced them, and the cut writes back a random half of the pending
+    pages ('subset'). The fsync'd version must come back whole (the undo
+    records), never a mix of old and new pages."""
+    r = rig(hfs_extra={'writeback_cache': False})
+    rel = 'monitoring/metrics.bin'
+    f = r.mnt / rel
+    v1 = pattern('v1', 200 * KiB)
+    write_file(f, v1, fsync=True)
+    cur = bytearray(v1)
+    fd = os.open(f, os.O_RDWR)
+    for off, n in ((10000, 20000), (100000, 1000), (150000, 40000)):
+        p = pattern('p%d' % off, n)
+        assert os.pwrite(fd, p, off) == n
+        cur[off:off + n] = p
+    write_file(r.mnt / 'logs/other.log', b'an unrelated fsync\n', fsync=True)
+    r.cut_power(mode, seed=7, permille=500)
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+    r.finish_cut()
+    power_on_ok(r)
+    expect(r, [check_file(r, rel, [v1, bytes(cur)])] + lost_check(r))
+
+
 def state(path):
     return os.getxattr(path, 'user.huracanfs.state').decode()
 
