@@ -469,8 +469,8 @@ static int open_handle(struct hfs *fs, uint64_t ino, int flags, int fd,
 	}
 	if (!rc) {
 		hn->nopen++;
-		if (acc != O_RDONLY)
-			hn->nwriters++;
+		if (acc != O_RDONLY && hn->nwriters++ == 0)
+			hn->whole_size = hn->size;
 	}
 	pthread_mutex_unlock(&hn->mu);
 	if (rc) {
@@ -626,10 +626,11 @@ ssize_t hfs_write(struct hfs *fs, struct hfs_file *fh,
 	}
 	pthread_mutex_lock(&hn->mu);
 	if (n > 0) {
-		/* Below the page that holds the end: the writeback cache
-		 * sends an append's last page again from its start, which
-		 * changes no byte a reader had. */
-		if (off < (hn->size & ~(uint64_t)(PATCH_PAGE - 1)) &&
+		/* Into a whole version, below the page that holds its end:
+		 * the writeback cache sends an append's last page again
+		 * from its start, and the pages of an append in any order,
+		 * which change no byte of the version a reader had. */
+		if (off < (hn->whole_size & ~(uint64_t)(PATCH_PAGE - 1)) &&
 		    !hn->patched_at)
 			hn->patched_at = hfs_now();
 		if (off + (uint64_t)n > hn->size)
@@ -722,8 +723,10 @@ int fs_sync_and_prove(struct hfs *fs, struct hnode *hn, int datasync)
 		pthread_mutex_lock(&hn->mu);
 		hn->sync_on_release = false;
 		hn->synced = hn->gen == gen;
-		if (hn->synced)
+		if (hn->synced) {
 			hn->patched_at = 0; /* a whole version (fsync) */
+			hn->whole_size = hn->size;
+		}
 		hn->live = true;
 		pthread_mutex_unlock(&hn->mu);
 		rc = persist_live(fs, hn);
@@ -777,6 +780,7 @@ int hfs_release(struct hfs *fs, struct hfs_file *fh)
 		/* close(2) had the kernel write back every cached page of
 		 * the file before this RELEASE: a whole version. */
 		hn->patched_at = 0;
+		hn->whole_size = hn->size;
 	}
 	pthread_mutex_unlock(&hn->mu);
 	hnode_put(fs, hn);
@@ -845,6 +849,8 @@ int hfs_setattr(struct hfs *fs, uint64_t ino, const struct stat *attr,
 				rc = -errno;
 			if (!rc) {
 				hn->size = (uint64_t)attr->st_size;
+				if (hn->whole_size > hn->size)
+					hn->whole_size = hn->size;
 				hn->mtime_ns = hn->ctime_ns = now;
 				hn->gen++;
 				hn->live = true;

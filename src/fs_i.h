@@ -69,6 +69,9 @@ struct hnode {
 	 * holds bytes nobody wrote. Uploads wait for the next close or fsync
 	 * (upload.c, PATCH_WAIT_MAX at most). */
 	int64_t patched_at;
+	/* The size at the last open for writing, close or fsync: bytes below
+	 * it belong to a whole version; writes past it are appends. */
+	uint64_t whole_size;
 	bool unlinked;
 	bool gone; /* unlinked, and its record and content are gone too */
 	char last_error[160];
