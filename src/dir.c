@@ -174,7 +174,14 @@ ssize_t hfs_getxattr(struct hfs *fs, uint64_t ino, const char *name, char *buf,
 	char val[256];
 	struct node n;
 	/* Before anything else: the kernel asks for security.capability
-	 * on every write. */
+	 * on every write. Only the user namespace is stored (and of it only
+	 * our names): security.*, system.* (POSIX ACLs) and trusted.* are
+	 * not supported at all, which EOPNOTSUPP says, so that ls -l
+	 * (libselinux, gnulib's file_has_acl) stops asking for
+	 * security.selinux and system.posix_acl_access after the first file
+	 * of the mount instead of a round trip for each. */
+	if (strncmp(name, "user.", 5) != 0)
+		return -EOPNOTSUPP;
 	if (strncmp(name, XA_PREFIX, strlen(XA_PREFIX)) != 0)
 		return -ENODATA;
 	if (ino == HFS_TODAY_INO)

@@ -15,6 +15,12 @@
  * a flusher (refs > 0). Freed when both reach zero; an unlinked inode's
  * node record and content file go with it.
  */
+/* A read waiting for another's fetch of the same file (fetch.c). */
+struct fetch_wait {
+	uint64_t off, end;
+	struct fetch_wait *next;
+};
+
 struct hnode {
 	uint64_t ino;
 	struct hnode *next; /* bucket chain; fs->itab_lock */
@@ -72,6 +78,12 @@ struct hnode {
 	/* The size at the last open for writing, close or fsync: bytes below
 	 * it belong to a whole version; writes past it are appends. */
 	uint64_t whole_size;
+	/* The reads of a partial file (fetch.c, ra_window): the stream of
+	 * nearby reads [ra_start, ra_next), and whether it began at the
+	 * file's start with the first read. */
+	uint64_t ra_start, ra_next;
+	bool ra_whole;
+	struct fetch_wait *waiters; /* on their threads' stacks */
 	bool unlinked;
 	bool gone; /* unlinked, and its record and content are gone too */
 	char last_error[160];

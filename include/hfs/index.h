@@ -17,7 +17,7 @@
  *            rmdir, rename) to replay on the remote, in order; deletes
  *            also say which revision of the file was deleted
  *   orphans  ino -> nothing: unlinked while open; purged at mount
- *   chunks   ino -> bitmap: which 4 MiB chunks of a partially cached file
+ *   chunks   ino -> bitmap: which blocks of a partially cached file (fetch.c)
  *            are in its content file (bit i = bytes [i*4MiB, (i+1)*4MiB))
  *   attempts ino -> content hashes of uploads sent but not confirmed
  *   tombstones  hash of a folded remote path -> expiry + content hashes:

@@ -149,3 +149,32 @@ def test_reads_are_counted(hfs):
     assert d['release'] == 1, d
     assert d['open'] == 1 and d['read'] >= 1, d
     assert d['write'] == 0 and d['create'] == 0, d
+
+
+def test_unsupported_xattr_namespaces_cost_ls_one_round_trip(hfs):
+    """security.*, system.* and trusted.* names are not stored: getxattr
+    says EOPNOTSUPP (not ENODATA), which tells `ls -l` (libselinux,
+    gnulib's file_has_acl) the mount has none, so it stops asking after
+    the first file instead of two getxattr requests per file. The user
+    namespace is supported: a name of ours answers, another is ENODATA."""
+    m = hfs(intervals=LONG_INTERVALS)
+    os.mkdir(m.m('many'))
+    for i in range(40):
+        with open(m.m('many/f%02d' % i), 'wb') as f:
+            f.write(b'x')
+    p = m.m('many/f00')
+    for name in ('security.selinux', 'security.capability',
+                 'system.posix_acl_access', 'trusted.x'):
+        assert errno_of(os.getxattr, p, name) == errno.EOPNOTSUPP, name
+    assert errno_of(os.getxattr, p, 'user.none') == errno.ENODATA
+    assert os.getxattr(p, 'user.huracanfs.state') == b'dirty'
+
+    import subprocess
+    c = counts(m)
+    out = subprocess.run(['ls', '-l', m.m('many')], check=True,
+                         capture_output=True, text=True).stdout
+    assert out.count('\n') == 41, out
+    d, _ = delta(m, c)
+    # One security.selinux and one ACL question for the first file (and
+    # perhaps the directory itself), none for the other 39.
+    assert d['getxattr'] <= 4, moved(d)

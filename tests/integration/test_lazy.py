@@ -112,6 +112,48 @@ def test_partial_read_of_large_remote_file(hfs):
     assert m.m(rel).read_bytes() == data
 
 
+def test_scattered_reads_fetch_what_they_read(hfs):
+    """Reads of a few hundred KiB here and there in a large remote file (a
+    parquet query: the footer, then some column chunks) download ranges
+    sized to the reads, not 4 MiB chunks around each; a reader from the
+    start still reads it whole, in large ranges; the bytes are right."""
+    m = hfs(start=False,
+            dropbox_extra={'restore_data_cache_on_startup': False})
+    MiB = 1 << 20
+    data = os.urandom(40 * MiB)
+    (m.remote / 'big').mkdir()
+    (m.remote / 'big' / 'q.parquet').write_bytes(data)
+    (m.remote / 'big' / 'seq.bin').write_bytes(data)
+    m.start()
+    q = m.m('big/q.parquet')
+    q.stat()
+
+    def down():
+        return m.status()['counters']['bytes_downloaded']
+
+    d0 = down()
+    read = 0
+    with open(q, 'rb', buffering=0) as f:
+        fd = f.fileno()
+        assert os.pread(fd, 8, len(data) - 8) == data[-8:]
+        assert os.pread(fd, 40000, len(data) - 40008) == \
+            data[-40008:-8]
+        read += 40008
+        for i in range(12):   # 300 KiB at the start of every 3.3 MiB
+            off = 4 + i * 3500000
+            assert os.pread(fd, 300000, off) == data[off:off + 300000]
+            read += 300000
+    got = down() - d0
+    # The kernel rounds a random read up to a power of two of pages (its
+    # readahead: 300 KB become 512 KiB); the daemon adds 16 KiB blocks.
+    # Whole 4 MiB chunks would be 12 x 4 MiB + the footer's.
+    assert got <= 2 * read, (got, read)
+
+    d0 = down()
+    assert m.m('big/seq.bin').read_bytes() == data
+    assert down() - d0 == len(data)
+
+
 def test_remote_changes_become_visible(hfs):
     """Another machine's changes show up once the listing is re-read
     (dir_cache_seconds: 1 instead of the default 60)."""
