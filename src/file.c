@@ -103,6 +103,10 @@ static int mark_dirty(struct hfs *fs, struct hnode *hn, uint64_t gen,
 static int mark_dirty_first(struct hfs *fs, struct hnode *hn, uint64_t off)
 {
 	pthread_mutex_lock(&hn->mu);
+	/* A change begins: an upload that took its snapshot before must
+	 * not mark the file clean (upload.c, finish_ok compares the
+	 * generation), even if the change reaches the file after that. */
+	hn->gen++;
 	if ((hn->dirty_persisted && off >= hn->proven) || hn->unlinked ||
 	    hn->prev_kept) {
 		/* dirty already, and the fsync'd size stays (or is that of

@@ -271,10 +271,16 @@ int hfs_upload_prepare(struct hfs *fs, uint64_t ino, struct upload_job *job,
 	 * wrote, and keep looking at the file while it stays open.
 	 */
 	pthread_mutex_lock(&hn->mu);
+	rc = hnode_load(fs, hn);
 	res->open_for_write = hn->nwriters > 0;
+	/* A version kept aside for a rewrite or patches in progress
+	 * (durable.c, rules 2 and 6). */
+	bool aside = !rc && (hn->prev_kept || hn->undo_fd >= 0);
 	bool torn = res->open_for_write && hn->patched_at &&
 		    hfs_now() - hn->patched_at < PATCH_WAIT_MAX;
 	pthread_mutex_unlock(&hn->mu);
+	if (rc)
+		return rc;
 	torn = torn && !asked;
 	if (res->open_for_write && !torn)
 		fs_tell_inval_inode(fs, ino, 0, 0);
@@ -303,6 +309,21 @@ int hfs_upload_prepare(struct hfs *fs, uint64_t ino, struct upload_job *job,
 		res->mid_patch = true;
 		return 0;
 	}
+	if (aside) {
+		/* The version kept aside would describe older bytes than
+		 * these once they are proven by the upload: sync them and
+		 * end the rewrite first, as the writer's close would. The
+		 * close still syncs what comes after. */
+		rc = fs_sync_and_prove(fs, hn, 1);
+		if (!rc)
+			rc = index_sync(fs->ix);
+		if (rc)
+			return rc;
+		pthread_mutex_lock(&hn->mu);
+		if (hn->nwriters > 0)
+			hn->sync_on_release = true;
+		pthread_mutex_unlock(&hn->mu);
+	}
 
 	/* The snapshot. */
 	pthread_rwlock_wrlock(&hn->snap);
@@ -311,10 +332,18 @@ int hfs_upload_prepare(struct hfs *fs, uint64_t ino, struct upload_job *job,
 	if (!rc)
 		rc = hnode_open_fd(fs, hn, false);
 	job->gen = hn->gen;
-	job->size = hn->live ? hn->size : n.r.size;
-	job->mtime = (hn->live ? hn->mtime_ns : n.r.mtime_ns) / 1000000000LL;
-	bool copy = hn->nwriters > 0 || job->size <= SNAPSHOT_COPY_MAX;
+	bool live = hn->live, writers = hn->nwriters > 0;
+	job->size = hn->size;
+	job->mtime = hn->mtime_ns / 1000000000LL;
 	pthread_mutex_unlock(&hn->mu);
+	if (!rc && !live) {
+		/* Persisted since @n was read (live goes false only after
+		 * the commit): the index as it is now, no writer running. */
+		rc = fs_get_node(fs, ino, &n);
+		job->size = n.r.size;
+		job->mtime = n.r.mtime_ns / 1000000000LL;
+	}
+	bool copy = writers || job->size <= SNAPSHOT_COPY_MAX;
 	/* Our own reads must not look like uses to the evictor. */
 	int src = rc ? -1 : cache_open_read(fs->cache, ino);
 	if (!rc && src < 0)

@@ -93,8 +93,8 @@ def first_difference(a, b):
     step = 65536
     for i in range(0, n, step):
         if a[i:i + step] != b[i:i + step]:
-            return next(k for k in range(i, min(n, i + step))
-                        if a[k] != b[k])
+            return next((k for k in range(i, min(n, i + step))
+                         if a[k] != b[k]), n)
     return n
 
 

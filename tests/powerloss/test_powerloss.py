@@ -540,6 +540,45 @@ def test_g_patch_in_place_still_open_at_the_cut(rig, mode):
     expect(r, [check_file(r, rel, [v1, bytes(cur)])] + lost_check(r))
 
 
+
+@daemon_test
+@pytest.mark.parametrize('at', ['after_truncate', 'after_patch',
+                                'after_close'])
+def test_h_truncate_then_patch(rig, at):
+    """fsync'd; cut shorter by truncate(2) (no fsync), then patched in
+    place and closed, as a monitoring file is; the cut comes after each
+    step, writing back a random half of the pending pages. The file must
+    read as one of the versions, from the fsync'd one on: never a mix."""
+    r = rig(hfs_extra={'writeback_cache': False})
+    rel = 'monitoring/metrics.bin'
+    f = r.mnt / rel
+    v1 = pattern('v1', 40 * KiB)
+    write_file(f, v1, fsync=True)
+    os.truncate(f, 9000)
+    v2 = v1[:9000]
+    versions = [v1, v2]
+    fd = -1
+    if at != 'after_truncate':
+        fd = os.open(f, os.O_WRONLY)
+        p = pattern('patch', 7000)
+        assert os.pwrite(fd, p, 5000) == len(p)
+        v3 = v2[:5000] + p
+        versions.append(v3)
+        if at == 'after_close':
+            os.close(fd)
+            fd = -1
+    write_file(r.mnt / 'logs/other.log', b'an unrelated fsync\n', fsync=True)
+    r.cut_power('subset', seed=3, permille=500)
+    if fd >= 0:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    r.finish_cut()
+    power_on_ok(r)
+    expect(r, [check_file(r, rel, versions)] + lost_check(r))
+
+
 def state(path):
     return os.getxattr(path, 'user.huracanfs.state').decode()
 
