@@ -155,6 +155,8 @@ static const char *state_name(const struct node *n, bool dir)
 {
 	if (dir)
 		return (n->r.flags & NODE_ON_REMOTE) ? "synced" : "local";
+	if (n->r.flags & NODE_LOCAL)
+		return "local"; /* never uploaded (docs/posix.md) */
 	if (n->r.flags & NODE_LOST)
 		return "lost";
 	if (n->r.flags & NODE_UPLOADING)

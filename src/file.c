@@ -816,6 +816,8 @@ int hfs_setattr(struct hfs *fs, uint64_t ino, const struct stat *attr,
 	if (to_set & HFS_SET_SIZE) {
 		if (S_ISDIR(n.r.mode))
 			return -EISDIR;
+		if (!S_ISREG(n.r.mode))
+			return -EINVAL; /* FIFOs, sockets, devices, links */
 		struct hnode *hn = fh ? fh->hn : hnode_get(fs, ino);
 		if (!hn)
 			return -ENOMEM;

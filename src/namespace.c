@@ -20,6 +20,49 @@
 
 /* ---- Namespace changes ---- */
 
+/* Symbolic links kept on this machine only, for status. */
+struct local_walk {
+	struct hfs *fs;
+	struct ixtxn *t;
+	int (*fn)(void *arg, const char *path, const char *why);
+	void *arg;
+	size_t n, max;
+};
+
+static int local_step(void *arg, uint64_t ino)
+{
+	struct local_walk *w = arg;
+	struct node n;
+	char *path = NULL;
+	if (ix_get(w->t, ino, &n) != 0 || !(n.r.flags & NODE_LOCAL) ||
+	    n.r.parent == 0)
+		return 0;
+	if (w->n++ >= w->max)
+		return 1;
+	if (ix_path_dup(w->t, ino, &path) != 0)
+		return 0;
+	const char *why = fs_link_local_reason(w->fs, w->t, n.r.parent, n.name);
+	int rc =
+		w->fn(w->arg, path,
+		      why ? why : "its remote name was taken when it was made");
+	free(path);
+	return rc;
+}
+
+int hfs_local_links(struct hfs *fs, size_t max,
+		    int (*fn)(void *arg, const char *path, const char *why),
+		    void *arg)
+{
+	struct ixtxn t;
+	struct local_walk w = {fs, &t, fn, arg, 0, max};
+	int rc = ix_begin(fs->ix, false, &t);
+	if (rc)
+		return rc;
+	rc = ix_foreach_target(&t, local_step, &w);
+	ix_abort(&t);
+	return rc < 0 ? rc : 0;
+}
+
 static int check_name(const char *name)
 {
 	if (strlen(name) > BACKEND_NAME_MAX)
@@ -43,6 +86,54 @@ static int name_free(struct ixtxn *t, uint64_t parent, const char *name)
 	return rc == -ENOENT ? 0 : rc;
 }
 
+/* True if @name ends in HFS_LINK_SUFFIX after at least one byte. */
+static bool has_link_suffix(const char *name)
+{
+	size_t nl = strlen(name);
+	return nl > HFS_LINK_SUFFIX_LEN &&
+	       strcmp(name + nl - HFS_LINK_SUFFIX_LEN, HFS_LINK_SUFFIX) == 0;
+}
+
+/*
+ * True if @name of @parent is the remote name of a symbolic link there
+ * (NAME.rclonelink of a link NAME uploaded in that form): no entry may
+ * take it, as both would be one file on the remote (docs/posix.md).
+ */
+static bool link_shadows(struct hfs *fs, struct ixtxn *t, uint64_t parent,
+			 const char *name)
+{
+	char stem[BACKEND_NAME_MAX + 1];
+	struct node l;
+	uint64_t ino;
+	if (!fs->cfg->rclone_links || !has_link_suffix(name))
+		return false;
+	size_t sl = strlen(name) - HFS_LINK_SUFFIX_LEN;
+	memcpy(stem, name, sl);
+	stem[sl] = '\0';
+	return ix_lookup(t, parent, stem, &ino, NULL) == 0 &&
+	       ix_get(t, ino, &l) == 0 && S_ISLNK(l.r.mode) &&
+	       (l.r.flags & NODE_RCLONELINK);
+}
+
+/* Why symbolic link @name of @parent can have no remote form (NULL: it
+ * can): see docs/posix.md. */
+const char *fs_link_local_reason(struct hfs *fs, struct ixtxn *t,
+				 uint64_t parent, const char *name)
+{
+	char rname[BACKEND_NAME_MAX + 1];
+	uint64_t ino;
+	if (!fs->cfg->rclone_links)
+		return "rclone_links is off";
+	if (strlen(name) + HFS_LINK_SUFFIX_LEN > BACKEND_NAME_MAX)
+		return "its name is too long with " HFS_LINK_SUFFIX;
+	snprintf(rname, sizeof(rname), "%s%s", name, HFS_LINK_SUFFIX);
+	if (!backend_name_ok(rname))
+		return "its remote name is not allowed";
+	if (ix_lookup(t, parent, rname, &ino, NULL) == 0)
+		return "a file " HFS_LINK_SUFFIX " of its name is beside it";
+	return NULL;
+}
+
 static int make_node(struct hfs *fs, uint64_t parent, const char *name,
 		     mode_t mode, uid_t uid, gid_t gid, struct node *out,
 		     struct ixtxn *t)
@@ -54,6 +145,8 @@ static int make_node(struct hfs *fs, uint64_t parent, const char *name,
 	if (!S_ISDIR(p.r.mode))
 		return -ENOTDIR;
 	rc = name_free(t, parent, name);
+	if (!rc && link_shadows(fs, t, parent, name))
+		rc = -EEXIST;
 	if (rc)
 		return rc;
 	memset(out, 0, sizeof(*out));
@@ -72,9 +165,9 @@ static int make_node(struct hfs *fs, uint64_t parent, const char *name,
 	out->r.atime_ns = out->r.mtime_ns = out->r.ctime_ns = now;
 	p.r.mtime_ns = p.r.ctime_ns = now;
 	ix_put(t, &p);
+	ix_put(t, out); /* before the link: it counts subdirectories */
 	ix_link(t, parent, name, out->ino);
-	(void)fs;
-	return 0;
+	return t->err;
 }
 
 int hfs_mkdir(struct hfs *fs, uint64_t parent, const char *name, mode_t mode,
@@ -150,16 +243,37 @@ int fs_classify_path(struct hfs *fs, const char *path)
 			    path[0] == '/' ? path + 1 : path);
 }
 
+/* A symbolic link is in the category of its own path, not of its remote
+ * name's (NAME.rclonelink). */
+int fs_classify_node(struct hfs *fs, const struct node *n, const char *path)
+{
+	if (!(n->r.flags & NODE_RCLONELINK) || !has_link_suffix(path))
+		return fs_classify_path(fs, path);
+	char *own = strdup(path);
+	if (!own)
+		return fs_classify_path(fs, path);
+	own[strlen(own) - HFS_LINK_SUFFIX_LEN] = '\0';
+	int cat = fs_classify_path(fs, own);
+	free(own);
+	return cat;
+}
+
 int hfs_classify(struct hfs *fs, uint64_t ino)
 {
 	struct ixtxn t;
-	char path[4096];
+	struct node n;
+	char *path = NULL;
 	int rc = ix_begin(fs->ix, false, &t);
 	if (rc)
 		return rc;
-	rc = ix_path(&t, ino, path, sizeof(path));
+	rc = ix_get(&t, ino, &n);
+	if (!rc)
+		rc = ix_path_dup(&t, ino, &path);
 	ix_abort(&t);
-	return rc ? rc : fs_classify_path(fs, path);
+	if (!rc)
+		rc = fs_classify_node(fs, &n, path);
+	free(path);
+	return rc;
 }
 
 /*
@@ -239,15 +353,113 @@ fail:
 	return rc;
 }
 
-int hfs_mknod(struct hfs *fs, uint64_t parent, const char *name, mode_t mode,
-	      uid_t uid, gid_t gid, struct stat *out)
+/*
+ * FIFOs, sockets and device nodes: local nodes (NODE_LOCAL), kept in the
+ * index across mounts and never uploaded; the kernel serves their I/O.
+ * A device node's number is kept in its size field (index.h).
+ */
+static int make_local_node(struct hfs *fs, uint64_t parent, const char *name,
+			   mode_t mode, dev_t rdev, uid_t uid, gid_t gid,
+			   const char *target, struct node *n)
 {
-	if (!S_ISREG(mode))
-		return -EPERM; /* Dropbox stores regular files only */
-	struct node n;
-	int rc = fs_create_reg(fs, parent, name, mode, uid, gid, &n, NULL);
+	struct ixtxn t;
+	char path[4096];
+	if (fs_is_today(fs, parent, name))
+		return -EEXIST;
+	int rc = begin_create(fs, parent, name, mode, uid, gid, n, &t, path);
 	if (rc)
 		return rc;
+	n->r.flags = NODE_LOCAL;
+	n->r.size = target ? strlen(target) : (uint64_t)rdev;
+	n->r.cat = (uint8_t)fs_classify_path(fs, path);
+	ix_put(&t, n);
+	if (target)
+		ix_target_put(&t, n->ino, target, strlen(target));
+	return ix_commit(&t);
+}
+
+int hfs_mknod(struct hfs *fs, uint64_t parent, const char *name, mode_t mode,
+	      dev_t rdev, uid_t uid, gid_t gid, struct stat *out)
+{
+	struct node n;
+	int rc;
+	switch (mode & S_IFMT) {
+	case S_IFREG:
+		rc = fs_create_reg(fs, parent, name, mode, uid, gid, &n, NULL);
+		break;
+	case S_IFCHR:
+	case S_IFBLK:
+		if (uid != 0)
+			return -EPERM; /* CAP_MKNOD: the kernel checked it */
+		/* fall through */
+	case S_IFIFO:
+	case S_IFSOCK:
+		rc = make_local_node(fs, parent, name,
+				     (mode & S_IFMT) | (mode & 07777), rdev,
+				     uid, gid, NULL, &n);
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (rc)
+		return rc;
+	hfs_fill_stat(&n, out);
+	fs_hnode_add_lookup(fs, n.ino);
+	return 0;
+}
+
+/*
+ * A symbolic link: its target in the index; with a remote form
+ * (NAME.rclonelink, fs_link_local_reason() NULL) also in its content file,
+ * dirty, uploaded like a file of its category; without, a local node.
+ */
+int hfs_symlink(struct hfs *fs, uint64_t parent, const char *name,
+		const char *target, uid_t uid, gid_t gid, struct stat *out)
+{
+	size_t tl = strlen(target);
+	if (tl == 0)
+		return -ENOENT;
+	if (tl > HFS_LINK_MAX)
+		return -ENAMETOOLONG;
+	if (fs_is_today(fs, parent, name))
+		return -EEXIST;
+	struct ixtxn t;
+	struct node n;
+	char path[4096];
+	int rc = begin_create(fs, parent, name, S_IFLNK | 0777, uid, gid, &n,
+			      &t, path);
+	if (rc)
+		return rc;
+	const char *why = fs_link_local_reason(fs, &t, parent, name);
+	n.r.size = tl;
+	n.r.cat = (uint8_t)fs_classify_path(fs, path);
+	ix_target_put(&t, n.ino, target, tl);
+	if (why) {
+		n.r.flags = NODE_LOCAL;
+	} else {
+		rc = fs_link_content(fs, n.ino, target, tl);
+		if (rc) {
+			ix_abort(&t);
+			cache_remove(fs->cache, n.ino);
+			return rc;
+		}
+		n.r.flags = NODE_CACHED | NODE_DIRTY | NODE_RCLONELINK;
+		n.r.dirty_since = hfs_now();
+		n.r.gen = 1;
+		ix_dirty_add(&t, n.ino);
+	}
+	ix_put(&t, &n);
+	rc = ix_commit(&t);
+	if (rc) {
+		if (!why)
+			cache_remove(fs->cache, n.ino);
+		return rc;
+	}
+	if (why)
+		hlog_info("symbolic link \"%s\" stays on this machine: %s",
+			  path, why);
+	else
+		fs_tell_dirty(fs, n.ino, n.r.cat, n.r.dirty_since, true);
 	hfs_fill_stat(&n, out);
 	fs_hnode_add_lookup(fs, n.ino);
 	return 0;
@@ -473,7 +685,7 @@ static int do_remove(struct hfs *fs, uint64_t parent, const char *name,
 		mark_gone(fs, ino);
 	else
 		fs_mark_unlinked(fs, ino);
-	if (!dir && (n.r.flags & (NODE_CACHED | NODE_DIRTY)))
+	if (S_ISREG(n.r.mode) && (n.r.flags & (NODE_CACHED | NODE_DIRTY)))
 		fs_note_unlinked(fs, parent, name, ino, purge_now ? keep : 0);
 	fs_tell_journal(fs);
 	return 0;
@@ -759,8 +971,25 @@ int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
 		if (S_ISDIR(dst.r.mode) || maybe_remote(&dst))
 			journal_delete(&t, &dst, to);
 	}
+	if (!have_dst && link_shadows(fs, &t, newparent, newname)) {
+		rc = -EEXIST; /* the remote name of a link there */
+		goto fail;
+	}
 	int64_t now = hfs_now_ns();
 	ix_unlink(&t, parent, exact);
+	/* A link whose new name has no remote form stays here only: its
+	 * remote file goes. */
+	const char *local_why =
+		(src.r.flags & NODE_RCLONELINK)
+			? fs_link_local_reason(fs, &t, newparent, newname)
+			: NULL;
+	if (local_why) {
+		if (maybe_remote(&src))
+			journal_delete(&t, &src, from);
+		src.r.flags &= ~(NODE_RCLONELINK | NODE_DIRTY | NODE_ON_REMOTE);
+		src.r.flags |= NODE_LOCAL;
+		ix_dirty_del(&t, sino);
+	}
 	snprintf(src.name, sizeof(src.name), "%s", newname);
 	src.r.parent = newparent;
 	src.r.ctime_ns = now;
@@ -780,6 +1009,9 @@ int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
 		goto fail;
 	if (S_ISDIR(src.r.mode) || maybe_remote(&src))
 		ix_journal_append(&t, JOP_RENAME, from, to);
+	if (local_why)
+		hlog_info("symbolic link \"%s\" stays on this machine: %s", to,
+			  local_why);
 	hfs_ns_changed(fs);
 	rc = ix_commit(&t);
 	if (rc)

@@ -104,8 +104,7 @@ static int start_upload(struct hfs *fs, struct upload_job *job)
 	rc = ix_commit(&t);
 	if (!rc && strcmp(path, job->res.path) != 0) {
 		memcpy(job->res.path, path, sizeof(path));
-		job->res.cat = cat_classify(fs->cfg->rules, fs->cfg->n_rules,
-					    path + 1);
+		job->res.cat = fs_classify_node(fs, &n, path);
 	}
 	return rc;
 }
@@ -294,8 +293,7 @@ int hfs_upload_prepare(struct hfs *fs, uint64_t ino, struct upload_job *job,
 	}
 	if (rc)
 		return rc;
-	res->cat =
-		cat_classify(fs->cfg->rules, fs->cfg->n_rules, res->path + 1);
+	res->cat = fs_classify_node(fs, &n, res->path);
 	if (torn) {
 		/* Patched in place while open: it may be torn between the
 		 * pages of a write (fs_i.h, patched_at). Its next close or
