@@ -458,9 +458,10 @@ void hfs_fill_stat(const struct node *n, struct stat *st)
 	st->st_mode = n->r.mode;
 	/* An unlinked file still open (an orphan, parent 0) has no links;
 	 * a directory has its own, its entry's and its subdirectories'. */
-	st->st_nlink = S_ISDIR(n->r.mode) ? 2 + n->r.nsubdirs
-		       : n->r.parent == 0 ? 0
-					  : 1;
+	if (S_ISDIR(n->r.mode))
+		st->st_nlink = 2 + (nlink_t)n->r.nsubdirs;
+	else
+		st->st_nlink = n->r.parent == 0 ? 0 : 1 + (nlink_t)n->r.xlinks;
 	st->st_uid = n->r.uid;
 	st->st_gid = n->r.gid;
 	st->st_size = S_ISDIR(n->r.mode) ? 4096 : (off_t)n->r.size;
@@ -604,6 +605,7 @@ int hfs_lookup(struct hfs *fs, uint64_t parent, const char *name,
 	struct ixtxn t;
 	struct node n;
 	uint64_t ino;
+	char exact[BACKEND_NAME_MAX + 1];
 	if (strlen(name) > BACKEND_NAME_MAX)
 		return -ENAMETOOLONG;
 	int rc = fs_visit_dir(fs, parent, FS_VISIT_USE);
@@ -619,7 +621,7 @@ int hfs_lookup(struct hfs *fs, uint64_t parent, const char *name,
 			return rc;
 		/* A name that folds like an entry's is that entry (Dropbox
 		 * takes them for one): "data" finds "Data". */
-		rc = ix_lookup(&t, parent, name, &ino, NULL);
+		rc = ix_lookup(&t, parent, name, &ino, exact);
 		if (!rc)
 			rc = ix_get(&t, ino, &n);
 		ix_abort(&t);
@@ -637,7 +639,7 @@ int hfs_lookup(struct hfs *fs, uint64_t parent, const char *name,
 		fs_overlay_live(fs, &n);
 	hfs_fill_stat(&n, st);
 	fs_hnode_add_lookup(fs, ino);
-	*other_spelling = strcmp(n.name, name) != 0;
+	*other_spelling = strcmp(exact, name) != 0;
 	return 0;
 }
 

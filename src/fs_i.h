@@ -219,6 +219,10 @@ int fs_sync_and_prove(struct hfs *fs, struct hnode *hn, int datasync);
  * can (namespace.c). */
 const char *fs_link_local_reason(struct hfs *fs, struct ixtxn *t,
 				 uint64_t parent, const char *name);
+/* The remote path of name @name of @parent for node @n (NULL: no node;
+ * a link's ends in HFS_LINK_SUFFIX), malloc'd (namespace.c). */
+int fs_name_path(struct ixtxn *t, uint64_t parent, const char *name,
+		 const struct node *n, char **out);
 /* Writes symbolic link @ino's target into its content file (its upload's
  * bytes), synced (fs.c). */
 int fs_link_content(struct hfs *fs, uint64_t ino, const char *target,

@@ -262,10 +262,11 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 		    const char *newname)
 {
 	count_req(req, HFS_OP_LINK);
-	(void)ino;
-	(void)newparent;
-	(void)newname;
-	fuse_reply_err(req, EPERM);
+	struct stat st;
+	int rc;
+	HFS_RETRY_NOSPC(hfs_of(req), rc,
+			hfs_link(hfs_of(req), ino, newparent, newname, &st));
+	reply_entry(req, rc, &st);
 }
 
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,

@@ -88,6 +88,8 @@ static int open_dbis(struct hfs_index *ix)
 	if (!rc)
 		rc = mdb_dbi_open(txn, "links", MDB_CREATE | MDB_INTEGERKEY,
 				  &ix->links);
+	if (!rc)
+		rc = mdb_dbi_open(txn, "hardlinks", MDB_CREATE, &ix->hardlinks);
 	if (rc) {
 		mdb_txn_abort(txn);
 		return ix_mdb_to_errno(rc);

@@ -20,6 +20,8 @@ MDB_val ix_u64_val(uint64_t *v)
 	return m;
 }
 
+static int hlinks_drop(struct ixtxn *t, uint64_t ino);
+
 int ix_get(struct ixtxn *t, uint64_t ino, struct node *out)
 {
 	if (t->err)
@@ -74,6 +76,9 @@ int ix_del(struct ixtxn *t, uint64_t ino)
 	rc = ix_mdb_to_errno(mdb_del(t->txn, t->ix->links, &k, NULL));
 	if (rc && rc != -ENOENT)
 		return ix_sticky(t, rc);
+	rc = hlinks_drop(t, ino);
+	if (rc)
+		return rc;
 	return ix_attempts_del(t, ino);
 }
 
@@ -539,6 +544,117 @@ int ix_walk(struct ixtxn *t, MDB_dbi dbi, const MDB_val *from,
 	if (rc < 0)
 		ix_sticky(t, rc);
 	return rc;
+}
+
+/* ---- Hard links: key ino (BE) + parent (BE) + name ---- */
+
+static int hlink_key(uint8_t *kb, uint64_t ino, uint64_t parent,
+		     const char *name)
+{
+	size_t nl = strlen(name);
+	if (nl == 0 || nl > BACKEND_NAME_MAX)
+		return -ENAMETOOLONG;
+	uint64_t bi = htobe64(ino), bp = htobe64(parent);
+	memcpy(kb, &bi, 8);
+	memcpy(kb + 8, &bp, 8);
+	memcpy(kb + 16, name, nl);
+	return (int)(16 + nl);
+}
+
+int ix_hlink_add(struct ixtxn *t, uint64_t ino, uint64_t parent,
+		 const char *name)
+{
+	if (t->err)
+		return t->err;
+	uint8_t kb[16 + BACKEND_NAME_MAX];
+	int kl = hlink_key(kb, ino, parent, name);
+	if (kl < 0)
+		return ix_sticky(t, kl);
+	MDB_val k = {.mv_size = (size_t)kl, .mv_data = kb};
+	MDB_val v = {.mv_size = 0, .mv_data = NULL};
+	return ix_sticky(t, ix_mdb_to_errno(mdb_put(t->txn, t->ix->hardlinks,
+						    &k, &v, 0)));
+}
+
+int ix_hlink_del(struct ixtxn *t, uint64_t ino, uint64_t parent,
+		 const char *name)
+{
+	if (t->err)
+		return t->err;
+	uint8_t kb[16 + BACKEND_NAME_MAX];
+	int kl = hlink_key(kb, ino, parent, name);
+	if (kl < 0)
+		return ix_sticky(t, kl);
+	MDB_val k = {.mv_size = (size_t)kl, .mv_data = kb};
+	return ix_sticky(t, ix_mdb_to_errno(mdb_del(t->txn, t->ix->hardlinks,
+						    &k, NULL)));
+}
+
+struct hlink_walk {
+	uint64_t be;
+	int (*fn)(void *arg, uint64_t parent, const char *name);
+	void *arg;
+};
+
+static int hlink_step(void *ctx, const MDB_val *k, const MDB_val *v)
+{
+	struct hlink_walk *w = ctx;
+	char name[BACKEND_NAME_MAX + 1];
+	uint64_t bp;
+	(void)v;
+	if (k->mv_size < 17 || k->mv_size > 16 + BACKEND_NAME_MAX ||
+	    memcmp(k->mv_data, &w->be, 8) != 0)
+		return WALK_END;
+	memcpy(&bp, (const uint8_t *)k->mv_data + 8, 8);
+	memcpy(name, (const uint8_t *)k->mv_data + 16, k->mv_size - 16);
+	name[k->mv_size - 16] = '\0';
+	return w->fn(w->arg, be64toh(bp), name);
+}
+
+int ix_foreach_hlink(struct ixtxn *t, uint64_t ino,
+		     int (*fn)(void *arg, uint64_t parent, const char *name),
+		     void *arg)
+{
+	struct hlink_walk w = {htobe64(ino), fn, arg};
+	MDB_val from = {.mv_size = 8, .mv_data = &w.be};
+	return ix_walk(t, t->ix->hardlinks, &from, hlink_step, &w);
+}
+
+/* Gathers the names to drop first: the walk must not see its own
+ * deletes. */
+struct hlink_names {
+	uint64_t parent[16];
+	char name[16][BACKEND_NAME_MAX + 1];
+	int n;
+};
+
+static int hlink_gather(void *arg, uint64_t parent, const char *name)
+{
+	struct hlink_names *h = arg;
+	if (h->n == 16)
+		return 1;
+	h->parent[h->n] = parent;
+	snprintf(h->name[h->n], sizeof(h->name[0]), "%s", name);
+	h->n++;
+	return 0;
+}
+
+static int hlinks_drop(struct ixtxn *t, uint64_t ino)
+{
+	for (;;) {
+		struct hlink_names *h = calloc(1, sizeof(*h));
+		if (!h)
+			return ix_sticky(t, -ENOMEM);
+		int rc = ix_foreach_hlink(t, ino, hlink_gather, h);
+		for (int i = 0; i < h->n && rc >= 0; i++)
+			rc = ix_hlink_del(t, ino, h->parent[i], h->name[i]);
+		bool more = h->n == 16;
+		free(h);
+		if (rc < 0)
+			return rc;
+		if (!more)
+			return 0;
+	}
 }
 
 struct child_walk {

@@ -485,6 +485,9 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 		if (ix_get(&t, ino, &n))
 			break;
 		m.claimed[i] = ino;
+		if (n.r.xlinks > 0 &&
+		    !(n.r.parent == dir && strcmp(n.name, exact) == 0))
+			continue; /* another name of a file: its copy there */
 		if (S_ISDIR(n.r.mode) != e->is_dir ||
 		    S_ISLNK(n.r.mode) != link || (n.r.flags & NODE_LOCAL) ||
 		    !(S_ISDIR(n.r.mode) || S_ISREG(n.r.mode) ||
@@ -562,8 +565,9 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 		if (ix_get(&t, m.doomed[i], &n))
 			break;
 		if (S_ISDIR(n.r.mode) || !(n.r.flags & NODE_ON_REMOTE) ||
-		    (n.r.flags & (NODE_DIRTY | NODE_UPLOADING)))
-			continue;
+		    (n.r.flags & (NODE_DIRTY | NODE_UPLOADING)) ||
+		    n.r.xlinks > 0)
+			continue; /* hard links: docs/posix.md */
 		int pl = snprintf(
 			path, sizeof(path), "%s/%s%s", dirpath, n.name,
 			(n.r.flags & NODE_RCLONELINK) ? HFS_LINK_SUFFIX : "");

@@ -597,6 +597,156 @@ static void journal_delete(struct ixtxn *t, const struct node *n,
 							      : NULL);
 }
 
+int fs_name_path(struct ixtxn *t, uint64_t parent, const char *name,
+		 const struct node *n, char **out)
+{
+	char *dir;
+	int rc = ix_path_dup(t, parent, &dir);
+	if (rc)
+		return rc;
+	bool link = n && (n->r.flags & NODE_RCLONELINK);
+	size_t len = strlen(dir) + strlen(name) + HFS_LINK_SUFFIX_LEN + 2;
+	*out = malloc(len);
+	if (*out)
+		snprintf(*out, len, "%s/%s%s", dir, name,
+			 link ? HFS_LINK_SUFFIX : "");
+	free(dir);
+	return *out ? 0 : -ENOMEM;
+}
+
+/* True if entry @name of @parent is @n's own name (not a hard link). */
+static bool own_name(const struct node *n, uint64_t parent, const char *name)
+{
+	return n->r.parent == parent && strcmp(n->name, name) == 0;
+}
+
+static int first_hlink(void *arg, uint64_t parent, const char *name)
+{
+	struct node *n = arg;
+	n->r.parent = parent;
+	snprintf(n->name, sizeof(n->name), "%s", name);
+	return 1;
+}
+
+/* A file becomes dirty (its names are to be uploaded again), inside @t. */
+static void dirty_in(struct ixtxn *t, struct node *n)
+{
+	if (!S_ISREG(n->r.mode) && !(n->r.flags & NODE_RCLONELINK))
+		return;
+	if (!(n->r.flags & NODE_DIRTY)) {
+		n->r.flags |= NODE_DIRTY;
+		n->r.dirty_since = hfs_now();
+		n->r.gen++;
+	}
+	ix_dirty_add(t, n->ino);
+}
+
+/*
+ * Removes name @name of @parent (stored spelling) of a file with hard
+ * links (@n->r.xlinks > 0) inside @t: the node stays. Its own name going,
+ * another name takes its place (the node's parent and name), and the file
+ * is uploaded again there, its revision unknown. The remote file of the
+ * name goes through the journal. *@dirtied: tell the flushers.
+ */
+static int drop_name(struct ixtxn *t, uint64_t parent, const char *name,
+		     struct node *n, bool *dirtied)
+{
+	char *path = NULL;
+	bool own = own_name(n, parent, name);
+	int rc = own ? ix_path_dup(t, n->ino, &path)
+		     : fs_name_path(t, parent, name, n, &path);
+	if (rc)
+		return rc;
+	struct node old = *n;
+	ix_unlink(t, parent, name);
+	if (own) {
+		ix_foreach_hlink(t, n->ino, first_hlink, n);
+		ix_hlink_del(t, n->ino, n->r.parent, n->name);
+		n->r.rev[0] = '\0';
+		n->r.flags &= ~NODE_HAS_HASH;
+		dirty_in(t, n);
+		*dirtied = true;
+	} else {
+		ix_hlink_del(t, n->ino, parent, name);
+	}
+	n->r.xlinks--;
+	n->r.ctime_ns = hfs_now_ns();
+	ix_put(t, n);
+	if (maybe_remote(&old)) {
+		if (own)
+			journal_delete(t, &old, path);
+		else /* a copy: whatever is there */
+			ix_journal_append(t, JOP_UNLINK, path, NULL);
+	}
+	free(path);
+	return t->err;
+}
+
+/*
+ * link(2): another name for file @ino. Dropbox has no hard links: each
+ * name is a file of its own there, a server-side copy made after each
+ * upload of the file (upload.c), so the file is dirty from here on.
+ */
+int hfs_link(struct hfs *fs, uint64_t ino, uint64_t newparent,
+	     const char *newname, struct stat *out)
+{
+	if (ino == HFS_TODAY_INO)
+		return -EPERM;
+	if (fs_is_today(fs, newparent, newname))
+		return -EEXIST;
+	int rc = check_name(newname);
+	if (!rc)
+		rc = fs_visit_dir(fs, newparent, FS_VISIT_USE);
+	if (rc)
+		return rc;
+	struct ixtxn t;
+	struct node n, p;
+	rc = ix_begin(fs->ix, true, &t);
+	if (rc)
+		return rc;
+	rc = ix_get(&t, ino, &n);
+	if (!rc && S_ISDIR(n.r.mode))
+		rc = -EPERM;
+	if (!rc && n.r.parent == 0)
+		rc = -ENOENT; /* unlinked (linkat of an open fd) */
+	if (!rc && n.r.xlinks >= IX_XLINKS_MAX)
+		rc = -EMLINK;
+	if (!rc)
+		rc = ix_get(&t, newparent, &p);
+	if (!rc && !S_ISDIR(p.r.mode))
+		rc = -ENOTDIR;
+	if (!rc)
+		rc = name_free(&t, newparent, newname);
+	if (!rc && link_shadows(fs, &t, newparent, newname))
+		rc = -EEXIST;
+	if (rc) {
+		ix_abort(&t);
+		return rc;
+	}
+	int64_t now = hfs_now_ns();
+	ix_link(&t, newparent, newname, ino);
+	ix_hlink_add(&t, ino, newparent, newname);
+	n.r.xlinks++;
+	n.r.ctime_ns = now;
+	bool was_dirty = n.r.flags & NODE_DIRTY;
+	if (!(n.r.flags & NODE_LOCAL))
+		dirty_in(&t, &n);
+	ix_put(&t, &n);
+	p.r.mtime_ns = p.r.ctime_ns = now;
+	ix_put(&t, &p);
+	hfs_ns_changed(fs);
+	rc = ix_commit(&t);
+	if (rc)
+		return rc;
+	if (!was_dirty && (n.r.flags & NODE_DIRTY))
+		fs_tell_dirty(fs, ino, n.r.cat, n.r.dirty_since, false);
+	if (S_ISREG(n.r.mode))
+		fs_overlay_live(fs, &n);
+	hfs_fill_stat(&n, out);
+	fs_hnode_add_lookup(fs, ino);
+	return 0;
+}
+
 /*
  * No network here: the entry is in the index (the kernel looked it up),
  * and the replay deletes remotely only what this mount knew (deletes.c),
@@ -658,6 +808,27 @@ static int do_remove(struct hfs *fs, uint64_t parent, const char *name,
 	rc = ix_path(&t, ino, path, sizeof(path));
 	if (rc)
 		goto fail;
+	if (n.r.xlinks > 0) {
+		/* One name of several goes; the file stays. */
+		bool dirtied = false;
+		rc = drop_name(&t, parent, exact, &n, &dirtied);
+		if (rc)
+			goto fail;
+		if (ix_get(&t, parent, &p) == 0) {
+			p.r.mtime_ns = p.r.ctime_ns = hfs_now_ns();
+			ix_put(&t, &p);
+		}
+		hfs_ns_changed(fs);
+		rc = ix_commit(&t);
+		if (rc)
+			return rc;
+		fs_stale_name(parent, exact, name);
+		if (dirtied)
+			fs_tell_dirty(fs, ino, n.r.cat, n.r.dirty_since, false);
+		fs_tell_inval_inode(fs, ino, -1, 0); /* its link count */
+		fs_tell_journal(fs);
+		return 0;
+	}
 	leave_tombstone(&t, &n, path);
 	/* Its synced bytes, which a file created again under the name
 	 * keeps until its own are synced (create_reg). */
@@ -857,7 +1028,7 @@ int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
 	struct node src, dst, np;
 	uint64_t sino, dino = 0;
 	char exact[BACKEND_NAME_MAX + 1], dexact[BACKEND_NAME_MAX + 1];
-	char from[4096], to[4096];
+	char *from = NULL, *to = NULL;
 	bool have_dst = false, purge_now = false;
 
 	/* A directory about to be replaced must be known to be empty. A
@@ -958,18 +1129,30 @@ int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
 	} else if (rc != -ENOENT) {
 		goto fail;
 	}
-	rc = ix_path(&t, sino, from, sizeof(from));
+	/* A name of a file with hard links that is not its own moves as a
+	 * name only (drop_name() for the other side). */
+	bool src_own = own_name(&src, parent, exact);
+	rc = src_own ? ix_path_dup(&t, sino, &from)
+		     : fs_name_path(&t, parent, exact, &src, &from);
 	if (rc)
 		goto fail;
-	leave_tombstone(&t, &src, from);
-	if (have_dst) {
-		rc = ix_path(&t, dino, to, sizeof(to));
+	if (src_own)
+		leave_tombstone(&t, &src, from);
+	bool ddirtied = false, dst_stays = have_dst && dst.r.xlinks > 0;
+	if (dst_stays) {
+		rc = drop_name(&t, newparent, dexact, &dst, &ddirtied);
+		if (rc)
+			goto fail;
+	} else if (have_dst) {
+		rc = ix_path_dup(&t, dino, &to);
 		if (rc)
 			goto fail;
 		leave_tombstone(&t, &dst, to);
 		remove_entry(fs, &t, newparent, &dst, &purge_now);
 		if (S_ISDIR(dst.r.mode) || maybe_remote(&dst))
 			journal_delete(&t, &dst, to);
+		free(to);
+		to = NULL;
 	}
 	if (!have_dst && link_shadows(fs, &t, newparent, newname)) {
 		rc = -EEXIST; /* the remote name of a link there */
@@ -980,7 +1163,7 @@ int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
 	/* A link whose new name has no remote form stays here only: its
 	 * remote file goes. */
 	const char *local_why =
-		(src.r.flags & NODE_RCLONELINK)
+		(src_own && (src.r.flags & NODE_RCLONELINK))
 			? fs_link_local_reason(fs, &t, newparent, newname)
 			: NULL;
 	if (local_why) {
@@ -990,8 +1173,13 @@ int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
 		src.r.flags |= NODE_LOCAL;
 		ix_dirty_del(&t, sino);
 	}
-	snprintf(src.name, sizeof(src.name), "%s", newname);
-	src.r.parent = newparent;
+	if (src_own) {
+		snprintf(src.name, sizeof(src.name), "%s", newname);
+		src.r.parent = newparent;
+	} else {
+		ix_hlink_del(&t, sino, parent, exact);
+		ix_hlink_add(&t, sino, newparent, newname);
+	}
 	src.r.ctime_ns = now;
 	ix_put(&t, &src);
 	ix_link(&t, newparent, newname, sino);
@@ -1004,7 +1192,8 @@ int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
 		p.r.mtime_ns = p.r.ctime_ns = now;
 		ix_put(&t, &p);
 	}
-	rc = ix_path(&t, sino, to, sizeof(to));
+	rc = src_own ? ix_path_dup(&t, sino, &to)
+		     : fs_name_path(&t, newparent, newname, &src, &to);
 	if (rc)
 		goto fail;
 	if (S_ISDIR(src.r.mode) || maybe_remote(&src))
@@ -1014,20 +1203,28 @@ int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
 			  local_why);
 	hfs_ns_changed(fs);
 	rc = ix_commit(&t);
+	free(from);
+	free(to);
 	if (rc)
 		return rc;
 	fs_stale_name(parent, exact, name);
 	if (have_dst)
 		fs_stale_name(newparent, dexact, newname);
-	if (have_dst) {
+	if (have_dst && !dst_stays) {
 		if (purge_now)
 			mark_gone(fs, dino);
 		else
 			fs_mark_unlinked(fs, dino);
 	}
+	if (ddirtied)
+		fs_tell_dirty(fs, dino, dst.r.cat, dst.r.dirty_since, false);
+	if (have_dst)
+		fs_tell_inval_inode(fs, dino, -1, 0);
 	fs_tell_journal(fs);
 	return 0;
 fail:
 	ix_abort(&t);
+	free(from);
+	free(to);
 	return rc;
 }

@@ -278,6 +278,10 @@ int hfs_mkdir(struct hfs *fs, uint64_t parent, const char *name, mode_t mode,
  * all but regular files are local nodes, never uploaded. */
 int hfs_mknod(struct hfs *fs, uint64_t parent, const char *name, mode_t mode,
 	      dev_t rdev, uid_t uid, gid_t gid, struct stat *out);
+/* Hard link: name @newname of @newparent for file @ino; *@out its
+ * attributes (st_nlink counted). Directories: -EPERM. */
+int hfs_link(struct hfs *fs, uint64_t ino, uint64_t newparent,
+	     const char *newname, struct stat *out);
 /* Symbolic link @name -> @target (see hfs_readlink). */
 int hfs_symlink(struct hfs *fs, uint64_t parent, const char *name,
 		const char *target, uid_t uid, gid_t gid, struct stat *out);

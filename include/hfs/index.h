@@ -28,6 +28,8 @@
  *   proven   ino -> u64: the size of a dirty file's last version synced
  *            to disk (an fsync, an upload), lowered by a truncate below
  *            it: after a power cut the file goes back to that length
+ *   hardlinks  ino (big-endian) + parent (big-endian) + name -> nothing:
+ *            the names of a file beyond its own (hard links)
  *   links    ino -> bytes: the target of a symbolic link (absent for a
  *            link only listed remotely whose target was never read)
  *   doomed   ino -> nothing: content files no longer needed by the index,
@@ -123,7 +125,10 @@ struct node_rec {
 	char rev[BACKEND_REV_MAX + 1];
 	char pad2[7];
 	uint16_t namelen;
-	uint16_t pad3;
+	/* Names beyond the first (hard links; the hardlinks DBI lists
+	 * them): st_nlink is 1 + xlinks. The first name is the node's own
+	 * (parent, name), the one ix_path gives. */
+	uint16_t xlinks;
 	/* A directory: how many of its entries are directories (its link
 	 * count is 2 more), kept by ix_link and ix_unlink. */
 	uint32_t nsubdirs;
@@ -271,6 +276,18 @@ int ix_target_del(struct ixtxn *t, uint64_t ino);
 /* Calls @fn for every link with a target kept, in inode order. */
 int ix_foreach_target(struct ixtxn *t, int (*fn)(void *arg, uint64_t ino),
 		      void *arg);
+
+/* Hard links: the names of @ino beyond its own (its node's parent and
+ * name). ix_del() drops them too. ix_foreach_hlink() stops when @fn
+ * returns non-zero (returned). */
+#define IX_XLINKS_MAX 65000
+int ix_hlink_add(struct ixtxn *t, uint64_t ino, uint64_t parent,
+		 const char *name);
+int ix_hlink_del(struct ixtxn *t, uint64_t ino, uint64_t parent,
+		 const char *name);
+int ix_foreach_hlink(struct ixtxn *t, uint64_t ino,
+		     int (*fn)(void *arg, uint64_t parent, const char *name),
+		     void *arg);
 
 /* Sets every directory's nsubdirs from its entries, once per index (a
  * meta key records it): indexes written before it was kept. */

@@ -384,6 +384,118 @@ def test_git_checkout_with_symlinks(backend, tmp_path):
     assert (repo / 'impl.py').read_text() == 'x = 1\n'
 
 
+# -- hard links ---------------------------------------------------------
+
+def test_link_calls(backend):
+    m = backend()
+    os.mkdir(m.m('a'))
+    os.mkdir(m.m('b'))
+    m.m('a/f').write_bytes(b'one')
+    ino = os.stat(m.m('a/f')).st_ino
+    bf, bb = times(m.m('a/f')), times(m.m('b'))
+    tick()
+    assert errno_of(os.link, m.m('a/f'), m.m('b/g')) is None
+    st = os.stat(m.m('b/g'))
+    assert st.st_ino == ino and st.st_nlink == 2
+    assert os.stat(m.m('a/f')).st_nlink == 2
+    assert st.st_ctime_ns > bf[1] and st.st_mtime_ns == bf[0]
+    ab = times(m.m('b'))
+    assert ab[0] > bb[0] and ab[1] > bb[1]
+    # errors
+    assert errno_of(os.link, m.m('a/f'), m.m('b/g')) == errno.EEXIST
+    assert errno_of(os.link, m.m('a/f'), m.m('b')) == errno.EEXIST
+    assert errno_of(os.link, m.m('a/none'), m.m('b/x')) == errno.ENOENT
+    assert errno_of(os.link, m.m('a/f'), m.m('none/x')) == errno.ENOENT
+    assert errno_of(os.link, m.m('a/f'), m.m('a/f/x')) == errno.ENOTDIR
+    assert errno_of(os.link, m.m('a'), m.m('b/dir')) == errno.EPERM
+    assert errno_of(os.link, m.m('a/f'), m.m('b/' + 'n' * 256)) == \
+        errno.ENAMETOOLONG
+    # one inode: writes through one name are seen through the other
+    with open(m.m('b/g'), 'r+b') as f:
+        f.seek(0, 2)
+        f.write(b' two')
+    assert m.m('a/f').read_bytes() == b'one two'
+    with open(m.m('a/f'), 'ab') as f:
+        f.write(b' three')
+        f.flush()
+        assert m.m('b/g').read_bytes() == b'one two three'
+    os.chmod(m.m('a/f'), 0o600)
+    assert stat.S_IMODE(os.stat(m.m('b/g')).st_mode) == 0o600
+    # a third name, then unlink names one by one
+    os.link(m.m('b/g'), m.m('a/h'))
+    assert os.stat(m.m('a/f')).st_nlink == 3
+    bf, ba = times(m.m('a/h')), times(m.m('a'))
+    tick()
+    assert errno_of(os.unlink, m.m('a/f')) is None  # its first name
+    st = os.stat(m.m('a/h'))
+    assert st.st_nlink == 2 and st.st_ino == ino
+    assert st.st_ctime_ns > bf[1]
+    assert times(m.m('a'))[0] > ba[0]
+    assert m.m('b/g').read_bytes() == b'one two three'
+    assert not os.path.exists(m.m('a/f'))
+    assert sorted(os.listdir(m.m('a'))) == ['h']
+    # rename of a name, and over a name
+    os.rename(m.m('b/g'), m.m('b/g2'))
+    assert os.stat(m.m('b/g2')).st_nlink == 2
+    m.m('b/other').write_bytes(b'other')
+    os.rename(m.m('b/other'), m.m('a/h'))
+    assert m.m('a/h').read_bytes() == b'other'
+    assert os.stat(m.m('b/g2')).st_nlink == 1
+    assert m.m('b/g2').read_bytes() == b'one two three'
+    # rename onto another name of the same file does nothing
+    os.link(m.m('b/g2'), m.m('b/g3'))
+    os.rename(m.m('b/g2'), m.m('b/g3'))
+    assert os.path.exists(m.m('b/g2')) and os.path.exists(m.m('b/g3'))
+    assert os.stat(m.m('b/g3')).st_nlink == 2
+    # an open file keeps its bytes when its last name goes
+    fd = os.open(m.m('b/g3'), os.O_RDONLY)
+    try:
+        os.unlink(m.m('b/g2'))
+        os.unlink(m.m('b/g3'))
+        assert os.fstat(fd).st_nlink == 0
+        assert os.pread(fd, 100, 0) == b'one two three'
+    finally:
+        os.close(fd)
+
+
+def test_hard_links_remote_form(backend):
+    """Each name is a file of its own on the remote; the local inode keeps
+    its names across a remount; a fresh cache gets separate files."""
+    m = backend()
+    os.mkdir(m.m('d'))
+    m.m('d/data.bin').write_bytes(b'payload')
+    os.link(m.m('d/data.bin'), m.m('d/alias.bin'))
+    os.link(m.m('d/data.bin'), m.m('copy.bin'))
+    m.flush()
+    rem = backend.remote(m)
+    assert rem['/d/data.bin'] == rem['/d/alias.bin'] == \
+        rem['/copy.bin'] == b'payload', rem
+    # written again: every name gets the new bytes
+    with open(m.m('d/alias.bin'), 'wb') as f:
+        f.write(b'second')
+    m.flush()
+    rem = backend.remote(m)
+    assert rem['/d/data.bin'] == rem['/d/alias.bin'] == \
+        rem['/copy.bin'] == b'second', rem
+    m.remount()
+    os.listdir(m.m('d'))
+    st = os.stat(m.m('d/alias.bin'))
+    assert st.st_nlink == 3
+    assert st.st_ino == os.stat(m.m('copy.bin')).st_ino
+    assert m.m('copy.bin').read_bytes() == b'second'
+    # names removed and renamed: the remote follows
+    os.unlink(m.m('d/data.bin'))
+    os.rename(m.m('copy.bin'), m.m('d/moved.bin'))
+    m.flush()
+    rem = backend.remote(m)
+    assert set(rem) == {'/d/alias.bin', '/d/moved.bin'}, rem
+    assert rem['/d/moved.bin'] == b'second'
+    m2 = fresh(backend, m, 'two')
+    a, b = os.stat(m2.m('d/alias.bin')), os.stat(m2.m('d/moved.bin'))
+    assert a.st_nlink == b.st_nlink == 1 and a.st_ino != b.st_ino
+    assert m2.m('d/alias.bin').read_bytes() == b'second'
+
+
 # -- FIFOs, sockets, device nodes ---------------------------------------
 
 def test_fifo_calls(backend):
