@@ -682,6 +682,13 @@ int fs_ensure_listed(struct hfs *fs, uint64_t dir, bool refresh)
 							&pend);
 			ix_abort(&t);
 		}
+		if (rc == -ENAMETOOLONG) {
+			/* Deeper than the remote takes: nothing of it can be
+			 * there. */
+			mark_listed(fs, dir);
+			rc = 0;
+			goto out;
+		}
 		if (rc)
 			goto out;
 		/* Someone waits on this listing (a lookup, an ls): few

@@ -187,12 +187,14 @@ int hfs_mkdir(struct hfs *fs, uint64_t parent, const char *name, mode_t mode,
 /*
  * The start of every creation: checks @name, makes sure @parent's remote
  * listing is merged, begins a write txn and adds node @n (stored, linked,
- * its remote path in @path). On failure the txn is over.
+ * its category by its path in *@cat, the path itself (malloc'd, any
+ * length) in *@path unless NULL). On failure the txn is over.
  */
 static int begin_create(struct hfs *fs, uint64_t parent, const char *name,
 			mode_t mode, uid_t uid, gid_t gid, struct node *n,
-			struct ixtxn *t, char path[4096])
+			struct ixtxn *t, int *cat, char **path)
 {
+	char *p = NULL;
 	int rc = check_name(name);
 	if (rc)
 		return rc;
@@ -206,10 +208,17 @@ static int begin_create(struct hfs *fs, uint64_t parent, const char *name,
 	if (!rc)
 		rc = ix_put(t, n);
 	if (!rc)
-		rc = ix_path(t, n->ino, path, 4096);
-	if (rc)
+		rc = ix_path_dup(t, n->ino, &p);
+	if (rc) {
 		ix_abort(t);
-	return rc;
+		return rc;
+	}
+	*cat = fs_classify_path(fs, p);
+	if (path)
+		*path = p;
+	else
+		free(p);
+	return 0;
 }
 
 /* Creates directory @name in @parent (journaled for the remote). */
@@ -218,15 +227,17 @@ int fs_mkdir_node(struct hfs *fs, uint64_t parent, const char *name,
 {
 	struct ixtxn t;
 	struct node n;
-	char path[4096];
+	char *path;
+	int cat;
 	int rc = begin_create(fs, parent, name, S_IFDIR | (mode & 07777), uid,
-			      gid, &n, &t, path);
+			      gid, &n, &t, &cat, &path);
 	if (rc)
 		return rc;
 	n.r.flags = NODE_LISTED;
 	n.r.listed_at = hfs_now_ns();
 	ix_put(&t, &n);
 	ix_journal_append(&t, JOP_MKDIR, path, NULL);
+	free(path);
 	hfs_ns_changed(fs);
 	rc = ix_commit(&t);
 	if (rc)
@@ -315,9 +326,9 @@ int fs_create_reg(struct hfs *fs, uint64_t parent, const char *name,
 	if (fs_is_today(fs, parent, name))
 		return -EEXIST;
 	struct ixtxn t;
-	char path[4096];
+	int cat;
 	int rc = begin_create(fs, parent, name, S_IFREG | (mode & 07777), uid,
-			      gid, n, &t, path);
+			      gid, n, &t, &cat, NULL);
 	if (rc)
 		return rc;
 	int fd = cache_open(fs->cache, n->ino, 1);
@@ -334,7 +345,7 @@ int fs_create_reg(struct hfs *fs, uint64_t parent, const char *name,
 		NODE_CACHED | NODE_DIRTY | (rewriting ? NODE_REWRITING : 0);
 	n->r.dirty_since = hfs_now();
 	n->r.gen = 1;
-	n->r.cat = (uint8_t)fs_classify_path(fs, path);
+	n->r.cat = (uint8_t)cat;
 	ix_put(&t, n);
 	ix_dirty_add(&t, n->ino);
 	rc = ix_commit(&t);
@@ -363,15 +374,16 @@ static int make_local_node(struct hfs *fs, uint64_t parent, const char *name,
 			   const char *target, struct node *n)
 {
 	struct ixtxn t;
-	char path[4096];
+	int cat;
 	if (fs_is_today(fs, parent, name))
 		return -EEXIST;
-	int rc = begin_create(fs, parent, name, mode, uid, gid, n, &t, path);
+	int rc = begin_create(fs, parent, name, mode, uid, gid, n, &t, &cat,
+			      NULL);
 	if (rc)
 		return rc;
 	n->r.flags = NODE_LOCAL;
 	n->r.size = target ? strlen(target) : (uint64_t)rdev;
-	n->r.cat = (uint8_t)fs_classify_path(fs, path);
+	n->r.cat = (uint8_t)cat;
 	ix_put(&t, n);
 	if (target)
 		ix_target_put(&t, n->ino, target, strlen(target));
@@ -425,14 +437,14 @@ int hfs_symlink(struct hfs *fs, uint64_t parent, const char *name,
 		return -EEXIST;
 	struct ixtxn t;
 	struct node n;
-	char path[4096];
+	int cat;
 	int rc = begin_create(fs, parent, name, S_IFLNK | 0777, uid, gid, &n,
-			      &t, path);
+			      &t, &cat, NULL);
 	if (rc)
 		return rc;
 	const char *why = fs_link_local_reason(fs, &t, parent, name);
 	n.r.size = tl;
-	n.r.cat = (uint8_t)fs_classify_path(fs, path);
+	n.r.cat = (uint8_t)cat;
 	ix_target_put(&t, n.ino, target, tl);
 	if (why) {
 		n.r.flags = NODE_LOCAL;
@@ -456,8 +468,9 @@ int hfs_symlink(struct hfs *fs, uint64_t parent, const char *name,
 		return rc;
 	}
 	if (why)
-		hlog_info("symbolic link \"%s\" stays on this machine: %s",
-			  path, why);
+		hlog_info("symbolic link \"%s\" (inode %llu) stays on this "
+			  "machine: %s",
+			  name, (unsigned long long)n.ino, why);
 	else
 		fs_tell_dirty(fs, n.ino, n.r.cat, n.r.dirty_since, true);
 	hfs_fill_stat(&n, out);
@@ -759,7 +772,7 @@ static int do_remove(struct hfs *fs, uint64_t parent, const char *name,
 	struct ixtxn t;
 	struct node n, p;
 	uint64_t ino;
-	char exact[BACKEND_NAME_MAX + 1], path[4096];
+	char exact[BACKEND_NAME_MAX + 1], *path = NULL;
 	int rc;
 	if (dir) {
 		struct node d;
@@ -805,7 +818,7 @@ static int do_remove(struct hfs *fs, uint64_t parent, const char *name,
 			goto fail;
 		}
 	}
-	rc = ix_path(&t, ino, path, sizeof(path));
+	rc = ix_path_dup(&t, ino, &path);
 	if (rc)
 		goto fail;
 	if (n.r.xlinks > 0) {
@@ -820,6 +833,8 @@ static int do_remove(struct hfs *fs, uint64_t parent, const char *name,
 		}
 		hfs_ns_changed(fs);
 		rc = ix_commit(&t);
+		free(path);
+		path = NULL;
 		if (rc)
 			return rc;
 		fs_stale_name(parent, exact, name);
@@ -849,6 +864,8 @@ static int do_remove(struct hfs *fs, uint64_t parent, const char *name,
 		journal_delete(&t, &n, path);
 	hfs_ns_changed(fs);
 	rc = ix_commit(&t);
+	free(path);
+	path = NULL;
 	if (rc)
 		return rc;
 	fs_stale_name(parent, exact, name);
@@ -862,6 +879,7 @@ static int do_remove(struct hfs *fs, uint64_t parent, const char *name,
 	return 0;
 fail:
 	ix_abort(&t);
+	free(path);
 	return rc;
 }
 

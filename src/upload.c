@@ -286,6 +286,16 @@ int hfs_upload_prepare(struct hfs *fs, uint64_t ino, struct upload_job *job,
 		rc = -ENOENT;
 	if (!rc)
 		rc = ix_path(&t, ino, res->path, sizeof(res->path));
+	if (rc == -ENAMETOOLONG) {
+		/* Deeper than the remote takes (IX_REMOTE_PATH_MAX): kept
+		 * here, dirty, the error in status (docs/posix.md). */
+		char *p = NULL;
+		if (ix_path_dup(&t, ino, &p) == 0)
+			snprintf(res->path, sizeof(res->path), "%.200s...", p);
+		free(p);
+		set_last_error(hn, "its path is longer than the remote takes "
+				   "(4095 bytes)");
+	}
 	ix_abort(&t);
 	if (rc == -ENOENT) {
 		res->not_dirty = true;

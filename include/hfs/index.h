@@ -148,6 +148,10 @@ enum journal_op {
 	JOP_RENAME = 4,
 };
 
+/* The longest remote path (bytes): what the backends take (Dropbox's
+ * DBX_PATH_MAX); the journal holds no change of a path beyond it. */
+#define IX_REMOTE_PATH_MAX 4095
+
 struct journal_entry {
 	uint64_t seq;
 	int op;

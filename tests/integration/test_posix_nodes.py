@@ -698,3 +698,81 @@ def test_file_link_counts(backend):
         assert os.fstat(fd).st_nlink == 0
     finally:
         os.close(fd)
+
+
+# -- deep paths ---------------------------------------------------------
+
+def _deep(base_fd, levels, name_len=200):
+    """mkdir a chain of @levels directories below @base_fd, each through
+    the one above (short paths per call); returns the fds, deepest last."""
+    fds = [base_fd]
+    for i in range(levels):
+        n = ('%03d' % i) + 'd' * (name_len - 3)
+        assert errno_of(os.mkdir, n, dir_fd=fds[-1]) is None
+        fds.append(os.open(n, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fds[-1]))
+    return fds
+
+
+@pytest.mark.log_errors_expected('refused by the remote')
+def test_deep_paths(backend):
+    """Paths more than 4,095 bytes below the mount root work through
+    calls given short paths; such files are kept here, never uploaded,
+    and say so in status."""
+    m = backend()
+    root = os.open(m.mnt, os.O_RDONLY | os.O_DIRECTORY)
+    fds = _deep(root, 25)  # 25 * 201 bytes: about 5,000
+    d = fds[-1]
+    try:
+        before = os.stat('.', dir_fd=d).st_mtime_ns
+        tick()
+        fd = os.open('f', os.O_CREAT | os.O_RDWR, 0o644, dir_fd=d)
+        os.write(fd, b'deep bytes')
+        os.fsync(fd)
+        os.close(fd)
+        assert os.stat('.', dir_fd=d).st_mtime_ns > before
+        fd = os.open('f', os.O_RDONLY, dir_fd=d)
+        assert os.read(fd, 100) == b'deep bytes'
+        os.close(fd)
+        assert os.stat('f', dir_fd=d).st_size == 10
+        os.rename('f', 'g', src_dir_fd=d, dst_dir_fd=d)
+        os.symlink('g', 'sl', dir_fd=d)
+        assert os.readlink('sl', dir_fd=d) == 'g'
+        os.link('g', 'h', src_dir_fd=d, dst_dir_fd=d)
+        assert os.stat('g', dir_fd=d).st_nlink == 2
+        os.mkfifo('p', dir_fd=d)
+        os.mkdir('sub', dir_fd=d)
+        assert os.stat('.', dir_fd=d).st_nlink == 3
+        os.rmdir('sub', dir_fd=d)
+        os.unlink('h', dir_fd=d)
+        assert sorted(os.listdir(d)) == ['g', 'p', 'sl']
+        os.utime('g', ns=(10**18, 10**18), dir_fd=d)
+        os.chmod('g', 0o600, dir_fd=d)
+        st = os.stat('g', dir_fd=d)
+        assert st.st_mtime_ns == 10**18 and stat.S_IMODE(st.st_mode) == 0o600
+    finally:
+        for f in fds:
+            os.close(f)
+    # a shallow file beside them uploads as ever; the deep one cannot
+    m.m('shallow').write_bytes(b's')
+    m.flush(check=False)
+    assert backend.remote(m).get('/shallow') == b's'
+    assert not any(len(p) > 4095 for p in backend.remote(m))
+    st = m.run('status', m.mnt, '--json', '--files', check=True).stdout
+    assert 'longer than the remote takes' in st, st
+    # kept across a remount
+    m.remount()
+    root = os.open(m.mnt, os.O_RDONLY | os.O_DIRECTORY)
+    fds = [root]
+    try:
+        for i in range(25):
+            n = ('%03d' % i) + 'd' * 197
+            fds.append(os.open(n, os.O_RDONLY | os.O_DIRECTORY,
+                               dir_fd=fds[-1]))
+        fd = os.open('g', os.O_RDONLY, dir_fd=fds[-1])
+        assert os.read(fd, 100) == b'deep bytes'
+        os.close(fd)
+        assert os.readlink('sl', dir_fd=fds[-1]) == 'g'
+        assert stat.S_ISFIFO(os.lstat('p', dir_fd=fds[-1]).st_mode)
+    finally:
+        for f in fds:
+            os.close(f)
