@@ -382,8 +382,13 @@ int fs_link_content(struct hfs *fs, uint64_t ino, const char *target,
 	if (fd < 0)
 		return fd;
 	int rc = 0;
-	if (ftruncate(fd, 0) < 0 || pwrite(fd, target, len, 0) != (ssize_t)len)
-		rc = -errno ? -errno : -EIO;
+	if (ftruncate(fd, 0) < 0)
+		rc = -errno;
+	else {
+		ssize_t w = pwrite(fd, target, len, 0);
+		if (w != (ssize_t)len)
+			rc = w < 0 ? -errno : -EIO;
+	}
 	/* Small, and all there is of a dirty link on this machine before
 	 * its upload: on disk at once (durable.c, rule 4 asks it of clean
 	 * marks; a link is clean or dirty from birth). */

@@ -646,10 +646,11 @@ static void dirty_in(struct ixtxn *t, struct node *n)
 {
 	if (!S_ISREG(n->r.mode) && !(n->r.flags & NODE_RCLONELINK))
 		return;
+	/* The write generation stays: an open file's hnode has it, and an
+	 * upload cleans the file only at the generation it read. */
 	if (!(n->r.flags & NODE_DIRTY)) {
 		n->r.flags |= NODE_DIRTY;
 		n->r.dirty_since = hfs_now();
-		n->r.gen++;
 	}
 	ix_dirty_add(t, n->ino);
 }

@@ -50,6 +50,9 @@ def backend(request, hfs, fake, ca):
             p = m.remote / rel
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_bytes(data)
+
+        def delete(m, rel):
+            os.unlink(m.remote / rel)
         make.kind = 'local'
     else:
         from conftest import dropbox_mounts
@@ -67,9 +70,13 @@ def backend(request, hfs, fake, ca):
 
         def put(m, rel, data):
             fake.put_file(ROOT + '/' + rel, data)
+
+        def delete(m, rel):
+            fake.delete(ROOT + '/' + rel)
         make.kind = 'dropbox'
     make.remote = remote
     make.put = put
+    make.delete = delete
     return make
 
 
@@ -250,13 +257,11 @@ def test_rclone_pushed_tree(backend):
     m.remount()
     assert os.readlink(m.m('tree/link')) == 'both'
     # gone from the remote: gone here
-    if backend.kind == 'local':
-        os.unlink(m.remote / ('tree/link' + SUFFIX))
-    else:
-        from conftest import FakeDropbox  # noqa: F401 (fixture module)
-    if backend.kind == 'local':
-        m.remount()
-        assert not os.path.lexists(m.m('tree/link'))
+    backend.delete(m, 'tree/link' + SUFFIX)
+    m.remount()
+    assert not os.path.lexists(m.m('tree/link'))
+    assert sorted(os.listdir(m.m('tree'))) == \
+        ['both', 'both' + SUFFIX, 'file.txt']
 
 
 def test_links_without_remote_form_stay_local(backend):
@@ -490,6 +495,18 @@ def test_hard_links_remote_form(backend):
     rem = backend.remote(m)
     assert set(rem) == {'/d/alias.bin', '/d/moved.bin'}, rem
     assert rem['/d/moved.bin'] == b'second'
+    # a link made while the file is open (clean) uploads once and is clean
+    fd = os.open(m.m('d/alias.bin'), os.O_RDONLY)
+    try:
+        os.link(m.m('d/alias.bin'), m.m('third.bin'))
+        m.flush()
+        assert backend.remote(m)['/third.bin'] == b'second'
+        assert os.getxattr(m.m('third.bin'),
+                           'user.huracanfs.state') == b'cached'
+    finally:
+        os.close(fd)
+    os.unlink(m.m('third.bin'))
+    m.flush()
     m2 = fresh(backend, m, 'two')
     a, b = os.stat(m2.m('d/alias.bin')), os.stat(m2.m('d/moved.bin'))
     assert a.st_nlink == b.st_nlink == 1 and a.st_ino != b.st_ino
