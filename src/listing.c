@@ -354,7 +354,8 @@ static bool late_upload(struct ixtxn *t, const char *folded,
 /*
  * Symbolic links in rclone's form: remote file NAME.rclonelink (holding
  * the target) is link NAME, unless rclone_links is off, or the listing
- * also holds a NAME (then both are what they are: files), or the
+ * also holds a NAME (then both are what they are: files), or it holds
+ * no target (empty, or longer than HFS_LINK_MAX: a plain file), or the
  * directory holds a local NAME that is no link of that form (the local
  * entry wins, as with any type clash). Gives NAME in @stem.
  */
@@ -362,8 +363,8 @@ static bool remote_link(const struct merge_ctx *m, uint64_t dir,
 			const struct backend_entry *e, char *stem)
 {
 	size_t nl = strlen(e->name);
-	if (!m->fs->cfg->rclone_links || e->is_dir ||
-	    nl <= HFS_LINK_SUFFIX_LEN ||
+	if (!m->fs->cfg->rclone_links || e->is_dir || e->size == 0 ||
+	    e->size > HFS_LINK_MAX || nl <= HFS_LINK_SUFFIX_LEN ||
 	    strcmp(e->name + nl - HFS_LINK_SUFFIX_LEN, HFS_LINK_SUFFIX) != 0)
 		return false;
 	memcpy(stem, e->name, nl - HFS_LINK_SUFFIX_LEN);

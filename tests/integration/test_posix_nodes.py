@@ -245,9 +245,10 @@ def test_rclone_pushed_tree(backend):
     backend.put(m, 'tree/file.txt', b'content')
     backend.put(m, 'tree/both', b'real')
     backend.put(m, 'tree/both' + SUFFIX, b'file.txt')
+    backend.put(m, 'tree/big' + SUFFIX, b'x' * 5000)  # no target: a file
     m.start()
     assert sorted(os.listdir(m.m('tree'))) == \
-        ['both', 'both' + SUFFIX, 'file.txt', 'link']
+        ['big' + SUFFIX, 'both', 'both' + SUFFIX, 'file.txt', 'link']
     assert os.readlink(m.m('tree/link')) == 'file.txt'
     assert m.m('tree/link').read_bytes() == b'content'
     assert m.m('tree/both').read_bytes() == b'real'
@@ -261,7 +262,7 @@ def test_rclone_pushed_tree(backend):
     m.remount()
     assert not os.path.lexists(m.m('tree/link'))
     assert sorted(os.listdir(m.m('tree'))) == \
-        ['both', 'both' + SUFFIX, 'file.txt']
+        ['big' + SUFFIX, 'both', 'both' + SUFFIX, 'file.txt']
 
 
 def test_links_without_remote_form_stay_local(backend):
@@ -461,6 +462,50 @@ def test_link_calls(backend):
         assert os.pread(fd, 100, 0) == b'one two three'
     finally:
         os.close(fd)
+
+
+def test_link_of_every_kind(backend):
+    """As pjdfstest link/00.t: every kind of node takes a second name,
+    st_nlink counts both, the node's ctime and the directory's times
+    move; lchown and utimes without following work on links."""
+    m = backend()
+    os.mkdir(m.m('d'))
+    m.m('d/reg').write_bytes(b'r')
+    os.symlink('reg', m.m('d/sym'))
+    os.mkfifo(m.m('d/fifo'))
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(str(m.m('d/sock')))
+    s.close()
+    for kind in ('reg', 'sym', 'fifo', 'sock'):
+        src, dst = m.m('d/' + kind), m.m('d/' + kind + '.2')
+        b, bd = times(src), times(m.m('d'))
+        tick()
+        assert errno_of(os.link, src, dst, follow_symlinks=False) is None
+        a = os.lstat(dst)
+        assert a.st_ino == os.lstat(src).st_ino, kind
+        assert a.st_nlink == os.lstat(src).st_nlink == 2, kind
+        assert a.st_ctime_ns > b[1] and a.st_mtime_ns == b[0], kind
+        ad = times(m.m('d'))
+        assert ad[0] > bd[0] and ad[1] > bd[1], kind
+        tick()
+        os.unlink(src)
+        a2 = os.lstat(dst)
+        assert a2.st_nlink == 1 and a2.st_ctime_ns > a.st_ctime_ns, kind
+    assert os.readlink(m.m('d/sym.2')) == 'reg'
+    assert stat.S_ISFIFO(os.lstat(m.m('d/fifo.2')).st_mode)
+    os.utime(m.m('d/sym.2'), ns=(10**18, 2 * 10**18), follow_symlinks=False)
+    st = os.lstat(m.m('d/sym.2'))
+    assert st.st_mtime_ns == 2 * 10**18
+    if os.geteuid() == 0:
+        os.chown(m.m('d/sym.2'), 123, 456, follow_symlinks=False)
+        st = os.lstat(m.m('d/sym.2'))
+        assert (st.st_uid, st.st_gid) == (123, 456)
+        assert os.stat(m.m('d/reg.2')).st_uid == os.getuid()
+    m.flush()
+    rem = backend.remote(m)
+    assert rem == {'/d/reg.2': b'r', '/d/sym.2' + SUFFIX: b'reg'}, rem
+    m.remount()
+    assert os.lstat(m.m('d/sym.2')).st_mtime_ns == 2 * 10**18
 
 
 def test_hard_links_remote_form(backend):
