@@ -135,6 +135,7 @@ static const struct ckey keys[] = {
 	    interval[CAT_OTHER]),
 	BOOL("huracanfs", "sync_other", "true", enabled[CAT_OTHER]),
 	STR("huracanfs", "today_link", 0, "today", today_link),
+	BOOL("huracanfs", "rclone_links", "true", rclone_links),
 	BOOL("huracanfs", "model_metadata", "true", model_metadata),
 	BOOL("huracanfs", "shared_candles", "true", shared_candles),
 	BOOL("huracanfs", "cache_keep_learning", "false",

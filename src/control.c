@@ -49,6 +49,13 @@ struct conn {
 	int fd;
 };
 
+static int add_local_link(void *arg, const char *path, const char *why)
+{
+	json_array_append_new(
+		arg, json_pack("{s:s, s:s}", "path", path, "why", why));
+	return 0;
+}
+
 void *control_status(struct hfs *fs, bool with_files)
 {
 	json_t *st = flushers_status(fs->fl, with_files);
@@ -77,6 +84,9 @@ void *control_status(struct hfs *fs, bool with_files)
 		json_array_append_new(found, json_string(fs->found[i]));
 	pthread_mutex_unlock(&fs->lost_lock);
 	json_object_set_new(st, "recovered", found);
+	json_t *links = json_array();
+	hfs_local_links(fs, 100, add_local_link, links);
+	json_object_set_new(st, "local_links", links);
 	json_t *kept = json_array();
 	pthread_mutex_lock(&fs->kept_lock);
 	for (size_t i = 0; i < fs->nkept; i++) {

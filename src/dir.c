@@ -26,10 +26,19 @@ struct dirent_snap {
 	char *name;
 };
 
+/*
+ * The entries as they were at opendir, or at the last readdir from
+ * offset 0 that found the directory changed since (or came after other
+ * reads: a rewinddir), which takes them again: a rewound stream shows the
+ * directory as it is now (POSIX rewinddir), as does a first read after
+ * changes made through another descriptor.
+ */
 struct hfs_dir {
 	uint64_t ino, parent;
 	struct dirent_snap *e;
 	size_t n, cap;
+	int64_t ctime_ns; /* the directory's, at the snapshot */
+	bool fresh; /* no readdir since the snapshot */
 };
 
 static int snap_child(void *arg, const char *name, uint64_t ino)
@@ -85,6 +94,8 @@ int hfs_opendir(struct hfs *fs, uint64_t ino, struct hfs_dir **out)
 		goto fail;
 	d->ino = ino;
 	d->parent = n.r.parent ? n.r.parent : INDEX_ROOT_INO;
+	d->ctime_ns = n.r.ctime_ns;
+	d->fresh = true;
 	*out = d;
 	return 0;
 fail:
@@ -98,6 +109,24 @@ int hfs_readdir(struct hfs *fs, struct hfs_dir *dh, uint64_t off, bool plus,
 	struct ixtxn t;
 	bool txn = false;
 	int rc = 0;
+	if (off == 0) {
+		struct node d;
+		rc = ix_begin(fs->ix, false, &t);
+		if (rc)
+			return rc;
+		if (ix_get(&t, dh->ino, &d) == 0 &&
+		    (!dh->fresh || d.r.ctime_ns != dh->ctime_ns)) {
+			for (size_t i = 0; i < dh->n; i++)
+				free(dh->e[i].name);
+			dh->n = 0;
+			dh->ctime_ns = d.r.ctime_ns;
+			rc = ix_foreach_child(&t, dh->ino, snap_child, dh);
+		}
+		ix_abort(&t);
+		if (rc)
+			return rc;
+	}
+	dh->fresh = false;
 	/* Offsets: 0 ".", 1 "..", 2 + i for entry i. */
 	for (uint64_t pos = off; pos < dh->n + 2; pos++) {
 		struct stat st;
@@ -155,6 +184,8 @@ static const char *state_name(const struct node *n, bool dir)
 {
 	if (dir)
 		return (n->r.flags & NODE_ON_REMOTE) ? "synced" : "local";
+	if (n->r.flags & NODE_LOCAL)
+		return "local"; /* never uploaded (docs/posix.md) */
 	if (n->r.flags & NODE_LOST)
 		return "lost";
 	if (n->r.flags & NODE_UPLOADING)

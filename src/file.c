@@ -35,7 +35,7 @@ static int mark_dirty_txn(struct hfs *fs, struct hnode *hn, uint64_t gen,
 {
 	struct ixtxn t;
 	struct node n;
-	char path[4096];
+	char *path = NULL;
 	pthread_mutex_lock(&hn->mu);
 	bool rewriting = hn->sync_on_release;
 	uint64_t proven = hn->proven;
@@ -45,15 +45,15 @@ static int mark_dirty_txn(struct hfs *fs, struct hnode *hn, uint64_t gen,
 	if (rc)
 		return rc;
 	rc = ix_get(&t, hn->ino, &n);
+	if (!rc && n.r.parent == 0) {
+		ix_abort(&t); /* an orphan is never uploaded */
+		return 0;
+	}
 	if (!rc)
-		rc = ix_path(&t, hn->ino, path, sizeof(path));
+		rc = ix_path_dup(&t, hn->ino, &path);
 	if (rc) {
 		ix_abort(&t);
 		return rc == -ENOENT ? 0 : rc; /* unlinked meanwhile */
-	}
-	if (n.r.parent == 0) {
-		ix_abort(&t); /* an orphan is never uploaded */
-		return 0;
 	}
 	bool was_dirty = n.r.flags & NODE_DIRTY;
 	if (n.r.flags & NODE_PARTIAL)
@@ -69,7 +69,8 @@ static int mark_dirty_txn(struct hfs *fs, struct hnode *hn, uint64_t gen,
 	n.r.size = size;
 	n.r.mtime_ns = mtime;
 	n.r.ctime_ns = ctime;
-	n.r.cat = (uint8_t)fs_classify_path(fs, path);
+	n.r.cat = (uint8_t)fs_classify_node(fs, &n, path);
+	free(path);
 	ix_put(&t, &n);
 	ix_dirty_add(&t, hn->ino);
 	ix_proven_put(&t, hn->ino, was_dirty ? proven : 0);
@@ -820,6 +821,8 @@ int hfs_setattr(struct hfs *fs, uint64_t ino, const struct stat *attr,
 	if (to_set & HFS_SET_SIZE) {
 		if (S_ISDIR(n.r.mode))
 			return -EISDIR;
+		if (!S_ISREG(n.r.mode))
+			return -EINVAL; /* FIFOs, sockets, devices, links */
 		struct hnode *hn = fh ? fh->hn : hnode_get(fs, ino);
 		if (!hn)
 			return -ENOMEM;

@@ -908,9 +908,9 @@ static json_t *file_status(struct flushers *fl, struct ixtxn *t, uint64_t ino,
 			   int64_t due)
 {
 	struct node nd;
-	char path[4096];
+	char *path = NULL;
 	if (ix_get(t, ino, &nd) || !(nd.r.flags & NODE_DIRTY) ||
-	    ix_path(t, ino, path, sizeof(path)))
+	    ix_path_dup(t, ino, &path))
 		return NULL;
 	char err[160] = "";
 	struct hnode *hn = hnode_find(fl->fs, ino);
@@ -920,12 +920,14 @@ static json_t *file_status(struct flushers *fl, struct ixtxn *t, uint64_t ino,
 		pthread_mutex_unlock(&hn->mu);
 		hnode_put(fl->fs, hn);
 	}
-	return json_pack("{s:s, s:I, s:I, s:I, s:s, s:o}", "path", path,
-			 "bytes", (json_int_t)nd.r.size, "dirty_since",
-			 (json_int_t)nd.r.dirty_since, "next_upload",
-			 (json_int_t)due, "state",
-			 (nd.r.flags & NODE_UPLOADING) ? "uploading" : "dirty",
-			 "last_error", err[0] ? json_string(err) : json_null());
+	json_t *o = json_pack(
+		"{s:s, s:I, s:I, s:I, s:s, s:o}", "path", path, "bytes",
+		(json_int_t)nd.r.size, "dirty_since",
+		(json_int_t)nd.r.dirty_since, "next_upload", (json_int_t)due,
+		"state", (nd.r.flags & NODE_UPLOADING) ? "uploading" : "dirty",
+		"last_error", err[0] ? json_string(err) : json_null());
+	free(path);
+	return o;
 }
 
 void *flushers_status(struct flushers *fl, bool with_files)

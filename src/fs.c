@@ -343,10 +343,9 @@ static void today_stat(struct stat *st)
 		(time_t)hfs_now();
 }
 
-ssize_t hfs_readlink(struct hfs *fs, uint64_t ino, char *buf, size_t size)
+/* The today link's target, the date folder, made if missing. */
+static ssize_t today_target(struct hfs *fs, char *buf, size_t size)
 {
-	if (ino != HFS_TODAY_INO)
-		return -EINVAL; /* no other symlinks exist */
 	char day[11];
 	today_name(day);
 	/* Created on demand: the link must lead somewhere writable. */
@@ -376,6 +375,85 @@ ssize_t hfs_readlink(struct hfs *fs, uint64_t ino, char *buf, size_t size)
 	return (ssize_t)len;
 }
 
+int fs_link_content(struct hfs *fs, uint64_t ino, const char *target,
+		    size_t len)
+{
+	int fd = cache_open(fs->cache, ino, 1);
+	if (fd < 0)
+		return fd;
+	int rc = 0;
+	if (ftruncate(fd, 0) < 0)
+		rc = -errno;
+	else {
+		ssize_t w = pwrite(fd, target, len, 0);
+		if (w != (ssize_t)len)
+			rc = w < 0 ? -errno : -EIO;
+	}
+	/* Small, and all there is of a dirty link on this machine before
+	 * its upload: on disk at once (durable.c, rule 4 asks it of clean
+	 * marks; a link is clean or dirty from birth). */
+	if (!rc && fdatasync(fd) < 0)
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
+/*
+ * A symbolic link's target is in the index (links DBI). A link only
+ * listed remotely (NAME.rclonelink) has none there until it is read: its
+ * remote file is fetched into its content file, and the bytes kept in the
+ * index from then on.
+ */
+ssize_t hfs_readlink(struct hfs *fs, uint64_t ino, char *buf, size_t size)
+{
+	if (ino == HFS_TODAY_INO)
+		return today_target(fs, buf, size);
+	struct ixtxn t;
+	struct node n;
+	int rc = ix_begin(fs->ix, false, &t);
+	if (rc)
+		return rc;
+	rc = ix_get(&t, ino, &n);
+	int64_t len = rc ? rc : -EINVAL;
+	if (!rc && S_ISLNK(n.r.mode))
+		len = ix_target_get(&t, ino, buf, size);
+	ix_abort(&t);
+	if (len != -ENOENT || rc)
+		return len < 0 ? len
+			       : (ssize_t)(len < (int64_t)size ? len
+							       : (int64_t)size);
+	/* Listed remotely, never read. */
+	rc = fs_fetch(fs, ino);
+	if (rc)
+		return rc;
+	char *tb = malloc(HFS_LINK_MAX + 1);
+	if (!tb)
+		return -ENOMEM;
+	int fd = cache_open(fs->cache, ino, 0);
+	ssize_t got = fd < 0 ? fd : pread(fd, tb, HFS_LINK_MAX + 1, 0);
+	if (got < 0 && fd >= 0)
+		got = -errno;
+	if (fd >= 0)
+		close(fd);
+	if (got == 0 || got > HFS_LINK_MAX)
+		got = -EIO; /* not a link's target: empty, or too long */
+	if (got > 0 && ix_begin(fs->ix, true, &t) == 0) {
+		if (ix_get(&t, ino, &n) == 0 && S_ISLNK(n.r.mode)) {
+			ix_target_put(&t, ino, tb, (size_t)got);
+			ix_commit(&t);
+		} else {
+			ix_abort(&t);
+		}
+	}
+	if (got > 0) {
+		if ((size_t)got > size)
+			got = (ssize_t)size;
+		memcpy(buf, tb, (size_t)got);
+	}
+	free(tb);
+	return got;
+}
+
 /* ---- Attributes ---- */
 
 void hfs_fill_stat(const struct node *n, struct stat *st)
@@ -383,11 +461,19 @@ void hfs_fill_stat(const struct node *n, struct stat *st)
 	memset(st, 0, sizeof(*st));
 	st->st_ino = n->ino;
 	st->st_mode = n->r.mode;
-	/* An unlinked file still open (an orphan, parent 0) has no links. */
-	st->st_nlink = S_ISDIR(n->r.mode) ? 2 : n->r.parent == 0 ? 0 : 1;
+	/* An unlinked file still open (an orphan, parent 0) has no links;
+	 * a directory has its own, its entry's and its subdirectories'. */
+	if (S_ISDIR(n->r.mode))
+		st->st_nlink = 2 + (nlink_t)n->r.nsubdirs;
+	else
+		st->st_nlink = n->r.parent == 0 ? 0 : 1 + (nlink_t)n->r.xlinks;
 	st->st_uid = n->r.uid;
 	st->st_gid = n->r.gid;
 	st->st_size = S_ISDIR(n->r.mode) ? 4096 : (off_t)n->r.size;
+	if (S_ISCHR(n->r.mode) || S_ISBLK(n->r.mode)) {
+		st->st_rdev = (dev_t)n->r.size; /* kept there (index.h) */
+		st->st_size = 0;
+	}
 	st->st_blksize = 4096;
 	st->st_blocks = (st->st_size + 511) / 512;
 	st->st_atim.tv_sec = n->r.atime_ns / 1000000000LL;
@@ -524,6 +610,7 @@ int hfs_lookup(struct hfs *fs, uint64_t parent, const char *name,
 	struct ixtxn t;
 	struct node n;
 	uint64_t ino;
+	char exact[BACKEND_NAME_MAX + 1];
 	if (strlen(name) > BACKEND_NAME_MAX)
 		return -ENAMETOOLONG;
 	int rc = fs_visit_dir(fs, parent, FS_VISIT_USE);
@@ -539,7 +626,7 @@ int hfs_lookup(struct hfs *fs, uint64_t parent, const char *name,
 			return rc;
 		/* A name that folds like an entry's is that entry (Dropbox
 		 * takes them for one): "data" finds "Data". */
-		rc = ix_lookup(&t, parent, name, &ino, NULL);
+		rc = ix_lookup(&t, parent, name, &ino, exact);
 		if (!rc)
 			rc = ix_get(&t, ino, &n);
 		ix_abort(&t);
@@ -557,7 +644,7 @@ int hfs_lookup(struct hfs *fs, uint64_t parent, const char *name,
 		fs_overlay_live(fs, &n);
 	hfs_fill_stat(&n, st);
 	fs_hnode_add_lookup(fs, ino);
-	*other_spelling = strcmp(n.name, name) != 0;
+	*other_spelling = strcmp(exact, name) != 0;
 	return 0;
 }
 

@@ -207,12 +207,26 @@ bool fs_is_today(struct hfs *fs, uint64_t parent, const char *name);
 void fs_stale_name(uint64_t parent, const char *stored, const char *used);
 void fs_overlay_live(struct hfs *fs, struct node *n);
 int fs_classify_path(struct hfs *fs, const char *path);
+int fs_classify_node(struct hfs *fs, const struct node *n, const char *path);
 int fs_create_reg(struct hfs *fs, uint64_t parent, const char *name,
 		  mode_t mode, uid_t uid, gid_t gid, struct node *n,
 		  int *fd_out);
 int fs_mkdir_node(struct hfs *fs, uint64_t parent, const char *name,
 		  mode_t mode, uid_t uid, gid_t gid, struct node *out);
 int fs_sync_and_prove(struct hfs *fs, struct hnode *hn, int datasync);
+
+/* Why symbolic link @name of @parent can have no remote form, NULL if it
+ * can (namespace.c). */
+const char *fs_link_local_reason(struct hfs *fs, struct ixtxn *t,
+				 uint64_t parent, const char *name);
+/* The remote path of name @name of @parent for node @n (NULL: no node;
+ * a link's ends in HFS_LINK_SUFFIX), malloc'd (namespace.c). */
+int fs_name_path(struct ixtxn *t, uint64_t parent, const char *name,
+		 const struct node *n, char **out);
+/* Writes symbolic link @ino's target into its content file (its upload's
+ * bytes), synced (fs.c). */
+int fs_link_content(struct hfs *fs, uint64_t ino, const char *target,
+		    size_t len);
 
 /* Recovery after an unclean stop (recover.c); 0 or -errno. */
 int fs_recover(struct hfs *fs);

@@ -190,13 +190,12 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 		     mode_t mode, dev_t rdev)
 {
 	count_req(req, HFS_OP_MKNOD);
-	(void)rdev;
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct stat st;
 	int rc;
 	HFS_RETRY_NOSPC(hfs_of(req), rc,
-			hfs_mknod(hfs_of(req), parent, name, mode, ctx->uid,
-				  ctx->gid, &st));
+			hfs_mknod(hfs_of(req), parent, name, mode, rdev,
+				  ctx->uid, ctx->gid, &st));
 	reply_entry(req, rc, &st);
 }
 
@@ -236,7 +235,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 {
 	count_req(req, HFS_OP_READLINK);
-	char buf[64];
+	char buf[HFS_LINK_MAX + 1];
 	ssize_t n = hfs_readlink(hfs_of(req), ino, buf, sizeof(buf) - 1);
 	if (n < 0) {
 		fuse_reply_err(req, (int)-n);
@@ -246,25 +245,28 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_readlink(req, buf);
 }
 
-/* Dropbox stores neither symlinks nor hard links. */
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
 		       const char *name)
 {
 	count_req(req, HFS_OP_SYMLINK);
-	(void)link;
-	(void)parent;
-	(void)name;
-	fuse_reply_err(req, EPERM);
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct stat st;
+	int rc;
+	HFS_RETRY_NOSPC(hfs_of(req), rc,
+			hfs_symlink(hfs_of(req), parent, name, link, ctx->uid,
+				    ctx->gid, &st));
+	reply_entry(req, rc, &st);
 }
 
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 		    const char *newname)
 {
 	count_req(req, HFS_OP_LINK);
-	(void)ino;
-	(void)newparent;
-	(void)newname;
-	fuse_reply_err(req, EPERM);
+	struct stat st;
+	int rc;
+	HFS_RETRY_NOSPC(hfs_of(req), rc,
+			hfs_link(hfs_of(req), ino, newparent, newname, &st));
+	reply_entry(req, rc, &st);
 }
 
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,

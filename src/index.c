@@ -85,6 +85,11 @@ static int open_dbis(struct hfs_index *ix)
 	if (!rc)
 		rc = mdb_dbi_open(txn, "proven", MDB_CREATE | MDB_INTEGERKEY,
 				  &ix->proven);
+	if (!rc)
+		rc = mdb_dbi_open(txn, "links", MDB_CREATE | MDB_INTEGERKEY,
+				  &ix->links);
+	if (!rc)
+		rc = mdb_dbi_open(txn, "hardlinks", MDB_CREATE, &ix->hardlinks);
 	if (rc) {
 		mdb_txn_abort(txn);
 		return ix_mdb_to_errno(rc);
@@ -540,6 +545,8 @@ int index_open(const char *dir, struct hfs_index **out)
 	if (rc)
 		goto fail;
 	rc = init_layout(ix);
+	if (!rc)
+		rc = ix_count_subdirs(ix);
 	if (!rc)
 		rc = index_sync(ix);
 	if (!rc)

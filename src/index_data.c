@@ -20,6 +20,8 @@ MDB_val ix_u64_val(uint64_t *v)
 	return m;
 }
 
+static int hlinks_drop(struct ixtxn *t, uint64_t ino);
+
 int ix_get(struct ixtxn *t, uint64_t ino, struct node *out)
 {
 	if (t->err)
@@ -71,6 +73,12 @@ int ix_del(struct ixtxn *t, uint64_t ino)
 	rc = ix_mdb_to_errno(mdb_del(t->txn, t->ix->proven, &k, NULL));
 	if (rc && rc != -ENOENT)
 		return ix_sticky(t, rc);
+	rc = ix_mdb_to_errno(mdb_del(t->txn, t->ix->links, &k, NULL));
+	if (rc && rc != -ENOENT)
+		return ix_sticky(t, rc);
+	rc = hlinks_drop(t, ino);
+	if (rc)
+		return rc;
 	return ix_attempts_del(t, ino);
 }
 
@@ -288,6 +296,23 @@ int ix_lookup(struct ixtxn *t, uint64_t parent, const char *name, uint64_t *ino,
 	return 0;
 }
 
+/*
+ * Link counts: @parent's nsubdirs moves by @delta if the node of @child is
+ * a directory (a node not stored counts as none).
+ */
+static void subdirs_adjust(struct ixtxn *t, uint64_t parent, uint64_t child,
+			   int delta)
+{
+	struct node c, p;
+	if (t->err || child == parent || ix_get(t, child, &c) != 0 ||
+	    !S_ISDIR(c.r.mode) || ix_get(t, parent, &p) != 0)
+		return;
+	if (delta < 0 && p.r.nsubdirs == 0)
+		return;
+	p.r.nsubdirs = (uint32_t)((int64_t)p.r.nsubdirs + delta);
+	ix_put(t, &p);
+}
+
 int ix_link(struct ixtxn *t, uint64_t parent, const char *name, uint64_t ino)
 {
 	if (t->err)
@@ -303,14 +328,24 @@ int ix_link(struct ixtxn *t, uint64_t parent, const char *name, uint64_t ino)
 		return ix_sticky(t, klen);
 	int rc = dirent_get(t, kb, klen, &pino, pname);
 	if (rc == -ENOENT ||
-	    (rc == 0 && (pino == ino || strcmp(pname, name) == 0)))
+	    (rc == 0 && (pino == ino || strcmp(pname, name) == 0))) {
+		if (rc == 0 && pino != ino)
+			subdirs_adjust(t, parent, pino, -1); /* replaced */
+		if (rc != 0 || pino != ino)
+			subdirs_adjust(t, parent, ino, 1);
 		return ix_sticky(t, dirent_put(t, kb, klen, name, ino));
+	}
 	if (rc)
 		return ix_sticky(t, rc);
 	/* Another entry folds alike: this one becomes an alias. */
 	int alen = alias_key(kb, klen, name);
 	if (alen < 0)
 		return ix_sticky(t, alen);
+	uint64_t old;
+	char oname[BACKEND_NAME_MAX + 1];
+	if (dirent_get(t, kb, alen, &old, oname) == 0)
+		subdirs_adjust(t, parent, old, -1);
+	subdirs_adjust(t, parent, ino, 1);
 	return ix_sticky(t, dirent_put(t, kb, alen, name, ino));
 }
 
@@ -332,12 +367,15 @@ int ix_unlink(struct ixtxn *t, uint64_t parent, const char *name)
 		return ix_sticky(t, rc);
 	if (strcmp(pname, name) != 0) {
 		rc = alias_find(t, kb, klen, name, ab, &alen, &aino, NULL);
-		if (rc == 0)
+		if (rc == 0) {
+			subdirs_adjust(t, parent, aino, -1);
 			return ix_sticky(t, dirent_del(t, ab, alen));
+		}
 		if (rc != -ENOENT)
 			return ix_sticky(t, rc);
 		/* No entry of exactly that name: the one it folds like. */
 	}
+	subdirs_adjust(t, parent, pino, -1);
 	rc = dirent_del(t, kb, klen);
 	if (!rc)
 		rc = alias_promote(t, kb, klen);
@@ -508,6 +546,117 @@ int ix_walk(struct ixtxn *t, MDB_dbi dbi, const MDB_val *from,
 	return rc;
 }
 
+/* ---- Hard links: key ino (BE) + parent (BE) + name ---- */
+
+static int hlink_key(uint8_t *kb, uint64_t ino, uint64_t parent,
+		     const char *name)
+{
+	size_t nl = strlen(name);
+	if (nl == 0 || nl > BACKEND_NAME_MAX)
+		return -ENAMETOOLONG;
+	uint64_t bi = htobe64(ino), bp = htobe64(parent);
+	memcpy(kb, &bi, 8);
+	memcpy(kb + 8, &bp, 8);
+	memcpy(kb + 16, name, nl);
+	return (int)(16 + nl);
+}
+
+int ix_hlink_add(struct ixtxn *t, uint64_t ino, uint64_t parent,
+		 const char *name)
+{
+	if (t->err)
+		return t->err;
+	uint8_t kb[16 + BACKEND_NAME_MAX];
+	int kl = hlink_key(kb, ino, parent, name);
+	if (kl < 0)
+		return ix_sticky(t, kl);
+	MDB_val k = {.mv_size = (size_t)kl, .mv_data = kb};
+	MDB_val v = {.mv_size = 0, .mv_data = NULL};
+	return ix_sticky(t, ix_mdb_to_errno(mdb_put(t->txn, t->ix->hardlinks,
+						    &k, &v, 0)));
+}
+
+int ix_hlink_del(struct ixtxn *t, uint64_t ino, uint64_t parent,
+		 const char *name)
+{
+	if (t->err)
+		return t->err;
+	uint8_t kb[16 + BACKEND_NAME_MAX];
+	int kl = hlink_key(kb, ino, parent, name);
+	if (kl < 0)
+		return ix_sticky(t, kl);
+	MDB_val k = {.mv_size = (size_t)kl, .mv_data = kb};
+	return ix_sticky(t, ix_mdb_to_errno(mdb_del(t->txn, t->ix->hardlinks,
+						    &k, NULL)));
+}
+
+struct hlink_walk {
+	uint64_t be;
+	int (*fn)(void *arg, uint64_t parent, const char *name);
+	void *arg;
+};
+
+static int hlink_step(void *ctx, const MDB_val *k, const MDB_val *v)
+{
+	struct hlink_walk *w = ctx;
+	char name[BACKEND_NAME_MAX + 1];
+	uint64_t bp;
+	(void)v;
+	if (k->mv_size < 17 || k->mv_size > 16 + BACKEND_NAME_MAX ||
+	    memcmp(k->mv_data, &w->be, 8) != 0)
+		return WALK_END;
+	memcpy(&bp, (const uint8_t *)k->mv_data + 8, 8);
+	memcpy(name, (const uint8_t *)k->mv_data + 16, k->mv_size - 16);
+	name[k->mv_size - 16] = '\0';
+	return w->fn(w->arg, be64toh(bp), name);
+}
+
+int ix_foreach_hlink(struct ixtxn *t, uint64_t ino,
+		     int (*fn)(void *arg, uint64_t parent, const char *name),
+		     void *arg)
+{
+	struct hlink_walk w = {htobe64(ino), fn, arg};
+	MDB_val from = {.mv_size = 8, .mv_data = &w.be};
+	return ix_walk(t, t->ix->hardlinks, &from, hlink_step, &w);
+}
+
+/* Gathers the names to drop first: the walk must not see its own
+ * deletes. */
+struct hlink_names {
+	uint64_t parent[16];
+	char name[16][BACKEND_NAME_MAX + 1];
+	int n;
+};
+
+static int hlink_gather(void *arg, uint64_t parent, const char *name)
+{
+	struct hlink_names *h = arg;
+	if (h->n == 16)
+		return 1;
+	h->parent[h->n] = parent;
+	snprintf(h->name[h->n], sizeof(h->name[0]), "%s", name);
+	h->n++;
+	return 0;
+}
+
+static int hlinks_drop(struct ixtxn *t, uint64_t ino)
+{
+	for (;;) {
+		struct hlink_names *h = calloc(1, sizeof(*h));
+		if (!h)
+			return ix_sticky(t, -ENOMEM);
+		int rc = ix_foreach_hlink(t, ino, hlink_gather, h);
+		for (int i = 0; i < h->n && rc >= 0; i++)
+			rc = ix_hlink_del(t, ino, h->parent[i], h->name[i]);
+		bool more = h->n == 16;
+		free(h);
+		if (rc < 0)
+			return rc;
+		if (!more)
+			return 0;
+	}
+}
+
 struct child_walk {
 	int (*fn)(void *arg, const char *name, uint64_t ino);
 	void *arg;
@@ -551,33 +700,74 @@ int ix_has_children(struct ixtxn *t, uint64_t parent)
 	return ix_foreach_child(t, parent, stop_at_first, NULL);
 }
 
-int ix_path(struct ixtxn *t, uint64_t ino, char *buf, size_t len)
+/*
+ * Paths have no fixed cap: the components are collected from the leaf up
+ * into a buffer that grows, then reversed. A loop in the parents (a
+ * damaged index) ends at 65536 levels with -ELOOP.
+ */
+int ix_path_dup(struct ixtxn *t, uint64_t ino, char **out)
 {
 	if (t->err)
 		return t->err;
-	/* Collect the components from the leaf up, then reverse. */
-	char tmp[8192];
-	size_t pos = sizeof(tmp);
+	size_t cap = 512, pos;
+	char *tmp = malloc(cap);
+	if (!tmp)
+		return -ENOMEM;
 	struct node n;
 	int depth = 0;
+	bool leaf = true;
+	pos = cap;
 	tmp[--pos] = '\0';
 	while (ino != INDEX_ROOT_INO) {
 		int rc = ix_get(t, ino, &n);
-		if (rc)
-			return rc;
+		if (rc || ++depth > 65536) {
+			free(tmp);
+			return rc ? rc : -ELOOP;
+		}
 		size_t nl = strlen(n.name);
-		if (nl + 1 > pos || ++depth > 2048)
-			return -ENAMETOOLONG;
+		bool suffix = leaf && (n.r.flags & NODE_RCLONELINK);
+		size_t need = nl + 1 + (suffix ? HFS_LINK_SUFFIX_LEN : 0);
+		if (need > pos) {
+			size_t ncap = cap * 2 + need;
+			char *nt = malloc(ncap);
+			if (!nt) {
+				free(tmp);
+				return -ENOMEM;
+			}
+			memcpy(nt + ncap - (cap - pos), tmp + pos, cap - pos);
+			pos = ncap - (cap - pos);
+			free(tmp);
+			tmp = nt;
+			cap = ncap;
+		}
+		if (suffix) {
+			pos -= HFS_LINK_SUFFIX_LEN;
+			memcpy(tmp + pos, HFS_LINK_SUFFIX, HFS_LINK_SUFFIX_LEN);
+		}
 		pos -= nl;
 		memcpy(tmp + pos, n.name, nl);
 		tmp[--pos] = '/';
 		ino = n.r.parent;
+		leaf = false;
 	}
-	size_t total = sizeof(tmp) - pos;
-	if (total > len)
-		return -ENAMETOOLONG;
-	memcpy(buf, tmp + pos, total);
+	memmove(tmp, tmp + pos, cap - pos);
+	*out = tmp;
 	return 0;
+}
+
+int ix_path(struct ixtxn *t, uint64_t ino, char *buf, size_t len)
+{
+	char *p;
+	int rc = ix_path_dup(t, ino, &p);
+	if (rc)
+		return rc;
+	size_t total = strlen(p) + 1;
+	if (total > len)
+		rc = -ENAMETOOLONG;
+	else
+		memcpy(buf, p, total);
+	free(p);
+	return rc;
 }
 
 static int set_put(struct ixtxn *t, MDB_dbi dbi, uint64_t ino)
@@ -710,6 +900,100 @@ int ix_rsize_get(struct ixtxn *t, uint64_t ino, uint64_t *size)
 		return -ENOENT;
 	*size = v;
 	return 0;
+}
+
+int ix_target_put(struct ixtxn *t, uint64_t ino, const char *target, size_t len)
+{
+	return blob_put(t, t->ix->links, ino, (const uint8_t *)target, len);
+}
+
+int64_t ix_target_get(struct ixtxn *t, uint64_t ino, char *buf, size_t cap)
+{
+	if (t->err)
+		return t->err;
+	MDB_val k = ix_u64_val(&ino), v;
+	int rc = ix_mdb_to_errno(mdb_get(t->txn, t->ix->links, &k, &v));
+	if (rc)
+		return ix_sticky(t, rc);
+	memcpy(buf, v.mv_data, v.mv_size < cap ? v.mv_size : cap);
+	return (int64_t)v.mv_size;
+}
+
+int ix_target_del(struct ixtxn *t, uint64_t ino)
+{
+	return set_del(t, t->ix->links, ino);
+}
+
+int ix_foreach_target(struct ixtxn *t, int (*fn)(void *arg, uint64_t ino),
+		      void *arg)
+{
+	return set_foreach(t, t->ix->links, fn, arg);
+}
+
+/* Counting: every directory and its parent, gathered first (the nodes
+ * are not changed while walked). */
+struct dirlist {
+	uint64_t (*v)[2]; /* ino, parent */
+	size_t n, cap;
+};
+
+static int gather_dir(void *arg, const struct node *n)
+{
+	struct dirlist *l = arg;
+	if (!S_ISDIR(n->r.mode))
+		return 0;
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 256;
+		void *nv = realloc(l->v, cap * sizeof(*l->v));
+		if (!nv)
+			return -ENOMEM;
+		l->v = nv;
+		l->cap = cap;
+	}
+	l->v[l->n][0] = n->ino;
+	l->v[l->n][1] = n->ino == INDEX_ROOT_INO ? 0 : n->r.parent;
+	l->n++;
+	return 0;
+}
+
+int ix_count_subdirs(struct hfs_index *ix)
+{
+	struct ixtxn t;
+	struct dirlist l = {0};
+	int rc = ix_begin(ix, true, &t);
+	if (rc)
+		return rc;
+	MDB_val k = {.mv_size = 8, .mv_data = (void *)"nsubdirs"}, v;
+	rc = mdb_get(t.txn, ix->meta, &k, &v);
+	if (rc == MDB_SUCCESS) {
+		ix_abort(&t);
+		return 0;
+	}
+	rc = ix_foreach_node(&t, gather_dir, &l);
+	if (rc < 0 && !t.err)
+		t.err = rc;
+	struct node n;
+	for (size_t i = 0; i < l.n && !t.err; i++) {
+		if (ix_get(&t, l.v[i][0], &n) == 0 && n.r.nsubdirs) {
+			n.r.nsubdirs = 0;
+			ix_put(&t, &n);
+		}
+	}
+	for (size_t i = 0; i < l.n && !t.err; i++) {
+		if (l.v[i][1] == 0 || ix_get(&t, l.v[i][1], &n) != 0)
+			continue;
+		n.r.nsubdirs++;
+		ix_put(&t, &n);
+	}
+	free(l.v);
+	if (t.err == -ENOENT)
+		t.err = 0;
+	uint32_t one = 1;
+	v.mv_size = sizeof(one);
+	v.mv_data = &one;
+	if (!t.err)
+		t.err = ix_mdb_to_errno(mdb_put(t.txn, ix->meta, &k, &v, 0));
+	return ix_commit(&t);
 }
 
 int64_t ix_chunks_get(struct ixtxn *t, uint64_t ino, uint8_t *buf, size_t cap)
@@ -859,9 +1143,10 @@ static int journal_put(struct ixtxn *t, int op, const char *path,
 	if (t->err)
 		return t->err;
 	size_t l1 = strlen(path), l2 = path2 ? strlen(path2) : 0;
-	if (l1 >= sizeof(((struct journal_entry *)0)->path) ||
-	    l2 >= sizeof(((struct journal_entry *)0)->path2))
-		return ix_sticky(t, -ENAMETOOLONG);
+	/* Deeper than the remote takes: nothing there to change (such
+	 * nodes are never uploaded; docs/posix.md, "Deep paths"). */
+	if (l1 > IX_REMOTE_PATH_MAX || l2 > IX_REMOTE_PATH_MAX)
+		return 0;
 	MDB_cursor *c;
 	int rc = ix_mdb_to_errno(mdb_cursor_open(t->txn, t->ix->journal, &c));
 	if (rc)

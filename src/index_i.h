@@ -39,7 +39,7 @@
 struct hfs_index {
 	MDB_env *env;
 	MDB_dbi meta, nodes, dirents, dirty, journal, orphans, chunks, attempts,
-		tombs, doomed, rsize, proven;
+		tombs, doomed, rsize, proven, links, hardlinks;
 	/*
 	 * Map growth. mdb_env_set_mapsize() may only run while no txn of
 	 * this process is open, so every txn holds @maplock for reading and

@@ -198,7 +198,8 @@ struct merge_ctx {
 /* Adds a node for remote entry @e to directory @dir inside @t; returns
  * its inode (0 after a failure, which is @t's sticky error). */
 static uint64_t add_remote_node(struct ixtxn *t, uint64_t dir,
-				const struct backend_entry *e, int64_t now_ns)
+				const struct backend_entry *e, int64_t now_ns,
+				bool link)
 {
 	struct node n;
 	memset(&n, 0, sizeof(n));
@@ -206,10 +207,12 @@ static uint64_t add_remote_node(struct ixtxn *t, uint64_t dir,
 		return 0;
 	snprintf(n.name, sizeof(n.name), "%s", e->name);
 	n.r.parent = dir;
-	n.r.mode = e->is_dir ? (S_IFDIR | 0755) : (S_IFREG | 0644);
+	n.r.mode = e->is_dir ? (S_IFDIR | 0755)
+		   : link    ? (S_IFLNK | 0777)
+			     : (S_IFREG | 0644);
 	n.r.uid = getuid();
 	n.r.gid = getgid();
-	n.r.flags = NODE_ON_REMOTE;
+	n.r.flags = NODE_ON_REMOTE | (link ? NODE_RCLONELINK : 0);
 	n.r.size = e->is_dir ? 0 : e->size;
 	n.r.mtime_ns = e->is_dir ? now_ns : e->mtime * 1000000000LL;
 	n.r.atime_ns = n.r.ctime_ns = n.r.mtime_ns;
@@ -311,6 +314,13 @@ static int collect_absent(void *arg, const char *name, uint64_t ino)
 	struct merge_ctx *m = arg;
 	if (still_listed(m, name, ino))
 		return 0;
+	/* A link is listed under its remote name. */
+	struct node n;
+	char rname[BACKEND_NAME_MAX + HFS_LINK_SUFFIX_LEN + 1];
+	snprintf(rname, sizeof(rname), "%s%s", name, HFS_LINK_SUFFIX);
+	if (ix_get(m->t, ino, &n) == 0 && (n.r.flags & NODE_RCLONELINK) &&
+	    listed_exact(m, rname))
+		return 0;
 	if (m->ndoomed == m->capdoomed) {
 		size_t cap = m->capdoomed ? m->capdoomed * 2 : 16;
 		uint64_t *nd = realloc(m->doomed, cap * sizeof(*nd));
@@ -339,6 +349,35 @@ static bool late_upload(struct ixtxn *t, const char *folded,
 		if (memcmp(h[i], e->hash, CHASH_LEN) == 0)
 			return true;
 	return false;
+}
+
+/*
+ * Symbolic links in rclone's form: remote file NAME.rclonelink (holding
+ * the target) is link NAME, unless rclone_links is off, or the listing
+ * also holds a NAME (then both are what they are: files), or it holds
+ * no target (empty, or longer than HFS_LINK_MAX: a plain file), or the
+ * directory holds a local NAME that is no link of that form (the local
+ * entry wins, as with any type clash). Gives NAME in @stem.
+ */
+static bool remote_link(const struct merge_ctx *m, uint64_t dir,
+			const struct backend_entry *e, char *stem)
+{
+	size_t nl = strlen(e->name);
+	if (!m->fs->cfg->rclone_links || e->is_dir || e->size == 0 ||
+	    e->size > HFS_LINK_MAX || nl <= HFS_LINK_SUFFIX_LEN ||
+	    strcmp(e->name + nl - HFS_LINK_SUFFIX_LEN, HFS_LINK_SUFFIX) != 0)
+		return false;
+	memcpy(stem, e->name, nl - HFS_LINK_SUFFIX_LEN);
+	stem[nl - HFS_LINK_SUFFIX_LEN] = '\0';
+	if (listed_exact(m, stem))
+		return false;
+	uint64_t ino;
+	struct node n;
+	if (ix_lookup(m->t, dir, stem, &ino, NULL) == 0 &&
+	    ix_get(m->t, ino, &n) == 0 &&
+	    !(S_ISLNK(n.r.mode) && (n.r.flags & NODE_RCLONELINK)))
+		return false;
+	return true;
 }
 
 /*
@@ -388,6 +427,8 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 		rc = -ECANCELED;
 		goto out;
 	}
+	struct node d0;
+	uint32_t subdirs0 = ix_get(&t, dir, &d0) == 0 ? d0.r.nsubdirs : 0;
 	/* What is pending now, not only when the fetch began. */
 	rc = ix_foreach_journal(&t, pending_collect, pend);
 	if (rc) {
@@ -398,6 +439,9 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 	m.t = &t;
 	for (size_t i = 0; i < l->n && !t.err; i++) {
 		const struct backend_entry *e = &l->e[i];
+		struct backend_entry le;
+		char stem[BACKEND_NAME_MAX + 1];
+		bool link = remote_link(&m, dir, e, stem);
 		char path[4096];
 		int pl =
 			snprintf(path, sizeof(path), "%s/%s", dirpath, e->name);
@@ -406,6 +450,12 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 			continue;
 		if (pending_hit(pend, folded))
 			continue;
+		if (link) {
+			/* From here on the entry is the link NAME. */
+			le = *e;
+			snprintf(le.name, sizeof(le.name), "%s", stem);
+			e = &le;
+		}
 		uint64_t ino;
 		char exact[BACKEND_NAME_MAX + 1];
 		struct node n;
@@ -427,7 +477,8 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 			continue;
 		}
 		if (lrc == -ENOENT) {
-			m.claimed[i] = add_remote_node(&t, dir, e, now_ns);
+			m.claimed[i] =
+				add_remote_node(&t, dir, e, now_ns, link);
 			continue;
 		}
 		if (lrc)
@@ -435,7 +486,13 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 		if (ix_get(&t, ino, &n))
 			break;
 		m.claimed[i] = ino;
-		if (S_ISDIR(n.r.mode) != e->is_dir)
+		if (n.r.xlinks > 0 &&
+		    !(n.r.parent == dir && strcmp(n.name, exact) == 0))
+			continue; /* another name of a file: its copy there */
+		if (S_ISDIR(n.r.mode) != e->is_dir ||
+		    S_ISLNK(n.r.mode) != link || (n.r.flags & NODE_LOCAL) ||
+		    !(S_ISDIR(n.r.mode) || S_ISREG(n.r.mode) ||
+		      S_ISLNK(n.r.mode)))
 			continue; /* local type wins until it is replayed */
 		if (strcmp(n.name, e->name) != 0 &&
 		    !(n.r.flags & (NODE_DIRTY | NODE_UPLOADING)))
@@ -464,8 +521,16 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 		}
 		if (fs_inode_busy(fs, ino))
 			continue;
+		if (link) {
+			/* Another target: read again when next asked for. */
+			ix_target_del(&t, ino);
+			ix_chunks_del(&t, ino);
+			if (n.r.flags & (NODE_CACHED | NODE_PARTIAL))
+				ix_doom_add(&t, ino);
+			n.r.flags &= ~(NODE_CACHED | NODE_PARTIAL);
+		}
 		if (!(n.r.flags & (NODE_CACHED | NODE_PARTIAL)) &&
-		    !fs_inode_known(fs, ino)) {
+		    (link || !fs_inode_known(fs, ino))) {
 			/* Nothing cached and no kernel state: update in
 			 * place. */
 			n.r.flags |= NODE_ON_REMOTE;
@@ -490,7 +555,7 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 		 */
 		if (drop_node(fs, &t, dir, &n, &m) < 0)
 			break;
-		m.claimed[i] = add_remote_node(&t, dir, e, now_ns);
+		m.claimed[i] = add_remote_node(&t, dir, e, now_ns, link);
 	}
 	/* Clean files the remote no longer has. */
 	if (!t.err)
@@ -501,9 +566,12 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 		if (ix_get(&t, m.doomed[i], &n))
 			break;
 		if (S_ISDIR(n.r.mode) || !(n.r.flags & NODE_ON_REMOTE) ||
-		    (n.r.flags & (NODE_DIRTY | NODE_UPLOADING)))
-			continue;
-		int pl = snprintf(path, sizeof(path), "%s/%s", dirpath, n.name);
+		    (n.r.flags & (NODE_DIRTY | NODE_UPLOADING)) ||
+		    n.r.xlinks > 0)
+			continue; /* hard links: docs/posix.md */
+		int pl = snprintf(
+			path, sizeof(path), "%s/%s%s", dirpath, n.name,
+			(n.r.flags & NODE_RCLONELINK) ? HFS_LINK_SUFFIX : "");
 		if (pl < 0 || (size_t)pl >= sizeof(path) ||
 		    fold_path(path, folded, fcap) < 0)
 			continue;
@@ -513,14 +581,18 @@ static int merge_listing(struct hfs *fs, uint64_t dir, const char *dirpath,
 			break;
 	}
 	struct node d;
+	d.r.nsubdirs = subdirs0;
 	if (!t.err && ix_get(&t, dir, &d) == 0) {
 		d.r.flags |= NODE_LISTED | NODE_ON_REMOTE;
 		d.r.listed_at = hfs_now_ns();
 		ix_put(&t, &d);
 	}
+	bool recount = !t.err && d.r.nsubdirs != subdirs0;
 	rc = ix_commit(&t);
 	if (rc == 0 && m.late)
 		fs_tell_journal(fs);
+	if (rc == 0 && recount)
+		fs_tell_inval_inode(fs, dir, -1, 0); /* its link count */
 	for (size_t i = 0; i < m.nfreed; i++)
 		if (rc == 0 && m.freed[i].known)
 			fs_mark_unlinked(fs, m.freed[i].ino);
@@ -610,6 +682,13 @@ int fs_ensure_listed(struct hfs *fs, uint64_t dir, bool refresh)
 				rc = ix_foreach_journal(&t, pending_collect,
 							&pend);
 			ix_abort(&t);
+		}
+		if (rc == -ENAMETOOLONG) {
+			/* Deeper than the remote takes: nothing of it can be
+			 * there. */
+			mark_listed(fs, dir);
+			rc = 0;
+			goto out;
 		}
 		if (rc)
 			goto out;

@@ -20,6 +20,49 @@
 
 /* ---- Namespace changes ---- */
 
+/* Symbolic links kept on this machine only, for status. */
+struct local_walk {
+	struct hfs *fs;
+	struct ixtxn *t;
+	int (*fn)(void *arg, const char *path, const char *why);
+	void *arg;
+	size_t n, max;
+};
+
+static int local_step(void *arg, uint64_t ino)
+{
+	struct local_walk *w = arg;
+	struct node n;
+	char *path = NULL;
+	if (ix_get(w->t, ino, &n) != 0 || !(n.r.flags & NODE_LOCAL) ||
+	    n.r.parent == 0)
+		return 0;
+	if (w->n++ >= w->max)
+		return 1;
+	if (ix_path_dup(w->t, ino, &path) != 0)
+		return 0;
+	const char *why = fs_link_local_reason(w->fs, w->t, n.r.parent, n.name);
+	int rc =
+		w->fn(w->arg, path,
+		      why ? why : "its remote name was taken when it was made");
+	free(path);
+	return rc;
+}
+
+int hfs_local_links(struct hfs *fs, size_t max,
+		    int (*fn)(void *arg, const char *path, const char *why),
+		    void *arg)
+{
+	struct ixtxn t;
+	struct local_walk w = {fs, &t, fn, arg, 0, max};
+	int rc = ix_begin(fs->ix, false, &t);
+	if (rc)
+		return rc;
+	rc = ix_foreach_target(&t, local_step, &w);
+	ix_abort(&t);
+	return rc < 0 ? rc : 0;
+}
+
 static int check_name(const char *name)
 {
 	if (strlen(name) > BACKEND_NAME_MAX)
@@ -43,6 +86,54 @@ static int name_free(struct ixtxn *t, uint64_t parent, const char *name)
 	return rc == -ENOENT ? 0 : rc;
 }
 
+/* True if @name ends in HFS_LINK_SUFFIX after at least one byte. */
+static bool has_link_suffix(const char *name)
+{
+	size_t nl = strlen(name);
+	return nl > HFS_LINK_SUFFIX_LEN &&
+	       strcmp(name + nl - HFS_LINK_SUFFIX_LEN, HFS_LINK_SUFFIX) == 0;
+}
+
+/*
+ * True if @name of @parent is the remote name of a symbolic link there
+ * (NAME.rclonelink of a link NAME uploaded in that form): no entry may
+ * take it, as both would be one file on the remote (docs/posix.md).
+ */
+static bool link_shadows(struct hfs *fs, struct ixtxn *t, uint64_t parent,
+			 const char *name)
+{
+	char stem[BACKEND_NAME_MAX + 1];
+	struct node l;
+	uint64_t ino;
+	if (!fs->cfg->rclone_links || !has_link_suffix(name))
+		return false;
+	size_t sl = strlen(name) - HFS_LINK_SUFFIX_LEN;
+	memcpy(stem, name, sl);
+	stem[sl] = '\0';
+	return ix_lookup(t, parent, stem, &ino, NULL) == 0 &&
+	       ix_get(t, ino, &l) == 0 && S_ISLNK(l.r.mode) &&
+	       (l.r.flags & NODE_RCLONELINK);
+}
+
+/* Why symbolic link @name of @parent can have no remote form (NULL: it
+ * can): see docs/posix.md. */
+const char *fs_link_local_reason(struct hfs *fs, struct ixtxn *t,
+				 uint64_t parent, const char *name)
+{
+	char rname[BACKEND_NAME_MAX + 1];
+	uint64_t ino;
+	if (!fs->cfg->rclone_links)
+		return "rclone_links is off";
+	if (strlen(name) + HFS_LINK_SUFFIX_LEN > BACKEND_NAME_MAX)
+		return "its name is too long with " HFS_LINK_SUFFIX;
+	snprintf(rname, sizeof(rname), "%s%s", name, HFS_LINK_SUFFIX);
+	if (!backend_name_ok(rname))
+		return "its remote name is not allowed";
+	if (ix_lookup(t, parent, rname, &ino, NULL) == 0)
+		return "a file " HFS_LINK_SUFFIX " of its name is beside it";
+	return NULL;
+}
+
 static int make_node(struct hfs *fs, uint64_t parent, const char *name,
 		     mode_t mode, uid_t uid, gid_t gid, struct node *out,
 		     struct ixtxn *t)
@@ -54,6 +145,8 @@ static int make_node(struct hfs *fs, uint64_t parent, const char *name,
 	if (!S_ISDIR(p.r.mode))
 		return -ENOTDIR;
 	rc = name_free(t, parent, name);
+	if (!rc && link_shadows(fs, t, parent, name))
+		rc = -EEXIST;
 	if (rc)
 		return rc;
 	memset(out, 0, sizeof(*out));
@@ -72,9 +165,9 @@ static int make_node(struct hfs *fs, uint64_t parent, const char *name,
 	out->r.atime_ns = out->r.mtime_ns = out->r.ctime_ns = now;
 	p.r.mtime_ns = p.r.ctime_ns = now;
 	ix_put(t, &p);
+	ix_put(t, out); /* before the link: it counts subdirectories */
 	ix_link(t, parent, name, out->ino);
-	(void)fs;
-	return 0;
+	return t->err;
 }
 
 int hfs_mkdir(struct hfs *fs, uint64_t parent, const char *name, mode_t mode,
@@ -94,12 +187,14 @@ int hfs_mkdir(struct hfs *fs, uint64_t parent, const char *name, mode_t mode,
 /*
  * The start of every creation: checks @name, makes sure @parent's remote
  * listing is merged, begins a write txn and adds node @n (stored, linked,
- * its remote path in @path). On failure the txn is over.
+ * its category by its path in *@cat, the path itself (malloc'd, any
+ * length) in *@path unless NULL). On failure the txn is over.
  */
 static int begin_create(struct hfs *fs, uint64_t parent, const char *name,
 			mode_t mode, uid_t uid, gid_t gid, struct node *n,
-			struct ixtxn *t, char path[4096])
+			struct ixtxn *t, int *cat, char **path)
 {
+	char *p = NULL;
 	int rc = check_name(name);
 	if (rc)
 		return rc;
@@ -113,10 +208,17 @@ static int begin_create(struct hfs *fs, uint64_t parent, const char *name,
 	if (!rc)
 		rc = ix_put(t, n);
 	if (!rc)
-		rc = ix_path(t, n->ino, path, 4096);
-	if (rc)
+		rc = ix_path_dup(t, n->ino, &p);
+	if (rc) {
 		ix_abort(t);
-	return rc;
+		return rc;
+	}
+	*cat = fs_classify_path(fs, p);
+	if (path)
+		*path = p;
+	else
+		free(p);
+	return 0;
 }
 
 /* Creates directory @name in @parent (journaled for the remote). */
@@ -125,15 +227,17 @@ int fs_mkdir_node(struct hfs *fs, uint64_t parent, const char *name,
 {
 	struct ixtxn t;
 	struct node n;
-	char path[4096];
+	char *path;
+	int cat;
 	int rc = begin_create(fs, parent, name, S_IFDIR | (mode & 07777), uid,
-			      gid, &n, &t, path);
+			      gid, &n, &t, &cat, &path);
 	if (rc)
 		return rc;
 	n.r.flags = NODE_LISTED;
 	n.r.listed_at = hfs_now_ns();
 	ix_put(&t, &n);
 	ix_journal_append(&t, JOP_MKDIR, path, NULL);
+	free(path);
 	hfs_ns_changed(fs);
 	rc = ix_commit(&t);
 	if (rc)
@@ -150,16 +254,37 @@ int fs_classify_path(struct hfs *fs, const char *path)
 			    path[0] == '/' ? path + 1 : path);
 }
 
+/* A symbolic link is in the category of its own path, not of its remote
+ * name's (NAME.rclonelink). */
+int fs_classify_node(struct hfs *fs, const struct node *n, const char *path)
+{
+	if (!(n->r.flags & NODE_RCLONELINK) || !has_link_suffix(path))
+		return fs_classify_path(fs, path);
+	char *own = strdup(path);
+	if (!own)
+		return fs_classify_path(fs, path);
+	own[strlen(own) - HFS_LINK_SUFFIX_LEN] = '\0';
+	int cat = fs_classify_path(fs, own);
+	free(own);
+	return cat;
+}
+
 int hfs_classify(struct hfs *fs, uint64_t ino)
 {
 	struct ixtxn t;
-	char path[4096];
+	struct node n;
+	char *path = NULL;
 	int rc = ix_begin(fs->ix, false, &t);
 	if (rc)
 		return rc;
-	rc = ix_path(&t, ino, path, sizeof(path));
+	rc = ix_get(&t, ino, &n);
+	if (!rc)
+		rc = ix_path_dup(&t, ino, &path);
 	ix_abort(&t);
-	return rc ? rc : fs_classify_path(fs, path);
+	if (!rc)
+		rc = fs_classify_node(fs, &n, path);
+	free(path);
+	return rc;
 }
 
 /*
@@ -201,9 +326,9 @@ int fs_create_reg(struct hfs *fs, uint64_t parent, const char *name,
 	if (fs_is_today(fs, parent, name))
 		return -EEXIST;
 	struct ixtxn t;
-	char path[4096];
+	int cat;
 	int rc = begin_create(fs, parent, name, S_IFREG | (mode & 07777), uid,
-			      gid, n, &t, path);
+			      gid, n, &t, &cat, NULL);
 	if (rc)
 		return rc;
 	int fd = cache_open(fs->cache, n->ino, 1);
@@ -220,7 +345,7 @@ int fs_create_reg(struct hfs *fs, uint64_t parent, const char *name,
 		NODE_CACHED | NODE_DIRTY | (rewriting ? NODE_REWRITING : 0);
 	n->r.dirty_since = hfs_now();
 	n->r.gen = 1;
-	n->r.cat = (uint8_t)fs_classify_path(fs, path);
+	n->r.cat = (uint8_t)cat;
 	ix_put(&t, n);
 	ix_dirty_add(&t, n->ino);
 	rc = ix_commit(&t);
@@ -239,15 +364,115 @@ fail:
 	return rc;
 }
 
-int hfs_mknod(struct hfs *fs, uint64_t parent, const char *name, mode_t mode,
-	      uid_t uid, gid_t gid, struct stat *out)
+/*
+ * FIFOs, sockets and device nodes: local nodes (NODE_LOCAL), kept in the
+ * index across mounts and never uploaded; the kernel serves their I/O.
+ * A device node's number is kept in its size field (index.h).
+ */
+static int make_local_node(struct hfs *fs, uint64_t parent, const char *name,
+			   mode_t mode, dev_t rdev, uid_t uid, gid_t gid,
+			   const char *target, struct node *n)
 {
-	if (!S_ISREG(mode))
-		return -EPERM; /* Dropbox stores regular files only */
-	struct node n;
-	int rc = fs_create_reg(fs, parent, name, mode, uid, gid, &n, NULL);
+	struct ixtxn t;
+	int cat;
+	if (fs_is_today(fs, parent, name))
+		return -EEXIST;
+	int rc = begin_create(fs, parent, name, mode, uid, gid, n, &t, &cat,
+			      NULL);
 	if (rc)
 		return rc;
+	n->r.flags = NODE_LOCAL;
+	n->r.size = target ? strlen(target) : (uint64_t)rdev;
+	n->r.cat = (uint8_t)cat;
+	ix_put(&t, n);
+	if (target)
+		ix_target_put(&t, n->ino, target, strlen(target));
+	return ix_commit(&t);
+}
+
+int hfs_mknod(struct hfs *fs, uint64_t parent, const char *name, mode_t mode,
+	      dev_t rdev, uid_t uid, gid_t gid, struct stat *out)
+{
+	struct node n;
+	int rc;
+	switch (mode & S_IFMT) {
+	case S_IFREG:
+		rc = fs_create_reg(fs, parent, name, mode, uid, gid, &n, NULL);
+		break;
+	case S_IFCHR:
+	case S_IFBLK:
+		if (uid != 0)
+			return -EPERM; /* CAP_MKNOD: the kernel checked it */
+		/* fall through */
+	case S_IFIFO:
+	case S_IFSOCK:
+		rc = make_local_node(fs, parent, name,
+				     (mode & S_IFMT) | (mode & 07777), rdev,
+				     uid, gid, NULL, &n);
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (rc)
+		return rc;
+	hfs_fill_stat(&n, out);
+	fs_hnode_add_lookup(fs, n.ino);
+	return 0;
+}
+
+/*
+ * A symbolic link: its target in the index; with a remote form
+ * (NAME.rclonelink, fs_link_local_reason() NULL) also in its content file,
+ * dirty, uploaded like a file of its category; without, a local node.
+ */
+int hfs_symlink(struct hfs *fs, uint64_t parent, const char *name,
+		const char *target, uid_t uid, gid_t gid, struct stat *out)
+{
+	size_t tl = strlen(target);
+	if (tl == 0)
+		return -ENOENT;
+	if (tl > HFS_LINK_MAX)
+		return -ENAMETOOLONG;
+	if (fs_is_today(fs, parent, name))
+		return -EEXIST;
+	struct ixtxn t;
+	struct node n;
+	int cat;
+	int rc = begin_create(fs, parent, name, S_IFLNK | 0777, uid, gid, &n,
+			      &t, &cat, NULL);
+	if (rc)
+		return rc;
+	const char *why = fs_link_local_reason(fs, &t, parent, name);
+	n.r.size = tl;
+	n.r.cat = (uint8_t)cat;
+	ix_target_put(&t, n.ino, target, tl);
+	if (why) {
+		n.r.flags = NODE_LOCAL;
+	} else {
+		rc = fs_link_content(fs, n.ino, target, tl);
+		if (rc) {
+			ix_abort(&t);
+			cache_remove(fs->cache, n.ino);
+			return rc;
+		}
+		n.r.flags = NODE_CACHED | NODE_DIRTY | NODE_RCLONELINK;
+		n.r.dirty_since = hfs_now();
+		n.r.gen = 1;
+		ix_dirty_add(&t, n.ino);
+	}
+	ix_put(&t, &n);
+	rc = ix_commit(&t);
+	if (rc) {
+		if (!why)
+			cache_remove(fs->cache, n.ino);
+		return rc;
+	}
+	if (why)
+		hlog_info("symbolic link \"%s\" (inode %llu) stays on this "
+			  "machine: %s",
+			  name, (unsigned long long)n.ino, why);
+	else
+		fs_tell_dirty(fs, n.ino, n.r.cat, n.r.dirty_since, true);
 	hfs_fill_stat(&n, out);
 	fs_hnode_add_lookup(fs, n.ino);
 	return 0;
@@ -385,6 +610,157 @@ static void journal_delete(struct ixtxn *t, const struct node *n,
 							      : NULL);
 }
 
+int fs_name_path(struct ixtxn *t, uint64_t parent, const char *name,
+		 const struct node *n, char **out)
+{
+	char *dir;
+	int rc = ix_path_dup(t, parent, &dir);
+	if (rc)
+		return rc;
+	bool link = n && (n->r.flags & NODE_RCLONELINK);
+	size_t len = strlen(dir) + strlen(name) + HFS_LINK_SUFFIX_LEN + 2;
+	*out = malloc(len);
+	if (*out)
+		snprintf(*out, len, "%s/%s%s", dir, name,
+			 link ? HFS_LINK_SUFFIX : "");
+	free(dir);
+	return *out ? 0 : -ENOMEM;
+}
+
+/* True if entry @name of @parent is @n's own name (not a hard link). */
+static bool own_name(const struct node *n, uint64_t parent, const char *name)
+{
+	return n->r.parent == parent && strcmp(n->name, name) == 0;
+}
+
+static int first_hlink(void *arg, uint64_t parent, const char *name)
+{
+	struct node *n = arg;
+	n->r.parent = parent;
+	snprintf(n->name, sizeof(n->name), "%s", name);
+	return 1;
+}
+
+/* A file becomes dirty (its names are to be uploaded again), inside @t. */
+static void dirty_in(struct ixtxn *t, struct node *n)
+{
+	if (!S_ISREG(n->r.mode) && !(n->r.flags & NODE_RCLONELINK))
+		return;
+	/* The write generation stays: an open file's hnode has it, and an
+	 * upload cleans the file only at the generation it read. */
+	if (!(n->r.flags & NODE_DIRTY)) {
+		n->r.flags |= NODE_DIRTY;
+		n->r.dirty_since = hfs_now();
+	}
+	ix_dirty_add(t, n->ino);
+}
+
+/*
+ * Removes name @name of @parent (stored spelling) of a file with hard
+ * links (@n->r.xlinks > 0) inside @t: the node stays. Its own name going,
+ * another name takes its place (the node's parent and name), and the file
+ * is uploaded again there, its revision unknown. The remote file of the
+ * name goes through the journal. *@dirtied: tell the flushers.
+ */
+static int drop_name(struct ixtxn *t, uint64_t parent, const char *name,
+		     struct node *n, bool *dirtied)
+{
+	char *path = NULL;
+	bool own = own_name(n, parent, name);
+	int rc = own ? ix_path_dup(t, n->ino, &path)
+		     : fs_name_path(t, parent, name, n, &path);
+	if (rc)
+		return rc;
+	struct node old = *n;
+	ix_unlink(t, parent, name);
+	if (own) {
+		ix_foreach_hlink(t, n->ino, first_hlink, n);
+		ix_hlink_del(t, n->ino, n->r.parent, n->name);
+		n->r.rev[0] = '\0';
+		n->r.flags &= ~NODE_HAS_HASH;
+		dirty_in(t, n);
+		*dirtied = true;
+	} else {
+		ix_hlink_del(t, n->ino, parent, name);
+	}
+	n->r.xlinks--;
+	n->r.ctime_ns = hfs_now_ns();
+	ix_put(t, n);
+	if (maybe_remote(&old)) {
+		if (own)
+			journal_delete(t, &old, path);
+		else /* a copy: whatever is there */
+			ix_journal_append(t, JOP_UNLINK, path, NULL);
+	}
+	free(path);
+	return t->err;
+}
+
+/*
+ * link(2): another name for file @ino. Dropbox has no hard links: each
+ * name is a file of its own there, a server-side copy made after each
+ * upload of the file (upload.c), so the file is dirty from here on.
+ */
+int hfs_link(struct hfs *fs, uint64_t ino, uint64_t newparent,
+	     const char *newname, struct stat *out)
+{
+	if (ino == HFS_TODAY_INO)
+		return -EPERM;
+	if (fs_is_today(fs, newparent, newname))
+		return -EEXIST;
+	int rc = check_name(newname);
+	if (!rc)
+		rc = fs_visit_dir(fs, newparent, FS_VISIT_USE);
+	if (rc)
+		return rc;
+	struct ixtxn t;
+	struct node n, p;
+	rc = ix_begin(fs->ix, true, &t);
+	if (rc)
+		return rc;
+	rc = ix_get(&t, ino, &n);
+	if (!rc && S_ISDIR(n.r.mode))
+		rc = -EPERM;
+	if (!rc && n.r.parent == 0)
+		rc = -ENOENT; /* unlinked (linkat of an open fd) */
+	if (!rc && n.r.xlinks >= IX_XLINKS_MAX)
+		rc = -EMLINK;
+	if (!rc)
+		rc = ix_get(&t, newparent, &p);
+	if (!rc && !S_ISDIR(p.r.mode))
+		rc = -ENOTDIR;
+	if (!rc)
+		rc = name_free(&t, newparent, newname);
+	if (!rc && link_shadows(fs, &t, newparent, newname))
+		rc = -EEXIST;
+	if (rc) {
+		ix_abort(&t);
+		return rc;
+	}
+	int64_t now = hfs_now_ns();
+	ix_link(&t, newparent, newname, ino);
+	ix_hlink_add(&t, ino, newparent, newname);
+	n.r.xlinks++;
+	n.r.ctime_ns = now;
+	bool was_dirty = n.r.flags & NODE_DIRTY;
+	if (!(n.r.flags & NODE_LOCAL))
+		dirty_in(&t, &n);
+	ix_put(&t, &n);
+	p.r.mtime_ns = p.r.ctime_ns = now;
+	ix_put(&t, &p);
+	hfs_ns_changed(fs);
+	rc = ix_commit(&t);
+	if (rc)
+		return rc;
+	if (!was_dirty && (n.r.flags & NODE_DIRTY))
+		fs_tell_dirty(fs, ino, n.r.cat, n.r.dirty_since, false);
+	if (S_ISREG(n.r.mode))
+		fs_overlay_live(fs, &n);
+	hfs_fill_stat(&n, out);
+	fs_hnode_add_lookup(fs, ino);
+	return 0;
+}
+
 /*
  * No network here: the entry is in the index (the kernel looked it up),
  * and the replay deletes remotely only what this mount knew (deletes.c),
@@ -397,7 +773,7 @@ static int do_remove(struct hfs *fs, uint64_t parent, const char *name,
 	struct ixtxn t;
 	struct node n, p;
 	uint64_t ino;
-	char exact[BACKEND_NAME_MAX + 1], path[4096];
+	char exact[BACKEND_NAME_MAX + 1], *path = NULL;
 	int rc;
 	if (dir) {
 		struct node d;
@@ -443,9 +819,32 @@ static int do_remove(struct hfs *fs, uint64_t parent, const char *name,
 			goto fail;
 		}
 	}
-	rc = ix_path(&t, ino, path, sizeof(path));
+	rc = ix_path_dup(&t, ino, &path);
 	if (rc)
 		goto fail;
+	if (n.r.xlinks > 0) {
+		/* One name of several goes; the file stays. */
+		bool dirtied = false;
+		rc = drop_name(&t, parent, exact, &n, &dirtied);
+		if (rc)
+			goto fail;
+		if (ix_get(&t, parent, &p) == 0) {
+			p.r.mtime_ns = p.r.ctime_ns = hfs_now_ns();
+			ix_put(&t, &p);
+		}
+		hfs_ns_changed(fs);
+		rc = ix_commit(&t);
+		free(path);
+		path = NULL;
+		if (rc)
+			return rc;
+		fs_stale_name(parent, exact, name);
+		if (dirtied)
+			fs_tell_dirty(fs, ino, n.r.cat, n.r.dirty_since, false);
+		fs_tell_inval_inode(fs, ino, -1, 0); /* its link count */
+		fs_tell_journal(fs);
+		return 0;
+	}
 	leave_tombstone(&t, &n, path);
 	/* Its synced bytes, which a file created again under the name
 	 * keeps until its own are synced (create_reg). */
@@ -466,6 +865,8 @@ static int do_remove(struct hfs *fs, uint64_t parent, const char *name,
 		journal_delete(&t, &n, path);
 	hfs_ns_changed(fs);
 	rc = ix_commit(&t);
+	free(path);
+	path = NULL;
 	if (rc)
 		return rc;
 	fs_stale_name(parent, exact, name);
@@ -473,12 +874,13 @@ static int do_remove(struct hfs *fs, uint64_t parent, const char *name,
 		mark_gone(fs, ino);
 	else
 		fs_mark_unlinked(fs, ino);
-	if (!dir && (n.r.flags & (NODE_CACHED | NODE_DIRTY)))
+	if (S_ISREG(n.r.mode) && (n.r.flags & (NODE_CACHED | NODE_DIRTY)))
 		fs_note_unlinked(fs, parent, name, ino, purge_now ? keep : 0);
 	fs_tell_journal(fs);
 	return 0;
 fail:
 	ix_abort(&t);
+	free(path);
 	return rc;
 }
 
@@ -645,7 +1047,7 @@ int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
 	struct node src, dst, np;
 	uint64_t sino, dino = 0;
 	char exact[BACKEND_NAME_MAX + 1], dexact[BACKEND_NAME_MAX + 1];
-	char from[4096], to[4096];
+	char *from = NULL, *to = NULL;
 	bool have_dst = false, purge_now = false;
 
 	/* A directory about to be replaced must be known to be empty. A
@@ -746,23 +1148,57 @@ int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
 	} else if (rc != -ENOENT) {
 		goto fail;
 	}
-	rc = ix_path(&t, sino, from, sizeof(from));
+	/* A name of a file with hard links that is not its own moves as a
+	 * name only (drop_name() for the other side). */
+	bool src_own = own_name(&src, parent, exact);
+	rc = src_own ? ix_path_dup(&t, sino, &from)
+		     : fs_name_path(&t, parent, exact, &src, &from);
 	if (rc)
 		goto fail;
-	leave_tombstone(&t, &src, from);
-	if (have_dst) {
-		rc = ix_path(&t, dino, to, sizeof(to));
+	if (src_own)
+		leave_tombstone(&t, &src, from);
+	bool ddirtied = false, dst_stays = have_dst && dst.r.xlinks > 0;
+	if (dst_stays) {
+		rc = drop_name(&t, newparent, dexact, &dst, &ddirtied);
+		if (rc)
+			goto fail;
+	} else if (have_dst) {
+		rc = ix_path_dup(&t, dino, &to);
 		if (rc)
 			goto fail;
 		leave_tombstone(&t, &dst, to);
 		remove_entry(fs, &t, newparent, &dst, &purge_now);
 		if (S_ISDIR(dst.r.mode) || maybe_remote(&dst))
 			journal_delete(&t, &dst, to);
+		free(to);
+		to = NULL;
+	}
+	if (!have_dst && link_shadows(fs, &t, newparent, newname)) {
+		rc = -EEXIST; /* the remote name of a link there */
+		goto fail;
 	}
 	int64_t now = hfs_now_ns();
 	ix_unlink(&t, parent, exact);
-	snprintf(src.name, sizeof(src.name), "%s", newname);
-	src.r.parent = newparent;
+	/* A link whose new name has no remote form stays here only: its
+	 * remote file goes. */
+	const char *local_why =
+		(src_own && (src.r.flags & NODE_RCLONELINK))
+			? fs_link_local_reason(fs, &t, newparent, newname)
+			: NULL;
+	if (local_why) {
+		if (maybe_remote(&src))
+			journal_delete(&t, &src, from);
+		src.r.flags &= ~(NODE_RCLONELINK | NODE_DIRTY | NODE_ON_REMOTE);
+		src.r.flags |= NODE_LOCAL;
+		ix_dirty_del(&t, sino);
+	}
+	if (src_own) {
+		snprintf(src.name, sizeof(src.name), "%s", newname);
+		src.r.parent = newparent;
+	} else {
+		ix_hlink_del(&t, sino, parent, exact);
+		ix_hlink_add(&t, sino, newparent, newname);
+	}
 	src.r.ctime_ns = now;
 	ix_put(&t, &src);
 	ix_link(&t, newparent, newname, sino);
@@ -775,27 +1211,39 @@ int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
 		p.r.mtime_ns = p.r.ctime_ns = now;
 		ix_put(&t, &p);
 	}
-	rc = ix_path(&t, sino, to, sizeof(to));
+	rc = src_own ? ix_path_dup(&t, sino, &to)
+		     : fs_name_path(&t, newparent, newname, &src, &to);
 	if (rc)
 		goto fail;
 	if (S_ISDIR(src.r.mode) || maybe_remote(&src))
 		ix_journal_append(&t, JOP_RENAME, from, to);
+	if (local_why)
+		hlog_info("symbolic link \"%s\" stays on this machine: %s", to,
+			  local_why);
 	hfs_ns_changed(fs);
 	rc = ix_commit(&t);
+	free(from);
+	free(to);
 	if (rc)
 		return rc;
 	fs_stale_name(parent, exact, name);
 	if (have_dst)
 		fs_stale_name(newparent, dexact, newname);
-	if (have_dst) {
+	if (have_dst && !dst_stays) {
 		if (purge_now)
 			mark_gone(fs, dino);
 		else
 			fs_mark_unlinked(fs, dino);
 	}
+	if (ddirtied)
+		fs_tell_dirty(fs, dino, dst.r.cat, dst.r.dirty_since, false);
+	if (have_dst)
+		fs_tell_inval_inode(fs, dino, -1, 0);
 	fs_tell_journal(fs);
 	return 0;
 fail:
 	ix_abort(&t);
+	free(from);
+	free(to);
 	return rc;
 }

@@ -212,6 +212,19 @@ static void recover_dirty(struct recovery *r, uint64_t ino)
 		return;
 	}
 	n.r.flags &= ~NODE_UPLOADING;
+	if (S_ISLNK(n.r.mode)) {
+		/* A link's bytes are its target, kept in the index: its
+		 * content file is written again from there. */
+		char target[HFS_LINK_MAX + 1];
+		int64_t tl = ix_target_get(t, ino, target, sizeof(target));
+		if (tl > 0 && tl <= HFS_LINK_MAX &&
+		    fs_link_content(fs, ino, target, (size_t)tl) == 0) {
+			n.r.size = (uint64_t)tl;
+			n.r.flags |= NODE_CACHED;
+			ix_put(t, &n);
+		}
+		return;
+	}
 	ix_path(t, ino, path, sizeof(path));
 	cache_path(fs->cache, ino, cpath);
 	bool present = stat(cpath, &st) == 0;

@@ -5,6 +5,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 #include "hfs/log.h"
@@ -133,6 +134,22 @@ void status_print(json_t *st)
 		printf("RECOVERED after an unclean stop (see the log):\n");
 		json_array_foreach(found, k, p)
 			printf("  %s\n", json_string_value(p));
+	}
+	json_t *links = json_object_get(st, "local_links");
+	if (json_array_size(links)) {
+		size_t k;
+		json_t *l;
+		printf("symbolic links kept on this machine only (no remote "
+		       "form):\n");
+		json_array_foreach(links, k, l)
+		{
+			const char *p =
+				json_string_value(json_object_get(l, "path"));
+			hlog_escape(e1, sizeof(e1), p ? p : "?",
+				    p ? strlen(p) : 1);
+			printf("  %s: %s\n", e1,
+			       json_string_value(json_object_get(l, "why")));
+		}
 	}
 	json_t *kept = json_object_get(st, "deletes_kept");
 	if (json_array_size(kept)) {

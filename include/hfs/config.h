@@ -56,6 +56,9 @@ struct hfs_config {
 	int64_t remote_wait_seconds; /* the longest a user operation waits
 					for the remote, default 15 */
 	bool writeback_cache; /* default true */
+	bool rclone_links; /* symbolic links uploaded as NAME.rclonelink
+			      files, and such files listed as links;
+			      default true */
 	char *today_link; /* name of the mount root's link to the current
 			     UTC date folder; "" disables; default "today" */
 	bool model_metadata; /* write model_metadata.json beside an uploaded

@@ -274,8 +274,17 @@ int hfs_setattr(struct hfs *fs, uint64_t ino, const struct stat *attr,
 		int to_set, struct hfs_file *fh, struct stat *out);
 int hfs_mkdir(struct hfs *fs, uint64_t parent, const char *name, mode_t mode,
 	      uid_t uid, gid_t gid, struct stat *out);
+/* Regular files, FIFOs, sockets, and (@uid 0 only) device nodes @rdev:
+ * all but regular files are local nodes, never uploaded. */
 int hfs_mknod(struct hfs *fs, uint64_t parent, const char *name, mode_t mode,
-	      uid_t uid, gid_t gid, struct stat *out);
+	      dev_t rdev, uid_t uid, gid_t gid, struct stat *out);
+/* Hard link: name @newname of @newparent for file @ino; *@out its
+ * attributes (st_nlink counted). Directories: -EPERM. */
+int hfs_link(struct hfs *fs, uint64_t ino, uint64_t newparent,
+	     const char *newname, struct stat *out);
+/* Symbolic link @name -> @target (see hfs_readlink). */
+int hfs_symlink(struct hfs *fs, uint64_t parent, const char *name,
+		const char *target, uid_t uid, gid_t gid, struct stat *out);
 int hfs_unlink(struct hfs *fs, uint64_t parent, const char *name);
 int hfs_rmdir(struct hfs *fs, uint64_t parent, const char *name);
 int hfs_rename(struct hfs *fs, uint64_t parent, const char *name,
@@ -339,10 +348,16 @@ int hfs_readdir(struct hfs *fs, struct hfs_dir *dh, uint64_t off, bool plus,
 		hfs_fill_fn fill, void *ctx);
 void hfs_releasedir(struct hfs *fs, struct hfs_dir *dh);
 
-/* The target of a symbolic link: only the today link exists, whose
- * target, the current UTC date folder, is created if missing. Returns the
- * length written to @buf. */
+/* The target of a symbolic link (the today link's, the current UTC date
+ * folder, is created if missing). Returns the length written to @buf, at
+ * most @size; -EINVAL if @ino is no link. */
 ssize_t hfs_readlink(struct hfs *fs, uint64_t ino, char *buf, size_t size);
+
+/* Calls @fn with the path of each symbolic link kept on this machine only
+ * (no remote form) and the reason, at most @max of them. */
+int hfs_local_links(struct hfs *fs, size_t max,
+		    int (*fn)(void *arg, const char *path, const char *why),
+		    void *arg);
 
 int hfs_statfs(struct hfs *fs, struct statvfs *st);
 /* Extended attributes user.huracanfs.*: the value's length, or -errno

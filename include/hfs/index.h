@@ -28,6 +28,10 @@
  *   proven   ino -> u64: the size of a dirty file's last version synced
  *            to disk (an fsync, an upload), lowered by a truncate below
  *            it: after a power cut the file goes back to that length
+ *   hardlinks  ino (big-endian) + parent (big-endian) + name -> nothing:
+ *            the names of a file beyond its own (hard links)
+ *   links    ino -> bytes: the target of a symbolic link (absent for a
+ *            link only listed remotely whose target was never read)
  *   doomed   ino -> nothing: content files no longer needed by the index,
  *            deleted only once the txn that dropped them is durable (a
  *            power cut must not leave the index naming a deleted file)
@@ -88,12 +92,25 @@ enum {
 	 * created where a file was just unlinked) and not yet synced: after
 	 * an unclean stop they are no version anyone finished writing. */
 	NODE_REWRITING = 1u << 8,
+	/* A symbolic link whose remote form is the file NAME.rclonelink
+	 * holding its target (rclone's convention): ix_path() gives that
+	 * remote path. */
+	NODE_RCLONELINK = 1u << 9,
+	/* Kept only here, never uploaded nor journaled: FIFOs, sockets,
+	 * device nodes, and symbolic links without a remote form. */
+	NODE_LOCAL = 1u << 10,
 };
+
+/* The remote name of a symbolic link NAME is NAME HFS_LINK_SUFFIX. */
+#define HFS_LINK_SUFFIX ".rclonelink"
+#define HFS_LINK_SUFFIX_LEN 11
+/* The longest symbolic link target kept (as PATH_MAX). */
+#define HFS_LINK_MAX 4095
 
 /* The fixed part of a node record, as stored. */
 struct node_rec {
 	uint64_t parent;
-	uint64_t size;
+	uint64_t size; /* a device node: its device number (st_rdev) */
 	int64_t atime_ns, mtime_ns, ctime_ns;
 	int64_t dirty_since; /* seconds since the epoch, 0 when clean */
 	int64_t listed_at; /* dir: when the listing was merged (ns) */
@@ -108,7 +125,13 @@ struct node_rec {
 	char rev[BACKEND_REV_MAX + 1];
 	char pad2[7];
 	uint16_t namelen;
-	uint16_t pad3[3];
+	/* Names beyond the first (hard links; the hardlinks DBI lists
+	 * them): st_nlink is 1 + xlinks. The first name is the node's own
+	 * (parent, name), the one ix_path gives. */
+	uint16_t xlinks;
+	/* A directory: how many of its entries are directories (its link
+	 * count is 2 more), kept by ix_link and ix_unlink. */
+	uint32_t nsubdirs;
 };
 
 /* A node as callers see it: the record plus its name. */
@@ -124,6 +147,10 @@ enum journal_op {
 	JOP_RMDIR = 3,
 	JOP_RENAME = 4,
 };
+
+/* The longest remote path (bytes): what the backends take (Dropbox's
+ * DBX_PATH_MAX); the journal holds no change of a path beyond it. */
+#define IX_REMOTE_PATH_MAX 4095
 
 struct journal_entry {
 	uint64_t seq;
@@ -224,6 +251,8 @@ int ix_foreach_node(struct ixtxn *t, int (*fn)(void *arg, const struct node *n),
  */
 int ix_lookup(struct ixtxn *t, uint64_t parent, const char *name, uint64_t *ino,
 	      char *exact);
+/* ix_link and ix_unlink keep the parent's nsubdirs: the node of @ino must
+ * be stored before it is linked, and still be when it is unlinked. */
 int ix_link(struct ixtxn *t, uint64_t parent, const char *name, uint64_t ino);
 int ix_unlink(struct ixtxn *t, uint64_t parent, const char *name);
 /* Calls @fn for each entry of @parent in key order, until it returns
@@ -234,9 +263,39 @@ int ix_foreach_child(struct ixtxn *t, uint64_t parent,
 /* True (1) if @parent has entries, 0 if not, or -errno. */
 int ix_has_children(struct ixtxn *t, uint64_t parent);
 
-/* The remote path of @ino ("" for the root, "/a/b" otherwise). @buf holds
- * @len bytes; -ENAMETOOLONG if it does not fit. */
+/* The remote path of @ino ("" for the root, "/a/b" otherwise; a node
+ * with NODE_RCLONELINK ends in HFS_LINK_SUFFIX). @buf holds @len bytes;
+ * -ENAMETOOLONG if it does not fit. ix_path_dup() gives it malloc'd,
+ * whatever its length. */
 int ix_path(struct ixtxn *t, uint64_t ino, char *buf, size_t len);
+int ix_path_dup(struct ixtxn *t, uint64_t ino, char **out);
+
+/* Symbolic link targets (the links DBI); ix_del() drops one too.
+ * ix_target_get copies at most @cap bytes and returns the stored length,
+ * -ENOENT if none. */
+int ix_target_put(struct ixtxn *t, uint64_t ino, const char *target,
+		  size_t len);
+int64_t ix_target_get(struct ixtxn *t, uint64_t ino, char *buf, size_t cap);
+int ix_target_del(struct ixtxn *t, uint64_t ino);
+/* Calls @fn for every link with a target kept, in inode order. */
+int ix_foreach_target(struct ixtxn *t, int (*fn)(void *arg, uint64_t ino),
+		      void *arg);
+
+/* Hard links: the names of @ino beyond its own (its node's parent and
+ * name). ix_del() drops them too. ix_foreach_hlink() stops when @fn
+ * returns non-zero (returned). */
+#define IX_XLINKS_MAX 65000
+int ix_hlink_add(struct ixtxn *t, uint64_t ino, uint64_t parent,
+		 const char *name);
+int ix_hlink_del(struct ixtxn *t, uint64_t ino, uint64_t parent,
+		 const char *name);
+int ix_foreach_hlink(struct ixtxn *t, uint64_t ino,
+		     int (*fn)(void *arg, uint64_t parent, const char *name),
+		     void *arg);
+
+/* Sets every directory's nsubdirs from its entries, once per index (a
+ * meta key records it): indexes written before it was kept. */
+int ix_count_subdirs(struct hfs_index *ix);
 
 /* The dirty set. */
 int ix_dirty_add(struct ixtxn *t, uint64_t ino);

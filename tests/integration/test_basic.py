@@ -284,21 +284,6 @@ def test_mmap_shared_write(mount):
     assert got == expect
 
 
-def test_special_files_refused(mount):
-    m = mount.m
-    m('target').write_bytes(b't')
-    assert errno_of(os.symlink, 'target', m('sl')) == errno.EPERM
-    assert errno_of(os.link, m('target'), m('hl')) == errno.EPERM
-    assert errno_of(os.mkfifo, m('fifo')) == errno.EPERM
-    assert errno_of(os.mknod, m('chr'), 0o600 | stat.S_IFCHR,
-                    os.makedev(1, 3)) == errno.EPERM
-    assert sorted(os.listdir(mount.mnt)) == ['target']
-    r = subprocess.run(['ln', '-s', 'target', str(m('sl2'))],
-                       stderr=subprocess.PIPE, timeout=30)
-    assert r.returncode != 0
-    assert not os.path.lexists(m('sl2'))
-
-
 def test_statvfs(mount):
     st = os.statvfs(mount.mnt)
     assert st.f_bsize > 0

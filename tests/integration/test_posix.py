@@ -4,11 +4,10 @@ Every operation the mount supports is driven through plain syscalls and
 checked against what POSIX and Linux specify: the exact errno of each
 refusal, and the side effects of each success (contents, sizes, inode
 numbers, modes, owners, timestamps of the file and of its parent). The
-deliberate exceptions of docs/posix.md (symlinks, hard links and special
-files refused with EPERM, names folded as Dropbox folds them, names Dropbox
-refuses,
-directories with st_nlink 2, atime not updated by reads, RENAME_EXCHANGE)
-are checked as documented, not as POSIX would have them.
+deliberate exceptions of docs/posix.md (names folded as Dropbox folds them,
+names Dropbox refuses, atime not updated by reads, RENAME_EXCHANGE) are
+checked as documented, not as POSIX would have them. Symbolic links, hard
+links, special files and link counts: test_posix_nodes.py.
 
 Data and timestamp tests run with and without the FUSE writeback cache:
 with it the kernel keeps sizes and mtimes, without it the daemon does, and
@@ -25,7 +24,6 @@ import fcntl
 import json
 import mmap
 import os
-import socket
 import stat
 import subprocess
 import threading
@@ -1288,34 +1286,6 @@ def test_readdir_entries_and_types(mount):
     assert len(seen) == len(set(seen))
     assert set(seen) - {'late'} == names | {'inner'}
     assert set(os.listdir(m('dir1'))) == names | {'inner', 'late'}
-
-
-def test_special_files_refused(mount):
-    """docs/posix.md: no symlinks, hard links or special files."""
-    m = mount.m
-    m('target').write_bytes(b't')
-    assert errno_of(os.symlink, 'target', m('sl')) == errno.EPERM
-    assert errno_of(os.link, m('target'), m('hl')) == errno.EPERM
-    assert errno_of(os.mkfifo, m('fifo')) == errno.EPERM
-    assert errno_of(os.mknod, m('fifo2'), stat.S_IFIFO | 0o600) \
-        == errno.EPERM
-    assert errno_of(os.mknod, m('chr'), stat.S_IFCHR | 0o600,
-                    os.makedev(1, 3)) == errno.EPERM
-    assert errno_of(os.mknod, m('blk'), stat.S_IFBLK | 0o600,
-                    os.makedev(7, 0)) == errno.EPERM
-    cwd = os.getcwd()
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        os.chdir(mount.mnt)
-        assert errno_of(s.bind, 'sock') == errno.EPERM
-    finally:
-        os.chdir(cwd)
-        s.close()
-    # readlink of a file that is not a link.
-    assert errno_of(os.readlink, m('target')) == errno.EINVAL
-    assert listing(mount.mnt) == ['target']
-    assert os.stat(m('target')).st_nlink == 1
-    assert m('target').read_bytes() == b't'
 
 
 def test_xattrs(mount):
