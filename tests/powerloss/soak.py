@@ -14,6 +14,7 @@ then a line `PL-RESULT {json}`; exits 1 on any bad outcome.
 """
 
 import argparse
+import collections
 import errno
 import hashlib
 import json
@@ -145,6 +146,9 @@ class Soak:
         self.counts = Counter()
         self.details = []
         self.seen_unexpected = set()
+        # What was done to each path lately (printed with a bad read).
+        self.trace = collections.defaultdict(
+            lambda: collections.deque(maxlen=16))
         self.files_checked = 0
         self.ops = 0
         self.op_counts = Counter()
@@ -200,6 +204,8 @@ class Soak:
                 ' %d/1000' % permille if mode == 'subset' else '',
                 self.ops), flush=True)
         self.rig.cut_power(mode, seed, permille)
+        for t in self.trace.values():
+            t.append('CUT(%s)' % mode)
         raise Cut()
 
     # -- operations -------------------------------------------------------
@@ -320,6 +326,8 @@ class Soak:
                 off = self.rng.randrange(0, len(cur) + 1)
                 patch = self.rng.randbytes(self.rng.randint(1, 9000))
                 os.pwrite(fd, patch, off)
+                self.trace[rel].append('pwrite %d+%d (size %d)' % (
+                    off, len(patch), max(len(cur), off + len(patch))))
                 if off + len(patch) > len(cur):
                     cur.extend(b'\0' * (off + len(patch) - len(cur)))
                 cur[off:off + len(patch)] = patch
@@ -328,11 +336,13 @@ class Soak:
             if self.rng.random() < FSYNC_P:
                 self.maybe_cut()
                 os.fsync(fd)
+                self.trace[rel].append('fsync')
                 self.pm(rel).add(bytes(cur))
                 self.pm(rel).make_durable()
         finally:
             try:
                 os.close(fd)
+                self.trace[rel].append('close')
             except OSError:
                 pass
         self.session = None
@@ -347,6 +357,7 @@ class Soak:
                                 len(cur) + self.rng.randint(1, 20000)])
         self.maybe_cut()
         os.truncate(self.p(rel), size)
+        self.trace[rel].append('truncate %d' % size)
         new = cur[:size] + b'\0' * max(0, size - len(cur))
         self.pm(rel).add(new)
 
@@ -379,6 +390,8 @@ class Soak:
     def op_flush(self):
         self.maybe_cut()
         self.flush_wait('workload')
+        for t in self.trace.values():
+            t.append('flush')
 
     def op_idle(self):
         time.sleep(self.rng.uniform(0.05, 0.4))
@@ -436,7 +449,9 @@ class Soak:
             observed[rel] = obs
             cls = self.classify(rel, m, obs, remote_before)
             self.files_checked += 1
-            self.note(cls, rel, self.describe(obs, m))
+            self.note(cls, rel, self.describe(obs, m) + (
+                ' | ops: ' + '; '.join(self.trace[rel])
+                if cls not in INFO else ''))
             if cls in ('false_lost', 'lost', 'nondurable_lost'):
                 lost_paths.add(rel)
         for rel in lost:
