@@ -159,7 +159,7 @@ static bool reap_one(struct hfs *fs, uint64_t ino)
 	if (needed) {
 		/* Only a version set aside for a rewrite that is over may go
 		 * (file.c, rewrite_begin). */
-		if (!(n.r.flags & NODE_REWRITING))
+		if (!(n.r.flags & NODE_ASIDE))
 			cache_drop_prev(fs->cache, ino);
 	} else if ((hn && (hn->fetching || hn->fd >= 0)) ||
 		   fs_unlinked_lately(fs, ino)) {

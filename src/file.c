@@ -39,6 +39,7 @@ static int mark_dirty_txn(struct hfs *fs, struct hnode *hn, uint64_t gen,
 	pthread_mutex_lock(&hn->mu);
 	bool rewriting = hn->sync_on_release;
 	uint64_t proven = hn->proven;
+	uint32_t aside = hn->aside;
 	int64_t mtime = hn->mtime_ns, ctime = hn->ctime_ns;
 	pthread_mutex_unlock(&hn->mu);
 	int rc = ix_begin(fs->ix, true, &t);
@@ -59,9 +60,10 @@ static int mark_dirty_txn(struct hfs *fs, struct hnode *hn, uint64_t gen,
 	if (n.r.flags & NODE_PARTIAL)
 		ix_chunks_del(&t, hn->ino);
 	n.r.flags |= NODE_DIRTY | NODE_CACHED;
-	n.r.flags &= ~(NODE_PARTIAL | NODE_LOST | NODE_REWRITING);
+	n.r.flags &= ~(NODE_PARTIAL | NODE_LOST | NODE_REWRITING | NODE_ASIDE);
 	if (rewriting)
 		n.r.flags |= NODE_REWRITING;
+	n.r.flags |= aside;
 	if (!was_dirty)
 		n.r.dirty_since = hfs_now();
 	if (gen > n.r.gen)
@@ -146,22 +148,43 @@ static int mark_dirty_first(struct hfs *fs, struct hnode *hn, uint64_t off)
  * to set aside, or it cannot be: then the rewrite goes on as before) or
  * -errno.
  */
+static void undo_end(struct hnode *hn);
+
 static int rewrite_begin(struct hfs *fs, struct hnode *hn)
 {
 	if (hn->prev_kept || hn->proven == 0 || !hn->dirty_persisted ||
 	    hn->unlinked || hn->fetching)
 		return 0;
+	if (hn->undo_fd >= 0 && hn->fd >= 0) {
+		/* Patched since its fsync'd version: that version back in
+		 * the content file first (its bytes go now anyway), so the
+		 * one kept aside is the fsync'd one. */
+		int urc = undo_apply(hn->undo_fd, hn->fd, NULL);
+		if (urc) {
+			hlog_warn("cannot keep the fsync'd version of inode "
+				  "%llu aside during its rewrite: %s",
+				  (unsigned long long)hn->ino, strerror(-urc));
+			return 0;
+		}
+	}
 	hn->sync_on_release = true;
+	hn->aside = NODE_ASIDE_PREV;
 	uint64_t gen = hn->gen, size = hn->size;
 	pthread_mutex_unlock(&hn->mu);
 	int rc = mark_dirty(fs, hn, gen, size);
 	if (!rc)
 		rc = index_sync(fs->ix);
 	pthread_mutex_lock(&hn->mu);
-	if (rc || hn->prev_kept)
+	if (rc || hn->prev_kept) {
+		if (rc)
+			hn->aside = hn->undo_fd >= 0 ? NODE_ASIDE_UNDO : 0;
 		return rc;
+	}
+	undo_end(hn);
+	hn->aside = NODE_ASIDE_PREV;
 	int fd = cache_set_aside(fs->cache, hn->ino);
 	if (fd < 0) {
+		hn->aside = 0;
 		hlog_warn("cannot keep the fsync'd version of inode %llu aside "
 			  "during its rewrite: %s",
 			  (unsigned long long)hn->ino, strerror(-fd));
@@ -275,10 +298,12 @@ void fs_undo_resume(struct hfs *fs, struct hnode *hn)
 			close(fd);
 		hn->nundo = 0;
 		hn->prev_kept = true;
+		hn->aside = NODE_ASIDE_UNDO;
 		return;
 	}
 	hn->undo_fd = fd;
 	hn->sync_on_release = true;
+	hn->aside = NODE_ASIDE_UNDO;
 }
 
 /* The session is over (its new bytes are synced, or no longer needed). */
@@ -288,6 +313,8 @@ static void undo_end(struct hnode *hn)
 		close(hn->undo_fd);
 	hn->undo_fd = -1;
 	hn->nundo = 0;
+	if (hn->aside == NODE_ASIDE_UNDO)
+		hn->aside = 0;
 }
 
 /*
@@ -309,17 +336,22 @@ static int undo_before(struct hfs *fs, struct hnode *hn, uint64_t off,
 		goto out;
 	if (hn->undo_fd < 0) {
 		hn->sync_on_release = true;
+		hn->aside = NODE_ASIDE_UNDO;
 		uint64_t gen = hn->gen, size = hn->size;
 		pthread_mutex_unlock(&hn->mu);
 		rc = mark_dirty(fs, hn, gen, size);
 		if (!rc)
 			rc = index_sync(fs->ix);
 		pthread_mutex_lock(&hn->mu);
-		if (rc || !undo_wanted(hn, off))
+		if (rc || !undo_wanted(hn, off)) {
+			if (hn->undo_fd < 0 && !hn->prev_kept)
+				hn->aside = 0;
 			goto out;
+		}
 		if (hn->undo_fd < 0) {
 			int fd = cache_undo_open(fs->cache, hn->ino, true);
 			if (fd < 0) {
+				hn->aside = 0;
 				hlog_warn("cannot keep the fsync'd bytes of "
 					  "inode %llu before a patch: %s",
 					  (unsigned long long)hn->ino,
@@ -359,6 +391,7 @@ static int persist_live_txn(struct hfs *fs, struct hnode *hn)
 	int64_t mtime = hn->mtime_ns, ctime = hn->ctime_ns;
 	bool rewriting = hn->sync_on_release, synced = hn->synced;
 	bool prev = (hn->prev_kept || hn->undo_fd >= 0) && !rewriting;
+	uint32_t aside = prev ? 0 : hn->aside;
 	pthread_mutex_unlock(&hn->mu);
 
 	struct ixtxn t;
@@ -377,9 +410,10 @@ static int persist_live_txn(struct hfs *fs, struct hnode *hn)
 	if (gen > n.r.gen)
 		n.r.gen = gen;
 	bool was_rewriting = n.r.flags & NODE_REWRITING;
-	n.r.flags &= ~NODE_REWRITING;
+	n.r.flags &= ~(NODE_REWRITING | NODE_ASIDE);
 	if (rewriting)
 		n.r.flags |= NODE_REWRITING;
+	n.r.flags |= aside;
 	ix_put(&t, &n);
 	if (synced && (n.r.flags & NODE_DIRTY))
 		ix_proven_put(&t, hn->ino, size); /* its bytes are on disk */
@@ -394,6 +428,7 @@ static int persist_live_txn(struct hfs *fs, struct hnode *hn)
 	if (prev) {
 		hn->prev_kept = false;
 		undo_end(hn);
+		hn->aside = 0;
 	}
 	if (was_rewriting && !rewriting && !synced && hn->gen == gen)
 		hn->proven = 0;

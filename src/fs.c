@@ -276,10 +276,12 @@ int hnode_load(struct hfs *fs, struct hnode *hn)
 		return rc;
 	hn->proven = ix_proven_get(&t, hn->ino);
 	ix_abort(&t);
-	hn->prev_kept = (n.r.flags & NODE_REWRITING) &&
+	hn->prev_kept = (n.r.flags & NODE_ASIDE_PREV) &&
 			cache_has_prev(fs->cache, hn->ino);
-	if ((n.r.flags & NODE_REWRITING) && !hn->prev_kept &&
-	    cache_has_undo(fs->cache, hn->ino))
+	if (hn->prev_kept)
+		hn->aside = NODE_ASIDE_PREV;
+	else if ((n.r.flags & NODE_ASIDE_UNDO) &&
+		 cache_has_undo(fs->cache, hn->ino))
 		fs_undo_resume(fs, hn);
 	return 0;
 }

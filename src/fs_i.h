@@ -59,6 +59,9 @@ struct hnode {
 	 * disjoint), until the new bytes are synced (durable.c, rule 6; see
 	 * undo_before() in file.c). */
 	int undo_fd;
+	/* NODE_ASIDE_PREV or NODE_ASIDE_UNDO while a version is kept aside
+	 * (prev_kept, or an undo session), else 0: what the index is told. */
+	uint32_t aside;
 	struct undo_span {
 		uint64_t start, end;
 	} * undo;

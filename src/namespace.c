@@ -299,9 +299,14 @@ static void adopt_prev(struct hfs *fs, uint64_t ino, uint64_t old,
 		       uint64_t keep)
 {
 	struct ixtxn t;
+	struct node n;
 	if (ix_begin(fs->ix, true, &t))
 		return;
 	ix_proven_put(&t, ino, keep);
+	if (ix_get(&t, ino, &n) == 0) {
+		n.r.flags |= NODE_ASIDE_PREV;
+		ix_put(&t, &n);
+	}
 	if (ix_commit(&t) || index_sync(fs->ix))
 		return;
 	pthread_mutex_lock(&fs->reap_lock); /* not reaped meanwhile */
@@ -309,6 +314,10 @@ static void adopt_prev(struct hfs *fs, uint64_t ino, uint64_t old,
 	pthread_mutex_unlock(&fs->reap_lock);
 	if (rc && ix_begin(fs->ix, true, &t) == 0) {
 		ix_proven_put(&t, ino, 0);
+		if (ix_get(&t, ino, &n) == 0) {
+			n.r.flags &= ~NODE_ASIDE_PREV;
+			ix_put(&t, &n);
+		}
 		ix_commit(&t);
 	}
 }
@@ -849,7 +858,7 @@ static int do_remove(struct hfs *fs, uint64_t parent, const char *name,
 	/* Its synced bytes, which a file created again under the name
 	 * keeps until its own are synced (create_reg). */
 	uint64_t keep = 0;
-	if (n.r.flags & NODE_REWRITING)
+	if (n.r.flags & (NODE_REWRITING | NODE_ASIDE))
 		keep = 0; /* its synced bytes are not in its content file */
 	else if (S_ISREG(n.r.mode) && (n.r.flags & NODE_DIRTY))
 		keep = ix_proven_get(&t, ino);

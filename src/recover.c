@@ -158,14 +158,18 @@ struct recovery {
 /* Brings back the version of @n set aside for a rewrite (fs.c,
  * rewrite_begin), cut to the @proven bytes that were fsync'd. */
 static bool restore_prev(struct recovery *r, struct node *n, uint64_t proven,
-			 const char *path)
+			 const char *path, uint32_t aside)
 {
 	struct cache *c = r->fs->cache;
 	char cpath[PATH_MAX];
 	struct stat st;
-	bool prev = cache_restore_prev(c, n->ino) == 0;
+	/* Only the kind the index names is that version; the other is
+	 * stale (index.h, NODE_ASIDE_*). */
+	bool prev =
+		(aside & NODE_ASIDE_PREV) && cache_restore_prev(c, n->ino) == 0;
 	unsigned records = 0;
-	bool undone = false, undo = cache_has_undo(c, n->ino);
+	bool undone = false;
+	bool undo = (aside & NODE_ASIDE_UNDO) && cache_has_undo(c, n->ino);
 	if (undo) {
 		/* Patched in place after it: the bytes it had there back. */
 		int u = cache_undo_open(c, n->ino, false);
@@ -232,21 +236,24 @@ static void recover_dirty(struct recovery *r, uint64_t ino)
 	/* A rewrite in progress matters only after a power cut: after
 	 * kill -9 the content file is what the writer wrote, whole. */
 	bool rewriting = fs->rolled_back && (n.r.flags & NODE_REWRITING);
-	bool was_rewriting = n.r.flags & NODE_REWRITING;
-	n.r.flags &= ~NODE_REWRITING;
+	uint32_t aside = n.r.flags & NODE_ASIDE;
+	n.r.flags &= ~(NODE_REWRITING | NODE_ASIDE);
 	uint64_t proven = ix_proven_get(t, ino);
-	if (cache_has_prev(fs->cache, ino) || cache_has_undo(fs->cache, ino)) {
-		/* Its fsync'd version, set aside for a rewrite (fs.c,
-		 * rewrite_begin) that never reached the disk: that version
-		 * again. After kill -9 the rewrite is whole: it stays. */
-		if (rewriting && proven > 0 &&
-		    restore_prev(r, &n, proven, path))
+	if (aside) {
+		/* Its fsync'd version, kept aside for a rewrite or patches
+		 * (file.c, rewrite_begin, undo_before) whose bytes never
+		 * reached the disk: that version again. After kill -9 the
+		 * new bytes are whole: they stay. */
+		if (fs->rolled_back && proven > 0 &&
+		    restore_prev(r, &n, proven, path, aside)) {
+			cache_drop_prev(fs->cache, ino);
 			return;
-		cache_drop_prev(fs->cache, ino);
-		if (was_rewriting)
-			ix_proven_put(t, ino, 0);
+		}
+		ix_proven_put(t, ino, 0);
 		proven = 0;
 	}
+	/* What is left of an earlier version kept aside is stale. */
+	cache_drop_prev(fs->cache, ino);
 	if (fs->rolled_back && present && proven > 0 &&
 	    (uint64_t)st.st_size >= proven) {
 		/*
@@ -384,7 +391,7 @@ static void recover_unreferenced(struct recovery *r)
 	for (size_t i = 0; i < u.nprev; i++) {
 		struct node old;
 		if (ix_get(t, u.prevs[i], &old) != 0 ||
-		    !(old.r.flags & NODE_REWRITING))
+		    !(old.r.flags & NODE_ASIDE))
 			cache_drop_prev(r->fs->cache, u.prevs[i]);
 	}
 	for (size_t i = 0; i < u.n && !t->err; i++) {

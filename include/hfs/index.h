@@ -99,7 +99,15 @@ enum {
 	/* Kept only here, never uploaded nor journaled: FIFOs, sockets,
 	 * device nodes, and symbolic links without a remote form. */
 	NODE_LOCAL = 1u << 10,
+	/* Its last fsync'd version is kept aside until its new bytes are
+	 * synced (durable.c, rules 2 and 6): in the content's .prev file
+	 * (ASIDE_PREV), or as undo records of patches (ASIDE_UNDO). Set in
+	 * the txn that begins keeping it, cleared in the one that ends it:
+	 * a .prev or .undo file without its flag is stale, never used. */
+	NODE_ASIDE_PREV = 1u << 11,
+	NODE_ASIDE_UNDO = 1u << 12,
 };
+#define NODE_ASIDE (NODE_ASIDE_PREV | NODE_ASIDE_UNDO)
 
 /* The remote name of a symbolic link NAME is NAME HFS_LINK_SUFFIX. */
 #define HFS_LINK_SUFFIX ".rclonelink"

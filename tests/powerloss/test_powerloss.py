@@ -579,6 +579,33 @@ def test_h_truncate_then_patch(rig, at):
     expect(r, [check_file(r, rel, versions)] + lost_check(r))
 
 
+
+@daemon_test
+def test_i_stale_undo_never_applied(rig):
+    """Patched and fsync'd (its undo records are no longer needed, and
+    wait to be deleted), then cut shorter by truncate(2): a cut right
+    after must not write those old records back (a stale version, which
+    the soak found)."""
+    r = rig(hfs_extra={'writeback_cache': False})
+    rel = 'monitoring/metrics.bin'
+    f = r.mnt / rel
+    v1 = pattern('v1', 24 * KiB)
+    write_file(f, v1, fsync=True)
+    fd = os.open(f, os.O_RDWR)
+    p = pattern('patch', 8000)
+    os.pwrite(fd, p, 7000)
+    os.fsync(fd)
+    os.close(fd)
+    v2 = v1[:7000] + p + v1[15000:]
+    os.truncate(f, 30000)
+    os.truncate(f, 20000)
+    v3 = v2[:20000]
+    r.power_cut('drop')
+    power_on_ok(r)
+    expect(r, [check_file(r, rel, [v2, v2 + bytes(30000 - len(v2)), v3])]
+           + lost_check(r))
+
+
 def state(path):
     return os.getxattr(path, 'user.huracanfs.state').decode()
 
