@@ -484,6 +484,8 @@ static int open_handle(struct hfs *fs, uint64_t ino, int flags, int fd,
 		/* No need to fetch what is about to be discarded. The new
 		 * bytes replace the old: synced at close (durable.c). */
 		hn->sync_on_release = true;
+		if (hn->size > 0)
+			hn->rewrite_at = hfs_now();
 		rc = rewrite_begin(fs, hn);
 		if (!rc)
 			rc = hnode_open_fd(fs, hn, true);
@@ -552,6 +554,7 @@ int hfs_create_file(struct hfs *fs, uint64_t parent, const char *name,
 		 * (durable.c, rule 2). */
 		pthread_mutex_lock(&(*fh)->hn->mu);
 		(*fh)->hn->sync_on_release = true;
+		(*fh)->hn->rewrite_at = hfs_now();
 		pthread_mutex_unlock(&(*fh)->hn->mu);
 	}
 	hfs_fill_stat(&n, out);
@@ -765,6 +768,7 @@ int fs_sync_and_prove(struct hfs *fs, struct hnode *hn, int datasync)
 		hn->synced = hn->gen == gen;
 		if (hn->synced) {
 			hn->patched_at = 0; /* a whole version (fsync) */
+			hn->rewrite_at = 0;
 			hn->whole_size = hn->size;
 		}
 		hn->live = true;
@@ -821,6 +825,8 @@ int hfs_release(struct hfs *fs, struct hfs_file *fh)
 		 * the file before this RELEASE: a whole version. */
 		hn->patched_at = 0;
 		hn->whole_size = hn->size;
+		if (hn->nwriters == 0)
+			hn->rewrite_at = 0;
 	}
 	pthread_mutex_unlock(&hn->mu);
 	hnode_put(fs, hn);
@@ -881,8 +887,11 @@ int hfs_setattr(struct hfs *fs, uint64_t ino, const struct stat *attr,
 		uint64_t gen = 0;
 		if (!rc) {
 			pthread_rwlock_t *snap = &hn->snap;
-			if ((uint64_t)attr->st_size < hn->size)
+			if ((uint64_t)attr->st_size < hn->size) {
 				hn->sync_on_release = true;
+				if (hn->nwriters > 0)
+					hn->rewrite_at = hfs_now();
+			}
 			pthread_mutex_unlock(&hn->mu);
 			rc = mark_dirty_first(fs, hn, (uint64_t)attr->st_size);
 			pthread_rwlock_rdlock(snap);

@@ -54,6 +54,7 @@ struct hnode {
 	 * (cache.h) until the rewrite that replaced it is on disk: see
 	 * rewrite_begin() in file.c. */
 	bool prev_kept;
+
 	/* Patched in place since its fsync'd version: the undo file (fd, or
 	 * -1) holding that version's bytes of the ranges in @undo (sorted,
 	 * disjoint), until the new bytes are synced (durable.c, rule 6; see
@@ -78,6 +79,10 @@ struct hnode {
 	 * holds bytes nobody wrote. Uploads wait for the next close or fsync
 	 * (upload.c, PATCH_WAIT_MAX at most). */
 	int64_t patched_at;
+	/* hfs_now() when an open file was cut short or truncated to be
+	 * written again (it had bytes), until its last writer closes it or
+	 * an fsync: its new version is half written meanwhile. */
+	int64_t rewrite_at;
 	/* The size at the last open for writing, close or fsync: bytes below
 	 * it belong to a whole version; writes past it are appends. */
 	uint64_t whole_size;

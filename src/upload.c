@@ -275,8 +275,14 @@ int hfs_upload_prepare(struct hfs *fs, uint64_t ino, struct upload_job *job,
 	/* A version kept aside for a rewrite or patches in progress
 	 * (durable.c, rules 2 and 6). */
 	bool aside = !rc && (hn->prev_kept || hn->undo_fd >= 0);
-	bool torn = res->open_for_write && hn->patched_at &&
-		    hfs_now() - hn->patched_at < PATCH_WAIT_MAX;
+	int64_t now = hfs_now();
+	/* Patched or being rewritten while open (sent once the writer
+	 * closes it or fsyncs; PATCH_WAIT_MAX at most, then the rewrite so
+	 * far is what goes). */
+	bool torn =
+		res->open_for_write &&
+		((hn->patched_at && now - hn->patched_at < PATCH_WAIT_MAX) ||
+		 (hn->rewrite_at && now - hn->rewrite_at < PATCH_WAIT_MAX));
 	pthread_mutex_unlock(&hn->mu);
 	if (rc)
 		return rc;
@@ -312,8 +318,9 @@ int hfs_upload_prepare(struct hfs *fs, uint64_t ino, struct upload_job *job,
 	res->cat = fs_classify_node(fs, &n, res->path);
 	if (torn) {
 		/* Patched in place while open: it may be torn between the
-		 * pages of a write (fs_i.h, patched_at). Its next close or
-		 * fsync makes a whole version to send. */
+		 * pages of a write (fs_i.h, patched_at); or being rewritten,
+		 * its new version half written. Its next close or fsync
+		 * makes a whole version to send. */
 		res->mid_patch = true;
 		return 0;
 	}

@@ -147,6 +147,36 @@ def test_file_patched_while_open_waits_for_close_or_fsync(hfs):
                   'the version made whole by close')
 
 
+
+def test_rewrite_while_open_waits_for_close(hfs):
+    """An fsync'd file rewritten with O_TRUNC keeps its old version aside
+    until the new one is synced at close; an upload meanwhile would make
+    half the new version the one a power cut brings back, so none is
+    taken while the writer holds it."""
+    m = hfs(intervals={'models': 1},
+            hfs_extra={'writeback_cache': False})
+    rel = 'models/policy.pt'
+    m.m('models').mkdir()
+    old = b'o' * (128 * 1024)
+    fd = os.open(m.m(rel), os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, old)
+    os.fsync(fd)
+    os.close(fd)
+    m.wait_remote(rel, old, 10, 'the first version')
+    fd = os.open(m.m(rel), os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.write(fd, b'n' * 4096)
+        end = time.monotonic() + 3.5
+        while time.monotonic() < end:
+            assert file_equals(m.r(rel), old), \
+                'half a rewrite was uploaded while its writer held it'
+            time.sleep(0.1)
+        os.write(fd, b'n' * 4096)
+    finally:
+        os.close(fd)
+    m.wait_remote(rel, b'n' * 8192, 10, 'the new version after close')
+
+
 @pytest.mark.log_errors_expected('lost')
 def test_content_removed_behind_our_back(hfs):
     """A clean file's cached bytes deleted behind the daemon's back are

@@ -225,6 +225,10 @@ class Soak:
         self.session = (rel, states)
         created = self.pm(rel).cur() is ABSENT
         fd = os.open(path, flags, 0o644)
+        self.trace[rel].append('open%s%s %d bytes%s' % (
+            ' O_TRUNC' if flags & os.O_TRUNC else '',
+            ' O_APPEND' if append else '', len(data),
+            ' fsync' if fsync else ''))
         if created:
             # A new file is empty until written: a version too (a cut
             # before its bytes are synced may leave it so, as on ext4).
