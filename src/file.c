@@ -75,7 +75,7 @@ static int mark_dirty_txn(struct hfs *fs, struct hnode *hn, uint64_t gen,
 	free(path);
 	ix_put(&t, &n);
 	ix_dirty_add(&t, hn->ino);
-	ix_proven_put(&t, hn->ino, was_dirty ? proven : 0);
+	ix_proven_put(&t, hn->ino, proven);
 	rc = ix_commit(&t);
 	if (rc)
 		return rc;
@@ -120,6 +120,9 @@ static int mark_dirty_first(struct hfs *fs, struct hnode *hn, uint64_t off)
 	bool was_dirty = hn->dirty_persisted;
 	uint64_t was_proven = hn->proven;
 	hn->dirty_persisted = true;
+	if (!was_dirty && hn->complete)
+		hn->proven = hn->size; /* a clean file's bytes are synced
+					* (durable.c, rule 4) */
 	if (off < hn->proven)
 		hn->proven = off; /* those bytes are about to change */
 	uint64_t gen = hn->gen, size = hn->size;
