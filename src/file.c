@@ -123,8 +123,10 @@ static int mark_dirty_first(struct hfs *fs, struct hnode *hn, uint64_t off)
 	if (!was_dirty && hn->complete)
 		hn->proven = hn->size; /* a clean file's bytes are synced
 					* (durable.c, rule 4) */
-	if (off < hn->proven)
+	if (off < hn->proven) {
 		hn->proven = off; /* those bytes are about to change */
+		hn->proven_cuts++;
+	}
 	uint64_t gen = hn->gen, size = hn->size;
 	pthread_mutex_unlock(&hn->mu);
 	int rc = mark_dirty(fs, hn, gen, size);
@@ -393,6 +395,7 @@ static int persist_live_txn(struct hfs *fs, struct hnode *hn)
 	uint64_t size = hn->size, gen = hn->gen;
 	int64_t mtime = hn->mtime_ns, ctime = hn->ctime_ns;
 	bool rewriting = hn->sync_on_release, synced = hn->synced;
+	uint64_t cuts = hn->proven_cuts;
 	bool prev = (hn->prev_kept || hn->undo_fd >= 0) && !rewriting;
 	uint32_t aside = prev ? 0 : hn->aside;
 	pthread_mutex_unlock(&hn->mu);
@@ -437,7 +440,10 @@ static int persist_live_txn(struct hfs *fs, struct hnode *hn)
 		hn->proven = 0;
 	if (hn->gen == gen && hn->size == size && hn->mtime_ns == mtime)
 		hn->live = false;
-	if (synced && (n.r.flags & NODE_DIRTY) && hn->gen == gen)
+	/* As the index now has it, unless a cut below it came meanwhile
+	 * (a write since does not unprove the synced bytes: an in-place
+	 * one keeps them in its undo records). */
+	if (synced && (n.r.flags & NODE_DIRTY) && hn->proven_cuts == cuts)
 		hn->proven = size;
 	hn->synced = false;
 	pthread_mutex_unlock(&hn->mu);

@@ -71,6 +71,7 @@ struct hnode {
 	 * content file was just synced (the next persist makes the whole
 	 * size proven). */
 	uint64_t proven;
+	uint64_t proven_cuts; /* times mark_dirty_first lowered it */
 	bool synced;
 	/* hfs_now() of the first change below the end of the file since the
 	 * last close or fsync, or 0. While a writer holds the file open, its
