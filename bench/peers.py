@@ -21,6 +21,8 @@ Options:
                      rclone (default: all that are there; native always runs)
     --dir DIR        where the work directory is made     (default /var/tmp)
     --keep           keep the work directory (configs, logs)
+    --base BIN       also measure another huracanfs binary (the peer
+                     huracanfs@base: a change before and after, one run)
 
 Phases, each on every target in turn (native first):
     seq write     dd if=/dev/zero bs=1M count=SIZE conv=fsync
@@ -247,9 +249,10 @@ class Rclone(FuseChild):
 class Huracanfs(Target):
     name = 'huracanfs'
 
-    def __init__(self, work, binary):
+    def __init__(self, work, binary, name='huracanfs'):
         self.bin = binary
-        self.base = work / 'huracanfs'
+        self.name = name
+        self.base = work / name
         self.base.mkdir()
         self.dir = self.base / 'mnt'
         self.dir.mkdir()
@@ -457,6 +460,7 @@ def main():
     ap.add_argument('--peers', default='huracanfs,passthrough_ll,rclone')
     ap.add_argument('--dir', default='/var/tmp')
     ap.add_argument('--keep', action='store_true')
+    ap.add_argument('--base')
     o = ap.parse_args()
     o.size_mb = o.size_mb or (64 if o.quick else 1024)
     o.files = o.files or (2000 if o.quick else 10000)
@@ -490,6 +494,10 @@ def main():
             die('no huracanfs binary at %s (build first, or pass BUILD_DIR)'
                 % hfs_bin)
         targets.append(Huracanfs(work, hfs_bin))
+    if o.base:
+        if not os.access(o.base, os.X_OK):
+            die('no huracanfs binary at %s' % o.base)
+        targets.append(Huracanfs(work, o.base, 'huracanfs@base'))
     if 'passthrough_ll' in want:
         if os.access(pll_bin, os.X_OK):
             targets.append(PassthroughLL(work, pll_bin))
@@ -514,7 +522,7 @@ def main():
     ph = phases(o)
     # values[phase][target] = [rate per round]; reqs[phase] = [dict per round]
     values = {p[0]: {t.name: [] for t in targets} for p in ph}
-    reqs = {p[0]: [] for p in ph}
+    reqs = {t.name: {p[0]: [] for p in ph} for t in targets}
     items = {}
     hwm = {}
     try:
@@ -529,8 +537,8 @@ def main():
                     rate, n = fn(t.dir, o)
                     values[name][t.name].append(rate)
                     if before is not None:
-                        reqs[name].append((req_delta(before, t.requests()),
-                                           n))
+                        reqs[t.name][name].append(
+                            (req_delta(before, t.requests()), n))
                     items[name] = per
         for t in targets:
             if t.pid:
@@ -551,6 +559,8 @@ def main():
     print('huracanfs and peers  %s' % time.strftime('%Y-%m-%dT%H:%M:%SZ',
                                                     time.gmtime()))
     print('binary:    %s (%s)' % (hfs_bin, buildinfo(build)))
+    if o.base:
+        print('base:      %s (huracanfs@base)' % o.base)
     print('machine:   %d cpus, %.0f GiB, kernel %s; work dir on %s' % (
         os.cpu_count(), os.sysconf('SC_PHYS_PAGES') * os.sysconf(
             'SC_PAGE_SIZE') / 2**30, os.uname().release, fs_type(o.dir)))
@@ -595,16 +605,18 @@ def main():
         print()
         print('peak RSS (VmHWM): ' + ', '.join(
             '%s %.1f MiB' % (n, v / 1024) for n, v in hwm.items() if v))
-    if any(reqs.values()):
+    for tname, treqs in reqs.items():
+        if not any(treqs.values()):
+            continue
         print()
-        print('huracanfs: FUSE requests per phase (status --json '
-              'fuse_requests, before/after; last round)')
+        print('%s: FUSE requests per phase (status --json '
+              'fuse_requests, before/after; last round)' % tname)
         print('%-*s %9s %10s  %s' % (w, 'phase', 'requests', 'per item',
                                      'by operation, per item'))
         for name, unit, per, fn in ph:
-            if not reqs[name]:
+            if not treqs[name]:
                 continue
-            d, n = reqs[name][-1]
+            d, n = treqs[name][-1]
             total = sum(d.values())
             ops = sorted(d.items(), key=lambda kv: -kv[1])
             shown = [(k, v) for k, v in ops if v / n >= 0.005]

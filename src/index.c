@@ -207,11 +207,19 @@ static int check_file_size(struct hfs_index *ix)
  *
  * Sync points are taken by every fsync(2), flush --wait, before content
  * files are deleted (hfs_reap), before a clean file's first change, every
- * second by the housekeeping thread, every SYNC_COMMITS commits (which
- * also bounds how far the pinned state holds the file's growth), and at
+ * second by the housekeeping thread, every SYNC_COMMITS commits, and at
  * unmount.
+ *
+ * SYNC_COMMITS bounds the data file and the daemon's memory: a commit
+ * writes its pages anew (copy on write; about 7 pages for a created
+ * file's txn), and the pages freed since the pin are not reused until the
+ * next sync point, so the file holds about two intervals of them, and
+ * reading them through the map makes them resident. At 1000 commits a
+ * burst of creates grew a 2,000-file index to 58 MiB (99% free pages),
+ * all of it in the daemon's RSS; at 200, 12 MiB, for two fdatasyncs per
+ * 200 commits (issue 12 item 3; bench/peers.py).
  */
-#define SYNC_COMMITS 1000
+#define SYNC_COMMITS 200
 #define SAFE_MAGIC "HFSMETA1"
 
 struct safe_hdr {

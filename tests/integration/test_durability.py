@@ -233,3 +233,33 @@ def test_index_of_another_layout_is_set_aside(hfs):
         'index.old-')]
     assert aside, sorted(p.name for p in m.cache.iterdir())
     assert 'another layout version' in m.log_text()
+
+
+def test_times_set_on_open_file_survive_kill9(mount):
+    """A setattr of mtime only (the writeback cache's before each close,
+    or futimens with UTIME_OMIT for atime) on an open file is kept in
+    memory and persisted by the close: after it, kill -9 keeps it."""
+    import ctypes
+    m = mount.m
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    class Timespec(ctypes.Structure):
+        _fields_ = [('tv_sec', ctypes.c_long), ('tv_nsec', ctypes.c_long)]
+    UTIME_OMIT = (1 << 30) - 2
+    m('times').mkdir()
+    with open(m('times/written.txt'), 'wb') as f:
+        f.write(b'x' * 5000)
+    written = os.stat(m('times/written.txt')).st_mtime_ns
+    fd = os.open(m('times/set.txt'), os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, b'y' * 100)
+    ts = (Timespec * 2)((0, UTIME_OMIT), (1_600_000_000, 123456789))
+    assert libc.futimens(fd, ts) == 0, os.strerror(ctypes.get_errno())
+    assert os.stat(m('times/set.txt')).st_mtime_ns == \
+        1_600_000_000_123_456_789
+    os.close(fd)
+    mount.kill9()
+    mount.start()
+    assert os.stat(m('times/written.txt')).st_mtime_ns == written
+    assert os.stat(m('times/set.txt')).st_mtime_ns == \
+        1_600_000_000_123_456_789
+    assert os.stat(m('times/set.txt')).st_size == 100
