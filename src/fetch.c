@@ -36,6 +36,8 @@
 #define BLOCKS_MAX ((uint64_t)1 << 19) /* bitmap of 64 KiB at most */
 #define RANGE_MAX ((uint64_t)16 << 20) /* one download request */
 #define RA_MAX ((uint64_t)8 << 20)
+/* For a reader from the start: NFLIGHT ranges of PIECE_MAX in flight. */
+#define RA_SEQ ((uint64_t)16 << 20)
 #define RA_AFTER ((uint64_t)1 << 20)
 #define RA_SCATTERED ((uint64_t)4 << 20)
 #define SEQ_SLACK ((uint64_t)512 << 10)
@@ -146,51 +148,10 @@ static uint64_t ra_window(struct hnode *hn, uint64_t off, uint64_t len)
 	}
 	uint64_t run = hn->ra_next - hn->ra_start, ra;
 	if (hn->ra_whole)
-		ra = run < RA_AFTER ? RA_AFTER : run;
+		return run < RA_AFTER ? RA_AFTER : run < RA_SEQ ? run : RA_SEQ;
 	else
 		ra = run < RA_SCATTERED ? 0 : run / 4;
 	return ra < RA_MAX ? ra : RA_MAX;
-}
-
-static void unwait(struct hnode *hn, struct fetch_wait *w, bool listed)
-{
-	if (!listed)
-		return;
-	for (struct fetch_wait **p = &hn->waiters; *p; p = &(*p)->next)
-		if (*p == w) {
-			*p = w->next;
-			return;
-		}
-}
-
-/*
- * Widens the range [*@off, *@off + *@len) that this fetch will make
- * present to the ranges of the reads waiting for it that touch it
- * (within WAIT_GAP), in turn: the kernel splits one read(2) into
- * requests of 128 KiB sent together, and one download serves them all.
- * The widened range stays within RANGE_MAX. hn->mu held.
- */
-static void coalesce(struct hnode *hn, uint64_t *off, uint64_t *len)
-{
-	uint64_t lo = *off, hi = *off + *len;
-	for (bool more = true; more;) {
-		more = false;
-		for (struct fetch_wait *w = hn->waiters; w; w = w->next) {
-			if (w->off >= lo && w->end <= hi)
-				continue;
-			if (w->off > hi + WAIT_GAP || w->end + WAIT_GAP < lo)
-				continue;
-			uint64_t nlo = w->off < lo ? w->off : lo;
-			uint64_t nhi = w->end > hi ? w->end : hi;
-			if (nhi - nlo > RANGE_MAX)
-				continue;
-			lo = nlo;
-			hi = nhi;
-			more = true;
-		}
-	}
-	*off = lo;
-	*len = hi - lo;
 }
 
 /* Downloads the whole remote file into place. hn->mu not held. */
@@ -236,132 +197,469 @@ static int fetch_whole(struct hfs *fs, struct hnode *hn, const char *path,
 	return ix_commit(&t);
 }
 
-/* Downloads blocks [@b0, @b1) of @m into @fd, then records them. */
-static int fetch_blocks(struct hfs *fs, struct hnode *hn, const char *path,
-			struct node *n, struct blockmap *m, int fd, uint64_t b0,
-			uint64_t b1)
+/*
+ * Background fetches of a partial file. A read of missing blocks starts
+ * fetches of ranges of at most PIECE_MAX, up to NFLIGHT of them at once
+ * for one file, each on a thread of its own that downloads into the
+ * content file at its offset; the read waits only for the ranges holding
+ * its own bytes, while those of its read-ahead window go on downloading
+ * behind it, so a sequential reader keeps several ranges in flight and a
+ * link's latency does not set its speed. A block is "landed" (in
+ * hn->fx, served at once) when its bytes are in the content file, and
+ * recorded in the index only after an fdatasync that began after it
+ * landed: one sync for SYNC_BYTES landed or when the fetches go idle, by
+ * one worker at a time (fx->syncing), so a crash never leaves a block
+ * marked present that is not. The sync that finds every block landed
+ * checks the content hash and makes the file CACHED.
+ *
+ * Locking: hn->mu protects hn->fx and all of it; a worker holds a
+ * reference to the hnode, and keeps hn->fetching true (with the other
+ * workers and the syncer), so eviction, rewrites and undo leave the
+ * content file alone meanwhile. hn->fx goes when it is idle and either
+ * complete, stale (the node's revision or size changed: nothing more is
+ * recorded) or no longer open; then the index holds all it knew.
+ */
+#define PIECE_MAX ((uint64_t)4 << 20)
+#define NFLIGHT 4
+#define SYNC_BYTES ((uint64_t)64 << 20)
+
+struct fetchx {
+	struct blockmap m; /* landed blocks, in the index's form */
+	uint8_t *busy; /* blocks a worker is downloading */
+	uint64_t nlanded;
+	uint64_t size;
+	char rev[BACKEND_REV_MAX + 1];
+	int nflight;
+	bool syncing;
+	bool stale;
+	bool recorded; /* a sync recorded blocks in the index */
+	uint64_t unsynced; /* bytes landed since the last sync began */
+	unsigned fails; /* bumped by each failed fetch or check */
+	int fail_rc;
+};
+
+struct fetch_job {
+	struct hfs *fs;
+	struct hnode *hn; /* a reference */
+	uint64_t b0, b1;
+	int64_t deadline;
+};
+
+/* Workers running in the process, for fs_fetch_drain. */
+static pthread_mutex_t workers_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t workers_cv = PTHREAD_COND_INITIALIZER;
+static int workers;
+
+void fs_fetch_drain(void)
 {
-	uint64_t size = n->r.size;
-	uint64_t roff = b0 << m->shift;
-	uint64_t rend = b1 << m->shift;
-	if (rend > size)
-		rend = size;
-	uint64_t got = 0;
-	int rc = fs->be->ops->download(fs->be, path,
-				       n->r.rev[0] ? n->r.rev : NULL, roff,
-				       rend - roff, fd, &got, NULL);
-	metrics_bytes_down(got);
-	if (!rc && got != rend - roff)
-		rc = -EIO; /* the remote file changed size */
-	if (!rc && fdatasync(fd) < 0)
-		rc = -errno;
-	if (rc)
-		return rc;
-	for (uint64_t b = b0; b < b1; b++)
-		bit_set(m->bits, b);
-	struct ixtxn t;
-	rc = ix_begin(fs->ix, true, &t);
-	if (rc)
-		return rc;
-	ix_chunks_put(&t, hn->ino, m->buf, m->len);
-	struct node cur;
-	if (ix_get(&t, hn->ino, &cur) == 0 && !(cur.r.flags & NODE_PARTIAL)) {
-		cur.r.flags |= NODE_PARTIAL;
-		ix_put(&t, &cur);
-	}
-	return ix_commit(&t);
+	pthread_mutex_lock(&workers_mu);
+	while (workers > 0)
+		pthread_cond_wait(&workers_cv, &workers_mu);
+	pthread_mutex_unlock(&workers_mu);
 }
 
-/*
- * Fetches the missing blocks of [@off, @off + @len) of a large remote
- * file (@len 0: all of it) and, if any was missing, those of the @ra
- * bytes after it, in ranges of missing blocks. hn->mu not held.
- */
-static int fetch_ranges(struct hfs *fs, struct hnode *hn, const char *path,
-			struct node *n, uint64_t off, uint64_t len, uint64_t ra)
+void fs_fetch_free(struct hnode *hn)
 {
-	uint64_t size = n->r.size;
-	struct blockmap m = {0};
-	int rc, fd = -1;
-	rc = map_load(fs, hn->ino, size, &m);
-	if (rc)
-		goto out;
-	fd = cache_open(fs->cache, hn->ino, 1);
-	if (fd < 0) {
-		rc = fd;
-		goto out;
+	if (!hn->fx)
+		return;
+	free(hn->fx->m.buf);
+	free(hn->fx->busy);
+	free(hn->fx);
+	hn->fx = NULL;
+}
+
+static int fx_load(struct hfs *fs, struct hnode *hn, const struct node *n)
+{
+	struct fetchx *fx = calloc(1, sizeof(*fx));
+	if (!fx)
+		return -ENOMEM;
+	int rc = map_load(fs, hn->ino, n->r.size, &fx->m);
+	if (!rc) {
+		fx->busy = calloc(1, (size_t)((fx->m.n + 7) / 8));
+		if (!fx->busy)
+			rc = -ENOMEM;
 	}
-	uint64_t first = off >> m.shift;
-	uint64_t last = len ? (off + len - 1) >> m.shift : m.n - 1;
-	if (last >= m.n)
-		last = m.n - 1;
-	bool missing = false;
-	for (uint64_t b = first; b <= last && !missing; b++)
-		missing = !bit_get(m.bits, b);
-	if (missing && len && ra) {
-		uint64_t ra_last = (off + len + ra - 1) >> m.shift;
-		last = ra_last < m.n ? ra_last : m.n - 1;
+	if (rc) {
+		free(fx->m.buf);
+		free(fx);
+		return rc;
 	}
-	uint64_t per = RANGE_MAX >> m.shift;
-	for (uint64_t b = first; missing && b <= last;) {
-		if (bit_get(m.bits, b)) {
-			b++;
-			continue;
-		}
-		uint64_t e = b + 1;
-		while (e <= last && e - b < per && !bit_get(m.bits, e))
-			e++;
-		rc = fetch_blocks(fs, hn, path, n, &m, fd, b, e);
-		if (rc)
-			goto out;
-		b = e;
-	}
-	bool all = true;
-	for (uint64_t b = 0; b < m.n && all; b++)
-		all = bit_get(m.bits, b);
-	if (!all)
-		goto out;
-	/* Complete: check it, then it is an ordinary cached file. */
+	for (uint64_t b = 0; b < fx->m.n; b++)
+		fx->nlanded += bit_get(fx->m.bits, b);
+	fx->size = n->r.size;
+	snprintf(fx->rev, sizeof(fx->rev), "%s", n->r.rev);
+	fx->recorded = fx->nlanded > 0;
+	hn->fx = fx;
+	return 0;
+}
+
+static bool fx_all_landed(const struct fetchx *fx, uint64_t b0, uint64_t b1)
+{
+	for (uint64_t b = b0; b <= b1; b++)
+		if (!bit_get(fx->m.bits, b))
+			return false;
+	return true;
+}
+
+static bool fx_any_busy(const struct fetchx *fx, uint64_t b0, uint64_t b1)
+{
+	for (uint64_t b = b0; b <= b1; b++)
+		if (bit_get(fx->busy, b))
+			return true;
+	return false;
+}
+
+/* Records the landed blocks @bits (a copy) in the index, if the node is
+ * still the version fetched; @all: they are every block, so the content
+ * is checked against the remote hash and the file becomes CACHED.
+ * hn->mu not held. Returns 0, -ESTALE (the node changed), or -errno. */
+static int fx_record(struct hfs *fs, struct hnode *hn, int fd,
+		     const uint8_t *buf, size_t len, const char *rev,
+		     uint64_t size, bool all)
+{
+	if (fdatasync(fd) < 0)
+		return -errno;
 	uint8_t hash[CHASH_LEN];
 	uint64_t hashed = 0;
-	struct ixtxn t;
-	rc = chash_fd(fd, hash, &hashed);
-	if (rc)
-		goto out;
-	if (hashed != size || ((n->r.flags & NODE_HAS_HASH) &&
-			       memcmp(hash, n->r.remote_hash, CHASH_LEN))) {
-		hlog_warn("\"%s\": the assembled ranges do not match the "
-			  "remote content hash; fetching again",
-			  path);
-		rc = ix_begin(fs->ix, true, &t);
-		if (!rc) {
-			ix_chunks_del(&t, hn->ino);
-			ix_commit(&t);
-		}
-		if (ftruncate(fd, 0) < 0)
-			hlog_debug("truncate of a bad content file failed");
-		rc = -EIO;
-		goto out;
+	int rc;
+	if (all) {
+		rc = chash_fd(fd, hash, &hashed);
+		if (rc)
+			return rc;
 	}
+	struct ixtxn t;
 	rc = ix_begin(fs->ix, true, &t);
 	if (rc)
-		goto out;
+		return rc;
 	struct node cur;
-	if (ix_get(&t, hn->ino, &cur) == 0) {
+	rc = ix_get(&t, hn->ino, &cur);
+	if (!rc && (cur.r.size != size || strcmp(cur.r.rev, rev) != 0 ||
+		    (cur.r.flags & (NODE_DIRTY | NODE_CACHED | NODE_LOST))))
+		rc = -ESTALE;
+	if (rc) {
+		ix_abort(&t);
+		return rc;
+	}
+	if (all &&
+	    (hashed != size || ((cur.r.flags & NODE_HAS_HASH) &&
+				memcmp(hash, cur.r.remote_hash, CHASH_LEN)))) {
+		hlog_warn("inode %llu: the assembled ranges do not match the "
+			  "remote content hash; fetching again",
+			  (unsigned long long)hn->ino);
+		ix_chunks_del(&t, hn->ino);
+		cur.r.flags &= ~NODE_PARTIAL;
+		ix_put(&t, &cur);
+		ix_commit(&t);
+		if (ftruncate(fd, 0) < 0)
+			hlog_debug("truncate of a bad content file failed");
+		return -EBADMSG;
+	}
+	if (all) {
 		cur.r.flags |= NODE_CACHED | NODE_HAS_HASH;
 		cur.r.flags &= ~NODE_PARTIAL;
 		memcpy(cur.r.remote_hash, hash, CHASH_LEN);
 		ix_put(&t, &cur);
+		ix_chunks_del(&t, hn->ino);
+	} else {
+		ix_chunks_put(&t, hn->ino, buf, len);
+		if (!(cur.r.flags & NODE_PARTIAL)) {
+			cur.r.flags |= NODE_PARTIAL;
+			ix_put(&t, &cur);
+		}
 	}
-	ix_chunks_del(&t, hn->ino);
-	rc = ix_commit(&t);
-out:
-	if (fd >= 0)
-		close(fd);
-	free(m.buf);
-	return rc;
+	return ix_commit(&t);
 }
 
+/* Syncs and records what landed while that is due (see above).
+ * hn->mu held, dropped meanwhile. */
+static void fx_sync(struct hfs *fs, struct hnode *hn, int fd)
+{
+	struct fetchx *fx = hn->fx;
+	while (!fx->syncing && !fx->stale && fx->unsynced &&
+	       (fx->unsynced >= SYNC_BYTES || fx->nflight == 0 ||
+		fx->nlanded == fx->m.n)) {
+		uint8_t *copy = malloc(fx->m.len);
+		if (!copy)
+			return; /* recorded by a later sync */
+		memcpy(copy, fx->m.buf, fx->m.len);
+		bool all = fx->nlanded == fx->m.n;
+		char rev[BACKEND_REV_MAX + 1];
+		snprintf(rev, sizeof(rev), "%s", fx->rev);
+		uint64_t size = fx->size;
+		size_t len = fx->m.len;
+		fx->unsynced = 0;
+		fx->syncing = true;
+		pthread_mutex_unlock(&hn->mu);
+		int rc = fx_record(fs, hn, fd, copy, len, rev, size, all);
+		free(copy);
+		pthread_mutex_lock(&hn->mu);
+		fx->syncing = false;
+		if (rc == -ESTALE) {
+			fx->stale = true;
+		} else if (rc == -EBADMSG) {
+			memset(fx->m.bits, 0, fx->m.len - MAP_HDR);
+			fx->nlanded = 0;
+			fx->fails++;
+			fx->fail_rc = -EIO;
+		} else if (rc) {
+			hlog_warn("inode %llu: recording fetched ranges "
+				  "failed: %s",
+				  (unsigned long long)hn->ino, strerror(-rc));
+			fx->fails++;
+			fx->fail_rc = rc;
+		} else {
+			fx->recorded = true;
+			if (all)
+				hn->complete = true;
+		}
+	}
+}
+
+/* Ends what hn->fx needs no more once it is idle. hn->mu held. */
+static void fx_settle(struct hnode *hn)
+{
+	struct fetchx *fx = hn->fx;
+	if (!fx || fx->nflight || fx->syncing)
+		return;
+	hn->fetching = false;
+	if (fx->stale || hn->complete || (hn->nopen == 0 && !fx->unsynced))
+		fs_fetch_free(hn);
+}
+
+static void *fx_worker(void *arg)
+{
+	struct fetch_job *j = arg;
+	struct hfs *fs = j->fs;
+	struct hnode *hn = j->hn;
+	char path[4096], rev[BACKEND_REV_MAX + 1];
+	uint64_t got = 0, roff, rend;
+	int rc, fd;
+
+	pthread_mutex_lock(&hn->mu);
+	roff = j->b0 << hn->fx->m.shift;
+	rend = j->b1 << hn->fx->m.shift;
+	if (rend > hn->fx->size)
+		rend = hn->fx->size;
+	snprintf(rev, sizeof(rev), "%s", hn->fx->rev);
+	pthread_mutex_unlock(&hn->mu);
+
+	struct ixtxn t;
+	rc = ix_begin(fs->ix, false, &t);
+	if (!rc) {
+		rc = ix_path(&t, hn->ino, path, sizeof(path));
+		ix_abort(&t);
+	}
+	fd = rc ? -1 : cache_open(fs->cache, hn->ino, 1);
+	if (!rc && fd < 0)
+		rc = fd;
+	int64_t t0 = hfs_now_ns();
+	if (!rc) {
+		backend_set_thread_deadline(j->deadline);
+		rc = fs->be->ops->download(fs->be, path, rev[0] ? rev : NULL,
+					   roff, rend - roff, fd, &got, NULL);
+		backend_set_thread_deadline(0);
+		metrics_bytes_down(got);
+		if (!rc && got != rend - roff)
+			rc = -EIO; /* the remote file changed size */
+	}
+	if (rc)
+		hlog_warn("fetch of bytes %llu-%llu of \"%s\" failed: %s (%s)",
+			  (unsigned long long)roff, (unsigned long long)rend,
+			  rc == -ENOENT && !path[0] ? "?" : path, strerror(-rc),
+			  backend_last_error());
+	else
+		hlog_debug("fetched \"%s\" off=%llu len=%llu ms=%lld", path,
+			   (unsigned long long)roff,
+			   (unsigned long long)(rend - roff),
+			   (long long)((hfs_now_ns() - t0) / 1000000));
+
+	pthread_mutex_lock(&hn->mu);
+	struct fetchx *fx = hn->fx; /* kept while nflight > 0 */
+	for (uint64_t b = j->b0; b < j->b1; b++) {
+		fx->busy[b / 8] &= (uint8_t) ~(1u << (b % 8));
+		if (!rc && !fx->stale && !bit_get(fx->m.bits, b)) {
+			bit_set(fx->m.bits, b);
+			fx->nlanded++;
+		}
+	}
+	fx->nflight--;
+	if (!rc)
+		fx->unsynced += rend - roff;
+	if (rc) {
+		fx->fails++;
+		fx->fail_rc = rc;
+	}
+	if (fd >= 0)
+		fx_sync(fs, hn, fd);
+	fx_settle(hn);
+	pthread_cond_broadcast(&hn->fetched);
+	pthread_mutex_unlock(&hn->mu);
+	if (fd >= 0)
+		close(fd);
+	hnode_put(fs, hn);
+	free(j);
+	pthread_mutex_lock(&workers_mu);
+	if (--workers == 0)
+		pthread_cond_broadcast(&workers_cv);
+	pthread_mutex_unlock(&workers_mu);
+	return NULL;
+}
+
+/* Starts fetches of the missing blocks of [@first, @last] that no worker
+ * has, in order, while fewer than NFLIGHT run. hn->mu held. */
+static int fx_schedule(struct hfs *fs, struct hnode *hn, uint64_t first,
+		       uint64_t last, int64_t deadline)
+{
+	struct fetchx *fx = hn->fx;
+	uint64_t per = PIECE_MAX >> fx->m.shift;
+	if (last >= fx->m.n)
+		last = fx->m.n - 1;
+	for (uint64_t b = first; b <= last && fx->nflight < NFLIGHT;) {
+		if (bit_get(fx->m.bits, b) || bit_get(fx->busy, b)) {
+			b++;
+			continue;
+		}
+		/* Pieces end on multiples of PIECE_MAX: a window that moves
+		 * on by a read at a time still starts whole pieces. */
+		uint64_t e = b + 1;
+		while (e <= last && e % per && !bit_get(fx->m.bits, e) &&
+		       !bit_get(fx->busy, e))
+			e++;
+		struct fetch_job *j = malloc(sizeof(*j));
+		if (!j)
+			return -ENOMEM;
+		*j = (struct fetch_job){fs, hnode_find(fs, hn->ino), b, e,
+					deadline};
+		if (j->hn != hn) {
+			hnode_put(fs, j->hn);
+			free(j);
+			return -EIO;
+		}
+		pthread_attr_t at;
+		pthread_t th;
+		pthread_attr_init(&at);
+		pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+		pthread_mutex_lock(&workers_mu);
+		workers++;
+		pthread_mutex_unlock(&workers_mu);
+		int err = pthread_create(&th, &at, fx_worker, j);
+		pthread_attr_destroy(&at);
+		if (err) {
+			pthread_mutex_lock(&workers_mu);
+			if (--workers == 0)
+				pthread_cond_broadcast(&workers_cv);
+			pthread_mutex_unlock(&workers_mu);
+			hnode_put(fs, j->hn);
+			free(j);
+			return -err;
+		}
+		for (uint64_t k = b; k < e; k++)
+			bit_set(fx->busy, k);
+		fx->nflight++;
+		hn->fetching = true;
+		b = e;
+	}
+	return 0;
+}
+
+/*
+ * Makes [@off, @off + @len) of the large remote file @hn (node @n) landed
+ * in its content file (@len 0: the whole file, checked and CACHED),
+ * fetching the missing ranges and, for a reader, its read-ahead window
+ * in the background. hn->mu held; waits on hn->fetched.
+ */
+static int fetch_partial(struct hfs *fs, struct hnode *hn, const struct node *n,
+			 uint64_t off, uint64_t len, int64_t deadline)
+{
+	uint64_t ra = len ? ra_window(hn, off, len) : 0;
+	bool started = false;
+	unsigned fails0 = 0;
+	int rc;
+	for (;;) {
+		struct fetchx *fx = hn->fx;
+		if (fx && !fx->stale &&
+		    (fx->size != n->r.size || strcmp(fx->rev, n->r.rev) != 0 ||
+		     (fx->recorded && !(n->r.flags & NODE_PARTIAL))))
+			fx->stale = true; /* another version, or evicted */
+		if (fx && fx->stale && !fx->nflight && !fx->syncing) {
+			fs_fetch_free(hn);
+			fx = NULL;
+		}
+		if (!fx || !fx->stale) {
+			if (!fx) {
+				rc = fx_load(fs, hn, n);
+				if (rc)
+					return rc;
+				fx = hn->fx;
+			}
+			if (!started) {
+				fails0 = fx->fails;
+				started = true;
+			}
+			uint64_t first = len ? off >> fx->m.shift : 0;
+			uint64_t last = len ? (off + len - 1) >> fx->m.shift
+					    : fx->m.n - 1;
+			if (last >= fx->m.n)
+				last = fx->m.n - 1;
+			uint64_t ra_last = last;
+			if (len && ra) {
+				uint64_t per = PIECE_MAX >> fx->m.shift;
+				ra_last = (off + len + ra - 1) >> fx->m.shift;
+				ra_last = (ra_last / per + 1) * per - 1;
+			}
+			bool have = len ? fx_all_landed(fx, first, last)
+					: hn->complete;
+			if (!len && fx->nlanded == fx->m.n && !fx->nflight &&
+			    !fx->syncing && !fx->unsynced && !hn->complete &&
+			    fx->fails == fails0) {
+				/* Loaded whole from the index: check it. */
+				int cfd = cache_open(fs->cache, hn->ino, 1);
+				if (cfd < 0)
+					return cfd;
+				fx->unsynced = 1;
+				hn->fetching = true;
+				fx_sync(fs, hn, cfd);
+				close(cfd);
+				fx_settle(hn);
+				fx = hn->fx;
+				if (!fx)
+					continue;
+				have = hn->complete;
+			}
+			if (have) {
+				if (ra_last > last)
+					fx_schedule(fs, hn, last + 1, ra_last,
+						    deadline);
+				fx_settle(hn);
+				return 0;
+			}
+			if (fx->fails != fails0 &&
+			    !fx_any_busy(fx, first, last))
+				return fx->fail_rc == -ENOMEM ? -ENOMEM : -EIO;
+			rc = fx_schedule(fs, hn, first, ra_last, deadline);
+			if (rc && !fx->nflight)
+				return rc;
+		}
+		if (!deadline) {
+			pthread_cond_wait(&hn->fetched, &hn->mu);
+			continue;
+		}
+		int64_t left = deadline - backend_mono_ns();
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		int64_t ns = until.tv_nsec + (left > 0 ? left : 0);
+		until.tv_sec += ns / 1000000000LL;
+		until.tv_nsec = ns % 1000000000LL;
+		if (left <= 0 || pthread_cond_timedwait(&hn->fetched, &hn->mu,
+							&until) == ETIMEDOUT) {
+			hlog_warn("a read of inode %llu waited %lld s "
+				  "(remote_wait_seconds) for its bytes: EIO",
+				  (unsigned long long)hn->ino,
+				  (long long)fs->cfg->remote_wait_seconds);
+			return -EIO;
+		}
+	}
+}
 void hfs_note_lost(struct hfs *fs, const char *path)
 {
 	pthread_mutex_lock(&fs->lost_lock);
@@ -440,16 +738,10 @@ static int content_lost(struct hfs *fs, struct hnode *hn, struct node *n)
 int fs_ensure_range_until(struct hfs *fs, struct hnode *hn, uint64_t off,
 			  uint64_t len, int64_t deadline)
 {
-	/* While another fetch runs, this read's range is on hn->waiters,
-	 * where the next fetcher finds it (coalesce). */
-	struct fetch_wait w = {.off = off, .end = off + len, .next = NULL};
-	bool listed = false;
-	while (hn->fetching) {
-		if (len && !listed) {
-			w.next = hn->waiters;
-			hn->waiters = &w;
-			listed = true;
-		}
+	/* While a fetch of a whole file runs, reads wait for it; the
+	 * background fetches of a partial file (hn->fx) make no read wait
+	 * but for its own bytes (fetch_partial). */
+	while (hn->fetching && !hn->fx) {
 		if (!deadline) {
 			pthread_cond_wait(&hn->fetched, &hn->mu);
 			continue;
@@ -467,11 +759,9 @@ int fs_ensure_range_until(struct hfs *fs, struct hnode *hn, uint64_t off,
 				  "bytes in progress: EIO",
 				  (unsigned long long)hn->ino,
 				  (long long)fs->cfg->remote_wait_seconds);
-			unwait(hn, &w, listed);
 			return -EIO;
 		}
 	}
-	unwait(hn, &w, listed);
 	struct node n;
 	int rc = fs_get_node(fs, hn->ino, &n);
 	if (rc)
@@ -502,12 +792,21 @@ int fs_ensure_range_until(struct hfs *fs, struct hnode *hn, uint64_t off,
 		return rc;
 	}
 	bool chunked = n.r.size > PARTIAL_MIN;
-	uint64_t ra = 0, foff = off, flen = len;
-	if (chunked && len) {
-		uint64_t ra_end = off + len + ra_window(hn, off, len);
-		coalesce(hn, &foff, &flen);
-		if (ra_end > foff + flen)
-			ra = ra_end - (foff + flen);
+	if (chunked) {
+		rc = fetch_partial(fs, hn, &n, off, len, deadline);
+		if (!rc)
+			rc = hnode_open_fd(fs, hn, true);
+		return rc;
+	}
+	if (hn->fx) {
+		/* Background fetches of a larger version: they end first. */
+		hn->fx->stale = true;
+		if (hn->fx->nflight || hn->fx->syncing) {
+			pthread_cond_wait(&hn->fetched, &hn->mu);
+			return fs_ensure_range_until(fs, hn, off, len,
+						     deadline);
+		}
+		fs_fetch_free(hn);
 	}
 	hn->fetching = true;
 	pthread_mutex_unlock(&hn->mu);
@@ -522,9 +821,7 @@ int fs_ensure_range_until(struct hfs *fs, struct hnode *hn, uint64_t off,
 		ix_abort(&t);
 	}
 	backend_set_thread_deadline(deadline);
-	if (!rc && chunked)
-		rc = fetch_ranges(fs, hn, path, &n, foff, flen, ra);
-	else if (!rc)
+	if (!rc)
 		rc = fetch_whole(fs, hn, path, &n, &got);
 	backend_set_thread_deadline(0);
 	if (rc && deadline && backend_mono_ns() >= deadline) {
@@ -543,18 +840,14 @@ int fs_ensure_range_until(struct hfs *fs, struct hnode *hn, uint64_t off,
 			rc = -EIO; /* never "no such file" for a transport
 				      failure or a vanished revision */
 	} else {
-		hlog_debug("fetched \"%s\" off=%llu len=%llu (asked %llu+%llu, "
-			   "ahead %llu) ms=%lld",
-			   path, (unsigned long long)foff,
-			   (unsigned long long)flen, (unsigned long long)off,
-			   (unsigned long long)len, (unsigned long long)ra,
+		hlog_debug("fetched \"%s\" whole ms=%lld", path,
 			   (long long)((hfs_now_ns() - t0) / 1000000));
 	}
 
 	pthread_mutex_lock(&hn->mu);
 	hn->fetching = false;
 	pthread_cond_broadcast(&hn->fetched);
-	if (!rc && !chunked) {
+	if (!rc) {
 		if (hn->fd >= 0) {
 			close(hn->fd); /* the old content file was replaced */
 			hn->fd = -1;
@@ -563,11 +856,9 @@ int fs_ensure_range_until(struct hfs *fs, struct hnode *hn, uint64_t off,
 		hn->live = false;
 	}
 	if (!rc)
-		rc = hnode_open_fd(fs, hn, chunked);
-	if (!rc && !chunked)
+		rc = hnode_open_fd(fs, hn, false);
+	if (!rc)
 		hn->complete = true;
-	if (!rc && chunked && fs_get_node(fs, hn->ino, &n) == 0)
-		hn->complete = (n.r.flags & NODE_CACHED) != 0;
 	return rc;
 }
 

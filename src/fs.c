@@ -207,6 +207,7 @@ static bool itab_maybe_free(struct hfs *fs, struct hnode *h)
 	if (h->undo_fd >= 0)
 		close(h->undo_fd);
 	free(h->undo);
+	fs_fetch_free(h);
 	pthread_mutex_destroy(&h->mu);
 	pthread_mutex_destroy(&h->persist_mu);
 	pthread_cond_destroy(&h->fetched);
@@ -923,6 +924,7 @@ void hfs_destroy(struct hfs *fs)
 {
 	if (!fs)
 		return;
+	fs_fetch_drain(); /* workers hold inodes and use the backend */
 	/* Before the inode table goes: the reaper looks inodes up. */
 	if (fs->ix && fs->cache && fs->buckets && hfs_reap(fs) == 0)
 		index_mark_stopped(fs->ix);
@@ -936,6 +938,7 @@ void hfs_destroy(struct hfs *fs)
 				if (h->undo_fd >= 0)
 					close(h->undo_fd);
 				free(h->undo);
+				fs_fetch_free(h);
 				pthread_mutex_destroy(&h->mu);
 				pthread_mutex_destroy(&h->persist_mu);
 				pthread_cond_destroy(&h->fetched);

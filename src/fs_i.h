@@ -15,11 +15,7 @@
  * a flusher (refs > 0). Freed when both reach zero; an unlinked inode's
  * node record and content file go with it.
  */
-/* A read waiting for another's fetch of the same file (fetch.c). */
-struct fetch_wait {
-	uint64_t off, end;
-	struct fetch_wait *next;
-};
+struct fetchx; /* fetch.c */
 
 struct hnode {
 	uint64_t ino;
@@ -92,7 +88,9 @@ struct hnode {
 	 * file's start with the first read. */
 	uint64_t ra_start, ra_next;
 	bool ra_whole;
-	struct fetch_wait *waiters; /* on their threads' stacks */
+	/* The background fetches of a partial file and its blocks present
+	 * (fetch.c), or NULL. */
+	struct fetchx *fx;
 	bool unlinked;
 	bool gone; /* unlinked, and its record and content are gone too */
 	char last_error[160];
@@ -115,6 +113,10 @@ int hnode_load(struct hfs *fs, struct hnode *hn);
 void fs_undo_resume(struct hfs *fs, struct hnode *hn);
 /* Opens the content fd if needed; hn->mu held. */
 int hnode_open_fd(struct hfs *fs, struct hnode *hn, bool create);
+/* Frees hn->fx (fetch.c); no worker may be running on @hn. */
+void fs_fetch_free(struct hnode *hn);
+/* Waits until no background fetch runs in the process (fetch.c). */
+void fs_fetch_drain(void);
 
 /* The hooks (fs.h, struct hfs_hooks), NULL-safe. */
 static inline void fs_tell_dirty(struct hfs *fs, uint64_t ino, int cat,
