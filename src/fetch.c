@@ -489,6 +489,7 @@ static void *fx_worker(void *arg)
 		fx->fails++;
 		fx->fail_rc = rc;
 	}
+	pthread_cond_broadcast(&hn->fetched); /* before a sync: it is slow */
 	if (fd >= 0)
 		fx_sync(fs, hn, fd);
 	fx_settle(hn);
