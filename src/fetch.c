@@ -25,11 +25,12 @@
  * (BLOCK_MIN, 16 KiB, or more for files above 8 GiB: see block_shift) the
  * read touches that are missing, plus a read-ahead window for a reader
  * that reads on (ra_window), so scattered reads cost what they read and a
- * sequential reader still gets ranges of up to RA_MAX. The blocks present
- * are recorded in the index (chunks DBI: a header, then one bit a block)
- * after their bytes are on disk, so a crash never leaves a block marked
- * present that is not. Once every block is present, the file is CACHED
- * and its content hash is checked.
+ * sequential reader from the start gets a window of up to RA_SEQ, fetched
+ * in the background as several ranges at once (see fetch_partial). The
+ * blocks present are recorded in the index (chunks DBI: a header, then
+ * one bit a block) after their bytes are on disk, so a crash never leaves
+ * a block marked present that is not. Once every block is present, its
+ * content hash is checked and the file is CACHED.
  */
 #define PARTIAL_MIN ((uint64_t)8 << 20)
 #define BLOCK_SHIFT_MIN 14
@@ -37,7 +38,7 @@
 #define RANGE_MAX ((uint64_t)16 << 20) /* one download request */
 #define RA_MAX ((uint64_t)8 << 20)
 /* For a reader from the start: NFLIGHT ranges of PIECE_MAX in flight. */
-#define RA_SEQ ((uint64_t)16 << 20)
+#define RA_SEQ ((uint64_t)32 << 20)
 #define RA_AFTER ((uint64_t)1 << 20)
 #define RA_SCATTERED ((uint64_t)4 << 20)
 #define SEQ_SLACK ((uint64_t)512 << 10)
@@ -124,13 +125,13 @@ static int map_load(struct hfs *fs, uint64_t ino, uint64_t size,
 /*
  * How far to fetch ahead of a read at @off, @len of @hn, which it records
  * (hn->mu held): a reader that read on from the start of the file gets a
- * window that doubles up to RA_MAX (one window past its end is the most
- * it can cost); a stream that started elsewhere (a column chunk after a
- * footer) gets nothing until it has read RA_SCATTERED, then a quarter of
- * what it read so far, so a reader of many scattered runs of a few MiB
- * (parquet column chunks) fetches little more than it reads.
- * Reads up to SEQ_SLACK apart, in either order, are one stream: the
- * kernel sends a read as several requests, in parallel.
+ * window that doubles up to RA_SEQ (one window past its end, rounded up
+ * to a PIECE_MAX, is the most it can cost); a stream that started elsewhere (a
+ * column chunk after a footer) gets nothing until it has read RA_SCATTERED,
+ * then a quarter of what it read so far, so a reader of many scattered runs of
+ * a few MiB (parquet column chunks) fetches little more than it reads. Reads up
+ * to SEQ_SLACK apart, in either order, are one stream: the kernel sends a read
+ * as several requests, in parallel.
  */
 static uint64_t ra_window(struct hnode *hn, uint64_t off, uint64_t len)
 {
@@ -219,7 +220,7 @@ static int fetch_whole(struct hfs *fs, struct hnode *hn, const char *path,
  * complete, stale (the node's revision or size changed: nothing more is
  * recorded) or no longer open; then the index holds all it knew.
  */
-#define PIECE_MAX ((uint64_t)4 << 20)
+#define PIECE_MAX ((uint64_t)8 << 20)
 #define NFLIGHT 4
 #define SYNC_BYTES ((uint64_t)64 << 20)
 
