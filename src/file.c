@@ -944,34 +944,6 @@ int hfs_setattr(struct hfs *fs, uint64_t ino, const struct stat *attr,
 			S_ISREG(n.r.mode) ? hnode_find(fs, ino) : NULL;
 		if (h)
 			pthread_mutex_lock(&h->persist_mu);
-		/* Only mtime and ctime (the writeback cache sends them
-		 * before each close): on an open file they become live,
-		 * and its release (or fsync) persists them with the size,
-		 * in the txn it opens anyway. */
-		if (h && !(to_set & ~(HFS_SET_MTIME | HFS_SET_CTIME))) {
-			pthread_mutex_lock(&h->mu);
-			bool open_live =
-				h->loaded && h->nopen > 0 && !h->unlinked;
-			if (open_live) {
-				if (to_set & HFS_SET_MTIME)
-					h->mtime_ns = attr->st_mtim.tv_sec *
-							      1000000000LL +
-						      attr->st_mtim.tv_nsec;
-				h->ctime_ns =
-					to_set & HFS_SET_CTIME
-						? attr->st_ctim.tv_sec *
-								  1000000000LL +
-							  attr->st_ctim.tv_nsec
-						: now;
-				h->live = true;
-			}
-			pthread_mutex_unlock(&h->mu);
-			if (open_live) {
-				pthread_mutex_unlock(&h->persist_mu);
-				hnode_put(fs, h);
-				return hfs_getattr(fs, ino, out);
-			}
-		}
 		struct ixtxn t;
 		rc = ix_begin(fs->ix, true, &t);
 		if (rc)
