@@ -167,14 +167,13 @@ static bool restore_prev(struct recovery *r, struct node *n, uint64_t proven,
 	 * stale (index.h, NODE_ASIDE_*). */
 	bool prev =
 		(aside & NODE_ASIDE_PREV) && cache_restore_prev(c, n->ino) == 0;
-	unsigned records = 0;
 	bool undone = false;
 	bool undo = (aside & NODE_ASIDE_UNDO) && cache_has_undo(c, n->ino);
 	if (undo) {
 		/* Patched in place after it: the bytes it had there back. */
 		int u = cache_undo_open(c, n->ino, false);
 		int fd = u < 0 ? u : cache_open(c, n->ino, 0);
-		int rc = fd < 0 ? fd : undo_apply(u, fd, &records);
+		int rc = fd < 0 ? fd : undo_apply(u, fd, NULL);
 		if (rc)
 			hlog_err("recovery: the undo records of \"%s\" cannot "
 				 "be applied: %s",

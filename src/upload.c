@@ -343,9 +343,7 @@ int hfs_upload_prepare(struct hfs *fs, uint64_t ino, struct upload_job *job,
 	/* The snapshot. */
 	pthread_rwlock_wrlock(&hn->snap);
 	pthread_mutex_lock(&hn->mu);
-	rc = hnode_load(fs, hn);
-	if (!rc)
-		rc = hnode_open_fd(fs, hn, false);
+	rc = hnode_open_fd(fs, hn, false); /* loaded above */
 	job->gen = hn->gen;
 	bool live = hn->live, writers = hn->nwriters > 0;
 	job->size = hn->size;
