@@ -578,10 +578,24 @@ static int fetch_partial(struct hfs *fs, struct hnode *hn, const struct node *n,
 			 uint64_t off, uint64_t len, int64_t deadline)
 {
 	uint64_t ra = len ? ra_window(hn, off, len) : 0;
-	bool started = false;
+	bool started = false, waited = false;
 	unsigned fails0 = 0;
+	struct node cur = *n;
 	int rc;
 	for (;;) {
+		if (waited) {
+			/* The node as it is now: a sync may have recorded
+			 * blocks (NODE_PARTIAL) or made it CACHED since @n
+			 * was read; judged by @n, the fetches of this very
+			 * version would look stale and start over. */
+			rc = fs_get_node(fs, hn->ino, &cur);
+			if (rc)
+				return rc;
+			if (cur.r.flags & (NODE_CACHED | NODE_DIRTY))
+				return 0; /* every byte is local */
+			n = &cur;
+		}
+		waited = true;
 		struct fetchx *fx = hn->fx;
 		if (fx && !fx->stale &&
 		    (fx->size != n->r.size || strcmp(fx->rev, n->r.rev) != 0 ||
